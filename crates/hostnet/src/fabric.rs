@@ -1,0 +1,578 @@
+//! A host's nodes and the bridges that join them: created in bulk, removed in bulk.
+//!
+//! Creation, per node, on one of a few creator threads (no more than cores: every link change
+//! takes the kernel's global RTNL lock, so more threads only queue on it):
+//! 1. `unshare(CLONE_NEWNET)` moves the thread into a fresh namespace, kept by fd (and bind
+//!    mounted under `/run/netns` if asked); the next node is unshared from there.
+//! 2. IPv6 is switched off in it (with it on, every node's DAD/MLD/RS multicast floods every
+//!    bridge port and creation becomes O(N²)), unless the run asks for it.
+//! 3. One request on the thread's host-side socket creates the veth, places the peer as `eth0`
+//!    (ifindex 2) in the namespace and attaches the host end, up, to its shard's bridge.
+//! 4. One batch on a socket opened inside the namespace: `lo` up, `eth0` up, the address, and
+//!    the route to the underlay range via the bridge.
+//!
+//! Bridges are created first with multicast snooping off and raised only after all their ports
+//! are attached. No step sleeps or polls: each request is acked by the kernel.
+//!
+//! Teardown closes every namespace at once, so the kernel destroys them in one batch (each
+//! veth dies with its namespace), waits for the host veths to vanish by listening to link
+//! events, and deletes the bridges.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::monitor::LinkMonitor;
+use crate::msg;
+use crate::netns::{self, NetNs};
+use crate::plan::{BridgePlan, NodePlan, Prefix, SHARD_PREFIX_LEN, UnderlayPlan};
+use crate::rtnl::{Mode, Refused, Rtnl};
+
+/// How to build a host's nodes.
+#[derive(Debug, Clone)]
+pub struct FabricSpec {
+    pub plan: UnderlayPlan,
+    /// Bind-mount each namespace here (as `ip netns add` does); `None` keeps them by fd only.
+    pub netns_dir: Option<PathBuf>,
+    /// Creator threads; clamped to 1..=cores.
+    pub threads: usize,
+    /// Leave IPv6 on inside the nodes.
+    pub ipv6: bool,
+}
+
+impl FabricSpec {
+    pub fn new(plan: UnderlayPlan) -> Self {
+        FabricSpec {
+            plan,
+            netns_dir: Some(PathBuf::from(netns::DEFAULT_NETNS_DIR)),
+            threads: 1,
+            ipv6: false,
+        }
+    }
+}
+
+/// One step of plumbing, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Unshare,
+    Mount,
+    DisableIpv6,
+    NetlinkSocket,
+    CreateVeth,
+    LoopbackUp,
+    UnderlayUp,
+    AddAddress,
+    AddRoute,
+    CreateBridge,
+    BridgeAddress,
+    BridgeForwarding,
+    BridgeUp,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Step::Unshare => "creating the namespace (unshare)",
+            Step::Mount => "bind-mounting the namespace",
+            Step::DisableIpv6 => "switching IPv6 off",
+            Step::NetlinkSocket => "opening a netlink socket in the namespace",
+            Step::CreateVeth => "creating the veth pair",
+            Step::LoopbackUp => "bringing lo up",
+            Step::UnderlayUp => "bringing eth0 up",
+            Step::AddAddress => "adding the underlay address",
+            Step::AddRoute => "adding the underlay route",
+            Step::CreateBridge => "creating the bridge",
+            Step::BridgeAddress => "adding the bridge address",
+            Step::BridgeForwarding => "enabling forwarding between shards",
+            Step::BridgeUp => "bringing the bridge up",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("node {node_id} ({name}): {step} failed: {source}{}", hint(&source, prefix))]
+    Node {
+        node_id: u32,
+        name: String,
+        step: Step,
+        prefix: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("bridge {name}: {step} failed: {source}{}", hint(&source, prefix))]
+    Bridge {
+        name: String,
+        step: Step,
+        prefix: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not create {}: {source}", dir.display())]
+    NetnsDir {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("could not open a netlink socket: {source}{}", hint(source, ""))]
+    Socket {
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What to do about a kernel error, in a few words.
+fn hint(e: &io::Error, prefix: &str) -> String {
+    let fix = match e.raw_os_error() {
+        Some(libc::EEXIST) => {
+            format!(
+                "; something named like this run exists already: run `nextmini cleanup --prefix {prefix}`, or pick another prefix"
+            )
+        }
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            "; this needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN)".to_owned()
+        }
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            "; out of file descriptors: raise `ulimit -n` or fs.file-max".to_owned()
+        }
+        Some(libc::ENOBUFS) | Some(libc::ENOMEM) => {
+            "; the kernel ran out of memory or buffer space: create fewer nodes".to_owned()
+        }
+        Some(libc::ENOSPC) => {
+            "; a kernel limit was reached (user.max_net_namespaces?): raise it or create fewer nodes"
+                .to_owned()
+        }
+        _ => String::new(),
+    };
+    fix
+}
+
+/// A node's plumbing on this host.
+#[derive(Debug)]
+pub struct Node {
+    pub plan: NodePlan,
+    pub netns: NetNs,
+}
+
+/// A bridge this run created.
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    pub plan: BridgePlan,
+    pub index: u32,
+}
+
+/// Figures from a teardown.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TeardownStats {
+    /// Closing every namespace (and unmounting).
+    pub close: Duration,
+    /// Until the kernel had removed every host veth.
+    pub drain: Duration,
+    pub total: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("teardown: {0}")]
+pub struct TeardownError(#[from] io::Error);
+
+/// The group number host veths of a prefix carry, so that cleanup can delete them in one
+/// request. A 32-bit hash of the prefix; cleanup checks that the group holds only this prefix's
+/// links before it uses it.
+pub fn link_group(prefix: &Prefix) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in b"nextmini:".iter().chain(prefix.as_str().as_bytes()) {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h.max(2) // 0 is the default group
+}
+
+/// Every node and bridge of a run on this host. Dropping it tears everything down.
+#[derive(Debug)]
+pub struct Fabric {
+    plan: UnderlayPlan,
+    bridges: Vec<Bridge>,
+    nodes: Vec<Node>,
+    torn_down: bool,
+}
+
+impl Fabric {
+    /// Creates every node of the spec. `progress` is called from creator threads with the
+    /// number of nodes finished so far. On failure everything created is removed and the error
+    /// names the node and the step.
+    pub fn create(
+        spec: &FabricSpec,
+        progress: &(dyn Fn(u32) + Sync),
+    ) -> Result<Fabric, CreateError> {
+        let plan = &spec.plan;
+        let prefix = plan.prefix().to_string();
+        if let Some(dir) = &spec.netns_dir {
+            netns::ensure_dir(dir).map_err(|source| CreateError::NetnsDir {
+                dir: dir.clone(),
+                source,
+            })?;
+        }
+        let mut fabric = Fabric {
+            plan: plan.clone(),
+            bridges: Vec::new(),
+            nodes: Vec::new(),
+            torn_down: false,
+        };
+        let started = Instant::now();
+        fabric.create_bridges()?;
+        fabric.create_nodes(spec, progress)?;
+        fabric.raise_bridges()?;
+        tracing::info!(
+            nodes = plan.n_nodes(),
+            bridges = fabric.bridges.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "plumbed {} nodes with prefix {prefix}",
+            plan.n_nodes()
+        );
+        Ok(fabric)
+    }
+
+    fn create_bridges(&mut self) -> Result<(), CreateError> {
+        let prefix = self.plan.prefix().to_string();
+        let mut host: Rtnl<Step> = Rtnl::open().map_err(|source| CreateError::Socket { source })?;
+        let forwarding = self.plan.shards().len() > 1;
+        for b in self.plan.bridges() {
+            let fail = |step, source| CreateError::Bridge {
+                name: b.name.clone(),
+                step,
+                prefix: prefix.clone(),
+                source,
+            };
+            host.request(msg::new_bridge(&b.name), Mode::Create, Step::CreateBridge)
+                .map_err(|r| fail(r.tag, r.error))?;
+            let index = nix::net::if_::if_nametoindex(b.name.as_str())
+                .map_err(|e| fail(Step::CreateBridge, e.into()))?;
+            self.bridges.push(Bridge {
+                plan: b.clone(),
+                index,
+            });
+            host.request(
+                msg::new_address(index, b.addr, SHARD_PREFIX_LEN),
+                Mode::Create,
+                Step::BridgeAddress,
+            )
+            .map_err(|r| fail(r.tag, r.error))?;
+            // Shards reach each other through the host; only our bridges forward, and nodes
+            // route only the underlay range, so nothing is forwarded off the machine.
+            if forwarding {
+                let key = format!("/proc/sys/net/ipv4/conf/{}/forwarding", b.name);
+                std::fs::write(key, "1").map_err(|e| fail(Step::BridgeForwarding, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn create_nodes(
+        &mut self,
+        spec: &FabricSpec,
+        progress: &(dyn Fn(u32) + Sync),
+    ) -> Result<(), CreateError> {
+        let plan = &spec.plan;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = spec.threads.clamp(1, cores).min(plan.n_nodes() as usize);
+        let next = AtomicU32::new(0);
+        let done = AtomicU32::new(0);
+        let abort = AtomicBool::new(false);
+        let first_error: Mutex<Option<CreateError>> = Mutex::new(None);
+        let bridge_index: Vec<u32> = self.bridges.iter().map(|b| b.index).collect();
+        let first_shard = plan.shards().start;
+        let group = link_group(plan.prefix());
+        let route = plan.underlay_route();
+
+        let worker = || -> Vec<Node> {
+            let mut made = Vec::new();
+            let fail = |e: CreateError| {
+                abort.store(true, Ordering::Relaxed);
+                first_error
+                    .lock()
+                    .expect("no panics hold it")
+                    .get_or_insert(e);
+            };
+            // Opened before the first unshare: it stays in the host namespace.
+            let mut host: Rtnl<Step> = match Rtnl::open() {
+                Ok(h) => h,
+                Err(e) => {
+                    fail(CreateError::Socket { source: e });
+                    return made;
+                }
+            };
+            while !abort.load(Ordering::Relaxed) {
+                let idx = next.fetch_add(1, Ordering::Relaxed);
+                if idx >= plan.n_nodes() {
+                    break;
+                }
+                let node_plan = plan.node(idx);
+                let bridge = bridge_index[(node_plan.shard - first_shard) as usize];
+                match plumb_node(spec, node_plan, bridge, group, route, &mut host) {
+                    Ok(node) => made.push(node),
+                    Err((partial, e)) => {
+                        made.extend(partial);
+                        fail(e);
+                        break;
+                    }
+                }
+                progress(done.fetch_add(1, Ordering::Relaxed) + 1);
+            }
+            made
+        };
+        let made: Vec<Vec<Node>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|i| {
+                    std::thread::Builder::new()
+                        .name(format!("nm-create-{i}"))
+                        .spawn_scoped(s, worker)
+                        .expect("spawning a creator thread")
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("creator thread panicked"))
+                .collect()
+        });
+        self.nodes = made.into_iter().flatten().collect();
+        self.nodes.sort_by_key(|n| n.plan.idx);
+        match first_error.into_inner().expect("no panics hold it") {
+            Some(e) => Err(e), // `self` is dropped by the caller's `?`: everything goes
+            None => Ok(()),
+        }
+    }
+
+    fn raise_bridges(&mut self) -> Result<(), CreateError> {
+        let mut host: Rtnl<usize> =
+            Rtnl::open().map_err(|source| CreateError::Socket { source })?;
+        for (i, b) in self.bridges.iter().enumerate() {
+            host.queue(msg::link_up(b.index), Mode::Change, i)
+                .map_err(|source| CreateError::Socket { source })?;
+        }
+        host.wait().map_err(|r| CreateError::Bridge {
+            name: self.bridges[r.tag].plan.name.clone(),
+            step: Step::BridgeUp,
+            prefix: self.plan.prefix().to_string(),
+            source: r.error,
+        })
+    }
+
+    pub fn plan(&self) -> &UnderlayPlan {
+        &self.plan
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn bridges(&self) -> &[Bridge] {
+        &self.bridges
+    }
+
+    pub fn node(&self, node_id: u32) -> Option<&Node> {
+        self.plan
+            .idx_of(node_id)
+            .and_then(|i| self.nodes.get(i as usize))
+    }
+
+    /// Removes everything: namespaces (and with them every veth), mounts, bridges.
+    pub fn teardown(mut self) -> Result<TeardownStats, TeardownError> {
+        self.torn_down = true;
+        teardown_parts(
+            self.plan.prefix(),
+            std::mem::take(&mut self.nodes),
+            std::mem::take(&mut self.bridges),
+        )
+    }
+}
+
+impl Drop for Fabric {
+    fn drop(&mut self) {
+        if self.torn_down {
+            return;
+        }
+        let nodes = std::mem::take(&mut self.nodes);
+        let bridges = std::mem::take(&mut self.bridges);
+        if let Err(e) = teardown_parts(self.plan.prefix(), nodes, bridges) {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+/// Plumbs one node on the calling creator thread. On error, returns whatever was created so
+/// the caller can remove it with the rest.
+fn plumb_node(
+    spec: &FabricSpec,
+    plan: NodePlan,
+    bridge_index: u32,
+    group: u32,
+    route: (Ipv4Addr, u8),
+    host: &mut Rtnl<Step>,
+) -> Result<Node, (Option<Node>, CreateError)> {
+    let err = |plan: &NodePlan, step, source| CreateError::Node {
+        node_id: plan.node_id,
+        name: plan.netns_name.clone(),
+        step,
+        prefix: spec.plan.prefix().to_string(),
+        source,
+    };
+    let netns = NetNs::unshare_thread().map_err(|e| (None, err(&plan, Step::Unshare, e)))?;
+    let mut node = Node { plan, netns };
+    macro_rules! fail {
+        ($step:expr, $e:expr) => {{
+            let e = err(&node.plan, $step, $e);
+            return Err((Some(node), e));
+        }};
+    }
+    if let Some(dir) = &spec.netns_dir {
+        if let Err(e) = node.netns.bind_mount(dir, &node.plan.netns_name) {
+            fail!(Step::Mount, e);
+        }
+    }
+    if !spec.ipv6 {
+        if let Err(e) = disable_ipv6_here() {
+            fail!(Step::DisableIpv6, e);
+        }
+    }
+    let mut inner: Rtnl<Step> = match Rtnl::open() {
+        Ok(r) => r,
+        Err(e) => fail!(Step::NetlinkSocket, e),
+    };
+    let veth = msg::new_node_veth(
+        &node.plan.veth_name,
+        bridge_index,
+        group,
+        node.netns.as_raw_fd(),
+    );
+    let queued = host
+        .queue(veth, Mode::Create, Step::CreateVeth)
+        .and_then(|()| host.flush());
+    if let Err(e) = queued {
+        fail!(Step::CreateVeth, e);
+    }
+    // The kernel has created (or refused) the veth by now; its ack is read below.
+    let mut batch = vec![
+        (msg::link_up(msg::LO_INDEX), Mode::Change, Step::LoopbackUp),
+        (
+            msg::link_up(msg::NODE_ETH_INDEX),
+            Mode::Change,
+            Step::UnderlayUp,
+        ),
+        (
+            msg::new_address(msg::NODE_ETH_INDEX, node.plan.addr, SHARD_PREFIX_LEN),
+            Mode::Create,
+            Step::AddAddress,
+        ),
+    ];
+    // With one shard the address's own /22 route is the whole underlay.
+    let (net, len) = route;
+    if len < SHARD_PREFIX_LEN {
+        batch.push((
+            msg::new_route_via(net, len, node.plan.gateway, msg::NODE_ETH_INDEX),
+            Mode::Create,
+            Step::AddRoute,
+        ));
+    }
+    for (m, mode, step) in batch {
+        if let Err(e) = inner.queue(m, mode, step) {
+            fail!(step, e);
+        }
+    }
+    if let Err(e) = inner.flush() {
+        fail!(Step::LoopbackUp, e);
+    }
+    // The host's answer first: if the veth failed, the in-namespace errors are only echoes.
+    if let Err(Refused { tag, error }) = host.wait() {
+        fail!(tag, error);
+    }
+    if let Err(Refused { tag, error }) = inner.wait() {
+        fail!(tag, error);
+    }
+    Ok(node)
+}
+
+/// Switches IPv6 off in the calling thread's namespace: `/proc/sys/net` resolves to the
+/// namespace of the thread that opens it. `default` covers interfaces created later (eth0),
+/// `all` the loopback that exists already.
+fn disable_ipv6_here() -> io::Result<()> {
+    for key in [
+        "/proc/sys/net/ipv6/conf/default/disable_ipv6",
+        "/proc/sys/net/ipv6/conf/all/disable_ipv6",
+    ] {
+        match std::fs::write(key, "1") {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()), // no IPv6 at all
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// How long teardown waits for the kernel to remove the host veths before it deletes them
+/// itself: generous, since namespace cleanup runs on a kernel workqueue.
+fn drain_budget(nodes: usize) -> Duration {
+    Duration::from_secs(20) + Duration::from_millis(10) * nodes as u32
+}
+
+fn teardown_parts(
+    prefix: &Prefix,
+    nodes: Vec<Node>,
+    bridges: Vec<Bridge>,
+) -> Result<TeardownStats, TeardownError> {
+    let started = Instant::now();
+    let names: HashSet<String> = nodes.iter().map(|n| n.plan.veth_name.clone()).collect();
+    // Subscribe before looking, so no deletion falls between the two.
+    let mut monitor = LinkMonitor::open()?;
+    let present = monitor.present(|name| names.contains(name))?;
+    let mut unmount_error = None;
+    for node in nodes {
+        if let Err(e) = node.netns.close() {
+            unmount_error.get_or_insert(e);
+        }
+    }
+    let close = started.elapsed();
+    let remaining = monitor.wait_gone(present, drain_budget(names.len()))?;
+    let drain = started.elapsed() - close;
+    let stuck = remaining.len();
+    if stuck > 0 {
+        // A process still holds some namespace (`ip netns exec`, a program left running in a
+        // node): remove the veths ourselves so nothing of the run stays visible.
+        tracing::warn!(
+            "{stuck} node namespaces of prefix {prefix} are still held by a process after {drain:?}; deleting their veths"
+        );
+        let mut host: Rtnl<()> = Rtnl::open()?;
+        for (_, index) in &remaining {
+            host.queue(msg::del_link(*index), Mode::Delete, ())?;
+        }
+        let _ = host.wait(); // one may have gone meanwhile
+    }
+    let mut host: Rtnl<()> = Rtnl::open()?;
+    for b in &bridges {
+        host.queue(msg::del_link(b.index), Mode::Delete, ())?;
+    }
+    if let Err(r) = host.wait() {
+        if r.error.raw_os_error() != Some(libc::ENODEV) {
+            return Err(r.error.into());
+        }
+    }
+    if let Some(e) = unmount_error {
+        return Err(e.into());
+    }
+    let total = started.elapsed();
+    tracing::info!(
+        seconds = total.as_secs_f64(),
+        "tore down {} nodes and {} bridges of prefix {prefix}",
+        names.len(),
+        bridges.len()
+    );
+    Ok(TeardownStats {
+        close,
+        drain,
+        total,
+    })
+}

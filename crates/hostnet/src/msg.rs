@@ -1,0 +1,151 @@
+//! Builders for the rtnetlink requests the plumbing sends. Each says its `ip` equivalent.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::RawFd;
+
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+/// Interface index of `lo` in a fresh namespace.
+pub const LO_INDEX: u32 = 1;
+/// Interface index the plumbing gives a node's `eth0`: the first free index in its namespace.
+pub const NODE_ETH_INDEX: u32 = 2;
+
+fn link(index: u32) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m
+}
+
+/// `ip link add <name> type bridge mcast_snooping 0` (left down: bringing it up after its ports
+/// are attached saves a port-state pass per port).
+pub fn new_bridge(name: &str) -> RouteNetlinkMessage {
+    let mut m = link(0);
+    m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Bridge),
+        LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::MulticastSnooping(false)])),
+    ]));
+    RouteNetlinkMessage::NewLink(m)
+}
+
+/// `ip link add <host_name> master <bridge> up type veth peer name eth0 index 2 netns <fd>`:
+/// one request creates the pair, puts the peer in the node's namespace and attaches the host
+/// end. The peer can't be created up (veth_open fails with ENOTCONN), so it is raised later.
+pub fn new_node_veth(
+    host_name: &str,
+    bridge_index: u32,
+    group: u32,
+    netns_fd: RawFd,
+) -> RouteNetlinkMessage {
+    let mut peer = link(NODE_ETH_INDEX);
+    peer.attributes.push(LinkAttribute::IfName(
+        crate::plan::NODE_UNDERLAY_IFNAME.to_owned(),
+    ));
+    peer.attributes.push(LinkAttribute::NetNsFd(netns_fd));
+
+    let mut m = link(0);
+    m.header.flags = LinkFlags::Up;
+    m.header.change_mask = LinkFlags::Up;
+    m.attributes
+        .push(LinkAttribute::IfName(host_name.to_owned()));
+    m.attributes.push(LinkAttribute::Controller(bridge_index));
+    m.attributes.push(LinkAttribute::Group(group));
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+    ]));
+    RouteNetlinkMessage::NewLink(m)
+}
+
+/// `ip link set dev <index> up`.
+pub fn link_up(index: u32) -> RouteNetlinkMessage {
+    let mut m = link(index);
+    m.header.flags = LinkFlags::Up;
+    m.header.change_mask = LinkFlags::Up;
+    RouteNetlinkMessage::SetLink(m)
+}
+
+/// `ip link set dev <index> mtu <mtu>`.
+pub fn link_mtu(index: u32, mtu: u32) -> RouteNetlinkMessage {
+    let mut m = link(index);
+    m.attributes.push(LinkAttribute::Mtu(mtu));
+    RouteNetlinkMessage::SetLink(m)
+}
+
+/// `ip link del dev <index>`.
+pub fn del_link(index: u32) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::DelLink(link(index))
+}
+
+/// `ip link del group <group>`: every link of the group in one unregister batch (one RCU
+/// grace period for all, where deleting one by one costs one each).
+pub fn del_link_group(group: u32) -> RouteNetlinkMessage {
+    let mut m = link(0);
+    m.attributes.push(LinkAttribute::Group(group));
+    RouteNetlinkMessage::DelLink(m)
+}
+
+/// `ip link show` (as a dump request).
+pub fn get_links() -> RouteNetlinkMessage {
+    RouteNetlinkMessage::GetLink(LinkMessage::default())
+}
+
+/// `ip addr add <addr>/<prefix_len> dev <index>`.
+pub fn new_address(index: u32, addr: Ipv4Addr, prefix_len: u8) -> RouteNetlinkMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.prefix_len = prefix_len;
+    m.header.index = index;
+    m.attributes.push(AddressAttribute::Local(IpAddr::V4(addr)));
+    m.attributes
+        .push(AddressAttribute::Address(IpAddr::V4(addr)));
+    RouteNetlinkMessage::NewAddress(m)
+}
+
+/// `ip route add <dest>/<len> via <gateway> dev <index>`.
+pub fn new_route_via(
+    dest: Ipv4Addr,
+    len: u8,
+    gateway: Ipv4Addr,
+    index: u32,
+) -> RouteNetlinkMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = AddressFamily::Inet;
+    m.header.destination_prefix_length = len;
+    m.header.table = libc::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::Static;
+    m.header.scope = RouteScope::Universe;
+    m.header.kind = RouteType::Unicast;
+    if len > 0 {
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dest)));
+    }
+    m.attributes
+        .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+    m.attributes.push(RouteAttribute::Oif(index));
+    RouteNetlinkMessage::NewRoute(m)
+}
+
+/// The name and index of a link in a dump answer.
+pub fn link_name(m: &RouteNetlinkMessage) -> Option<(&str, u32, u32)> {
+    let RouteNetlinkMessage::NewLink(l) = m else {
+        return None;
+    };
+    let mut name = None;
+    let mut group = 0;
+    for a in &l.attributes {
+        match a {
+            LinkAttribute::IfName(n) => name = Some(n.as_str()),
+            LinkAttribute::Group(g) => group = *g,
+            _ => {}
+        }
+    }
+    name.map(|n| (n, l.header.index, group))
+}

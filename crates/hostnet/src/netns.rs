@@ -1,0 +1,180 @@
+//! Network namespaces owned by fd, optionally visible to `ip netns` through a bind mount.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+
+/// Where `ip netns` looks for named namespaces.
+pub const DEFAULT_NETNS_DIR: &str = "/run/netns";
+
+/// A network namespace, kept alive by its fd and, if mounted, by its bind mount. Dropping it
+/// unmounts and closes; the kernel then destroys the namespace and everything in it (its end
+/// of every veth, its TUN devices) asynchronously, batched with other namespaces dropped at
+/// the same time.
+#[derive(Debug)]
+pub struct NetNs {
+    fd: OwnedFd,
+    mount: Option<PathBuf>,
+}
+
+impl NetNs {
+    /// Moves the calling thread into a new network namespace and returns it. The thread stays
+    /// there; creator threads exist for this.
+    pub fn unshare_thread() -> io::Result<NetNs> {
+        nix::sched::unshare(CloneFlags::CLONE_NEWNET)?;
+        Self::of_current_thread()
+    }
+
+    /// The calling thread's network namespace.
+    pub fn of_current_thread() -> io::Result<NetNs> {
+        let fd = OwnedFd::from(File::open("/proc/thread-self/ns/net")?);
+        Ok(NetNs { fd, mount: None })
+    }
+
+    /// Opens a namespace by path (a bind mount under `/run/netns`, or `/proc/<pid>/ns/net`).
+    pub fn open(path: &Path) -> io::Result<NetNs> {
+        let fd = OwnedFd::from(File::open(path)?);
+        Ok(NetNs { fd, mount: None })
+    }
+
+    /// Makes the namespace visible as `dir/name` (`ip netns add` does the same). The caller
+    /// creates `dir` once ([`ensure_dir`]).
+    pub fn bind_mount(&mut self, dir: &Path, name: &str) -> io::Result<()> {
+        let path = dir.join(name);
+        // O_EXCL: an existing file is another namespace's; never mount over it.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let source = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
+        if let Err(e) = nix::mount::mount(
+            Some(source.as_str()),
+            &path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+        self.mount = Some(path);
+        Ok(())
+    }
+
+    pub fn mount_path(&self) -> Option<&Path> {
+        self.mount.as_deref()
+    }
+
+    /// Moves the calling thread into this namespace. The thread stays there.
+    pub fn enter(&self) -> io::Result<()> {
+        nix::sched::setns(self.fd.as_fd(), CloneFlags::CLONE_NEWNET)?;
+        Ok(())
+    }
+
+    /// Runs `f` on a short-lived thread inside this namespace: sockets `f` opens belong to it.
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> io::Result<R> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                self.enter()?;
+                Ok(f())
+            })
+            .join()
+            .expect("closure run in a namespace panicked")
+        })
+    }
+
+    /// The namespace's inode: equal inodes mean the same namespace.
+    pub fn inode(&self) -> io::Result<u64> {
+        let st = nix::sys::stat::fstat(self.fd.as_fd())?;
+        Ok(st.st_ino)
+    }
+
+    /// Unmounts (if mounted) now, reporting failure; dropping does the same silently.
+    pub fn close(mut self) -> io::Result<()> {
+        match self.mount.take() {
+            Some(path) => unmount(&path),
+            None => Ok(()),
+        }
+    }
+}
+
+impl AsRawFd for NetNs {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for NetNs {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        if let Some(path) = self.mount.take() {
+            if let Err(e) = unmount(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not unmount namespace");
+            }
+        }
+    }
+}
+
+/// Detaches the bind mount at `path` and removes the file. A missing mount or file is fine:
+/// cleanup must be idempotent.
+pub fn unmount(path: &Path) -> io::Result<()> {
+    match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Creates the directory for namespace mounts if needed.
+pub fn ensure_dir(dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+/// Mount points directly under `dir`, from `/proc/self/mountinfo`.
+pub fn mounted_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let dir_bytes = dir.as_os_str().as_bytes();
+    let mut found = Vec::new();
+    for line in info.lines() {
+        let Some(target) = line.split(' ').nth(4) else {
+            continue;
+        };
+        let target = unescape_mountinfo(target);
+        let t = Path::new(&target);
+        if t.parent().map(|p| p.as_os_str().as_bytes()) == Some(dir_bytes) {
+            found.push(t.to_path_buf());
+        }
+    }
+    Ok(found)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
+            let digit = |k: usize| u32::from(b[i + k] - b'0');
+            out.push((digit(1) * 64 + digit(2) * 8 + digit(3)) as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

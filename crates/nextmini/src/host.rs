@@ -1,0 +1,86 @@
+//! Host-level helpers shared by the commands: privilege checks, cleanup, memory readings.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use hostnet::Prefix;
+
+pub const DEFAULT_PREFIX: &str = "nm";
+
+/// Fails with a clear line unless we run as root: namespaces, veths and bridges need
+/// CAP_SYS_ADMIN and CAP_NET_ADMIN.
+pub fn require_root(what: &str) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "{what} needs root (it creates network namespaces, veths and bridges): run it with sudo"
+        );
+    }
+    Ok(())
+}
+
+pub fn cleanup(prefix: &str, netns_dir: &Path) -> Result<()> {
+    require_root("nextmini cleanup")?;
+    let prefix = Prefix::new(prefix)?;
+    let report = hostnet::cleanup::sweep(&prefix, netns_dir)
+        .with_context(|| format!("cleaning up prefix {prefix}"))?;
+    for (pid, comm) in &report.holders {
+        eprintln!(
+            "warning: process {pid} ({comm}) is still inside a namespace of prefix {prefix}; it was left running"
+        );
+    }
+    if report.is_empty() {
+        println!("nothing of prefix {prefix} was left on this host");
+    } else {
+        println!(
+            "removed prefix {prefix}: {} namespaces, {} veths (with their namespaces) + {} deleted, {} bridges",
+            report.namespaces, report.veths_with_namespaces, report.veths_deleted, report.bridges
+        );
+    }
+    Ok(())
+}
+
+/// Readings from `/proc/meminfo`, in bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemInfo {
+    pub available: u64,
+    pub slab: u64,
+}
+
+impl MemInfo {
+    pub fn read() -> MemInfo {
+        let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let field = |name: &str| -> u64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .map_or(0, |kib| kib * 1024)
+        };
+        MemInfo {
+            available: field("MemAvailable:"),
+            slab: field("Slab:"),
+        }
+    }
+}
+
+/// A short description of this machine for benchmark headers.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0.0, |kib| kib as f64 / (1024.0 * 1024.0));
+    let kernel = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("{cores} cores, {mem_gib:.1} GiB, Linux {kernel}")
+}
