@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::fabric::link_group;
@@ -48,54 +48,79 @@ pub fn sweep(prefix: &Prefix, netns_dir: &Path) -> io::Result<CleanupReport> {
     let mut report = CleanupReport::default();
     let mut monitor = LinkMonitor::open()?;
 
-    // Namespace mounts: the directory's files and any mount whose file was removed.
-    let mut mounts = HashSet::new();
+    // Namespace mounts, node id → path: the directory's files, and any mount whose file is gone.
+    let mut mounts: HashMap<u32, PathBuf> = HashMap::new();
+    let mut consider = |path: PathBuf| {
+        let id = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| match prefix.classify(n) {
+                Some(Owned::Netns(id)) => Some(id),
+                _ => None,
+            });
+        if let Some(id) = id {
+            mounts.insert(id, path);
+        }
+    };
     match std::fs::read_dir(netns_dir) {
         Ok(entries) => {
             for e in entries {
-                let e = e?;
-                if let Some(name) = e.file_name().to_str() {
-                    if matches!(prefix.classify(name), Some(Owned::Netns(_))) {
-                        mounts.insert(e.path());
-                    }
-                }
+                consider(e?.path());
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     for path in netns::mounted_under(netns_dir)? {
-        let ours = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| matches!(prefix.classify(n), Some(Owned::Netns(_))));
-        if ours {
-            mounts.insert(path);
-        }
+        consider(path);
     }
-    let inodes: HashSet<u64> = mounts
+
+    // Who else keeps these namespaces alive: their veths won't go with the mount.
+    let inodes: HashMap<u64, u32> = mounts
         .iter()
-        .filter_map(|p| std::fs::metadata(p).ok().map(|m| m.ino()))
+        .filter_map(|(id, p)| std::fs::metadata(p).ok().map(|m| (m.ino(), *id)))
         .collect();
-    report.holders = holders_of(&inodes);
-    for path in &mounts {
+    let held = holders_of(&inodes);
+    let held_ids: HashSet<u32> = held.iter().map(|h| h.node_id).collect();
+    report.holders = held
+        .iter()
+        .filter(|h| h.inside)
+        .map(|h| (h.pid, h.comm.clone()))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    report.holders.sort();
+
+    for path in mounts.values() {
         netns::unmount(path)?;
     }
     report.namespaces = mounts.len();
 
-    let ours = |name: &str| prefix.classify(name);
-    let veths = monitor.present(|n| matches!(ours(n), Some(Owned::Veth(_))))?;
+    // Veths whose namespace was only held by its mount go with it; the others are deleted.
+    let veths = monitor.present(|n| matches!(prefix.classify(n), Some(Owned::Veth(_))))?;
     let found = veths.len();
-    let remaining = if report.namespaces > 0 && !veths.is_empty() {
-        let budget = Duration::from_secs(10) + Duration::from_millis(10) * found as u32;
-        monitor.wait_gone(veths, budget)?
-    } else {
-        veths.into_iter().collect()
+    let (expected, mut delete): (HashMap<String, u32>, Vec<(String, u32)>) = {
+        let mut expected = HashMap::new();
+        let mut delete = Vec::new();
+        for (name, index) in veths {
+            match prefix.classify(&name) {
+                Some(Owned::Veth(id)) if mounts.contains_key(&id) && !held_ids.contains(&id) => {
+                    expected.insert(name, index);
+                }
+                _ => delete.push((name, index)),
+            }
+        }
+        (expected, delete)
     };
-    report.veths_with_namespaces = found - remaining.len();
-    report.veths_deleted = delete_veths(prefix, &remaining)?;
+    let deleted_now = delete.len();
+    delete_veths(prefix, &delete)?;
+    let remaining = monitor.wait_gone(expected, Duration::from_secs(5))?;
+    report.veths_with_namespaces = found - deleted_now - remaining.len();
+    delete = remaining;
+    delete_veths(prefix, &delete)?;
+    report.veths_deleted = deleted_now + delete.len();
 
-    let bridges = monitor.present(|n| matches!(ours(n), Some(Owned::Bridge(_))))?;
+    let bridges = monitor.present(|n| matches!(prefix.classify(n), Some(Owned::Bridge(_))))?;
     let mut host: Rtnl<()> = Rtnl::open()?;
     for index in bridges.values() {
         host.queue(msg::del_link(*index), Mode::Delete, ())?;
@@ -107,9 +132,9 @@ pub fn sweep(prefix: &Prefix, netns_dir: &Path) -> io::Result<CleanupReport> {
 
 /// Deletes the given veths: in one group request when the prefix's group holds nothing else,
 /// otherwise one by one.
-fn delete_veths(prefix: &Prefix, veths: &[(String, u32)]) -> io::Result<usize> {
+fn delete_veths(prefix: &Prefix, veths: &[(String, u32)]) -> io::Result<()> {
     if veths.is_empty() {
-        return Ok(0);
+        return Ok(());
     }
     let group = link_group(prefix);
     let mut host: Rtnl<()> = Rtnl::open()?;
@@ -140,7 +165,7 @@ fn delete_veths(prefix: &Prefix, veths: &[(String, u32)]) -> io::Result<usize> {
         seconds = started.elapsed().as_secs_f64(),
         "deleted veths"
     );
-    Ok(veths.len())
+    Ok(())
 }
 
 /// A link that vanished between listing and deleting is what we wanted anyway.
@@ -151,26 +176,110 @@ fn ignore_vanished(r: Result<(), crate::rtnl::Refused<()>>) -> io::Result<()> {
     }
 }
 
-/// Processes whose network namespace is one of `inodes`.
-fn holders_of(inodes: &HashSet<u64>) -> Vec<(u32, String)> {
+/// A process that keeps a node namespace alive.
+struct Holder {
+    pid: u32,
+    comm: String,
+    node_id: u32,
+    /// Runs inside the namespace (otherwise it holds an fd to it, as a live run does).
+    inside: bool,
+}
+
+/// Processes that are inside, or hold an fd to, one of the namespaces `inodes` (inode → node).
+fn holders_of(inodes: &HashMap<u64, u32>) -> Vec<Holder> {
+    let mut holders = Vec::new();
     if inodes.is_empty() {
-        return Vec::new();
+        return holders;
     }
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+        return holders;
     };
-    let mut holders = Vec::new();
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(meta) = std::fs::metadata(p.path().join("ns/net")) else {
+        let comm = || {
+            std::fs::read_to_string(p.path().join("comm"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        if let Ok(meta) = std::fs::metadata(p.path().join("ns/net"))
+            && let Some(id) = inodes.get(&meta.ino())
+        {
+            holders.push(Holder {
+                pid,
+                comm: comm(),
+                node_id: *id,
+                inside: true,
+            });
+        }
+        // An fd to a namespace reads as "net:[inode]".
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
             continue;
         };
-        if inodes.contains(&meta.ino()) {
-            let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
-            holders.push((pid, comm.trim().to_owned()));
+        for fd in fds.flatten() {
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let Some(ino) = target
+                .to_str()
+                .and_then(|t| t.strip_prefix("net:["))
+                .and_then(|t| t.strip_suffix(']'))
+                .and_then(|t| t.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if let Some(id) = inodes.get(&ino) {
+                holders.push(Holder {
+                    pid,
+                    comm: comm(),
+                    node_id: *id,
+                    inside: false,
+                });
+            }
         }
     }
     holders
+}
+
+/// Lists what of `prefix` is on this host, as `kind name` lines (`netns nm3`, `mount nm3`,
+/// `veth nmv3`, `bridge nmbr0`), without touching anything.
+pub fn find(prefix: &Prefix, netns_dir: &Path) -> io::Result<Vec<String>> {
+    let mut found = Vec::new();
+    let ours = |name: &str| prefix.classify(name);
+    match std::fs::read_dir(netns_dir) {
+        Ok(entries) => {
+            for e in entries.flatten() {
+                if let Some(name) = e.file_name().to_str()
+                    && matches!(ours(name), Some(Owned::Netns(_)))
+                {
+                    found.push(format!("netns {name}"));
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    for path in netns::mounted_under(netns_dir)? {
+        if let Some(name) = path.file_name().and_then(|n| n.to_str())
+            && matches!(ours(name), Some(Owned::Netns(_)))
+        {
+            found.push(format!("mount {name}"));
+        }
+    }
+    let mut rtnl: Rtnl<()> = Rtnl::open()?;
+    for (name, _, _) in rtnl
+        .dump(msg::get_links())?
+        .iter()
+        .filter_map(msg::link_name)
+    {
+        match ours(name) {
+            Some(Owned::Veth(_)) => found.push(format!("veth {name}")),
+            Some(Owned::Bridge(_)) => found.push(format!("bridge {name}")),
+            _ => {}
+        }
+    }
+    found.sort();
+    Ok(found)
 }

@@ -97,7 +97,10 @@ impl fmt::Display for Step {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CreateError {
-    #[error("node {node_id} ({name}): {step} failed: {source}{}", hint(&source, prefix))]
+    #[error(
+        "node {node_id} ({name}): {step} failed: {source}{}",
+        hint(source, prefix)
+    )]
     Node {
         node_id: u32,
         name: String,
@@ -106,7 +109,7 @@ pub enum CreateError {
         #[source]
         source: io::Error,
     },
-    #[error("bridge {name}: {step} failed: {source}{}", hint(&source, prefix))]
+    #[error("bridge {name}: {step} failed: {source}{}", hint(source, prefix))]
     Bridge {
         name: String,
         step: Step,
@@ -129,7 +132,7 @@ pub enum CreateError {
 
 /// What to do about a kernel error, in a few words.
 fn hint(e: &io::Error, prefix: &str) -> String {
-    let fix = match e.raw_os_error() {
+    match e.raw_os_error() {
         Some(libc::EEXIST) => {
             format!(
                 "; something named like this run exists already: run `nextmini cleanup --prefix {prefix}`, or pick another prefix"
@@ -149,8 +152,7 @@ fn hint(e: &io::Error, prefix: &str) -> String {
                 .to_owned()
         }
         _ => String::new(),
-    };
-    fix
+    }
 }
 
 /// A node's plumbing on this host.
@@ -158,6 +160,9 @@ fn hint(e: &io::Error, prefix: &str) -> String {
 pub struct Node {
     pub plan: NodePlan,
     pub netns: NetNs,
+    /// Whether the kernel created this node's veth: teardown must wait for, or delete, only
+    /// links this run made (a failed creation's name may belong to someone else).
+    veth_made: bool,
 }
 
 /// A bridge this run created.
@@ -316,7 +321,8 @@ impl Fabric {
                 let bridge = bridge_index[(node_plan.shard - first_shard) as usize];
                 match plumb_node(spec, node_plan, bridge, group, route, &mut host) {
                     Ok(node) => made.push(node),
-                    Err((partial, e)) => {
+                    Err(failed) => {
+                        let (partial, e) = *failed;
                         made.extend(partial);
                         fail(e);
                         break;
@@ -414,7 +420,7 @@ fn plumb_node(
     group: u32,
     route: (Ipv4Addr, u8),
     host: &mut Rtnl<Step>,
-) -> Result<Node, (Option<Node>, CreateError)> {
+) -> Result<Node, Box<(Option<Node>, CreateError)>> {
     let err = |plan: &NodePlan, step, source| CreateError::Node {
         node_id: plan.node_id,
         name: plan.netns_name.clone(),
@@ -422,23 +428,28 @@ fn plumb_node(
         prefix: spec.plan.prefix().to_string(),
         source,
     };
-    let netns = NetNs::unshare_thread().map_err(|e| (None, err(&plan, Step::Unshare, e)))?;
-    let mut node = Node { plan, netns };
+    let netns =
+        NetNs::unshare_thread().map_err(|e| Box::new((None, err(&plan, Step::Unshare, e))))?;
+    let mut node = Node {
+        plan,
+        netns,
+        veth_made: false,
+    };
     macro_rules! fail {
         ($step:expr, $e:expr) => {{
             let e = err(&node.plan, $step, $e);
-            return Err((Some(node), e));
+            return Err(Box::new((Some(node), e)));
         }};
     }
-    if let Some(dir) = &spec.netns_dir {
-        if let Err(e) = node.netns.bind_mount(dir, &node.plan.netns_name) {
-            fail!(Step::Mount, e);
-        }
+    if let Some(dir) = &spec.netns_dir
+        && let Err(e) = node.netns.bind_mount(dir, &node.plan.netns_name)
+    {
+        fail!(Step::Mount, e);
     }
-    if !spec.ipv6 {
-        if let Err(e) = disable_ipv6_here() {
-            fail!(Step::DisableIpv6, e);
-        }
+    if !spec.ipv6
+        && let Err(e) = disable_ipv6_here()
+    {
+        fail!(Step::DisableIpv6, e);
     }
     let mut inner: Rtnl<Step> = match Rtnl::open() {
         Ok(r) => r,
@@ -491,6 +502,7 @@ fn plumb_node(
     if let Err(Refused { tag, error }) = host.wait() {
         fail!(tag, error);
     }
+    node.veth_made = true;
     if let Err(Refused { tag, error }) = inner.wait() {
         fail!(tag, error);
     }
@@ -513,11 +525,9 @@ fn disable_ipv6_here() -> io::Result<()> {
     Ok(())
 }
 
-/// How long teardown waits for the kernel to remove the host veths before it deletes them
-/// itself: generous, since namespace cleanup runs on a kernel workqueue.
-fn drain_budget(nodes: usize) -> Duration {
-    Duration::from_secs(20) + Duration::from_millis(10) * nodes as u32
-}
+/// How long teardown waits without seeing a host veth go before it deletes the rest itself:
+/// long enough for the kernel's namespace workqueue to start on a batch of thousands.
+const DRAIN_IDLE: Duration = Duration::from_secs(10);
 
 fn teardown_parts(
     prefix: &Prefix,
@@ -525,7 +535,12 @@ fn teardown_parts(
     bridges: Vec<Bridge>,
 ) -> Result<TeardownStats, TeardownError> {
     let started = Instant::now();
-    let names: HashSet<String> = nodes.iter().map(|n| n.plan.veth_name.clone()).collect();
+    let node_count = nodes.len();
+    let names: HashSet<String> = nodes
+        .iter()
+        .filter(|n| n.veth_made)
+        .map(|n| n.plan.veth_name.clone())
+        .collect();
     // Subscribe before looking, so no deletion falls between the two.
     let mut monitor = LinkMonitor::open()?;
     let present = monitor.present(|name| names.contains(name))?;
@@ -536,7 +551,7 @@ fn teardown_parts(
         }
     }
     let close = started.elapsed();
-    let remaining = monitor.wait_gone(present, drain_budget(names.len()))?;
+    let remaining = monitor.wait_gone(present, DRAIN_IDLE)?;
     let drain = started.elapsed() - close;
     let stuck = remaining.len();
     if stuck > 0 {
@@ -555,10 +570,10 @@ fn teardown_parts(
     for b in &bridges {
         host.queue(msg::del_link(b.index), Mode::Delete, ())?;
     }
-    if let Err(r) = host.wait() {
-        if r.error.raw_os_error() != Some(libc::ENODEV) {
-            return Err(r.error.into());
-        }
+    if let Err(r) = host.wait()
+        && r.error.raw_os_error() != Some(libc::ENODEV)
+    {
+        return Err(r.error.into());
     }
     if let Some(e) = unmount_error {
         return Err(e.into());
@@ -567,7 +582,7 @@ fn teardown_parts(
     tracing::info!(
         seconds = total.as_secs_f64(),
         "tore down {} nodes and {} bridges of prefix {prefix}",
-        names.len(),
+        node_count,
         bridges.len()
     );
     Ok(TeardownStats {

@@ -52,14 +52,15 @@ impl LinkMonitor {
             .collect())
     }
 
-    /// Waits until every link in `waiting` has been deleted, or `budget` has passed. Returns
-    /// the links still present.
+    /// Waits until every link in `waiting` has been deleted, or until none of them has gone for
+    /// `idle` (the kernel destroys namespaces in batches; a quiet spell that long means the rest
+    /// are held by someone). Returns the links still present.
     pub fn wait_gone(
         &mut self,
         mut waiting: HashMap<String, u32>,
-        budget: Duration,
+        idle: Duration,
     ) -> io::Result<Vec<(String, u32)>> {
-        let deadline = Instant::now() + budget;
+        let mut deadline = Instant::now() + idle;
         while !waiting.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -97,8 +98,10 @@ impl LinkMonitor {
                 if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) = m.payload
                 {
                     let del = RouteNetlinkMessage::NewLink(link);
-                    if let Some((name, _, _)) = msg::link_name(&del) {
-                        waiting.remove(name);
+                    if let Some((name, _, _)) = msg::link_name(&del)
+                        && waiting.remove(name).is_some()
+                    {
+                        deadline = Instant::now() + idle;
                     }
                 }
             }

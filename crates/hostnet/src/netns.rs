@@ -117,10 +117,10 @@ impl AsFd for NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        if let Some(path) = self.mount.take() {
-            if let Err(e) = unmount(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not unmount namespace");
-            }
+        if let Some(path) = self.mount.take()
+            && let Err(e) = unmount(&path)
+        {
+            tracing::warn!(path = %path.display(), error = %e, "could not unmount namespace");
         }
     }
 }

@@ -167,10 +167,10 @@ impl<T> Rtnl<T> {
                     continue; // not ours (a late answer after an I/O error)
                 };
                 let (_, tag) = self.in_flight.remove(pos).expect("position is valid");
-                if let Some(error) = error {
-                    if self.first_error.is_none() {
-                        self.first_error = Some(Refused { tag, error });
-                    }
+                if let Some(error) = error
+                    && self.first_error.is_none()
+                {
+                    self.first_error = Some(Refused { tag, error });
                 }
             }
         }

@@ -113,7 +113,9 @@ fn netns(args: NetnsArgs) -> Result<()> {
         report.machine
     );
 
-    // nextmini itself.
+    // nextmini itself, on a quiet kernel: earlier runs' namespaces are destroyed
+    // asynchronously and would skew the memory readings.
+    settle(spec.plan.prefix())?;
     let before = MemInfo::read();
     let readings: Mutex<Vec<(u32, Duration, MemInfo)>> = Mutex::new(Vec::new());
     let bar = crate::plumb::progress_bar(u64::from(n), "namespaces");

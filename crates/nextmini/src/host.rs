@@ -18,9 +18,15 @@ pub fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn cleanup(prefix: &str, netns_dir: &Path) -> Result<()> {
+pub fn cleanup(prefix: &str, netns_dir: &Path, dry_run: bool) -> Result<()> {
     require_root("nextmini cleanup")?;
     let prefix = Prefix::new(prefix)?;
+    if dry_run {
+        for line in hostnet::cleanup::find(&prefix, netns_dir)? {
+            println!("{line}");
+        }
+        return Ok(());
+    }
     let report = hostnet::cleanup::sweep(&prefix, netns_dir)
         .with_context(|| format!("cleaning up prefix {prefix}"))?;
     for (pid, comm) in &report.holders {

@@ -28,6 +28,9 @@ enum Command {
         /// Where node namespaces are mounted.
         #[arg(long, default_value = hostnet::netns::DEFAULT_NETNS_DIR)]
         netns_dir: PathBuf,
+        /// List what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Benchmarks that print a table.
     #[command(subcommand)]
@@ -45,7 +48,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plumb(args) => plumb::run(args),
-        Command::Cleanup { prefix, netns_dir } => host::cleanup(&prefix, &netns_dir),
+        Command::Cleanup {
+            prefix,
+            netns_dir,
+            dry_run,
+        } => host::cleanup(&prefix, &netns_dir, dry_run),
         Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
