@@ -271,13 +271,20 @@ fn baseline_shell(prefix: &Prefix, n: u32) -> Result<f64> {
         )
         .unwrap();
     }
+    // The script goes in on stdin: at thousands of nodes it is longer than an argument may be.
     let started = Instant::now();
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
+    let mut shell = Command::new("sh")
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
-        .status()
-        .context("running the shell baseline (needs iproute2's `ip`)")?;
+        .spawn()
+        .context("running the shell baseline")?;
+    let fed = shell
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(script.as_bytes());
+    let status = shell.wait().context("running the shell baseline")?;
+    fed.context("feeding the shell baseline")?;
     let seconds = started.elapsed().as_secs_f64();
     // Whatever happened, remove what the loop made.
     let swept = hostnet::cleanup::sweep(
