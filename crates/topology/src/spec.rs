@@ -197,14 +197,15 @@ impl TopologySpec {
                 )));
             }
         };
-        if let Some(n) = self.n_nodes {
-            if self.kind.is_some() && n != topology.n_nodes() {
-                return Err(invalid(format!(
-                    "[topology] n_nodes = {n} but the {} has {} nodes",
-                    topology.label,
-                    topology.n_nodes()
-                )));
-            }
+        if let Some(n) = self.n_nodes
+            && self.kind.is_some()
+            && n != topology.n_nodes()
+        {
+            return Err(invalid(format!(
+                "[topology] n_nodes = {n} but the {} has {} nodes",
+                topology.label,
+                topology.n_nodes()
+            )));
         }
         if let Some(edges) = &self.edges {
             let extra: Vec<(u32, u32)> = edges.iter().map(|[a, b]| (*a, *b)).collect();
