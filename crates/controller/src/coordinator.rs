@@ -1,0 +1,843 @@
+//! The controller's decisions, as a state machine without sockets or clocks.
+//!
+//! Calling order: feed each message from an agent or node session to the matching `handle_*`
+//! method with the time it arrived, then drain [`Coordinator::poll_output`] until it returns
+//! `None` and deliver what it yields. Time only ever comes in as an argument.
+//!
+//! Readiness: a link is up when both its ends have reported it; a node is ready when it says so
+//! (all its links are up, or their peers failed); the topology is ready when every node is
+//! either ready or failed and at least one is ready. Failed nodes are reported, not fatal.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use proto::{ControllerToAgent, ControllerToNode, Neighbour, Transport};
+use topology::Topology;
+
+pub type AgentId = u64;
+
+/// Settings the controller hands out.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub overlay_base: Ipv4Addr,
+    pub overlay_prefix_len: u8,
+    /// Carry every link over TCP, even between nodes of one agent (`protocol = "tcp"`).
+    pub force_tcp: bool,
+    /// Port nodes use to reach the controller at their gateway.
+    pub node_port: u16,
+}
+
+/// Something to deliver or to tell the world.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Node(u32, ControllerToNode),
+    Agent(AgentId, ControllerToAgent),
+    Milestone(Milestone),
+}
+
+/// Lifecycle events, for logs, progress bars and the store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Milestone {
+    AgentRegistered {
+        agent: AgentId,
+        host: String,
+        first: u32,
+        last: u32,
+    },
+    Plumbed {
+        done: u32,
+    },
+    PlumbingDone {
+        agent: AgentId,
+        seconds: f64,
+        mem_per_node_bytes: u64,
+    },
+    NodeConnected {
+        node: u32,
+        connected: u32,
+    },
+    AllConnected {
+        nodes: u32,
+        since_first: Duration,
+    },
+    LinkUp {
+        a: u32,
+        b: u32,
+        links_up: u32,
+    },
+    LinkDown {
+        a: u32,
+        b: u32,
+    },
+    NodeReady {
+        node: u32,
+        ready: u32,
+    },
+    NodeFailed {
+        node: u32,
+        reason: String,
+    },
+    TopologyReady {
+        wiring: Duration,
+    },
+    AgentGone {
+        agent: AgentId,
+        lost_nodes: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Wiring,
+    Ready,
+}
+
+#[derive(Debug, Default, Clone)]
+struct NodeSlot {
+    agent: Option<AgentId>,
+    connected: bool,
+    link_addr: Option<SocketAddrV4>,
+    ready: bool,
+    failed: bool,
+}
+
+#[derive(Debug, Clone)]
+struct AgentSlot {
+    first: u32,
+    last: u32,
+    plumbed: u32,
+}
+
+/// A read-only view of the state, for the HTTP API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub phase: &'static str,
+    pub topology: String,
+    pub nodes: u32,
+    pub links: usize,
+    pub plumbed: u32,
+    pub connected: u32,
+    pub ready: u32,
+    pub failed: u32,
+    pub links_up: u32,
+    pub wiring_seconds: Option<f64>,
+    pub agents: usize,
+}
+
+pub struct Coordinator {
+    topology: Topology,
+    adjacency: Vec<Vec<u32>>,
+    settings: Settings,
+    agents: BTreeMap<AgentId, AgentSlot>,
+    nodes: Vec<NodeSlot>,
+    /// Per link (same order as `topology.edges()`): ends reported up (bit 0: lower id).
+    link_ends: Vec<u8>,
+    connected: u32,
+    ready: u32,
+    failed: u32,
+    links_up: u32,
+    first_hello: Option<Instant>,
+    wiring: Option<Duration>,
+    phase: Phase,
+    out: VecDeque<Output>,
+}
+
+impl Coordinator {
+    pub fn new(topology: Topology, settings: Settings) -> Self {
+        let n = topology.n_nodes() as usize;
+        Coordinator {
+            adjacency: topology.adjacency(),
+            link_ends: vec![0; topology.n_links()],
+            topology,
+            settings,
+            agents: BTreeMap::new(),
+            nodes: vec![NodeSlot::default(); n],
+            connected: 0,
+            ready: 0,
+            failed: 0,
+            links_up: 0,
+            first_hello: None,
+            wiring: None,
+            phase: Phase::Wiring,
+            out: VecDeque::new(),
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn emit(&mut self, m: Milestone) {
+        self.out.push_back(Output::Milestone(m));
+    }
+
+    fn slot(&self, node: u32) -> Option<&NodeSlot> {
+        node.checked_sub(1).and_then(|i| self.nodes.get(i as usize))
+    }
+
+    fn slot_mut(&mut self, node: u32) -> Option<&mut NodeSlot> {
+        node.checked_sub(1)
+            .and_then(|i| self.nodes.get_mut(i as usize))
+    }
+
+    /// An agent registers its node id range `offset+1 ..= offset+n`.
+    pub fn handle_agent_register(
+        &mut self,
+        agent: AgentId,
+        msg: &proto::AgentToController,
+    ) -> Result<(), String> {
+        let proto::AgentToController::Register {
+            version,
+            host,
+            n_nodes,
+            node_id_offset,
+            ..
+        } = msg
+        else {
+            return Err("an agent must register first".to_owned());
+        };
+        let verdict = self.check_agent(*version, *n_nodes, *node_id_offset);
+        if let Err(reason) = &verdict {
+            self.out.push_back(Output::Agent(
+                agent,
+                ControllerToAgent::Rejected {
+                    reason: reason.clone(),
+                },
+            ));
+            return verdict;
+        }
+        let (first, last) = (node_id_offset + 1, node_id_offset + n_nodes);
+        self.agents.insert(
+            agent,
+            AgentSlot {
+                first,
+                last,
+                plumbed: 0,
+            },
+        );
+        for id in first..=last {
+            self.slot_mut(id).expect("range checked").agent = Some(agent);
+        }
+        self.out.push_back(Output::Agent(
+            agent,
+            ControllerToAgent::Accepted {
+                node_port: self.settings.node_port,
+            },
+        ));
+        self.emit(Milestone::AgentRegistered {
+            agent,
+            host: host.clone(),
+            first,
+            last,
+        });
+        Ok(())
+    }
+
+    fn check_agent(&self, version: u32, n_nodes: u32, offset: u32) -> Result<(), String> {
+        if version != proto::VERSION {
+            return Err(format!(
+                "agent speaks protocol version {version}, the controller {}: run the same nextmini build on both",
+                proto::VERSION
+            ));
+        }
+        let total = self.topology.n_nodes();
+        let last = u64::from(offset) + u64::from(n_nodes);
+        if n_nodes == 0 || last > u64::from(total) {
+            return Err(format!(
+                "the agent has nodes {}..={last} but the topology ({}) has {total}: set the agent's n_nodes and node_id_offset to fit (--n-nodes {total} for one host)",
+                offset + 1,
+                self.topology.label
+            ));
+        }
+        for (id, a) in &self.agents {
+            if offset + 1 <= a.last && a.first <= offset + n_nodes {
+                return Err(format!(
+                    "nodes {}..={} overlap those of agent {id} ({}..={}): give each host its own node_id_offset",
+                    offset + 1,
+                    last,
+                    a.first,
+                    a.last
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn handle_agent_plumbed(&mut self, agent: AgentId, done: u32) {
+        if let Some(a) = self.agents.get_mut(&agent) {
+            a.plumbed = done;
+        }
+        let total = self.agents.values().map(|a| a.plumbed).sum();
+        self.emit(Milestone::Plumbed { done: total });
+    }
+
+    pub fn handle_agent_plumbing_done(
+        &mut self,
+        agent: AgentId,
+        seconds: f64,
+        before: u64,
+        after: u64,
+    ) {
+        let nodes = self
+            .agents
+            .get(&agent)
+            .map_or(1, |a| u64::from(a.last - a.first + 1));
+        self.emit(Milestone::PlumbingDone {
+            agent,
+            seconds,
+            mem_per_node_bytes: before.saturating_sub(after) / nodes,
+        });
+    }
+
+    /// The agent's session ended: nodes of it that were not ready are lost.
+    pub fn handle_agent_gone(&mut self, now: Instant, agent: AgentId) {
+        let Some(a) = self.agents.remove(&agent) else {
+            return;
+        };
+        let mut lost = 0;
+        for id in a.first..=a.last {
+            let slot = self.slot(id).expect("range checked");
+            if !slot.failed && (self.phase == Phase::Wiring || slot.connected) {
+                lost += 1;
+                self.fail(now, id, "its agent disconnected".to_owned());
+            }
+        }
+        self.emit(Milestone::AgentGone {
+            agent,
+            lost_nodes: lost,
+        });
+    }
+
+    /// A node's hello. On `Err`, the session should be closed with the reason.
+    pub fn handle_node_hello(
+        &mut self,
+        now: Instant,
+        msg: &proto::NodeToController,
+    ) -> Result<u32, String> {
+        let proto::NodeToController::Hello {
+            version,
+            node_id,
+            underlay_addr,
+            link_port,
+        } = *msg
+        else {
+            return Err("a node must say hello first".to_owned());
+        };
+        if version != proto::VERSION {
+            return Err(format!(
+                "node speaks protocol version {version}, the controller {}",
+                proto::VERSION
+            ));
+        }
+        let total = self.topology.n_nodes();
+        let Some(slot) = self.slot_mut(node_id) else {
+            return Err(format!(
+                "node {node_id} is not in the topology, which has nodes 1..={total}"
+            ));
+        };
+        if slot.connected {
+            return Err(format!("node {node_id} is connected already"));
+        }
+        slot.connected = true;
+        slot.link_addr = Some(SocketAddrV4::new(underlay_addr, link_port));
+        let my_agent = slot.agent;
+        self.first_hello.get_or_insert(now);
+        self.connected += 1;
+
+        let neighbours: Vec<Neighbour> = self.adjacency[node_id as usize - 1]
+            .iter()
+            .map(|&peer| {
+                let same_agent =
+                    my_agent.is_some() && self.slot(peer).and_then(|s| s.agent) == my_agent;
+                let transport = if same_agent && !self.settings.force_tcp {
+                    Transport::Local
+                } else {
+                    Transport::Tcp
+                };
+                Neighbour {
+                    id: peer,
+                    transport,
+                }
+            })
+            .collect();
+        self.out.push_back(Output::Node(
+            node_id,
+            ControllerToNode::Welcome {
+                node_id,
+                overlay_addr: proto::overlay_addr(self.settings.overlay_base, node_id),
+                overlay_prefix_len: self.settings.overlay_prefix_len,
+                neighbours: neighbours.clone(),
+            },
+        ));
+        // TCP links: once both ends are known, the higher id dials the lower.
+        for n in &neighbours {
+            let peer = self.slot(n.id).expect("adjacency is in range");
+            if peer.failed {
+                self.out.push_back(Output::Node(
+                    node_id,
+                    ControllerToNode::PeerFailed { peer: n.id },
+                ));
+                continue;
+            }
+            if n.transport != Transport::Tcp || !peer.connected {
+                continue;
+            }
+            let (dialer, target) = if node_id > n.id {
+                (node_id, n.id)
+            } else {
+                (n.id, node_id)
+            };
+            let addr = self
+                .slot(target)
+                .and_then(|s| s.link_addr)
+                .expect("connected");
+            self.out.push_back(Output::Node(
+                dialer,
+                ControllerToNode::Dial { peer: target, addr },
+            ));
+        }
+        self.emit(Milestone::NodeConnected {
+            node: node_id,
+            connected: self.connected,
+        });
+        if self.connected + self.failed_unconnected() == total {
+            self.emit(Milestone::AllConnected {
+                nodes: total,
+                since_first: now - self.first_hello.expect("set above"),
+            });
+        }
+        Ok(node_id)
+    }
+
+    fn failed_unconnected(&self) -> u32 {
+        self.nodes
+            .iter()
+            .filter(|s| s.failed && !s.connected)
+            .count() as u32
+    }
+
+    fn edge_index(&self, a: u32, b: u32) -> Option<usize> {
+        self.topology
+            .edges()
+            .binary_search(&(a.min(b), a.max(b)))
+            .ok()
+    }
+
+    pub fn handle_link_up(&mut self, node: u32, peer: u32) {
+        let Some(i) = self.edge_index(node, peer) else {
+            tracing::warn!("node {node} reports a link to {peer}, which the topology lacks");
+            return;
+        };
+        let bit = if node < peer { 1 } else { 2 };
+        let before = self.link_ends[i];
+        self.link_ends[i] |= bit;
+        if before != 3 && self.link_ends[i] == 3 {
+            self.links_up += 1;
+            self.emit(Milestone::LinkUp {
+                a: node.min(peer),
+                b: node.max(peer),
+                links_up: self.links_up,
+            });
+        }
+    }
+
+    pub fn handle_link_down(&mut self, node: u32, peer: u32) {
+        let Some(i) = self.edge_index(node, peer) else {
+            return;
+        };
+        if self.link_ends[i] == 3 {
+            self.links_up -= 1;
+            self.emit(Milestone::LinkDown {
+                a: node.min(peer),
+                b: node.max(peer),
+            });
+        }
+        self.link_ends[i] &= !(if node < peer { 1 } else { 2 });
+    }
+
+    pub fn handle_node_ready(&mut self, now: Instant, node: u32) {
+        let Some(slot) = self.slot_mut(node) else {
+            return;
+        };
+        if slot.ready || slot.failed {
+            return;
+        }
+        slot.ready = true;
+        self.ready += 1;
+        self.emit(Milestone::NodeReady {
+            node,
+            ready: self.ready,
+        });
+        self.check_ready(now);
+    }
+
+    /// A node reported failure, or its session ended before the run was ready.
+    pub fn handle_node_failed(&mut self, now: Instant, node: u32, reason: String) {
+        self.fail(now, node, reason);
+        self.check_ready(now);
+    }
+
+    /// A node's session ended.
+    pub fn handle_node_gone(&mut self, now: Instant, node: u32) {
+        let Some(slot) = self.slot(node) else {
+            return;
+        };
+        if !slot.failed {
+            self.fail(now, node, "its control connection closed".to_owned());
+            self.check_ready(now);
+        }
+    }
+
+    fn fail(&mut self, _now: Instant, node: u32, reason: String) {
+        let Some(slot) = self.slot_mut(node) else {
+            return;
+        };
+        if slot.failed {
+            return;
+        }
+        slot.failed = true;
+        let was_ready = std::mem::replace(&mut slot.ready, false);
+        if was_ready {
+            self.ready -= 1;
+        }
+        self.failed += 1;
+        for &peer in &self.adjacency[node as usize - 1].clone() {
+            self.handle_link_down(node, peer);
+            self.handle_link_down(peer, node);
+            if self.slot(peer).is_some_and(|s| s.connected && !s.failed) {
+                self.out.push_back(Output::Node(
+                    peer,
+                    ControllerToNode::PeerFailed { peer: node },
+                ));
+            }
+        }
+        self.emit(Milestone::NodeFailed { node, reason });
+    }
+
+    fn check_ready(&mut self, now: Instant) {
+        if self.phase != Phase::Wiring
+            || self.ready == 0
+            || self.ready + self.failed != self.topology.n_nodes()
+        {
+            return;
+        }
+        self.phase = Phase::Ready;
+        let wiring = now - self.first_hello.unwrap_or(now);
+        self.wiring = Some(wiring);
+        for id in 1..=self.topology.n_nodes() {
+            let s = &self.nodes[id as usize - 1];
+            if s.connected && !s.failed {
+                self.out
+                    .push_back(Output::Node(id, ControllerToNode::TopologyReady));
+            }
+        }
+        self.emit(Milestone::TopologyReady { wiring });
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            phase: match self.phase {
+                Phase::Wiring => "wiring",
+                Phase::Ready => "ready",
+            },
+            topology: self.topology.label.clone(),
+            nodes: self.topology.n_nodes(),
+            links: self.topology.n_links(),
+            plumbed: self.agents.values().map(|a| a.plumbed).sum(),
+            connected: self.connected,
+            ready: self.ready,
+            failed: self.failed,
+            links_up: self.links_up,
+            wiring_seconds: self.wiring.map(|d| d.as_secs_f64()),
+            agents: self.agents.len(),
+        }
+    }
+
+    /// Every node with its state, for the API and the store.
+    pub fn node_rows(&self) -> Vec<NodeRow> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let id = i as u32 + 1;
+                NodeRow {
+                    node_id: id,
+                    underlay_addr: s.link_addr.map(|a| a.ip().to_string()),
+                    overlay_addr: proto::overlay_addr(self.settings.overlay_base, id).to_string(),
+                    state: if s.failed {
+                        "failed"
+                    } else if s.ready {
+                        "ready"
+                    } else if s.connected {
+                        "connected"
+                    } else {
+                        "pending"
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Every link with whether it is up.
+    pub fn link_rows(&self) -> Vec<LinkRow> {
+        self.topology
+            .edges()
+            .iter()
+            .zip(&self.link_ends)
+            .map(|(&(a, b), &ends)| LinkRow {
+                a,
+                b,
+                up: ends == 3,
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct NodeRow {
+    pub node_id: u32,
+    pub underlay_addr: Option<String>,
+    pub overlay_addr: String,
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct LinkRow {
+    pub a: u32,
+    pub b: u32,
+    pub up: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::{AgentToController, NodeToController};
+    use topology::Preset;
+
+    fn coordinator(n: u32, force_tcp: bool) -> Coordinator {
+        Coordinator::new(
+            Preset::Ring { n }.build().unwrap(),
+            Settings {
+                overlay_base: Ipv4Addr::new(10, 0, 0, 0),
+                overlay_prefix_len: 16,
+                force_tcp,
+                node_port: 3000,
+            },
+        )
+    }
+
+    fn register(c: &mut Coordinator, agent: AgentId, n: u32, offset: u32) -> Result<(), String> {
+        c.handle_agent_register(
+            agent,
+            &AgentToController::Register {
+                version: proto::VERSION,
+                host: "h".into(),
+                n_nodes: n,
+                node_id_offset: offset,
+                cpus: 2,
+                mem_bytes: 1 << 30,
+            },
+        )
+    }
+
+    fn hello(id: u32) -> NodeToController {
+        NodeToController::Hello {
+            version: proto::VERSION,
+            node_id: id,
+            underlay_addr: Ipv4Addr::new(172, 16, 8, 1 + id as u8),
+            link_port: 8080,
+        }
+    }
+
+    fn drain(c: &mut Coordinator) -> Vec<Output> {
+        std::iter::from_fn(|| c.poll_output()).collect()
+    }
+
+    fn to_node(out: &[Output], id: u32) -> Vec<ControllerToNode> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Node(n, m) if *n == id => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_ring_on_one_agent_wires_locally_and_becomes_ready() {
+        let t0 = Instant::now();
+        let mut c = coordinator(4, false);
+        register(&mut c, 1, 4, 0).unwrap();
+        drain(&mut c);
+        for id in 1..=4 {
+            c.handle_node_hello(t0 + Duration::from_millis(id.into()), &hello(id))
+                .unwrap();
+        }
+        let out = drain(&mut c);
+        let ControllerToNode::Welcome {
+            neighbours,
+            overlay_addr,
+            ..
+        } = &to_node(&out, 1)[0]
+        else {
+            panic!("node 1 gets a welcome first");
+        };
+        assert_eq!(*overlay_addr, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(
+            neighbours
+                .iter()
+                .map(|n| (n.id, n.transport))
+                .collect::<Vec<_>>(),
+            vec![(2, Transport::Local), (4, Transport::Local)]
+        );
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Node(_, ControllerToNode::Dial { .. })))
+        );
+        assert!(out.iter().any(|o| matches!(
+            o,
+            Output::Milestone(Milestone::AllConnected { nodes: 4, since_first }) if *since_first == Duration::from_millis(3)
+        )));
+        for (a, b) in [(1, 2), (2, 3), (3, 4), (1, 4)] {
+            c.handle_link_up(a, b);
+            c.handle_link_up(b, a);
+        }
+        assert_eq!(c.status().links_up, 4);
+        for id in 1..=3 {
+            c.handle_node_ready(t0 + Duration::from_millis(10), id);
+        }
+        assert!(
+            !drain(&mut c)
+                .iter()
+                .any(|o| matches!(o, Output::Node(_, ControllerToNode::TopologyReady)))
+        );
+        c.handle_node_ready(t0 + Duration::from_millis(20), 4);
+        let out = drain(&mut c);
+        for id in 1..=4 {
+            assert_eq!(to_node(&out, id), vec![ControllerToNode::TopologyReady]);
+        }
+        assert!(out.contains(&Output::Milestone(Milestone::TopologyReady {
+            wiring: Duration::from_millis(19)
+        })));
+        assert_eq!(c.phase(), Phase::Ready);
+    }
+
+    #[test]
+    fn tcp_links_are_dialled_by_the_higher_id_once_both_are_known() {
+        let t0 = Instant::now();
+        let mut c = coordinator(3, true);
+        register(&mut c, 1, 3, 0).unwrap();
+        drain(&mut c);
+        c.handle_node_hello(t0, &hello(2)).unwrap();
+        assert!(
+            to_node(&drain(&mut c), 2)
+                .iter()
+                .all(|m| matches!(m, ControllerToNode::Welcome { .. }))
+        );
+        c.handle_node_hello(t0, &hello(1)).unwrap();
+        let out = drain(&mut c);
+        let dial = to_node(&out, 2);
+        assert_eq!(
+            dial,
+            vec![ControllerToNode::Dial {
+                peer: 1,
+                addr: SocketAddrV4::new(Ipv4Addr::new(172, 16, 8, 2), 8080)
+            }]
+        );
+        c.handle_node_hello(t0, &hello(3)).unwrap();
+        let out = drain(&mut c);
+        // Node 3 dials both 1 and 2.
+        let dials: Vec<u32> = to_node(&out, 3)
+            .iter()
+            .filter_map(|m| match m {
+                ControllerToNode::Dial { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dials, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_failed_node_is_reported_and_the_rest_become_ready() {
+        let t0 = Instant::now();
+        let mut c = coordinator(3, false);
+        register(&mut c, 1, 3, 0).unwrap();
+        for id in 1..=3 {
+            c.handle_node_hello(t0, &hello(id)).unwrap();
+        }
+        drain(&mut c);
+        c.handle_node_failed(t0, 2, "injected".into());
+        let out = drain(&mut c);
+        assert!(to_node(&out, 1).contains(&ControllerToNode::PeerFailed { peer: 2 }));
+        assert!(to_node(&out, 3).contains(&ControllerToNode::PeerFailed { peer: 2 }));
+        c.handle_link_up(1, 3);
+        c.handle_link_up(3, 1);
+        c.handle_node_ready(t0, 1);
+        c.handle_node_ready(t0, 3);
+        let out = drain(&mut c);
+        assert_eq!(to_node(&out, 1), vec![ControllerToNode::TopologyReady]);
+        assert!(to_node(&out, 2).is_empty());
+        let s = c.status();
+        assert_eq!((s.ready, s.failed, s.links_up, s.phase), (2, 1, 1, "ready"));
+    }
+
+    #[test]
+    fn bad_agents_and_hellos_are_refused_with_reasons() {
+        let mut c = coordinator(10, false);
+        let e = register(&mut c, 1, 20, 0).unwrap_err();
+        assert!(e.contains("has 10") && e.contains("--n-nodes 10"), "{e}");
+        register(&mut c, 2, 5, 0).unwrap();
+        let e = register(&mut c, 3, 5, 3).unwrap_err();
+        assert!(e.contains("overlap"), "{e}");
+        register(&mut c, 4, 5, 5).unwrap();
+        let t0 = Instant::now();
+        let e = c.handle_node_hello(t0, &hello(11)).unwrap_err();
+        assert!(e.contains("not in the topology"), "{e}");
+        c.handle_node_hello(t0, &hello(1)).unwrap();
+        assert!(
+            c.handle_node_hello(t0, &hello(1))
+                .unwrap_err()
+                .contains("already")
+        );
+        let old = NodeToController::Hello {
+            version: 0,
+            node_id: 2,
+            underlay_addr: Ipv4Addr::LOCALHOST,
+            link_port: 1,
+        };
+        assert!(
+            c.handle_node_hello(t0, &old)
+                .unwrap_err()
+                .contains("version")
+        );
+    }
+
+    #[test]
+    fn nodes_of_different_agents_link_over_tcp() {
+        let mut c = coordinator(4, false);
+        register(&mut c, 1, 2, 0).unwrap();
+        register(&mut c, 2, 2, 2).unwrap();
+        drain(&mut c);
+        c.handle_node_hello(Instant::now(), &hello(2)).unwrap();
+        let out = drain(&mut c);
+        let ControllerToNode::Welcome { neighbours, .. } = &to_node(&out, 2)[0] else {
+            panic!()
+        };
+        assert_eq!(
+            neighbours
+                .iter()
+                .map(|n| (n.id, n.transport))
+                .collect::<Vec<_>>(),
+            vec![(1, Transport::Local), (3, Transport::Tcp)]
+        );
+    }
+}

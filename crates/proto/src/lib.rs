@@ -1,0 +1,200 @@
+//! nextmini's control protocol: serde enums, MessagePack-encoded (field names kept, so either
+//! side may add optional fields), one message per binary WebSocket frame.
+//!
+//! Two kinds of sessions reach the controller:
+//! - an **agent** (one per host, from the host's namespace) registers the host and its node id
+//!   range, reports plumbing progress and is told to shut down;
+//! - a **node** (one per emulated node, from inside the node's namespace, over the underlay)
+//!   says hello, is told its overlay address and its neighbours, reports each link up and
+//!   finally that it is ready; the controller broadcasts topology-ready when all are.
+//!
+//! Nothing in this exchange waits on a timer: every step answers a message.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use serde::{Deserialize, Serialize};
+
+/// Bumped on any incompatible change; both hellos carry it.
+pub const VERSION: u32 = 1;
+
+/// WebSocket paths on the controller.
+pub const AGENT_PATH: &str = "/agent";
+pub const NODE_PATH: &str = "/node";
+
+/// How a link between two nodes is carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// In-process channel: both nodes live in the same agent.
+    Local,
+    /// A persistent TCP connection over the underlay; the higher node id dials the lower.
+    Tcp,
+}
+
+/// One neighbour of a node, as the controller assigns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Neighbour {
+    pub id: u32,
+    pub transport: Transport,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NodeToController {
+    Hello {
+        version: u32,
+        node_id: u32,
+        underlay_addr: Ipv4Addr,
+        /// Where the node accepts TCP links.
+        link_port: u16,
+    },
+    LinkUp {
+        peer: u32,
+    },
+    LinkDown {
+        peer: u32,
+    },
+    /// Every link of the node is up.
+    Ready,
+    /// The node gave up; the run goes on without it.
+    Failed {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControllerToNode {
+    Welcome {
+        node_id: u32,
+        overlay_addr: Ipv4Addr,
+        overlay_prefix_len: u8,
+        neighbours: Vec<Neighbour>,
+    },
+    /// Connect a TCP link to this neighbour.
+    Dial {
+        peer: u32,
+        addr: SocketAddrV4,
+    },
+    /// A neighbour failed: stop waiting for the link to it.
+    PeerFailed {
+        peer: u32,
+    },
+    TopologyReady,
+    Rejected {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AgentToController {
+    Register {
+        version: u32,
+        host: String,
+        n_nodes: u32,
+        node_id_offset: u32,
+        cpus: u32,
+        mem_bytes: u64,
+    },
+    /// Nodes plumbed so far.
+    Plumbed {
+        done: u32,
+    },
+    PlumbingDone {
+        seconds: f64,
+        mem_available_before: u64,
+        mem_available_after: u64,
+    },
+    /// The agent could not go on (plumbing failed); its nodes are gone.
+    Failed {
+        reason: String,
+    },
+    TornDown {
+        seconds: f64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControllerToAgent {
+    Accepted {
+        /// Port nodes use to reach the controller at their gateway address.
+        node_port: u16,
+    },
+    Rejected {
+        reason: String,
+    },
+    /// Tear the nodes down and disconnect.
+    Shutdown,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("could not decode a control message: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error("could not encode a control message: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+}
+
+pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
+    Ok(rmp_serde::to_vec_named(msg)?)
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ProtoError> {
+    Ok(rmp_serde::from_slice(bytes)?)
+}
+
+/// Overlay address of a node: `base + node_id` (the seeds' `10.0.0.0/16` plan).
+pub fn overlay_addr(base: Ipv4Addr, node_id: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(base) + node_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let msgs = vec![
+            NodeToController::Hello {
+                version: VERSION,
+                node_id: 7,
+                underlay_addr: Ipv4Addr::new(172, 16, 8, 8),
+                link_port: 8080,
+            },
+            NodeToController::LinkUp { peer: 3 },
+            NodeToController::Ready,
+            NodeToController::Failed { reason: "x".into() },
+        ];
+        for m in msgs {
+            let bytes = encode(&m).unwrap();
+            assert_eq!(decode::<NodeToController>(&bytes).unwrap(), m);
+        }
+        let w = ControllerToNode::Welcome {
+            node_id: 7,
+            overlay_addr: overlay_addr(Ipv4Addr::new(10, 0, 0, 0), 7),
+            overlay_prefix_len: 16,
+            neighbours: vec![Neighbour {
+                id: 6,
+                transport: Transport::Local,
+            }],
+        };
+        assert_eq!(decode::<ControllerToNode>(&encode(&w).unwrap()).unwrap(), w);
+        let a = ControllerToAgent::Accepted { node_port: 3000 };
+        assert_eq!(
+            decode::<ControllerToAgent>(&encode(&a).unwrap()).unwrap(),
+            a
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(decode::<NodeToController>(&[0xc1, 0x00]).is_err());
+        assert!(decode::<ControllerToNode>(b"").is_err());
+    }
+
+    #[test]
+    fn overlay_addresses_follow_node_ids() {
+        assert_eq!(
+            overlay_addr(Ipv4Addr::new(10, 0, 0, 0), 300),
+            Ipv4Addr::new(10, 0, 1, 44)
+        );
+    }
+}
