@@ -260,7 +260,7 @@ impl Coordinator {
             ));
         }
         for (id, a) in &self.agents {
-            if offset + 1 <= a.last && a.first <= offset + n_nodes {
+            if offset < a.last && a.first <= offset + n_nodes {
                 return Err(format!(
                     "nodes {}..={} overlap those of agent {id} ({}..={}): give each host its own node_id_offset",
                     offset + 1,

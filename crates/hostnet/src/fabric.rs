@@ -18,7 +18,7 @@
 //! veth dies with its namespace), waits for the host veths to vanish by listening to link
 //! events, and deletes the bridges.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
@@ -80,7 +80,7 @@ impl fmt::Display for Step {
         f.write_str(match self {
             Step::Unshare => "creating the namespace (unshare)",
             Step::Mount => "bind-mounting the namespace",
-            Step::DisableIpv6 => "switching IPv6 off",
+            Step::DisableIpv6 => "switching IPv6 addressing off",
             Step::NetlinkSocket => "opening a netlink socket in the namespace",
             Step::CreateVeth => "creating the veth pair",
             Step::LoopbackUp => "bringing lo up",
@@ -446,41 +446,53 @@ fn plumb_node(
     {
         fail!(Step::Mount, e);
     }
-    if !spec.ipv6
-        && let Err(e) = disable_ipv6_here()
-    {
-        fail!(Step::DisableIpv6, e);
-    }
     let mut inner: Rtnl<Step> = match Rtnl::open() {
         Ok(r) => r,
         Err(e) => fail!(Step::NetlinkSocket, e),
     };
+    // Without IPv6 addresses on either end, no DAD, RS or MLD multicast is flooded through the
+    // bridge to every other node: with them, creation is O(N²).
     let veth = msg::new_node_veth(
         &node.plan.veth_name,
         bridge_index,
         group,
         node.netns.as_raw_fd(),
+        spec.ipv6,
     );
-    let queued = host
-        .queue(veth, Mode::Create, Step::CreateVeth)
-        .and_then(|()| host.flush());
-    if let Err(e) = queued {
+    let mut host_batch = vec![(veth, Mode::Create, Step::CreateVeth)];
+    if !spec.ipv6 {
+        let name = node.plan.veth_name.as_str();
+        host_batch.push((
+            msg::no_ipv6_addresses(0, Some(name)),
+            Mode::Change,
+            Step::DisableIpv6,
+        ));
+        host_batch.push((msg::link_up_by_name(name), Mode::Change, Step::CreateVeth));
+    }
+    for (m, mode, step) in host_batch {
+        if let Err(e) = host.queue(m, mode, step) {
+            fail!(step, e);
+        }
+    }
+    if let Err(e) = host.flush() {
         fail!(Step::CreateVeth, e);
     }
     // The kernel has created (or refused) the veth by now; its ack is read below.
-    let mut batch = vec![
-        (msg::link_up(msg::LO_INDEX), Mode::Change, Step::LoopbackUp),
-        (
-            msg::link_up(msg::NODE_ETH_INDEX),
-            Mode::Change,
-            Step::UnderlayUp,
-        ),
-        (
-            msg::new_address(msg::NODE_ETH_INDEX, node.plan.addr, SHARD_PREFIX_LEN),
-            Mode::Create,
-            Step::AddAddress,
-        ),
-    ];
+    let mut batch = vec![(msg::link_up(msg::LO_INDEX), Mode::Change, Step::LoopbackUp)];
+    if !spec.ipv6 {
+        let m = msg::no_ipv6_addresses(msg::NODE_ETH_INDEX, None);
+        batch.push((m, Mode::Change, Step::DisableIpv6));
+    }
+    batch.push((
+        msg::link_up(msg::NODE_ETH_INDEX),
+        Mode::Change,
+        Step::UnderlayUp,
+    ));
+    batch.push((
+        msg::new_address(msg::NODE_ETH_INDEX, node.plan.addr, SHARD_PREFIX_LEN),
+        Mode::Create,
+        Step::AddAddress,
+    ));
     // With one shard the address's own /22 route is the whole underlay.
     let (net, len) = route;
     if len < SHARD_PREFIX_LEN {
@@ -509,22 +521,6 @@ fn plumb_node(
     Ok(node)
 }
 
-/// Switches IPv6 off in the calling thread's namespace: `/proc/sys/net` resolves to the
-/// namespace of the thread that opens it. `default` covers interfaces created later (eth0),
-/// `all` the loopback that exists already.
-fn disable_ipv6_here() -> io::Result<()> {
-    for key in [
-        "/proc/sys/net/ipv6/conf/default/disable_ipv6",
-        "/proc/sys/net/ipv6/conf/all/disable_ipv6",
-    ] {
-        match std::fs::write(key, "1") {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()), // no IPv6 at all
-            other => other?,
-        }
-    }
-    Ok(())
-}
-
 /// How long teardown waits without seeing a host veth go before it deletes the rest itself:
 /// long enough for the kernel's namespace workqueue to start on a batch of thousands.
 const DRAIN_IDLE: Duration = Duration::from_secs(10);
@@ -543,7 +539,31 @@ fn teardown_parts(
         .collect();
     // Subscribe before looking, so no deletion falls between the two.
     let mut monitor = LinkMonitor::open()?;
-    let present = monitor.present(|name| names.contains(name))?;
+    let group = link_group(prefix);
+    let mut host: Rtnl<()> = Rtnl::open()?;
+    let links = host.dump(msg::get_links())?;
+    let present: HashMap<String, u32> = links
+        .iter()
+        .filter_map(msg::link_name)
+        .filter(|(name, _, _)| names.contains(*name))
+        .map(|(name, index, _)| (name.to_owned(), index))
+        .collect();
+    // One request removes every veth of the group in one unregister batch, synchronously;
+    // only when the group holds nothing but this run's veths.
+    let group_is_ours = links
+        .iter()
+        .filter_map(msg::link_name)
+        .filter(|(_, _, g)| *g == group)
+        .all(|(name, _, _)| names.contains(name));
+    if group_is_ours
+        && !present.is_empty()
+        && let Err(r) = host.request(msg::del_link_group(group), Mode::Delete, ())
+    {
+        tracing::warn!(
+            "bulk delete of group {group} failed ({}); waiting for the kernel instead",
+            r.error
+        );
+    }
     let mut unmount_error = None;
     for node in nodes {
         if let Err(e) = node.netns.close() {
@@ -551,7 +571,9 @@ fn teardown_parts(
         }
     }
     let close = started.elapsed();
-    let remaining = monitor.wait_gone(present, DRAIN_IDLE)?;
+    // Whatever the group request did not remove goes with its namespace.
+    let still = monitor.present(|name| present.contains_key(name))?;
+    let remaining = monitor.wait_gone(still, DRAIN_IDLE)?;
     let drain = started.elapsed() - close;
     let stuck = remaining.len();
     if stuck > 0 {
@@ -560,13 +582,11 @@ fn teardown_parts(
         tracing::warn!(
             "{stuck} node namespaces of prefix {prefix} are still held by a process after {drain:?}; deleting their veths"
         );
-        let mut host: Rtnl<()> = Rtnl::open()?;
         for (_, index) in &remaining {
             host.queue(msg::del_link(*index), Mode::Delete, ())?;
         }
         let _ = host.wait(); // one may have gone meanwhile
     }
-    let mut host: Rtnl<()> = Rtnl::open()?;
     for b in &bridges {
         host.queue(msg::del_link(b.index), Mode::Delete, ())?;
     }

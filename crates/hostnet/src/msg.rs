@@ -5,7 +5,8 @@ use std::os::fd::RawFd;
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoVeth,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -35,7 +36,7 @@ pub fn new_bridge(name: &str) -> RouteNetlinkMessage {
     RouteNetlinkMessage::NewLink(m)
 }
 
-/// `ip link add <host_name> master <bridge> up type veth peer name eth0 index 2 netns <fd>`:
+/// `ip link add <host_name> master <bridge> [up] type veth peer name eth0 index 2 netns <fd>`:
 /// one request creates the pair, puts the peer in the node's namespace and attaches the host
 /// end. The peer can't be created up (veth_open fails with ENOTCONN), so it is raised later.
 pub fn new_node_veth(
@@ -43,6 +44,7 @@ pub fn new_node_veth(
     bridge_index: u32,
     group: u32,
     netns_fd: RawFd,
+    up: bool,
 ) -> RouteNetlinkMessage {
     let mut peer = link(NODE_ETH_INDEX);
     peer.attributes.push(LinkAttribute::IfName(
@@ -51,8 +53,10 @@ pub fn new_node_veth(
     peer.attributes.push(LinkAttribute::NetNsFd(netns_fd));
 
     let mut m = link(0);
-    m.header.flags = LinkFlags::Up;
-    m.header.change_mask = LinkFlags::Up;
+    if up {
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+    }
     m.attributes
         .push(LinkAttribute::IfName(host_name.to_owned()));
     m.attributes.push(LinkAttribute::Controller(bridge_index));
@@ -69,6 +73,29 @@ pub fn link_up(index: u32) -> RouteNetlinkMessage {
     let mut m = link(index);
     m.header.flags = LinkFlags::Up;
     m.header.change_mask = LinkFlags::Up;
+    RouteNetlinkMessage::SetLink(m)
+}
+
+/// `ip link set dev <name> up`.
+pub fn link_up_by_name(name: &str) -> RouteNetlinkMessage {
+    let mut m = link(0);
+    m.header.flags = LinkFlags::Up;
+    m.header.change_mask = LinkFlags::Up;
+    m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    RouteNetlinkMessage::SetLink(m)
+}
+
+/// `ip link set dev <index|name> addrgenmode none`: the link gets no IPv6 link-local address,
+/// so it sends no DAD, router solicitation or MLD report. Must come before the link goes up.
+pub fn no_ipv6_addresses(index: u32, name: Option<&str>) -> RouteNetlinkMessage {
+    let mut m = link(index);
+    if let Some(name) = name {
+        m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    }
+    m.attributes
+        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]));
     RouteNetlinkMessage::SetLink(m)
 }
 

@@ -118,8 +118,9 @@ fn fifty_nodes_are_addressed_routed_reachable_and_removed() {
         );
         // No default route: nothing a node sends may leave the machine.
         assert!(!routes.contains("\"dst\":\"default\""), "{routes}");
-        let v6 = ip_json(&p.netns_name, &["-6", "addr"]);
-        assert_eq!(v6.trim(), "[]", "IPv6 should be off: {v6}");
+        // No IPv6 address on eth0: nothing IPv6 is flooded through the bridge.
+        let v6 = ip_json(&p.netns_name, &["-6", "addr", "show", "dev", "eth0"]);
+        assert!(!v6.contains("inet6"), "eth0 has an IPv6 address: {v6}");
     }
     // The first and last node sit in different shards.
     let first = &fabric.nodes()[0].plan;
@@ -135,6 +136,13 @@ fn fifty_nodes_are_addressed_routed_reachable_and_removed() {
         "node to node across shards"
     );
     assert!(ping(&last.netns_name, first.addr), "and back");
+
+    // Nor on the host ends of the veths.
+    let host_v6 = Command::new("ip")
+        .args(["-6", "-o", "addr", "show", "dev", &first.veth_name])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&host_v6.stdout).trim().is_empty());
 
     let stats = fabric.teardown().expect("teardown");
     assert!(stats.total.as_secs() < 60);

@@ -308,7 +308,7 @@ fn settle(prefix: &Prefix) -> Result<()> {
             let mut host: Rtnl<()> = Rtnl::open()?;
             let ns = NetNs::unshare_thread()?;
             host.request(
-                msg::new_node_veth(&marker, 0, 0, ns.as_raw_fd()),
+                msg::new_node_veth(&marker, 0, 0, ns.as_raw_fd(), false),
                 Mode::Create,
                 (),
             )
