@@ -26,6 +26,8 @@ pub struct Settings {
     pub force_tcp: bool,
     /// Port nodes use to reach the controller at their gateway.
     pub node_port: u16,
+    /// Nodes may be spread over several agents, so links between them go over TCP.
+    pub multi_host: bool,
 }
 
 /// Something to deliver or to tell the world.
@@ -55,6 +57,7 @@ pub enum Milestone {
     },
     NodeConnected {
         node: u32,
+        underlay_addr: Ipv4Addr,
         connected: u32,
     },
     AllConnected {
@@ -91,6 +94,8 @@ pub enum Milestone {
 pub enum Phase {
     Wiring,
     Ready,
+    /// Teardown was asked for: sessions closing now are not failures.
+    Down,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -232,6 +237,8 @@ impl Coordinator {
             agent,
             ControllerToAgent::Accepted {
                 node_port: self.settings.node_port,
+                // One agent with local links needs no listener; several agents link over TCP.
+                tcp_links: self.settings.force_tcp || self.settings.multi_host,
             },
         ));
         self.emit(Milestone::AgentRegistered {
@@ -408,6 +415,7 @@ impl Coordinator {
         }
         self.emit(Milestone::NodeConnected {
             node: node_id,
+            underlay_addr,
             connected: self.connected,
         });
         if self.connected + self.failed_unconnected() == total {
@@ -498,7 +506,15 @@ impl Coordinator {
         }
     }
 
+    /// Teardown was asked for.
+    pub fn handle_shutdown(&mut self) {
+        self.phase = Phase::Down;
+    }
+
     fn fail(&mut self, _now: Instant, node: u32, reason: String) {
+        if self.phase == Phase::Down {
+            return;
+        }
         let Some(slot) = self.slot_mut(node) else {
             return;
         };
@@ -549,6 +565,7 @@ impl Coordinator {
             phase: match self.phase {
                 Phase::Wiring => "wiring",
                 Phase::Ready => "ready",
+                Phase::Down => "down",
             },
             topology: self.topology.label.clone(),
             nodes: self.topology.n_nodes(),
@@ -632,6 +649,7 @@ mod tests {
                 overlay_prefix_len: 16,
                 force_tcp,
                 node_port: 3000,
+                multi_host: true,
             },
         )
     }

@@ -1,1 +1,6 @@
+//! nextmini's controller: the coordinator (a state machine: registration, dialling, readiness),
+//! the server that drives it (WebSocket sessions, HTTP API), and the store.
+
 pub mod coordinator;
+pub mod server;
+pub mod store;

@@ -1,8 +1,11 @@
 //! The `nextmini` command: a thin layer over the crates that do the work.
 
 mod bench;
+mod config;
 mod host;
+mod ops;
 mod plumb;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,11 +16,41 @@ use clap::{Parser, Subcommand};
 #[command(name = "nextmini", version, about = "A network emulation testbed", long_about = None)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Without a command: run an agent from the seeds' dataplane config (the seeds' way).
+    #[arg(long)]
+    config_path: Option<PathBuf>,
+    /// With --config-path: the number of nodes.
+    #[arg(long)]
+    n_nodes: Option<u32>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Bring an experiment up: nodes, links, controller, store; a summary when it is ready.
+    Up(up::UpArgs),
+    /// Tear the running experiment down.
+    Down {
+        #[arg(long, default_value = up::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Nodes, links and state of the running experiment.
+    Status {
+        #[arg(long, default_value = up::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Run a command inside a node's namespace: nextmini exec 3 -- ping 10.0.0.7
+    Exec {
+        node_id: u32,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+        #[arg(long, default_value = up::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// The controller alone, for agents started separately.
+    Controller(ops::ControllerArgs),
+    /// An agent: plumbs and runs this host's nodes for a controller.
+    Agent(ops::AgentArgs),
     /// Create N node namespaces wired to bridges on this host and hold them until Ctrl-C.
     Plumb(plumb::PlumbArgs),
     /// Remove everything a run with this prefix left on this host (namespaces, veths, bridges).
@@ -47,13 +80,48 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Plumb(args) => plumb::run(args),
-        Command::Cleanup {
+        Some(Command::Up(args)) => up::run(args),
+        Some(Command::Down { state_dir }) => ops::down(&state_dir),
+        Some(Command::Status { state_dir }) => ops::status(&state_dir),
+        Some(Command::Exec {
+            node_id,
+            command,
+            state_dir,
+        }) => match ops::exec(&state_dir, node_id, &command) {
+            Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => Err(e),
+        },
+        Some(Command::Controller(args)) => ops::controller(args),
+        Some(Command::Agent(args)) => ops::agent(args),
+        Some(Command::Plumb(args)) => plumb::run(args),
+        Some(Command::Cleanup {
             prefix,
             netns_dir,
             dry_run,
-        } => host::cleanup(&prefix, &netns_dir, dry_run),
-        Command::Bench(cmd) => bench::run(cmd),
+        }) => host::cleanup(&prefix, &netns_dir, dry_run),
+        Some(Command::Bench(cmd)) => bench::run(cmd),
+        None => match cli.config_path {
+            // The seeds' dataplane invocation: nextmini --config-path config.toml --n-nodes N
+            Some(path) => ops::agent(ops::AgentArgs {
+                controller: None,
+                config_path: Some(path),
+                n_nodes: cli.n_nodes,
+                node_id_offset: None,
+                link_port: None,
+                host: None,
+                fail_nodes: Vec::new(),
+                layout: ops::AgentLayout {
+                    prefix: host::DEFAULT_PREFIX.to_owned(),
+                    base: None,
+                    threads: 1,
+                    no_mount: false,
+                    ipv6: false,
+                },
+            }),
+            None => Err(anyhow::anyhow!(
+                "no command: try `nextmini up --topo ring,100 --exit-when-ready`, or `nextmini --help`"
+            )),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -103,6 +103,11 @@ pub enum AgentToController {
         mem_available_before: u64,
         mem_available_after: u64,
     },
+    /// A node of this agent failed before or outside its own control session.
+    NodeFailed {
+        node: u32,
+        reason: String,
+    },
     /// The agent could not go on (plumbing failed); its nodes are gone.
     Failed {
         reason: String,
@@ -117,6 +122,8 @@ pub enum ControllerToAgent {
     Accepted {
         /// Port nodes use to reach the controller at their gateway address.
         node_port: u16,
+        /// Nodes must accept TCP links (some link is carried over TCP).
+        tcp_links: bool,
     },
     Rejected {
         reason: String,
@@ -177,7 +184,10 @@ mod tests {
             }],
         };
         assert_eq!(decode::<ControllerToNode>(&encode(&w).unwrap()).unwrap(), w);
-        let a = ControllerToAgent::Accepted { node_port: 3000 };
+        let a = ControllerToAgent::Accepted {
+            node_port: 3000,
+            tcp_links: false,
+        };
         assert_eq!(
             decode::<ControllerToAgent>(&encode(&a).unwrap()).unwrap(),
             a

@@ -1,0 +1,262 @@
+//! The host agent: registers with the controller, plumbs this host's nodes, runs every node as
+//! a task on one tokio runtime, and tears everything down when told to, when the controller
+//! goes away, or on a signal.
+//!
+//! One process for all of a host's nodes is the main lever for speed and memory: a node costs
+//! a task, a control socket and its links, not a process with its own runtime.
+
+mod hub;
+mod node;
+mod sockets;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hostnet::tuning::{Sysctl, tune_host};
+use hostnet::{Fabric, FabricSpec};
+use proto::{AgentToController, ControllerToAgent};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
+
+pub use node::NodeError;
+
+/// Concurrent control handshakes.
+const HANDSHAKES: usize = 512;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The controller, as reached from this host's namespace.
+    pub controller: SocketAddr,
+    pub host: String,
+    pub spec: FabricSpec,
+    /// Where nodes accept TCP links, on their underlay address.
+    pub link_port: u16,
+    /// Fault injection: these nodes fail right after their welcome.
+    pub fail_nodes: Vec<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(
+        "cannot reach the controller at {addr}: {message}; start it first (`nextmini controller`) or check --controller"
+    )]
+    Controller { addr: SocketAddr, message: String },
+    #[error("the controller refused this agent: {0}")]
+    Rejected(String),
+    #[error("the controller closed the session before accepting the agent")]
+    Closed,
+    #[error(transparent)]
+    Plumbing(#[from] hostnet::CreateError),
+    #[error(transparent)]
+    Tuning(#[from] hostnet::tuning::TuningError),
+    #[error("agent: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How the agent's run ended.
+#[derive(Debug, Clone)]
+pub struct AgentReport {
+    pub nodes: u32,
+    pub failed_nodes: u32,
+    pub plumb_seconds: f64,
+    pub teardown_seconds: f64,
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn send(
+    ws: &mut futures_util::stream::SplitSink<Ws, Message>,
+    m: &AgentToController,
+) -> bool {
+    let bytes = proto::encode(m).expect("control messages encode");
+    ws.send(Message::Binary(bytes.into())).await.is_ok()
+}
+
+/// Runs the agent until the controller says shut down, the controller goes away, or
+/// `shutdown` resolves (a signal). Everything the agent created is removed before it returns.
+pub async fn run(
+    cfg: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<AgentReport, AgentError> {
+    let plan = cfg.spec.plan.clone();
+    let n = plan.n_nodes();
+    let controller_err = |message: String| AgentError::Controller {
+        addr: cfg.controller,
+        message,
+    };
+    let stream = tokio::net::TcpStream::connect(cfg.controller)
+        .await
+        .map_err(|e| controller_err(e.to_string()))?;
+    let url = format!("ws://{}{}", cfg.controller, proto::AGENT_PATH);
+    let (ws, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .map_err(|e| controller_err(e.to_string()))?;
+    let (mut sink, mut incoming) = ws.split();
+    let register = AgentToController::Register {
+        version: proto::VERSION,
+        host: cfg.host.clone(),
+        n_nodes: n,
+        node_id_offset: plan.node_id_offset(),
+        cpus: std::thread::available_parallelism().map_or(1, |c| c.get() as u32),
+        mem_bytes: mem_available(),
+    };
+    if !send(&mut sink, &register).await {
+        return Err(AgentError::Closed);
+    }
+    let (node_port, tcp_links) = loop {
+        match incoming.next().await {
+            Some(Ok(Message::Binary(b))) => match proto::decode::<ControllerToAgent>(&b) {
+                Ok(ControllerToAgent::Accepted {
+                    node_port,
+                    tcp_links,
+                }) => break (node_port, tcp_links),
+                Ok(ControllerToAgent::Rejected { reason }) => {
+                    return Err(AgentError::Rejected(reason));
+                }
+                Ok(ControllerToAgent::Shutdown) => return Err(AgentError::Closed),
+                Err(e) => return Err(controller_err(e.to_string())),
+            },
+            Some(Ok(_)) => continue,
+            _ => return Err(AgentError::Closed),
+        }
+    };
+
+    // Plumbing, on blocking threads; progress flows back as messages.
+    tune_host(&Sysctl::default(), u64::from(n), u64::from(n) * 2)?;
+    let (progress_tx, mut progress) = mpsc::unbounded_channel::<u32>();
+    let step = (n / 100).max(1);
+    let spec = cfg.spec.clone();
+    let before = mem_available();
+    let started = Instant::now();
+    let mut plumbing = tokio::task::spawn_blocking(move || {
+        Fabric::create(&spec, &|done| {
+            if done % step == 0 || done == spec.plan.n_nodes() {
+                let _ = progress_tx.send(done);
+            }
+        })
+    });
+    let fabric = loop {
+        tokio::select! {
+            Some(done) = progress.recv() => {
+                send(&mut sink, &AgentToController::Plumbed { done }).await;
+            }
+            result = &mut plumbing => {
+                match result.expect("plumbing thread panicked") {
+                    Ok(f) => break f,
+                    Err(e) => {
+                        send(&mut sink, &AgentToController::Failed { reason: e.to_string() }).await;
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+    };
+    let plumb_seconds = started.elapsed().as_secs_f64();
+    send(&mut sink, &AgentToController::Plumbed { done: n }).await;
+    send(
+        &mut sink,
+        &AgentToController::PlumbingDone {
+            seconds: plumb_seconds,
+            mem_available_before: before,
+            mem_available_after: mem_available(),
+        },
+    )
+    .await;
+
+    // Nodes.
+    let shared = Arc::new(node::Shared {
+        factory: sockets::SocketFactory::start()?,
+        hub: hub::Hub::default(),
+        controller_port: node_port,
+        handshakes: Semaphore::new(HANDSHAKES),
+    });
+    let mut tasks = JoinSet::new();
+    for node in fabric.nodes() {
+        let ctx = node::NodeCtx {
+            node_id: node.plan.node_id,
+            underlay_addr: node.plan.addr,
+            gateway: node.plan.gateway,
+            netns: node.netns.as_raw_fd(),
+            link_port: tcp_links.then_some(cfg.link_port),
+            fail: cfg.fail_nodes.contains(&node.plan.node_id),
+        };
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            let id = ctx.node_id;
+            (id, node::run_node(ctx, shared).await)
+        });
+    }
+
+    let mut failed = 0;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("signal received: tearing down");
+                break;
+            }
+            msg = incoming.next() => match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    if let Ok(ControllerToAgent::Shutdown) = proto::decode::<ControllerToAgent>(&b) {
+                        tracing::info!("the controller asked for teardown");
+                        break;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => {
+                    tracing::warn!("the controller went away: tearing down");
+                    break;
+                }
+            },
+            Some(done) = tasks.join_next() => {
+                if let Ok((node, Err(e))) = done {
+                    failed += 1;
+                    tracing::warn!("{e}");
+                    send(&mut sink, &AgentToController::NodeFailed { node, reason: e.to_string() }).await;
+                }
+            }
+        }
+    }
+
+    // Stop every node task before their namespaces go.
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    drop(shared);
+    let started = Instant::now();
+    let stats = tokio::task::spawn_blocking(move || fabric.teardown())
+        .await
+        .expect("teardown thread panicked")
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let teardown_seconds = stats.total.as_secs_f64();
+    let _ = started;
+    send(
+        &mut sink,
+        &AgentToController::TornDown {
+            seconds: teardown_seconds,
+        },
+    )
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    Ok(AgentReport {
+        nodes: n,
+        failed_nodes: failed,
+        plumb_seconds,
+        teardown_seconds,
+    })
+}
+
+fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}

@@ -1,0 +1,441 @@
+//! The controller's I/O: WebSocket sessions for agents and nodes, the HTTP API, and one task
+//! that owns the [`Coordinator`] and delivers what it decides.
+//!
+//! ```text
+//! GET  /agent       WebSocket, an agent's session
+//! GET  /node        WebSocket, a node's session (from inside the node's namespace)
+//! GET  /api/status  phase and counts
+//! GET  /api/nodes   every node and its state
+//! GET  /api/links   every link and whether it is up
+//! POST /api/down    tear the run down
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use futures_util::{SinkExt, StreamExt};
+use proto::{AgentToController, ControllerToAgent, ControllerToNode, NodeToController};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::coordinator::{AgentId, Coordinator, LinkRow, Milestone, NodeRow, Output, Status};
+
+/// Control messages are small; a few KiB of buffer per session keeps thousands of sessions
+/// cheap (tungstenite's default read buffer is 128 KiB).
+pub const WS_BUFFER: usize = 4096;
+
+enum Input {
+    Agent {
+        id: AgentId,
+        msg: AgentToController,
+        tx: Option<mpsc::UnboundedSender<ControllerToAgent>>,
+    },
+    AgentGone(AgentId),
+    Hello {
+        msg: NodeToController,
+        tx: mpsc::UnboundedSender<ControllerToNode>,
+        reply: oneshot::Sender<Result<u32, String>>,
+    },
+    Node {
+        id: u32,
+        msg: NodeToController,
+    },
+    NodeGone(u32),
+    Status(oneshot::Sender<Status>),
+    Nodes(oneshot::Sender<Vec<NodeRow>>),
+    Links(oneshot::Sender<Vec<LinkRow>>),
+    Down,
+}
+
+/// A handle on a running controller.
+#[derive(Clone)]
+pub struct ControllerHandle {
+    tx: mpsc::UnboundedSender<Input>,
+    down: watch::Receiver<bool>,
+}
+
+impl ControllerHandle {
+    pub async fn status(&self) -> Option<Status> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::Status(reply)).ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn nodes(&self) -> Option<Vec<NodeRow>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::Nodes(reply)).ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn links(&self) -> Option<Vec<LinkRow>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::Links(reply)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Asks every agent to tear down; `wait_down` resolves then.
+    pub fn down(&self) {
+        let _ = self.tx.send(Input::Down);
+    }
+
+    /// Resolves once a teardown was asked for (API, `down()`).
+    pub async fn wait_down(&mut self) {
+        let _ = self.down.wait_for(|d| *d).await;
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    tx: mpsc::UnboundedSender<Input>,
+    next_agent: Arc<AtomicU64>,
+}
+
+/// Starts the controller on `listener`. Milestones go to `milestones` as they happen.
+pub fn spawn(
+    listener: TcpListener,
+    coordinator: Coordinator,
+    milestones: mpsc::UnboundedSender<Milestone>,
+) -> ControllerHandle {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (down_tx, down_rx) = watch::channel(false);
+    tokio::spawn(run_coordinator(coordinator, rx, milestones, down_tx));
+    let state = AppState {
+        tx: tx.clone(),
+        next_agent: Arc::new(AtomicU64::new(1)),
+    };
+    let app = Router::new()
+        .route(proto::AGENT_PATH, get(agent_ws))
+        .route(proto::NODE_PATH, get(node_ws))
+        .route("/api/status", get(api_status))
+        .route("/api/nodes", get(api_nodes))
+        .route("/api/links", get(api_links))
+        .route("/api/down", post(api_down))
+        .with_state(state);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("controller server stopped: {e}");
+        }
+    });
+    ControllerHandle { tx, down: down_rx }
+}
+
+async fn run_coordinator(
+    mut c: Coordinator,
+    mut rx: mpsc::UnboundedReceiver<Input>,
+    milestones: mpsc::UnboundedSender<Milestone>,
+    down: watch::Sender<bool>,
+) {
+    let mut nodes: HashMap<u32, mpsc::UnboundedSender<ControllerToNode>> = HashMap::new();
+    let mut agents: HashMap<AgentId, mpsc::UnboundedSender<ControllerToAgent>> = HashMap::new();
+    while let Some(input) = rx.recv().await {
+        let now = Instant::now();
+        match input {
+            Input::Agent { id, msg, tx } => {
+                if let Some(tx) = tx {
+                    agents.insert(id, tx);
+                }
+                match msg {
+                    AgentToController::Register { .. } => {
+                        if let Err(reason) = c.handle_agent_register(id, &msg) {
+                            tracing::error!("agent rejected: {reason}");
+                        }
+                    }
+                    AgentToController::Plumbed { done } => c.handle_agent_plumbed(id, done),
+                    AgentToController::PlumbingDone {
+                        seconds,
+                        mem_available_before,
+                        mem_available_after,
+                    } => c.handle_agent_plumbing_done(
+                        id,
+                        seconds,
+                        mem_available_before,
+                        mem_available_after,
+                    ),
+                    AgentToController::NodeFailed { node, reason } => {
+                        c.handle_node_failed(now, node, reason)
+                    }
+                    AgentToController::Failed { reason } => {
+                        tracing::error!("agent {id} failed: {reason}");
+                        c.handle_agent_gone(now, id);
+                    }
+                    AgentToController::TornDown { seconds } => {
+                        tracing::info!("agent {id} tore its nodes down in {seconds:.3} s");
+                    }
+                }
+            }
+            Input::AgentGone(id) => {
+                agents.remove(&id);
+                c.handle_agent_gone(now, id);
+            }
+            Input::Hello { msg, tx, reply } => {
+                let verdict = c.handle_node_hello(now, &msg);
+                if let Ok(id) = verdict {
+                    nodes.insert(id, tx);
+                }
+                let _ = reply.send(verdict);
+            }
+            Input::Node { id, msg } => match msg {
+                NodeToController::LinkUp { peer } => c.handle_link_up(id, peer),
+                NodeToController::LinkDown { peer } => c.handle_link_down(id, peer),
+                NodeToController::Ready => c.handle_node_ready(now, id),
+                NodeToController::Failed { reason } => c.handle_node_failed(now, id, reason),
+                NodeToController::Hello { .. } => {
+                    tracing::warn!("node {id} said hello twice");
+                }
+            },
+            Input::NodeGone(id) => {
+                nodes.remove(&id);
+                c.handle_node_gone(now, id);
+            }
+            Input::Status(reply) => {
+                let _ = reply.send(c.status());
+            }
+            Input::Nodes(reply) => {
+                let _ = reply.send(c.node_rows());
+            }
+            Input::Links(reply) => {
+                let _ = reply.send(c.link_rows());
+            }
+            Input::Down => {
+                c.handle_shutdown();
+                tracing::info!("teardown requested; telling {} agent(s)", agents.len());
+                for tx in agents.values() {
+                    let _ = tx.send(ControllerToAgent::Shutdown);
+                }
+                let _ = down.send(true);
+            }
+        }
+        while let Some(out) = c.poll_output() {
+            match out {
+                Output::Node(id, m) => {
+                    if let Some(tx) = nodes.get(&id) {
+                        let _ = tx.send(m);
+                    }
+                }
+                Output::Agent(id, m) => {
+                    if let Some(tx) = agents.get(&id) {
+                        let _ = tx.send(m);
+                    }
+                }
+                Output::Milestone(m) => {
+                    log_milestone(&m);
+                    let _ = milestones.send(m);
+                }
+            }
+        }
+    }
+}
+
+/// The lifecycle at `RUST_LOG=info`, in the seeds' words where they have them.
+fn log_milestone(m: &Milestone) {
+    match m {
+        Milestone::AgentRegistered {
+            agent,
+            host,
+            first,
+            last,
+        } => tracing::info!("agent {agent} on {host} registered nodes {first}..={last}"),
+        Milestone::PlumbingDone {
+            seconds,
+            mem_per_node_bytes,
+            ..
+        } => tracing::info!(
+            "namespaces plumbed in {seconds:.3} s ({} KiB per node)",
+            mem_per_node_bytes / 1024
+        ),
+        Milestone::AllConnected { nodes, since_first } => {
+            tracing::info!(
+                "All {nodes} nodes are now connected. Sending neighbours to dial and waiting for links."
+            );
+            tracing::info!(
+                "All dataplane nodes have connected. It takes {:.2} seconds since the first node arrived.",
+                since_first.as_secs_f64()
+            );
+        }
+        Milestone::NodeFailed { node, reason } => tracing::warn!("node {node} failed: {reason}"),
+        Milestone::TopologyReady { wiring } => tracing::info!(
+            "All dataplane nodes have finished wiring their topologies. Broadcasting topology-ready signal. (wiring time {:.3} s)",
+            wiring.as_secs_f64()
+        ),
+        Milestone::AgentGone { agent, lost_nodes } => {
+            tracing::info!("agent {agent} disconnected ({lost_nodes} nodes lost)")
+        }
+        Milestone::LinkDown { a, b } => tracing::debug!("link {a}-{b} down"),
+        _ => {}
+    }
+}
+
+async fn api_status(State(s): State<AppState>) -> Response {
+    let (reply, rx) = oneshot::channel();
+    let _ = s.tx.send(Input::Status(reply));
+    match rx.await {
+        Ok(status) => Json(status).into_response(),
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+async fn api_nodes(State(s): State<AppState>) -> Response {
+    let (reply, rx) = oneshot::channel();
+    let _ = s.tx.send(Input::Nodes(reply));
+    match rx.await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+async fn api_links(State(s): State<AppState>) -> Response {
+    let (reply, rx) = oneshot::channel();
+    let _ = s.tx.send(Input::Links(reply));
+    match rx.await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+async fn api_down(State(s): State<AppState>) -> Response {
+    let _ = s.tx.send(Input::Down);
+    (axum::http::StatusCode::ACCEPTED, "tearing down\n").into_response()
+}
+
+fn small(ws: WebSocketUpgrade) -> WebSocketUpgrade {
+    ws.read_buffer_size(WS_BUFFER)
+        .write_buffer_size(0)
+        .max_message_size(1 << 20)
+}
+
+async fn agent_ws(ws: WebSocketUpgrade, State(s): State<AppState>) -> Response {
+    let id = s.next_agent.fetch_add(1, Ordering::Relaxed);
+    small(ws).on_upgrade(move |socket| agent_session(socket, id, s.tx))
+}
+
+async fn agent_session(socket: WebSocket, id: AgentId, tx: mpsc::UnboundedSender<Input>) {
+    let (mut sink, mut stream) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ControllerToAgent>();
+    let mut out_tx = Some(out_tx);
+    loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                let Some(Ok(Message::Binary(bytes))) = incoming else {
+                    if matches!(incoming, Some(Ok(_))) { continue; }
+                    break;
+                };
+                match proto::decode::<AgentToController>(&bytes) {
+                    Ok(msg) => {
+                        let _ = tx.send(Input::Agent { id, msg, tx: out_tx.take() });
+                    }
+                    Err(e) => {
+                        tracing::warn!("agent {id}: {e}");
+                        break;
+                    }
+                }
+            }
+            outgoing = out_rx.recv() => {
+                let Some(msg) = outgoing else { break };
+                let reject = matches!(msg, ControllerToAgent::Rejected { .. });
+                let bytes = proto::encode(&msg).expect("control messages encode");
+                if sink.send(Message::Binary(bytes.into())).await.is_err() || reject {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = tx.send(Input::AgentGone(id));
+}
+
+async fn node_ws(ws: WebSocketUpgrade, State(s): State<AppState>) -> Response {
+    small(ws).on_upgrade(move |socket| node_session(socket, s.tx))
+}
+
+async fn node_session(socket: WebSocket, tx: mpsc::UnboundedSender<Input>) {
+    let (mut sink, mut stream) = socket.split();
+    let hello = match stream.next().await {
+        Some(Ok(Message::Binary(bytes))) => match proto::decode::<NodeToController>(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("a node sent a bad hello: {e}");
+                return;
+            }
+        },
+        _ => return,
+    };
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ControllerToNode>();
+    let (reply, verdict) = oneshot::channel();
+    if tx
+        .send(Input::Hello {
+            msg: hello,
+            tx: out_tx,
+            reply,
+        })
+        .is_err()
+    {
+        return;
+    }
+    let id = match verdict.await {
+        Ok(Ok(id)) => id,
+        Ok(Err(reason)) => {
+            tracing::warn!("node refused: {reason}");
+            let bytes = proto::encode(&ControllerToNode::Rejected { reason }).expect("encodes");
+            let _ = sink.send(Message::Binary(bytes.into())).await;
+            return;
+        }
+        Err(_) => return,
+    };
+    loop {
+        tokio::select! {
+            incoming = stream.next() => {
+                match incoming {
+                    Some(Ok(Message::Binary(bytes))) => match proto::decode::<NodeToController>(&bytes) {
+                        Ok(msg) => { let _ = tx.send(Input::Node { id, msg }); }
+                        Err(e) => { tracing::warn!("node {id}: {e}"); break; }
+                    },
+                    Some(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+            outgoing = out_rx.recv() => {
+                let Some(msg) = outgoing else { break };
+                let bytes = proto::encode(&msg).expect("control messages encode");
+                if sink.send(Message::Binary(bytes.into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = tx.send(Input::NodeGone(id));
+}
+
+/// Binds the controller's port, with an error that says what to do when it is taken.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .map_err(|source| BindError { addr, source })?;
+    socket
+        .set_reuseaddr(true)
+        .map_err(|source| BindError { addr, source })?;
+    socket
+        .bind(addr)
+        .map_err(|source| BindError { addr, source })?;
+    // Thousands of nodes connect at once: a backlog of the kernel's maximum.
+    socket
+        .listen(65535)
+        .map_err(|source| BindError { addr, source })
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr}: {source}{}", if source.kind() == std::io::ErrorKind::AddrInUse { "; another program (or another nextmini run) uses this port: choose another with --port" } else { "" })]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}

@@ -1,0 +1,304 @@
+//! The record of runs: embedded SQLite by default (a file, no server), PostgreSQL when a
+//! `postgres://` URL is given. One schema, applied by sqlx migrations, in SQL both accept.
+//!
+//! Writes go through a [`StoreWriter`]: a background task that takes whatever rows have
+//! queued up and writes them in one transaction, so the store never holds up wiring.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use tokio::sync::mpsc;
+
+use crate::coordinator::Milestone;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("could not open the store at {url}: {source}")]
+    Open {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("could not apply the store's schema: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("store: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    url: String,
+}
+
+/// A run's row, as written when it starts.
+#[derive(Debug, Clone)]
+pub struct RunStart {
+    pub topology: String,
+    pub nodes: u32,
+    pub links: usize,
+}
+
+/// What a run looked like when it was ready.
+#[derive(Debug, Clone, Default)]
+pub struct RunFigures {
+    pub plumb_seconds: Option<f64>,
+    pub wiring_seconds: Option<f64>,
+    pub mem_per_node_bytes: Option<u64>,
+    pub failed_nodes: u32,
+}
+
+/// Hides the password of a URL for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates. `sqlite://path` or `postgres://…`.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite && !url.contains("mode=") {
+            format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+        } else {
+            url.to_owned()
+        };
+        let pool = AnyPoolOptions::new()
+            // SQLite takes one writer at a time.
+            .max_connections(if sqlite { 1 } else { 4 })
+            .connect(&url)
+            .await
+            .map_err(|source| StoreError::Open {
+                url: redact(&url),
+                source,
+            })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store {
+            pool,
+            url: redact(&url),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Starts a run: clears the previous run's nodes and links, records the new run.
+    pub async fn begin_run(&self, run: &RunStart) -> Result<i64, StoreError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let id = now.as_millis() as i64;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM nodes").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM links").execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO runs (id, started_at, topology, nodes, links, state) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(now.as_secs().to_string())
+        .bind(run.topology.clone())
+        .bind(i64::from(run.nodes))
+        .bind(run.links as i64)
+        .bind("wiring")
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn finish_run(
+        &self,
+        run: i64,
+        state: &str,
+        figures: &RunFigures,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE runs SET state = $1, plumb_seconds = $2, wiring_seconds = $3, mem_per_node_bytes = $4, failed_nodes = $5 WHERE id = $6",
+        )
+        .bind(state.to_owned())
+        .bind(figures.plumb_seconds)
+        .bind(figures.wiring_seconds)
+        .bind(figures.mem_per_node_bytes.map(|b| b as i64))
+        .bind(i64::from(figures.failed_nodes))
+        .bind(run)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn count(&self, table: Table) -> Result<i64, StoreError> {
+        let sql = match table {
+            Table::Nodes => "SELECT COUNT(*) FROM nodes",
+            Table::Links => "SELECT COUNT(*) FROM links",
+            Table::Runs => "SELECT COUNT(*) FROM runs",
+        };
+        let (n,): (i64,) = sqlx::query_as(sql).fetch_one(&self.pool).await?;
+        Ok(n)
+    }
+
+    /// Links recorded up in the current run.
+    pub async fn links_up(&self) -> Result<i64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM links WHERE up = $1")
+            .bind(true)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
+    }
+
+    /// A writer for this run's node and link rows.
+    pub fn writer(&self, run: i64, overlay_base: std::net::Ipv4Addr) -> StoreWriter {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(write_batches(self.pool.clone(), run, overlay_base, rx));
+        StoreWriter { tx, task }
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Table {
+    Nodes,
+    Links,
+    Runs,
+}
+
+/// Queues rows for the background writer.
+pub struct StoreWriter {
+    tx: mpsc::UnboundedSender<Row>,
+    task: tokio::task::JoinHandle<Result<(), StoreError>>,
+}
+
+#[derive(Debug)]
+enum Row {
+    Node {
+        id: u32,
+        underlay: Option<String>,
+        state: &'static str,
+    },
+    Link {
+        a: u32,
+        b: u32,
+        up: bool,
+    },
+}
+
+impl StoreWriter {
+    /// Records what a milestone changes, if anything.
+    pub fn record(&self, m: &Milestone) {
+        let row = match m {
+            Milestone::NodeConnected {
+                node,
+                underlay_addr,
+                ..
+            } => Row::Node {
+                id: *node,
+                underlay: Some(underlay_addr.to_string()),
+                state: "connected",
+            },
+            Milestone::NodeReady { node, .. } => Row::Node {
+                id: *node,
+                underlay: None,
+                state: "ready",
+            },
+            Milestone::NodeFailed { node, .. } => Row::Node {
+                id: *node,
+                underlay: None,
+                state: "failed",
+            },
+            Milestone::LinkUp { a, b, .. } => Row::Link {
+                a: *a,
+                b: *b,
+                up: true,
+            },
+            Milestone::LinkDown { a, b } => Row::Link {
+                a: *a,
+                b: *b,
+                up: false,
+            },
+            _ => return,
+        };
+        let _ = self.tx.send(row);
+    }
+
+    /// Writes what is queued and stops.
+    pub async fn close(self) -> Result<(), StoreError> {
+        drop(self.tx);
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Query(sqlx::Error::Protocol(e.to_string()))))
+    }
+}
+
+async fn write_batches(
+    pool: AnyPool,
+    run: i64,
+    overlay_base: std::net::Ipv4Addr,
+    mut rx: mpsc::UnboundedReceiver<Row>,
+) -> Result<(), StoreError> {
+    let mut batch = Vec::with_capacity(1024);
+    while rx.recv_many(&mut batch, 1024).await > 0 {
+        let mut tx = pool.begin().await?;
+        for row in batch.drain(..) {
+            match row {
+                Row::Node {
+                    id,
+                    underlay,
+                    state,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO nodes (id, run_id, underlay_addr, overlay_addr, state) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (id) DO UPDATE SET state = excluded.state, underlay_addr = COALESCE(excluded.underlay_addr, nodes.underlay_addr), run_id = excluded.run_id",
+                    )
+                    .bind(i64::from(id))
+                    .bind(run)
+                    .bind(underlay)
+                    .bind(proto::overlay_addr(overlay_base, id).to_string())
+                    .bind(state)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Row::Link { a, b, up } => {
+                    sqlx::query(
+                        "INSERT INTO links (a, b, run_id, up) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (a, b) DO UPDATE SET up = excluded.up, run_id = excluded.run_id",
+                    )
+                    .bind(i64::from(a))
+                    .bind(i64::from(b))
+                    .bind(run)
+                    .bind(up)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://pgusr:pgpwrd@172.16.8.2:5432/nextmini"),
+            "postgres://pgusr:***@172.16.8.2:5432/nextmini"
+        );
+        assert_eq!(redact("sqlite:///var/lib/x.db"), "sqlite:///var/lib/x.db");
+    }
+}

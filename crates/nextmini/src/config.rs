@@ -1,0 +1,467 @@
+//! Configuration files: nextmini's experiment file, which is also the seeds' controller config
+//! (`controller-config.toml`), and the seeds' dataplane config (`config.toml`).
+//!
+//! Unknown keys and bad values are errors that name the file, line and key. Keys of the seeds'
+//! files that nextmini does not implement yet are accepted, so those files run unchanged, and
+//! each is named in a warning.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use topology::{Topology, TopologySpec};
+
+/// Turns a TOML error into `file:line:col: message`, one line.
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let message = e.message().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            anyhow::anyhow!("{}:{line}:{col}: {message}", path.display())
+        }
+        None => anyhow::anyhow!("{}: {message}", path.display()),
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The `[db]` table of the seeds' controller config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbTable {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub host: Option<String>,
+    pub database: Option<String>,
+    pub port: Option<PortValue>,
+    /// Or a whole URL: `sqlite:///path` or `postgres://…`.
+    pub url: Option<String>,
+}
+
+/// The seeds write the port as a string (`port = "5432"`); a number works too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PortValue {
+    Number(u16),
+    Text(String),
+}
+
+impl DbTable {
+    pub fn url(&self) -> Result<String> {
+        if let Some(url) = &self.url {
+            return Ok(url.clone());
+        }
+        let port = match &self.port {
+            Some(PortValue::Number(n)) => *n,
+            Some(PortValue::Text(t)) => t
+                .parse()
+                .with_context(|| format!("[db] port = {t:?} is not a port number"))?,
+            None => 5432,
+        };
+        let user = self.user.as_deref().unwrap_or("postgres");
+        let auth = match &self.password {
+            Some(p) => format!("{user}:{p}"),
+            None => user.to_owned(),
+        };
+        Ok(format!(
+            "postgres://{auth}@{}:{port}/{}",
+            self.host.as_deref().unwrap_or("127.0.0.1"),
+            self.database.as_deref().unwrap_or("nextmini")
+        ))
+    }
+}
+
+/// Link protocol of the seeds' config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Quic,
+}
+
+/// Node-side settings of an experiment file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodesTable {
+    /// Prefix of everything the run creates on the host.
+    pub prefix: Option<String>,
+    /// First underlay subnet (a /22 boundary).
+    pub underlay_base: Option<Ipv4Addr>,
+    /// Keep namespaces by fd only (no /run/netns mount).
+    pub no_mount: Option<bool>,
+    /// Port where nodes accept TCP links.
+    pub link_port: Option<u16>,
+}
+
+/// An experiment file, or the seeds' controller config: the union of both.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentFile {
+    /// A name for the run (the summary and the store show it).
+    pub name: Option<String>,
+    pub topology: Option<TopologySpec>,
+    /// Controller port (the seeds' `port`).
+    pub port: Option<u16>,
+    /// Overlay (TUN) network: node n gets `base_addr + n`.
+    pub base_addr: Option<Ipv4Addr>,
+    pub net_mask: Option<Ipv4Addr>,
+    /// `tcp` carries every link over TCP; without it, links between nodes of one host are
+    /// in-process channels.
+    pub protocol: Option<Protocol>,
+    pub db: Option<DbTable>,
+    #[serde(rename = "node_settings")]
+    pub nodes_table: Option<NodesTable>,
+    // The seeds' keys that nextmini accepts and does not implement yet.
+    pub max_server_port: Option<toml::Value>,
+    pub user_space_base_addr: Option<toml::Value>,
+    pub external_base_addr: Option<toml::Value>,
+    pub multicast_pool_base: Option<toml::Value>,
+    pub multicast_pool_mask: Option<toml::Value>,
+    pub flow_transport: Option<toml::Value>,
+    pub scheduler_type: Option<toml::Value>,
+    pub routing: Option<toml::Value>,
+    pub routes: Option<toml::Value>,
+    pub link_rates: Option<toml::Value>,
+    pub flows: Option<toml::Value>,
+    pub nodes: Option<toml::Value>,
+}
+
+/// What `up` needs, resolved from a file and flags.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub name: String,
+    pub topology: Topology,
+    pub port: u16,
+    pub overlay_base: Ipv4Addr,
+    pub overlay_prefix_len: u8,
+    pub force_tcp: bool,
+    pub db_url: Option<String>,
+    pub prefix: Option<String>,
+    pub underlay_base: Option<Ipv4Addr>,
+    pub no_mount: bool,
+    pub link_port: u16,
+}
+
+pub const DEFAULT_PORT: u16 = 3000;
+pub const DEFAULT_LINK_PORT: u16 = 8080;
+
+fn prefix_len(mask: Ipv4Addr) -> Result<u8> {
+    let bits = u32::from(mask);
+    let len = bits.leading_ones();
+    if bits.checked_shl(len).unwrap_or(0) != 0 {
+        bail!("net_mask {mask} is not a contiguous mask");
+    }
+    Ok(len as u8)
+}
+
+impl ExperimentFile {
+    pub fn parse(path: &Path, text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| toml_error(path, text, &e))
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::parse(path, &read(path)?)
+    }
+
+    /// Keys that are accepted for compatibility but do nothing yet.
+    pub fn ignored_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut note = |set: bool, key: &'static str| {
+            if set {
+                keys.push(key);
+            }
+        };
+        note(self.max_server_port.is_some(), "max_server_port");
+        note(self.user_space_base_addr.is_some(), "user_space_base_addr");
+        note(self.external_base_addr.is_some(), "external_base_addr");
+        note(self.multicast_pool_base.is_some(), "multicast_pool_base");
+        note(self.multicast_pool_mask.is_some(), "multicast_pool_mask");
+        note(self.flow_transport.is_some(), "flow_transport");
+        note(self.scheduler_type.is_some(), "scheduler_type");
+        note(self.routing.is_some(), "[routing]");
+        note(self.routes.is_some(), "[[routes]]");
+        note(self.link_rates.is_some(), "[[link_rates]]");
+        note(self.flows.is_some(), "[[flows]]");
+        note(self.nodes.is_some(), "[[nodes]]");
+        keys
+    }
+
+    /// Resolves the file (at `path`, for relative topology files).
+    pub fn resolve(&self, path: Option<&Path>) -> Result<Experiment> {
+        let spec = self
+            .topology
+            .clone()
+            .context("the file has no [topology] table: add one, e.g. `type = \"ring\"` and `ring_config = { n_nodes = 100 }`")?;
+        let where_ = path.map_or_else(|| "[topology]".to_owned(), |p| p.display().to_string());
+        let file_text = match (&spec.kind, &spec.file) {
+            (Some(kind), Some(file)) if kind == "file" => {
+                let full = match path.and_then(Path::parent) {
+                    Some(dir) if file.is_relative() => dir.join(file),
+                    _ => file.clone(),
+                };
+                Some(read(&full)?)
+            }
+            _ => None,
+        };
+        let topology = spec
+            .build(file_text.as_deref())
+            .with_context(|| format!("{where_}: [topology]"))?;
+        if let Some(Protocol::Udp | Protocol::Quic) = self.protocol {
+            bail!(
+                "protocol = {:?} is not supported yet: use \"tcp\", or leave it out for in-process links between nodes of one host",
+                self.protocol.expect("matched")
+            );
+        }
+        let nodes = self.nodes_table.clone().unwrap_or_default();
+        Ok(Experiment {
+            name: self.name.clone().unwrap_or_else(|| topology.label.clone()),
+            topology,
+            port: self.port.unwrap_or(DEFAULT_PORT),
+            overlay_base: self.base_addr.unwrap_or(Ipv4Addr::new(10, 0, 0, 0)),
+            overlay_prefix_len: prefix_len(self.net_mask.unwrap_or(Ipv4Addr::new(255, 255, 0, 0)))?,
+            force_tcp: self.protocol == Some(Protocol::Tcp),
+            db_url: self.db.as_ref().map(DbTable::url).transpose()?,
+            prefix: nodes.prefix,
+            underlay_base: nodes.underlay_base,
+            no_mount: nodes.no_mount.unwrap_or(false),
+            link_port: nodes.link_port.unwrap_or(DEFAULT_LINK_PORT),
+        })
+    }
+}
+
+/// The seeds' dataplane config (`examples/namespace/config.toml`): the keys nextmini uses, and
+/// every other key of that file accepted so it runs unchanged.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // most keys are only accepted, so that the seeds' files parse
+pub struct DataplaneFile {
+    pub controller_addr: Option<String>,
+    pub n_nodes: Option<u32>,
+    pub node_id_offset: Option<u32>,
+    pub bridge_ip: Option<Ipv4Addr>,
+    pub private_network_port: Option<PortValue>,
+    pub node_id: Option<u32>,
+    pub auto_add_nat: Option<bool>,
+    // Accepted, not used by nextmini.
+    pub controller_connect_timeout_ms: Option<toml::Value>,
+    pub private_network_name: Option<toml::Value>,
+    pub private_network_interface: Option<toml::Value>,
+    pub private_network_addr: Option<toml::Value>,
+    pub public_network_interface: Option<toml::Value>,
+    pub public_network_addr: Option<toml::Value>,
+    pub public_network_port: Option<toml::Value>,
+    pub tun_interface_name: Option<toml::Value>,
+    pub mtu: Option<toml::Value>,
+    pub enable_local_interface: Option<toml::Value>,
+    pub num_tun_queues: Option<toml::Value>,
+    pub num_packet_processors: Option<toml::Value>,
+    pub channel_capacity: Option<toml::Value>,
+    pub queue_capacity: Option<toml::Value>,
+    pub channel_backpressure: Option<toml::Value>,
+    pub feature: Option<toml::Value>,
+    pub protocol: Option<toml::Value>,
+    pub quic_congestion_control: Option<toml::Value>,
+    pub scheduler_type: Option<toml::Value>,
+    pub scheduler_drop_strategy: Option<toml::Value>,
+    pub enforce_tcp_order: Option<toml::Value>,
+    pub delay_tolerance: Option<toml::Value>,
+    pub backlog_tolerance: Option<toml::Value>,
+    pub user_space_client_port: Option<toml::Value>,
+    pub user_space_server_port: Option<toml::Value>,
+    pub metrics_collection_interval: Option<toml::Value>,
+    pub restart_on_disconnect: Option<toml::Value>,
+    pub auto_enable_ip_forward: Option<toml::Value>,
+    pub auto_add_forward_rules: Option<toml::Value>,
+    pub bridge_name: Option<toml::Value>,
+    pub subnet: Option<toml::Value>,
+    pub interval_between_spawn: Option<toml::Value>,
+    pub carrier_max_wait_ms: Option<toml::Value>,
+    pub carrier_poll_interval_ms: Option<toml::Value>,
+    pub child_start_delay_ms: Option<toml::Value>,
+    pub handshake_timeout_ms: Option<toml::Value>,
+    pub lossless_runtime_config: Option<toml::Value>,
+}
+
+impl DataplaneFile {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = read(path)?;
+        let file: DataplaneFile = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
+        if file.auto_add_nat == Some(true) {
+            bail!(
+                "{}: auto_add_nat = true: nextmini never adds NAT (emulated traffic stays on this machine); remove the key",
+                path.display()
+            );
+        }
+        Ok(file)
+    }
+
+    /// The underlay base for a bridge address: the /22 that holds it.
+    pub fn underlay_base(&self) -> Option<Ipv4Addr> {
+        self.bridge_ip
+            .map(|ip| Ipv4Addr::from(u32::from(ip) & !0x3ff))
+    }
+
+    /// Where nodes accept TCP links (`private_network_port`).
+    pub fn link_port(&self) -> Result<Option<u16>> {
+        match &self.private_network_port {
+            None => Ok(None),
+            Some(PortValue::Number(n)) => Ok(Some(*n)),
+            Some(PortValue::Text(t)) => t
+                .parse()
+                .map(Some)
+                .with_context(|| format!("private_network_port = {t:?} is not a port")),
+        }
+    }
+
+    /// The controller's port from `controller_addr` (`ws://host:port`, `host:port`).
+    pub fn controller(&self) -> Result<Option<std::net::SocketAddr>> {
+        let Some(addr) = &self.controller_addr else {
+            return Ok(None);
+        };
+        let bare = addr
+            .trim_start_matches("ws://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        bare.parse()
+            .map(Some)
+            .with_context(|| format!("controller_addr = {addr:?} is not host:port"))
+    }
+}
+
+/// The run's state file, so `down`, `status` and `exec` find the running controller.
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct RunFile {
+    pub api: String,
+    pub prefix: String,
+    pub netns_dir: PathBuf,
+    pub pid: u32,
+    pub name: String,
+}
+
+impl RunFile {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("run.json")
+    }
+
+    pub fn load(state_dir: &Path) -> Result<Self> {
+        let path = Self::path(state_dir);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "no running experiment ({} not found): start one with `nextmini up <file>`",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ExperimentFile> {
+        ExperimentFile::parse(Path::new("exp.toml"), text)
+    }
+
+    #[test]
+    fn the_seeds_controller_config_parses_and_resolves() {
+        let text = r#"
+protocol = "tcp"
+
+[topology]
+type = "ring"
+ring_config = { n_nodes = 600 }
+
+[db]
+user = "pgusr"
+password = "pgpwrd"
+host = "172.16.8.2"
+database = "nextmini"
+port = "5432"
+"#;
+        let f = parse(text).unwrap();
+        let e = f.resolve(None).unwrap();
+        assert_eq!(e.topology.n_nodes(), 600);
+        assert!(e.force_tcp);
+        assert_eq!(
+            e.db_url.as_deref(),
+            Some("postgres://pgusr:pgpwrd@172.16.8.2:5432/nextmini")
+        );
+        assert_eq!(e.port, DEFAULT_PORT);
+        assert_eq!(e.overlay_prefix_len, 16);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_line() {
+        let e = parse("[topology]\ntype = \"ring\"\nring_config = { n_nodes = 4 }\nfoo = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("exp.toml:4:1:") && e.contains("foo"), "{e}");
+        let e = parse("port = \"three thousand\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("exp.toml:1:8:"), "{e}");
+        let e = parse("[topology]\ntype = \"ring\"\nring_config = { n_nodes = -4 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("exp.toml:3:"), "{e}");
+    }
+
+    #[test]
+    fn unimplemented_seed_keys_are_named() {
+        let f = parse("scheduler_type = \"fifo\"\n[routing]\nprotocol = \"shortest_path\"\n[topology]\nn_nodes = 3\n").unwrap();
+        assert_eq!(f.ignored_keys(), vec!["scheduler_type", "[routing]"]);
+        assert_eq!(f.resolve(None).unwrap().topology.n_links(), 0);
+    }
+
+    #[test]
+    fn unsupported_protocols_and_missing_topology_are_errors() {
+        let f = parse("protocol = \"quic\"\n[topology]\nn_nodes = 3\n").unwrap();
+        assert!(
+            f.resolve(None)
+                .unwrap_err()
+                .to_string()
+                .contains("not supported yet")
+        );
+        let f = parse("port = 3001\n").unwrap();
+        assert!(
+            f.resolve(None)
+                .unwrap_err()
+                .to_string()
+                .contains("no [topology]")
+        );
+        let f = parse("[topology]\ntype = \"hypercube\"\n").unwrap();
+        let e = format!("{:#}", f.resolve(None).unwrap_err());
+        assert!(e.contains("unknown topology type `hypercube`"), "{e}");
+    }
+
+    #[test]
+    fn the_seeds_dataplane_config_parses() {
+        let dir = std::env::temp_dir().join(format!("nm-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(
+            &path,
+            "num_tun_queues = 1\nnum_packet_processors = 1\nchannel_capacity = 4000\nqueue_capacity = 3000\nfeature = \"concurrent\"\ncontroller_addr = \"127.0.0.1:3000\"\nn_nodes = 800\nnode_id_offset = 0\nbridge_ip = \"172.16.8.1\"\n",
+        )
+        .unwrap();
+        let f = DataplaneFile::load(&path).unwrap();
+        assert_eq!(f.n_nodes, Some(800));
+        assert_eq!(f.underlay_base(), Some(Ipv4Addr::new(172, 16, 8, 0)));
+        assert_eq!(f.controller().unwrap().unwrap().port(), 3000);
+        std::fs::write(&path, "auto_add_nat = true\n").unwrap();
+        assert!(
+            DataplaneFile::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("never adds NAT")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

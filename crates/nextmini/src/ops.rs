@@ -1,0 +1,299 @@
+//! The commands around a running experiment (`down`, `status`, `exec`) and the seeds'
+//! two-terminal way (`controller`, `agent`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use controller::coordinator::{Coordinator, Settings};
+use tokio::sync::mpsc;
+
+use crate::config::{DataplaneFile, ExperimentFile, RunFile};
+use crate::host;
+use crate::plumb::LayoutArgs;
+
+fn http(run: &RunFile, method: &str, path: &str) -> Result<String> {
+    let url = format!("{}{path}", run.api);
+    let response = match method {
+        "POST" => ureq::post(&url).send_empty(),
+        _ => ureq::get(&url).call(),
+    };
+    let mut response = response.with_context(|| {
+        format!(
+            "the controller at {} does not answer (is the experiment still running?)",
+            run.api
+        )
+    })?;
+    Ok(response.body_mut().read_to_string()?)
+}
+
+pub fn status(state_dir: &Path) -> Result<()> {
+    let run = RunFile::load(state_dir)?;
+    let body = http(&run, "GET", "/api/status")?;
+    let s: serde_json::Value = serde_json::from_str(&body)?;
+    let field = |k: &str| s.get(k).map(|v| v.to_string()).unwrap_or_default();
+    println!(
+        "experiment {} (prefix {}, pid {})",
+        run.name, run.prefix, run.pid
+    );
+    println!(
+        "| state | topology | nodes | connected | ready | failed | links | links up | wiring time |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let wiring = s
+        .get("wiring_seconds")
+        .and_then(serde_json::Value::as_f64)
+        .map_or_else(|| "-".to_owned(), |w| format!("{w:.2}s"));
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {wiring} |",
+        s.get("phase").and_then(|v| v.as_str()).unwrap_or("?"),
+        s.get("topology").and_then(|v| v.as_str()).unwrap_or("?"),
+        field("nodes"),
+        field("connected"),
+        field("ready"),
+        field("failed"),
+        field("links"),
+        field("links_up"),
+    );
+    Ok(())
+}
+
+pub fn down(state_dir: &Path) -> Result<()> {
+    host::require_root("nextmini down")?;
+    let run = RunFile::load(state_dir)?;
+    // Watch the run's process before asking, so its exit can't be missed.
+    let pidfd = pidfd_open(run.pid);
+    http(&run, "POST", "/api/down")?;
+    // No pidfd: the process is gone already.
+    if let Some(fd) = pidfd {
+        let mut fds = [nix::poll::PollFd::new(
+            fd.as_fd_ref(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let timeout = nix::poll::PollTimeout::try_from(300_000i32).expect("fits");
+        if nix::poll::poll(&mut fds, timeout)? == 0 {
+            bail!("the experiment did not finish tearing down within 5 minutes");
+        }
+    }
+    println!("experiment {} is down", run.name);
+    Ok(())
+}
+
+struct PidFd(std::os::fd::OwnedFd);
+
+impl PidFd {
+    fn as_fd_ref(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.0)
+    }
+}
+
+fn pidfd_open(pid: u32) -> Option<PidFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Some(PidFd(unsafe {
+        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32)
+    }))
+}
+
+/// Runs a command inside a node's namespace; returns its exit code.
+pub fn exec(state_dir: &Path, node_id: u32, command: &[String]) -> Result<i32> {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    host::require_root("nextmini exec")?;
+    let run = RunFile::load(state_dir)?;
+    if run.netns_dir.as_os_str().is_empty() {
+        bail!(
+            "experiment {} keeps its namespaces without mounts (no_mount): exec needs them mounted",
+            run.name
+        );
+    }
+    let path = run.netns_dir.join(format!("{}{node_id}", run.prefix));
+    let netns = std::fs::File::open(&path)
+        .with_context(|| format!("node {node_id} is not part of experiment {}", run.name))?;
+    let Some((program, rest)) = command.split_first() else {
+        bail!("give a command: nextmini exec {node_id} -- ping 10.0.0.1");
+    };
+    let fd = netns.as_raw_fd();
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(rest);
+    // SAFETY: setns is async-signal-safe; the fd stays open in the parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+#[derive(Args, Debug)]
+pub struct ControllerArgs {
+    /// The controller config (experiment file, or the seeds' controller-config.toml).
+    pub file: Option<PathBuf>,
+    #[arg(long, conflicts_with = "file")]
+    pub config_path: Option<PathBuf>,
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen: Ipv4Addr,
+}
+
+/// The controller alone, for agents started elsewhere (the seeds' first terminal).
+pub fn controller(args: ControllerArgs) -> Result<()> {
+    let path = args.file.or(args.config_path).context(
+        "give the controller config: nextmini controller --config-path controller-config.toml",
+    )?;
+    let file = ExperimentFile::load(&path)?;
+    for key in file.ignored_keys() {
+        eprintln!(
+            "warning: {key} is accepted for compatibility but not implemented yet; it has no effect"
+        );
+    }
+    let exp = file.resolve(Some(&path))?;
+    let port = args.port.unwrap_or(exp.port);
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let listener = controller::server::bind(SocketAddr::from((args.listen, port))).await?;
+        let coordinator = Coordinator::new(
+            exp.topology.clone(),
+            Settings {
+                overlay_base: exp.overlay_base,
+                overlay_prefix_len: exp.overlay_prefix_len,
+                force_tcp: exp.force_tcp,
+                node_port: port,
+                multi_host: true,
+            },
+        );
+        let (tx, mut milestones) = mpsc::unbounded_channel();
+        let mut handle = controller::server::spawn(listener, coordinator, tx);
+        eprintln!(
+            "controller for {} ({} nodes) listening on {}:{port}",
+            exp.topology.label,
+            exp.topology.n_nodes(),
+            args.listen
+        );
+        tokio::spawn(async move { while milestones.recv().await.is_some() {} });
+        tokio::select! {
+            _ = crate::up::shutdown_signal() => handle.down(),
+            _ = handle.wait_down() => {}
+        }
+        // Give agents a moment to hear the shutdown before the sockets close.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(())
+    })
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The controller (host:port or ws://host:port).
+    #[arg(long)]
+    pub controller: Option<String>,
+    /// The seeds' dataplane config (n_nodes, node_id_offset, bridge_ip, controller_addr).
+    #[arg(long)]
+    pub config_path: Option<PathBuf>,
+    #[arg(long)]
+    pub n_nodes: Option<u32>,
+    #[arg(long)]
+    pub node_id_offset: Option<u32>,
+    /// Port where nodes accept TCP links [default: 8080].
+    #[arg(long)]
+    pub link_port: Option<u16>,
+    /// This host's name, as the controller lists it.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Fault injection: this node fails right after connecting (repeatable).
+    #[arg(long = "fail-node")]
+    pub fail_nodes: Vec<u32>,
+    #[command(flatten)]
+    pub layout: AgentLayout,
+}
+
+/// Layout flags of the agent; the same as `plumb`'s, without the node count.
+#[derive(Args, Debug, Clone)]
+pub struct AgentLayout {
+    #[arg(long, default_value = host::DEFAULT_PREFIX)]
+    pub prefix: String,
+    #[arg(long)]
+    pub base: Option<Ipv4Addr>,
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long)]
+    pub no_mount: bool,
+    #[arg(long)]
+    pub ipv6: bool,
+}
+
+pub fn agent(args: AgentArgs) -> Result<()> {
+    host::require_root("nextmini agent")?;
+    let file = match &args.config_path {
+        Some(p) => DataplaneFile::load(p)?,
+        None => DataplaneFile::default(),
+    };
+    let n = args
+        .n_nodes
+        .or(file.n_nodes)
+        .context("how many nodes? give --n-nodes N (or n_nodes in --config-path)")?;
+    let offset = args.node_id_offset.or(file.node_id_offset).unwrap_or(0);
+    let controller: SocketAddr = match &args.controller {
+        Some(c) => c
+            .trim_start_matches("ws://")
+            .trim_end_matches('/')
+            .parse()
+            .with_context(|| format!("--controller {c} is not host:port"))?,
+        None => file
+            .controller()?
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], crate::config::DEFAULT_PORT))),
+    };
+    let layout = LayoutArgs {
+        prefix: args.layout.prefix.clone(),
+        base: args
+            .layout
+            .base
+            .or(file.underlay_base())
+            .unwrap_or(hostnet::plan::DEFAULT_BASE),
+        node_id_offset: offset,
+        threads: args.layout.threads,
+        no_mount: args.layout.no_mount,
+        netns_dir: PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
+        ipv6: args.layout.ipv6,
+    };
+    let spec = layout.spec(n)?;
+    let host_name = args.host.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".to_owned())
+    });
+    let cfg = agent::AgentConfig {
+        controller,
+        host: host_name,
+        spec,
+        link_port: args
+            .link_port
+            .or(file.link_port()?)
+            .unwrap_or(crate::config::DEFAULT_LINK_PORT),
+        fail_nodes: args.fail_nodes.clone(),
+    };
+    let report =
+        tokio::runtime::Runtime::new()?.block_on(agent::run(cfg, crate::up::shutdown_signal()))?;
+    tracing::info!(
+        "agent done: {} nodes ({} failed), plumbed in {:.3} s, torn down in {:.3} s",
+        report.nodes,
+        report.failed_nodes,
+        report.plumb_seconds,
+        report.teardown_seconds
+    );
+    Ok(())
+}
