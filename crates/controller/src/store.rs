@@ -156,6 +156,20 @@ impl Store {
         Ok(n)
     }
 
+    /// The current run's links as recorded: (a, b, up), sorted.
+    pub async fn link_rows(&self) -> Result<Vec<(u32, u32, bool)>, StoreError> {
+        // Any can't decode SQLite's booleans: read them as numbers in both dialects.
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT a, b, CAST(CASE WHEN up THEN 1 ELSE 0 END AS BIGINT) FROM links ORDER BY a, b",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(a, b, up)| (a as u32, b as u32, up != 0))
+            .collect())
+    }
+
     /// A writer for this run's node and link rows.
     pub fn writer(&self, run: i64, overlay_base: std::net::Ipv4Addr) -> StoreWriter {
         let (tx, rx) = mpsc::unbounded_channel();

@@ -192,6 +192,29 @@ impl ExperimentFile {
         keys
     }
 
+    /// Resolves with the seeds' `--n-nodes`: it sizes presets that have a node count, and
+    /// must match the others.
+    pub fn resolve_with_n_nodes(
+        mut self,
+        path: Option<&Path>,
+        n: Option<u32>,
+    ) -> Result<Experiment> {
+        if let (Some(n), Some(spec)) = (n, self.topology.as_mut()) {
+            set_n_nodes(spec, n);
+        }
+        let exp = self.resolve(path)?;
+        if let Some(n) = n
+            && exp.topology.n_nodes() != n
+        {
+            bail!(
+                "--n-nodes {n} does not match the topology: {} has {} nodes",
+                exp.topology.label,
+                exp.topology.n_nodes()
+            );
+        }
+        Ok(exp)
+    }
+
     /// Resolves the file (at `path`, for relative topology files).
     pub fn resolve(&self, path: Option<&Path>) -> Result<Experiment> {
         let spec = self
@@ -232,6 +255,27 @@ impl ExperimentFile {
             no_mount: nodes.no_mount.unwrap_or(false),
             link_port: nodes.link_port.unwrap_or(DEFAULT_LINK_PORT),
         })
+    }
+}
+
+/// `--n-nodes` sets the size of presets that have one, as the seeds' flag does.
+pub fn set_n_nodes(spec: &mut topology::TopologySpec, n: u32) {
+    for c in [
+        &mut spec.ring_config,
+        &mut spec.line_config,
+        &mut spec.star_config,
+        &mut spec.full_mesh_config,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        c.n_nodes = n;
+    }
+    if let Some(r) = spec.random_config.as_mut() {
+        r.n_nodes = n;
+    }
+    if spec.kind.is_none() || spec.n_nodes.is_some() {
+        spec.n_nodes = Some(n);
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use controller::coordinator::{Coordinator, Settings};
+use controller::coordinator::{Coordinator, Milestone, Settings};
 use tokio::sync::mpsc;
 
 use crate::config::{DataplaneFile, ExperimentFile, RunFile};
@@ -150,6 +150,14 @@ pub struct ControllerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     pub listen: Ipv4Addr,
+    /// Number of nodes (sets a preset's n_nodes, as the seeds' flag does).
+    #[arg(long)]
+    pub n_nodes: Option<u32>,
+    /// Store URL (default: [db] of the config, else SQLite in the state directory).
+    #[arg(long)]
+    pub db: Option<String>,
+    #[arg(long, default_value = crate::up::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
 }
 
 /// The controller alone, for agents started elsewhere (the seeds' first terminal).
@@ -163,10 +171,28 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
             "warning: {key} is accepted for compatibility but not implemented yet; it has no effect"
         );
     }
-    let exp = file.resolve(Some(&path))?;
+    let exp = file.resolve_with_n_nodes(Some(&path), args.n_nodes)?;
     let port = args.port.unwrap_or(exp.port);
     tokio::runtime::Runtime::new()?.block_on(async move {
         let listener = controller::server::bind(SocketAddr::from((args.listen, port))).await?;
+        std::fs::create_dir_all(&args.state_dir).with_context(|| {
+            format!(
+                "cannot create the state directory {}",
+                args.state_dir.display()
+            )
+        })?;
+        let url = args.db.clone().or(exp.db_url.clone()).unwrap_or_else(|| {
+            format!("sqlite://{}", args.state_dir.join("nextmini.db").display())
+        });
+        let store = controller::store::Store::open(&url).await?;
+        let run = store
+            .begin_run(&controller::store::RunStart {
+                topology: exp.topology.label.clone(),
+                nodes: exp.topology.n_nodes(),
+                links: exp.topology.n_links(),
+            })
+            .await?;
+        let writer = store.writer(run, exp.overlay_base);
         let coordinator = Coordinator::new(
             exp.topology.clone(),
             Settings {
@@ -185,11 +211,28 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
             exp.topology.n_nodes(),
             args.listen
         );
-        tokio::spawn(async move { while milestones.recv().await.is_some() {} });
+        let recorder = tokio::spawn(async move {
+            let mut figures = controller::store::RunFigures::default();
+            while let Some(m) = milestones.recv().await {
+                writer.record(&m);
+                match m {
+                    Milestone::PlumbingDone { seconds, .. } => {
+                        figures.plumb_seconds = Some(seconds)
+                    }
+                    Milestone::TopologyReady { wiring } => {
+                        figures.wiring_seconds = Some(wiring.as_secs_f64());
+                        let _ = store.finish_run(run, "ready", &figures).await;
+                    }
+                    _ => {}
+                }
+            }
+            let _ = writer.close().await;
+        });
         tokio::select! {
             _ = crate::up::shutdown_signal() => handle.down(),
             _ = handle.wait_down() => {}
         }
+        recorder.abort();
         // Give agents a moment to hear the shutdown before the sockets close.
         tokio::time::sleep(Duration::from_millis(200)).await;
         Ok(())

@@ -153,42 +153,7 @@ fn experiment(args: &UpArgs) -> Result<crate::config::Experiment> {
             "warning: {key} is accepted for compatibility but not implemented yet; it has no effect"
         );
     }
-    let mut file = file;
-    if let (Some(n), Some(spec)) = (args.n_nodes, file.topology.as_mut()) {
-        set_n_nodes(spec, n);
-    }
-    let exp = file.resolve(path)?;
-    if let Some(n) = args.n_nodes
-        && exp.topology.n_nodes() != n
-    {
-        bail!(
-            "--n-nodes {n} does not match the topology: {} has {} nodes",
-            exp.topology.label,
-            exp.topology.n_nodes()
-        );
-    }
-    Ok(exp)
-}
-
-/// `--n-nodes` sets the size of presets that have one, as the seeds' flag does.
-fn set_n_nodes(spec: &mut topology::TopologySpec, n: u32) {
-    for c in [
-        &mut spec.ring_config,
-        &mut spec.line_config,
-        &mut spec.star_config,
-        &mut spec.full_mesh_config,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        c.n_nodes = n;
-    }
-    if let Some(r) = spec.random_config.as_mut() {
-        r.n_nodes = n;
-    }
-    if spec.kind.is_none() || spec.n_nodes.is_some() {
-        spec.n_nodes = Some(n);
-    }
+    file.resolve_with_n_nodes(path, args.n_nodes)
 }
 
 pub fn run(args: UpArgs) -> Result<()> {
