@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use futures_util::{SinkExt, StreamExt};
@@ -27,7 +26,7 @@ pub struct NodeCtx {
     pub node_id: u32,
     pub underlay_addr: Ipv4Addr,
     pub gateway: Ipv4Addr,
-    pub netns: RawFd,
+    pub netns: hostnet::netns::NsHandle,
     /// Port of the node's link listener, when it accepts TCP links.
     pub link_port: Option<u16>,
     /// Fault injection: the node fails right after its welcome.
@@ -90,7 +89,10 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
         Some(port) => Some(
             shared
                 .factory
-                .listen(ctx.netns, SocketAddrV4::new(ctx.underlay_addr, port))
+                .listen(
+                    ctx.netns.clone(),
+                    SocketAddrV4::new(ctx.underlay_addr, port),
+                )
                 .await
                 .map_err(|e| NodeError::Failed {
                     node,
@@ -104,7 +106,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
     };
     let stream = shared
         .factory
-        .connect(ctx.netns, ctl)
+        .connect(ctx.netns.clone(), ctl)
         .await
         .map_err(|source| NodeError::Connect {
             node,
@@ -187,7 +189,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                     ControllerToNode::Dial { peer, addr } => {
                         let factory = shared.factory.clone();
                         let events = events_tx.clone();
-                        let netns = ctx.netns;
+                        let netns = ctx.netns.clone();
                         tokio::spawn(async move {
                             match dial_link(&factory, netns, node, addr).await {
                                 Ok(stream) => {
@@ -257,7 +259,7 @@ async fn accept_links(listener: tokio::net::TcpListener, events: mpsc::Unbounded
 
 async fn dial_link(
     factory: &SocketFactory,
-    netns: RawFd,
+    netns: hostnet::netns::NsHandle,
     me: u32,
     to: SocketAddrV4,
 ) -> std::io::Result<tokio::net::TcpStream> {

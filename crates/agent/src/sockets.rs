@@ -7,9 +7,8 @@
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4};
-use std::os::fd::{BorrowedFd, RawFd};
 
-use nix::sched::CloneFlags;
+use hostnet::netns::NsHandle;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,7 +20,7 @@ enum Kind {
 }
 
 struct Request {
-    netns: RawFd,
+    netns: NsHandle,
     kind: Kind,
     reply: oneshot::Sender<io::Result<Socket>>,
 }
@@ -46,7 +45,7 @@ impl SocketFactory {
         Ok(SocketFactory { tx })
     }
 
-    async fn ask(&self, netns: RawFd, kind: Kind) -> io::Result<Socket> {
+    async fn ask(&self, netns: NsHandle, kind: Kind) -> io::Result<Socket> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request { netns, kind, reply })
@@ -55,11 +54,10 @@ impl SocketFactory {
             .map_err(|_| io::Error::other("socket factory stopped"))?
     }
 
-    /// Connects a TCP stream from inside the namespace `netns` (an fd that stays open while
-    /// the caller uses it).
+    /// Connects a TCP stream from inside the namespace `netns`.
     pub async fn connect(
         &self,
-        netns: RawFd,
+        netns: NsHandle,
         to: SocketAddrV4,
     ) -> io::Result<tokio::net::TcpStream> {
         let socket = self.ask(netns, Kind::Stream).await?;
@@ -72,7 +70,7 @@ impl SocketFactory {
     /// A listener inside `netns`, bound to `addr`.
     pub async fn listen(
         &self,
-        netns: RawFd,
+        netns: NsHandle,
         addr: SocketAddrV4,
     ) -> io::Result<tokio::net::TcpListener> {
         let socket = self.ask(netns, Kind::Listener(addr)).await?;
@@ -80,11 +78,8 @@ impl SocketFactory {
     }
 }
 
-fn make(netns: RawFd, kind: Kind) -> io::Result<Socket> {
-    // SAFETY: the requester keeps `netns` open until it has the answer (the node's namespace
-    // is owned by the agent's fabric, which outlives every node task).
-    let fd = unsafe { BorrowedFd::borrow_raw(netns) };
-    nix::sched::setns(fd, CloneFlags::CLONE_NEWNET)?;
+fn make(netns: NsHandle, kind: Kind) -> io::Result<Socket> {
+    netns.enter()?;
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     if let Kind::Listener(addr) = kind {

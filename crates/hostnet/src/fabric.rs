@@ -22,7 +22,6 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -44,6 +43,9 @@ pub struct FabricSpec {
     pub threads: usize,
     /// Leave IPv6 on inside the nodes.
     pub ipv6: bool,
+    /// Keep each namespace's fd open. When namespaces are mounted, `false` closes the fds
+    /// after plumbing and reaches nodes through their mounts: one fd less per node.
+    pub keep_fds: bool,
 }
 
 impl FabricSpec {
@@ -53,6 +55,7 @@ impl FabricSpec {
             netns_dir: Some(PathBuf::from(netns::DEFAULT_NETNS_DIR)),
             threads: 1,
             ipv6: false,
+            keep_fds: true,
         }
     }
 }
@@ -456,7 +459,7 @@ fn plumb_node(
         &node.plan.veth_name,
         bridge_index,
         group,
-        node.netns.as_raw_fd(),
+        node.netns.raw_fd().expect("a new namespace has its fd"),
         spec.ipv6,
     );
     let mut host_batch = vec![(veth, Mode::Create, Step::CreateVeth)];
@@ -515,6 +518,9 @@ fn plumb_node(
         fail!(tag, error);
     }
     node.veth_made = true;
+    if !spec.keep_fds {
+        node.netns.release_fd();
+    }
     if let Err(Refused { tag, error }) = inner.wait() {
         fail!(tag, error);
     }

@@ -18,8 +18,37 @@ pub const DEFAULT_NETNS_DIR: &str = "/run/netns";
 /// the same time.
 #[derive(Debug)]
 pub struct NetNs {
-    fd: OwnedFd,
+    /// `None` once released: a mounted namespace is reached through its mount, which saves an
+    /// fd per node where a process's fd limit is the constraint.
+    fd: Option<OwnedFd>,
     mount: Option<PathBuf>,
+}
+
+/// A way into a namespace that can be sent to another thread: its fd (valid while the owning
+/// [`NetNs`] lives) or its mount path.
+#[derive(Debug, Clone)]
+pub enum NsHandle {
+    Fd(RawFd),
+    Path(PathBuf),
+}
+
+impl NsHandle {
+    /// Moves the calling thread into the namespace.
+    pub fn enter(&self) -> io::Result<()> {
+        match self {
+            NsHandle::Fd(fd) => {
+                // SAFETY: the handle's owner keeps the fd open while handles are in use (the
+                // agent stops every node task before its fabric is torn down).
+                let fd = unsafe { BorrowedFd::borrow_raw(*fd) };
+                nix::sched::setns(fd, CloneFlags::CLONE_NEWNET)?;
+            }
+            NsHandle::Path(path) => {
+                let file = File::open(path)?;
+                nix::sched::setns(file.as_fd(), CloneFlags::CLONE_NEWNET)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl NetNs {
@@ -33,13 +62,44 @@ impl NetNs {
     /// The calling thread's network namespace.
     pub fn of_current_thread() -> io::Result<NetNs> {
         let fd = OwnedFd::from(File::open("/proc/thread-self/ns/net")?);
-        Ok(NetNs { fd, mount: None })
+        Ok(NetNs {
+            fd: Some(fd),
+            mount: None,
+        })
     }
 
     /// Opens a namespace by path (a bind mount under `/run/netns`, or `/proc/<pid>/ns/net`).
     pub fn open(path: &Path) -> io::Result<NetNs> {
         let fd = OwnedFd::from(File::open(path)?);
-        Ok(NetNs { fd, mount: None })
+        Ok(NetNs {
+            fd: Some(fd),
+            mount: None,
+        })
+    }
+
+    /// The namespace's fd, unless released.
+    pub fn raw_fd(&self) -> Option<RawFd> {
+        self.fd.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Closes the fd of a mounted namespace; it stays reachable through the mount. Returns
+    /// whether it did (an unmounted namespace keeps its fd: it would vanish otherwise).
+    pub fn release_fd(&mut self) -> bool {
+        if self.mount.is_some() {
+            self.fd = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> NsHandle {
+        match (&self.fd, &self.mount) {
+            (Some(fd), _) => NsHandle::Fd(fd.as_raw_fd()),
+            (None, Some(path)) => NsHandle::Path(path.clone()),
+            (None, None) => unreachable!("release_fd keeps the fd of an unmounted namespace"),
+        }
     }
 
     /// Makes the namespace visible as `dir/name` (`ip netns add` does the same). The caller
@@ -51,7 +111,10 @@ impl NetNs {
             .write(true)
             .create_new(true)
             .open(&path)?;
-        let source = format!("/proc/self/fd/{}", self.fd.as_raw_fd());
+        let fd = self
+            .raw_fd()
+            .ok_or_else(|| io::Error::other("namespace fd released"))?;
+        let source = format!("/proc/self/fd/{fd}");
         if let Err(e) = nix::mount::mount(
             Some(source.as_str()),
             &path,
@@ -72,8 +135,7 @@ impl NetNs {
 
     /// Moves the calling thread into this namespace. The thread stays there.
     pub fn enter(&self) -> io::Result<()> {
-        nix::sched::setns(self.fd.as_fd(), CloneFlags::CLONE_NEWNET)?;
-        Ok(())
+        self.handle().enter()
     }
 
     /// Runs `f` on a short-lived thread inside this namespace: sockets `f` opens belong to it.
@@ -90,8 +152,13 @@ impl NetNs {
 
     /// The namespace's inode: equal inodes mean the same namespace.
     pub fn inode(&self) -> io::Result<u64> {
-        let st = nix::sys::stat::fstat(self.fd.as_fd())?;
-        Ok(st.st_ino)
+        match (&self.fd, &self.mount) {
+            (Some(fd), _) => Ok(nix::sys::stat::fstat(fd.as_fd())?.st_ino),
+            (None, Some(path)) => Ok(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(
+                path,
+            )?)),
+            (None, None) => unreachable!("release_fd keeps the fd of an unmounted namespace"),
+        }
     }
 
     /// Unmounts (if mounted) now, reporting failure; dropping does the same silently.
@@ -100,18 +167,6 @@ impl NetNs {
             Some(path) => unmount(&path),
             None => Ok(()),
         }
-    }
-}
-
-impl AsRawFd for NetNs {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-impl AsFd for NetNs {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 }
 

@@ -143,8 +143,17 @@ pub fn raise_nofile(want: u64) -> io::Result<Option<u64>> {
     let nr_open = Sysctl::default().read("fs/nr_open").unwrap_or(1 << 20);
     let new_hard = hard.max(want.min(nr_open));
     let new_soft = want.min(new_hard);
-    setrlimit(Resource::RLIMIT_NOFILE, new_soft, new_hard)?;
-    Ok(Some(new_soft))
+    match setrlimit(Resource::RLIMIT_NOFILE, new_soft, new_hard) {
+        Ok(()) => Ok(Some(new_soft)),
+        // Raising the hard limit needs CAP_SYS_RESOURCE; the soft one can still go up to it.
+        Err(e) if soft < hard => {
+            setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+            Err(io::Error::other(format!(
+                "{e}; raised only to the hard limit {hard} (raising it needs CAP_SYS_RESOURCE)"
+            )))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Everything a run of `nodes` nodes and `links` links needs: sysctls raised, fd limit raised,

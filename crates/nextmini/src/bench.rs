@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -24,6 +23,26 @@ use crate::plumb::LayoutArgs;
 pub enum BenchCommand {
     /// Namespace plumbing: creation rate at marks, memory per node, teardown, baselines.
     Netns(NetnsArgs),
+    /// `nextmini up` of a preset at several sizes: the seeds' wiring table.
+    Wiring(WiringArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct WiringArgs {
+    /// A preset with a node count: ring, line, star, full_mesh, n_nodes, random.
+    #[arg(long, default_value = "ring")]
+    pub topology: String,
+    /// Sizes to run, e.g. 100,200,300.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub nodes: Vec<u32>,
+    #[arg(long, default_value = "nw")]
+    pub prefix: String,
+    /// Extra arguments for each `nextmini up` (e.g. --no-mount).
+    #[arg(long, allow_hyphen_values = true)]
+    pub up_args: Option<String>,
+    /// Write every run's summary as a JSON array here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -83,6 +102,7 @@ struct NetnsReport {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Netns(args) => netns(args),
+        BenchCommand::Wiring(args) => wiring(args),
     }
 }
 
@@ -308,7 +328,13 @@ fn settle(prefix: &Prefix) -> Result<()> {
             let mut host: Rtnl<()> = Rtnl::open()?;
             let ns = NetNs::unshare_thread()?;
             host.request(
-                msg::new_node_veth(&marker, 0, 0, ns.as_raw_fd(), false),
+                msg::new_node_veth(
+                    &marker,
+                    0,
+                    0,
+                    ns.raw_fd().expect("a new namespace has its fd"),
+                    false,
+                ),
                 Mode::Create,
                 (),
             )
@@ -357,4 +383,67 @@ fn run_nsbench(path: &std::path::Path, n: u32, flags: &str) -> Result<(f64, f64)
         (Some(c), Some(t)) => Ok((c, t)),
         _ => bail!("could not read nsbench's totals from:\n{text}"),
     }
+}
+
+/// Runs `nextmini up --exit-when-ready` once per size, each in its own process, on a quiet
+/// kernel, and prints the seeds' table.
+fn wiring(args: WiringArgs) -> Result<()> {
+    host::require_root("nextmini bench wiring")?;
+    let prefix = Prefix::new(&args.prefix)?;
+    let state = std::env::temp_dir().join(format!("nextmini-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&state)?;
+    println!(
+        "nextmini bench wiring: {} at {:?}; {}",
+        args.topology,
+        args.nodes,
+        host::machine()
+    );
+    println!(
+        "| Topology | Nodes | Wiring Time | Memory Before | Memory After | Per Node | Agent PSS | Plumbing | Ready after start |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut all = Vec::new();
+    for &n in &args.nodes {
+        settle(&prefix)?;
+        let summary_path = state.join(format!("summary-{n}.json"));
+        let port = std::net::TcpListener::bind("0.0.0.0:0")?
+            .local_addr()?
+            .port();
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["up", "--topo", &format!("{},{n}", args.topology)])
+            .args(["--prefix", prefix.as_str(), "--port", &port.to_string()])
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--json")
+            .arg(&summary_path)
+            .arg("--exit-when-ready")
+            .stdout(Stdio::null());
+        if let Some(extra) = &args.up_args {
+            cmd.args(extra.split_whitespace());
+        }
+        let status = cmd.status().context("running nextmini up")?;
+        if !status.success() {
+            bail!("nextmini up of {n} nodes failed ({status})");
+        }
+        let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary_path)?)?;
+        let f = |k: &str| j[k].as_f64().unwrap_or(0.0);
+        let gib = |k: &str| f(k) / (1u64 << 30) as f64;
+        println!(
+            "| {} | {n} | {:.2}s | {:.2} GiB | {:.2} GiB | {:.0} KiB | {:.1} MiB | {:.2}s | {:.2}s |",
+            j["topology"].as_str().unwrap_or("?"),
+            f("wiring_seconds"),
+            gib("mem_before_bytes"),
+            gib("mem_after_bytes"),
+            f("mem_per_node_bytes") / 1024.0,
+            f("agent_pss_bytes") / (1u64 << 20) as f64,
+            f("plumb_seconds"),
+            f("total_seconds"),
+        );
+        all.push(j);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&all)? + "\n")?;
+    }
+    let _ = std::fs::remove_dir_all(&state);
+    Ok(())
 }

@@ -49,6 +49,7 @@ impl LayoutArgs {
             netns_dir: (!self.no_mount).then(|| self.netns_dir.clone()),
             threads: self.threads,
             ipv6: self.ipv6,
+            keep_fds: true,
         })
     }
 }

@@ -293,6 +293,11 @@ async fn run_async(args: UpArgs, exp: crate::config::Experiment) -> Result<()> {
             existing.prefix
         );
     }
+    // The controller holds one end of every node's control connection.
+    let fds = 1024 + 2 * u64::from(n);
+    if let Err(e) = hostnet::tuning::raise_nofile(fds) {
+        tracing::warn!("could not raise the open-file limit to {fds}: {e}");
+    }
     let listener = controller::server::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?;
     let port = listener.local_addr()?.port();
 
