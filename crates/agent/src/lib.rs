@@ -125,32 +125,103 @@ pub async fn run(
         }
     };
 
-    // Plumbing, on blocking threads; progress flows back as messages.
-    tune_host(&Sysctl::default(), u64::from(n), u64::from(n) * 2)?;
-    let (progress_tx, mut progress) = mpsc::unbounded_channel::<u32>();
+    // Plumbing, on blocking threads; progress flows back as messages. With mounts, each node
+    // starts as soon as it exists (its bridge is already up), so wiring overlaps plumbing.
+    let fds_per_link = if tcp_links { 2 } else { 0 };
+    tune_host(
+        &Sysctl::default(),
+        u64::from(n),
+        u64::from(n) * fds_per_link,
+    )?;
+    let (progress_tx, mut progress) = mpsc::unbounded_channel::<(u32, Option<hostnet::NodePlan>)>();
     let step = (n / 100).max(1);
     let mut spec = cfg.spec.clone();
+    let mounted = spec.netns_dir.clone();
     // Mounted namespaces are reached through their mounts: one fd per node saved, which is what
     // lets tens of thousands of nodes and their control sockets fit one process's fd limit.
-    spec.keep_fds = spec.netns_dir.is_none();
+    spec.keep_fds = mounted.is_none();
+    spec.early_bridges = mounted.is_some();
+    let shared = Arc::new(node::Shared {
+        factory: sockets::SocketFactory::start()?,
+        hub: hub::Hub::default(),
+        controller_port: node_port,
+        handshakes: Semaphore::new(HANDSHAKES),
+    });
+    let mut tasks = JoinSet::new();
+    let start_node = |tasks: &mut JoinSet<_>, plan: &hostnet::NodePlan, netns| {
+        let ctx = node::NodeCtx {
+            node_id: plan.node_id,
+            underlay_addr: plan.addr,
+            gateway: plan.gateway,
+            netns,
+            link_port: tcp_links.then_some(cfg.link_port),
+            fail: cfg.fail_nodes.contains(&plan.node_id),
+        };
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            let id = ctx.node_id;
+            (id, node::run_node(ctx, shared).await)
+        });
+    };
+    // A node starts once it exists *and* its bridge port forwards: a SYN sent before the
+    // kernel has enabled the port is lost and costs a one-second retransmit.
+    let (port_tx, mut ports_up) = mpsc::unbounded_channel::<u32>();
+    let overlap = mounted.is_some();
+    if overlap {
+        let mut monitor = hostnet::monitor::LinkMonitor::open()?;
+        let prefix = plan.prefix().clone();
+        let mut seen = std::collections::HashSet::new();
+        std::thread::Builder::new()
+            .name("nm-ports".into())
+            .spawn(move || {
+                let _ = monitor.watch(|name, up| {
+                    if up
+                        && let Some(hostnet::plan::Owned::Veth(id)) = prefix.classify(name)
+                        && seen.insert(id)
+                        && port_tx.send(id).is_err()
+                    {
+                        return false;
+                    }
+                    (seen.len() as u32) < n
+                });
+            })?;
+    }
+    let mut waiting = Waiting::default();
     let before = mem_available();
     let started = Instant::now();
     let mut plumbing = tokio::task::spawn_blocking(move || {
-        Fabric::create(&spec, &|done| {
-            if done % step == 0 || done == spec.plan.n_nodes() {
-                let _ = progress_tx.send(done);
+        Fabric::create(&spec, &|done, plan| {
+            let report = done % step == 0 || done == spec.plan.n_nodes();
+            if overlap || report {
+                let _ = progress_tx.send((done, overlap.then(|| plan.clone())));
             }
         })
     });
     let fabric = loop {
         tokio::select! {
-            Some(done) = progress.recv() => {
-                send(&mut sink, &AgentToController::Plumbed { done }).await;
+            Some((done, plan)) = progress.recv() => {
+                if let (Some(plan), Some(dir)) = (plan, &mounted)
+                    && let Some(plan) = waiting.plumbed(plan)
+                {
+                    let handle = hostnet::netns::NsHandle::Path(dir.join(&plan.netns_name));
+                    start_node(&mut tasks, &plan, handle);
+                }
+                if done % step == 0 || done == n {
+                    send(&mut sink, &AgentToController::Plumbed { done }).await;
+                }
+            }
+            Some(id) = ports_up.recv() => {
+                if let (Some(plan), Some(dir)) = (waiting.port_up(id), &mounted) {
+                    let handle = hostnet::netns::NsHandle::Path(dir.join(&plan.netns_name));
+                    start_node(&mut tasks, &plan, handle);
+                }
             }
             result = &mut plumbing => {
                 match result.expect("plumbing thread panicked") {
                     Ok(f) => break f,
                     Err(e) => {
+                        // Stop the nodes started so far; the fabric removed what it made.
+                        tasks.abort_all();
                         send(&mut sink, &AgentToController::Failed { reason: e.to_string() }).await;
                         return Err(e.into());
                     }
@@ -158,6 +229,15 @@ pub async fn run(
             }
         }
     };
+    // Nodes whose progress message was still queued when plumbing returned.
+    while let Ok((_, plan)) = progress.try_recv() {
+        if let (Some(plan), Some(dir)) = (plan, &mounted)
+            && let Some(plan) = waiting.plumbed(plan)
+        {
+            let handle = hostnet::netns::NsHandle::Path(dir.join(&plan.netns_name));
+            start_node(&mut tasks, &plan, handle);
+        }
+    }
     let plumb_seconds = started.elapsed().as_secs_f64();
     send(&mut sink, &AgentToController::Plumbed { done: n }).await;
     send(
@@ -169,29 +249,10 @@ pub async fn run(
         },
     )
     .await;
-
-    // Nodes.
-    let shared = Arc::new(node::Shared {
-        factory: sockets::SocketFactory::start()?,
-        hub: hub::Hub::default(),
-        controller_port: node_port,
-        handshakes: Semaphore::new(HANDSHAKES),
-    });
-    let mut tasks = JoinSet::new();
-    for node in fabric.nodes() {
-        let ctx = node::NodeCtx {
-            node_id: node.plan.node_id,
-            underlay_addr: node.plan.addr,
-            gateway: node.plan.gateway,
-            netns: node.netns.handle(),
-            link_port: tcp_links.then_some(cfg.link_port),
-            fail: cfg.fail_nodes.contains(&node.plan.node_id),
-        };
-        let shared = shared.clone();
-        tasks.spawn(async move {
-            let id = ctx.node_id;
-            (id, node::run_node(ctx, shared).await)
-        });
+    if mounted.is_none() {
+        for node in fabric.nodes() {
+            start_node(&mut tasks, &node.plan, node.netns.handle());
+        }
     }
 
     let mut failed = 0;
@@ -215,6 +276,12 @@ pub async fn run(
                     break;
                 }
             },
+            Some(id) = ports_up.recv(), if !waiting.is_empty() => {
+                if let (Some(plan), Some(dir)) = (waiting.port_up(id), &mounted) {
+                    let handle = hostnet::netns::NsHandle::Path(dir.join(&plan.netns_name));
+                    start_node(&mut tasks, &plan, handle);
+                }
+            }
             Some(done) = tasks.join_next() => {
                 if let Ok((node, Err(e))) = done {
                     failed += 1;
@@ -250,6 +317,40 @@ pub async fn run(
         plumb_seconds,
         teardown_seconds,
     })
+}
+
+/// Nodes plumbed but whose port is not up yet, and ports up whose node is not plumbed yet.
+#[derive(Default)]
+struct Waiting {
+    plumbed: std::collections::HashMap<u32, hostnet::NodePlan>,
+    up: std::collections::HashSet<u32>,
+}
+
+impl Waiting {
+    /// A node exists; returns it if its port is up already.
+    fn plumbed(&mut self, plan: hostnet::NodePlan) -> Option<hostnet::NodePlan> {
+        if self.up.remove(&plan.node_id) {
+            Some(plan)
+        } else {
+            self.plumbed.insert(plan.node_id, plan);
+            None
+        }
+    }
+
+    /// A node's port is up; returns the node if it exists already.
+    fn port_up(&mut self, id: u32) -> Option<hostnet::NodePlan> {
+        match self.plumbed.remove(&id) {
+            Some(plan) => Some(plan),
+            None => {
+                self.up.insert(id);
+                None
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.plumbed.is_empty()
+    }
 }
 
 fn mem_available() -> u64 {

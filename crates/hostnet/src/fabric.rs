@@ -43,6 +43,10 @@ pub struct FabricSpec {
     pub threads: usize,
     /// Leave IPv6 on inside the nodes.
     pub ipv6: bool,
+    /// Bring bridges up before their ports are attached, so that nodes can talk while later
+    /// ones are still being created (the agent starts each node as soon as it exists). Late
+    /// is cheaper when nothing needs to talk during creation.
+    pub early_bridges: bool,
     /// Keep each namespace's fd open. When namespaces are mounted, `false` closes the fds
     /// after plumbing and reaches nodes through their mounts: one fd less per node.
     pub keep_fds: bool,
@@ -55,6 +59,7 @@ impl FabricSpec {
             netns_dir: Some(PathBuf::from(netns::DEFAULT_NETNS_DIR)),
             threads: 1,
             ipv6: false,
+            early_bridges: false,
             keep_fds: true,
         }
     }
@@ -72,6 +77,7 @@ pub enum Step {
     UnderlayUp,
     AddAddress,
     AddRoute,
+    Neighbour,
     CreateBridge,
     BridgeAddress,
     BridgeForwarding,
@@ -90,6 +96,7 @@ impl fmt::Display for Step {
             Step::UnderlayUp => "bringing eth0 up",
             Step::AddAddress => "adding the underlay address",
             Step::AddRoute => "adding the underlay route",
+            Step::Neighbour => "adding a permanent neighbour entry",
             Step::CreateBridge => "creating the bridge",
             Step::BridgeAddress => "adding the bridge address",
             Step::BridgeForwarding => "enabling forwarding between shards",
@@ -212,11 +219,11 @@ pub struct Fabric {
 
 impl Fabric {
     /// Creates every node of the spec. `progress` is called from creator threads with the
-    /// number of nodes finished so far. On failure everything created is removed and the error
+    /// number of nodes finished so far and the node just finished. On failure everything created is removed and the error
     /// names the node and the step.
     pub fn create(
         spec: &FabricSpec,
-        progress: &(dyn Fn(u32) + Sync),
+        progress: &(dyn Fn(u32, &NodePlan) + Sync),
     ) -> Result<Fabric, CreateError> {
         let plan = &spec.plan;
         let prefix = plan.prefix().to_string();
@@ -234,8 +241,13 @@ impl Fabric {
         };
         let started = Instant::now();
         fabric.create_bridges()?;
+        if spec.early_bridges {
+            fabric.raise_bridges()?;
+        }
         fabric.create_nodes(spec, progress)?;
-        fabric.raise_bridges()?;
+        if !spec.early_bridges {
+            fabric.raise_bridges()?;
+        }
         tracing::info!(
             nodes = plan.n_nodes(),
             bridges = fabric.bridges.len(),
@@ -257,8 +269,12 @@ impl Fabric {
                 prefix: prefix.clone(),
                 source,
             };
-            host.request(msg::new_bridge(&b.name), Mode::Create, Step::CreateBridge)
-                .map_err(|r| fail(r.tag, r.error))?;
+            host.request(
+                msg::new_bridge(&b.name, b.mac),
+                Mode::Create,
+                Step::CreateBridge,
+            )
+            .map_err(|r| fail(r.tag, r.error))?;
             let index = nix::net::if_::if_nametoindex(b.name.as_str())
                 .map_err(|e| fail(Step::CreateBridge, e.into()))?;
             self.bridges.push(Bridge {
@@ -284,7 +300,7 @@ impl Fabric {
     fn create_nodes(
         &mut self,
         spec: &FabricSpec,
-        progress: &(dyn Fn(u32) + Sync),
+        progress: &(dyn Fn(u32, &NodePlan) + Sync),
     ) -> Result<(), CreateError> {
         let plan = &spec.plan;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -323,7 +339,10 @@ impl Fabric {
                 let node_plan = plan.node(idx);
                 let bridge = bridge_index[(node_plan.shard - first_shard) as usize];
                 match plumb_node(spec, node_plan, bridge, group, route, &mut host) {
-                    Ok(node) => made.push(node),
+                    Ok(node) => {
+                        progress(done.fetch_add(1, Ordering::Relaxed) + 1, &node.plan);
+                        made.push(node);
+                    }
                     Err(failed) => {
                         let (partial, e) = *failed;
                         made.extend(partial);
@@ -331,7 +350,6 @@ impl Fabric {
                         break;
                     }
                 }
-                progress(done.fetch_add(1, Ordering::Relaxed) + 1);
             }
             made
         };
@@ -460,9 +478,15 @@ fn plumb_node(
         bridge_index,
         group,
         node.netns.raw_fd().expect("a new namespace has its fd"),
+        Some(node.plan.mac),
         spec.ipv6,
     );
-    let mut host_batch = vec![(veth, Mode::Create, Step::CreateVeth)];
+    // The host knows the node's MAC (we chose it): no ARP on the bridge for the node.
+    let neighbour = msg::new_permanent_neighbour(bridge_index, node.plan.addr, node.plan.mac);
+    let mut host_batch = vec![
+        (veth, Mode::Create, Step::CreateVeth),
+        (neighbour, Mode::Create, Step::Neighbour),
+    ];
     if !spec.ipv6 {
         let name = node.plan.veth_name.as_str();
         host_batch.push((
@@ -495,6 +519,13 @@ fn plumb_node(
         msg::new_address(msg::NODE_ETH_INDEX, node.plan.addr, SHARD_PREFIX_LEN),
         Mode::Create,
         Step::AddAddress,
+    ));
+    // And the node knows its gateway's: its first packets need no ARP either.
+    let gateway_mac = crate::plan::bridge_mac(node.plan.shard);
+    batch.push((
+        msg::new_permanent_neighbour(msg::NODE_ETH_INDEX, node.plan.gateway, gateway_mac),
+        Mode::Create,
+        Step::Neighbour,
     ));
     // With one shard the address's own /22 route is the whole underlay.
     let (net, len) = route;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{LinkAttribute, State};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use nix::sys::socket::sockopt::{RcvBufForce, ReceiveTimeout};
 use nix::sys::time::TimeVal;
@@ -50,6 +51,46 @@ impl LinkMonitor {
             .filter(|(name, _, _)| keep(name))
             .map(|(name, index, _)| (name.to_owned(), index))
             .collect())
+    }
+
+    /// Calls `f(name, oper_up)` for every link change, blocking, until `f` returns false. The
+    /// kernel announces a bridge port's operstate UP after the bridge has enabled it, so a
+    /// port reported up forwards.
+    pub fn watch(&mut self, mut f: impl FnMut(&str, bool) -> bool) -> io::Result<()> {
+        nix::sys::socket::setsockopt(&self.socket, ReceiveTimeout, &TimeVal::new(0, 0))?;
+        loop {
+            let n = match self.socket.recv(&mut &mut self.buf[..], 0) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    // Events were lost: report every link as it is now, then go on.
+                    let mut rtnl: Rtnl<()> = Rtnl::open()?;
+                    for m in rtnl.dump(msg::get_links())? {
+                        if let RouteNetlinkMessage::NewLink(link) = &m
+                            && !report(link, &mut f)
+                        {
+                            return Ok(());
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut offset = 0;
+            while offset < n {
+                let Ok(m) =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..n])
+                else {
+                    break;
+                };
+                offset += (m.header.length as usize + 3) & !3;
+                if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = &m.payload
+                    && !report(link, &mut f)
+                {
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Waits until every link in `waiting` has been deleted, or until none of them has gone for
@@ -108,4 +149,20 @@ impl LinkMonitor {
         }
         Ok(waiting.into_iter().collect())
     }
+}
+
+/// Calls `f(name, oper_up)` for one link; returns what `f` says.
+fn report(
+    link: &netlink_packet_route::link::LinkMessage,
+    f: &mut impl FnMut(&str, bool) -> bool,
+) -> bool {
+    let up = link
+        .attributes
+        .iter()
+        .any(|a| matches!(a, LinkAttribute::OperState(State::Up)));
+    let name = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(n) => Some(n.as_str()),
+        _ => None,
+    });
+    name.is_none_or(|name| f(name, up))
 }

@@ -8,6 +8,9 @@ use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoVeth,
     LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -26,9 +29,10 @@ fn link(index: u32) -> LinkMessage {
 
 /// `ip link add <name> type bridge mcast_snooping 0` (left down: bringing it up after its ports
 /// are attached saves a port-state pass per port).
-pub fn new_bridge(name: &str) -> RouteNetlinkMessage {
+pub fn new_bridge(name: &str, mac: [u8; 6]) -> RouteNetlinkMessage {
     let mut m = link(0);
     m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    m.attributes.push(LinkAttribute::Address(mac.to_vec()));
     m.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Bridge),
         LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::MulticastSnooping(false)])),
@@ -36,7 +40,8 @@ pub fn new_bridge(name: &str) -> RouteNetlinkMessage {
     RouteNetlinkMessage::NewLink(m)
 }
 
-/// `ip link add <host_name> master <bridge> [up] type veth peer name eth0 index 2 netns <fd>`:
+/// `ip link add <host_name> master <bridge> [up] type veth peer name eth0 index 2 [address
+/// <mac>] netns <fd>`:
 /// one request creates the pair, puts the peer in the node's namespace and attaches the host
 /// end. The peer can't be created up (veth_open fails with ENOTCONN), so it is raised later.
 pub fn new_node_veth(
@@ -44,9 +49,13 @@ pub fn new_node_veth(
     bridge_index: u32,
     group: u32,
     netns_fd: RawFd,
+    peer_mac: Option<[u8; 6]>,
     up: bool,
 ) -> RouteNetlinkMessage {
     let mut peer = link(NODE_ETH_INDEX);
+    if let Some(mac) = peer_mac {
+        peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    }
     peer.attributes.push(LinkAttribute::IfName(
         crate::plan::NODE_UNDERLAY_IFNAME.to_owned(),
     ));
@@ -158,6 +167,22 @@ pub fn new_route_via(
         .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
     m.attributes.push(RouteAttribute::Oif(index));
     RouteNetlinkMessage::NewRoute(m)
+}
+
+/// `ip neigh add <addr> lladdr <mac> dev <index> nud permanent`: no ARP for this address.
+pub fn new_permanent_neighbour(index: u32, addr: Ipv4Addr, mac: [u8; 6]) -> RouteNetlinkMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.ifindex = index;
+    m.header.state = NeighbourState::Permanent;
+    m.header.kind = RouteType::Unicast;
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            addr,
+        )));
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    RouteNetlinkMessage::NewNeighbour(m)
 }
 
 /// The name and index of a link in a dump answer.

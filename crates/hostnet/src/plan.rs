@@ -156,6 +156,21 @@ pub struct NodePlan {
     pub gateway: Ipv4Addr,
     pub netns_name: String,
     pub veth_name: String,
+    /// MAC of the node's `eth0`.
+    pub mac: [u8; 6],
+}
+
+/// The MAC of a node's `eth0`: locally administered, derived from the node id, so the host
+/// can know it without asking (and skip ARP).
+pub fn node_mac(node_id: u32) -> [u8; 6] {
+    let b = node_id.to_be_bytes();
+    [0x02, 0x6e, b[0], b[1], b[2], b[3]]
+}
+
+/// The MAC of a shard's bridge: locally administered, derived from the shard.
+pub fn bridge_mac(shard: u32) -> [u8; 6] {
+    let b = shard.to_be_bytes();
+    [0x02, 0x62, b[0], b[1], b[2], b[3]]
 }
 
 /// One shard's bridge.
@@ -166,6 +181,7 @@ pub struct BridgePlan {
     /// `.1` of the shard's subnet, prefix [`SHARD_PREFIX_LEN`].
     pub addr: Ipv4Addr,
     pub subnet: Ipv4Addr,
+    pub mac: [u8; 6],
 }
 
 impl UnderlayPlan {
@@ -252,6 +268,7 @@ impl UnderlayPlan {
             name: self.prefix.bridge_name(shard),
             addr: Ipv4Addr::from(u32::from(subnet) + 1),
             subnet,
+            mac: bridge_mac(shard),
         }
     }
 
@@ -274,6 +291,7 @@ impl UnderlayPlan {
             gateway: Ipv4Addr::from(subnet + 1),
             netns_name: self.prefix.netns_name(node_id),
             veth_name: self.prefix.veth_name(node_id),
+            mac: node_mac(node_id),
         }
     }
 
@@ -367,8 +385,11 @@ mod tests {
             p.shards().len(),
             20_000usize.div_ceil(NODES_PER_SHARD as usize)
         );
+        let macs: std::collections::HashSet<_> = (0..p.n_nodes()).map(|i| p.node(i).mac).collect();
+        assert_eq!(macs.len(), p.n_nodes() as usize, "node MACs are unique");
         for b in p.bridges() {
             assert!(b.name.len() <= MAX_IFNAME_LEN);
+            assert!(!macs.contains(&b.mac));
             assert!(!seen.contains(&b.addr));
         }
     }

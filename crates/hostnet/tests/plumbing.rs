@@ -99,7 +99,7 @@ fn fifty_nodes_are_addressed_routed_reachable_and_removed() {
     // Offset so that the 50 nodes straddle a shard edge: two bridges, routed between.
     let offset = NODES_PER_SHARD - 25;
     let spec = spec("tpa", [172, 20, 0, 0], 50, offset);
-    let fabric = Fabric::create(&spec, &|_| {}).expect("plumbing 50 nodes");
+    let fabric = Fabric::create(&spec, &|_, _| {}).expect("plumbing 50 nodes");
     assert_eq!(fabric.nodes().len(), 50);
     assert_eq!(fabric.bridges().len(), 2);
 
@@ -159,7 +159,7 @@ fn a_failing_node_is_named_and_everything_is_removed() {
         .unwrap();
     assert!(made.success());
     let spec = spec("tpb", [172, 20, 8, 0], 20, 0);
-    let result = Fabric::create(&spec, &|_| {});
+    let result = Fabric::create(&spec, &|_, _| {});
     let _ = Command::new("ip").args(["link", "del", blocker]).status();
     let err = result.expect_err("node 7 must fail");
     match &err {
@@ -190,7 +190,7 @@ fn a_leftover_bridge_is_reported_with_the_fix() {
         .status()
         .unwrap();
     assert!(made.success());
-    let result = Fabric::create(&spec("tpc", [172, 20, 12, 0], 3, 0), &|_| {});
+    let result = Fabric::create(&spec("tpc", [172, 20, 12, 0], 3, 0), &|_, _| {});
     let err = result.expect_err("the bridge exists");
     assert!(
         matches!(
@@ -214,8 +214,8 @@ fn a_leftover_bridge_is_reported_with_the_fix() {
 
 #[test]
 fn sweep_removes_one_prefix_and_spares_another() {
-    let victim = Fabric::create(&spec("tpd", [172, 20, 16, 0], 10, 0), &|_| {}).unwrap();
-    let bystander = Fabric::create(&spec("tpe", [172, 20, 20, 0], 10, 0), &|_| {}).unwrap();
+    let victim = Fabric::create(&spec("tpd", [172, 20, 16, 0], 10, 0), &|_, _| {}).unwrap();
+    let bystander = Fabric::create(&spec("tpe", [172, 20, 20, 0], 10, 0), &|_, _| {}).unwrap();
     let before = leftovers("tpe");
     // Sweeping a live run: the namespaces are unmounted but still held by `victim`'s fds, so
     // the veths must be deleted explicitly.
@@ -242,7 +242,7 @@ fn sweep_removes_one_prefix_and_spares_another() {
 fn namespaces_can_be_kept_by_fd_only() {
     let mut spec = spec("tpf", [172, 20, 24, 0], 5, 0);
     spec.netns_dir = None;
-    let fabric = Fabric::create(&spec, &|_| {}).unwrap();
+    let fabric = Fabric::create(&spec, &|_, _| {}).unwrap();
     assert!(leftovers("tpf").iter().all(|l| l.starts_with("link")));
     // Entering by fd works without the mount.
     let node = &fabric.nodes()[0];

@@ -140,7 +140,7 @@ fn netns(args: NetnsArgs) -> Result<()> {
     let readings: Mutex<Vec<(u32, Duration, MemInfo)>> = Mutex::new(Vec::new());
     let bar = crate::plumb::progress_bar(u64::from(n), "namespaces");
     let started = Instant::now();
-    let fabric = Fabric::create(&spec, &|done| {
+    let fabric = Fabric::create(&spec, &|done, _| {
         bar.set_position(u64::from(done));
         if marks.binary_search(&done).is_ok() {
             let at = started.elapsed();
@@ -333,6 +333,7 @@ fn settle(prefix: &Prefix) -> Result<()> {
                     0,
                     0,
                     ns.raw_fd().expect("a new namespace has its fd"),
+                    None,
                     false,
                 ),
                 Mode::Create,

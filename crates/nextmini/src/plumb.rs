@@ -49,6 +49,7 @@ impl LayoutArgs {
             netns_dir: (!self.no_mount).then(|| self.netns_dir.clone()),
             threads: self.threads,
             ipv6: self.ipv6,
+            early_bridges: false,
             keep_fds: true,
         })
     }
@@ -85,7 +86,7 @@ pub fn run(args: PlumbArgs) -> Result<()> {
     let before = MemInfo::read();
     let bar = progress_bar(u64::from(args.nodes), "namespaces");
     let started = Instant::now();
-    let fabric = Fabric::create(&spec, &|done| bar.set_position(u64::from(done)));
+    let fabric = Fabric::create(&spec, &|done, _| bar.set_position(u64::from(done)));
     bar.finish_and_clear();
     let fabric = fabric?;
     let seconds = started.elapsed().as_secs_f64();

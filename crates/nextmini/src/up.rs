@@ -294,7 +294,7 @@ async fn run_async(args: UpArgs, exp: crate::config::Experiment) -> Result<()> {
         );
     }
     // The controller holds one end of every node's control connection.
-    let fds = 1024 + 2 * u64::from(n);
+    let fds = 1024 + u64::from(n);
     if let Err(e) = hostnet::tuning::raise_nofile(fds) {
         tracing::warn!("could not raise the open-file limit to {fds}: {e}");
     }
