@@ -136,6 +136,7 @@ fn netns(args: NetnsArgs) -> Result<()> {
     // nextmini itself, on a quiet kernel: earlier runs' namespaces are destroyed
     // asynchronously and would skew the memory readings.
     settle(spec.plan.prefix())?;
+    quiesce();
     let before = MemInfo::read();
     let readings: Mutex<Vec<(u32, Duration, MemInfo)>> = Mutex::new(Vec::new());
     let bar = crate::plumb::progress_bar(u64::from(n), "namespaces");
@@ -354,6 +355,27 @@ fn settle(prefix: &Prefix) -> Result<()> {
     Ok(())
 }
 
+/// Waits (bounded) until the kernel has finished freeing what earlier runs left: slab memory
+/// stable within 1 MiB over three readings 300 ms apart. Only benchmarks wait like this, so
+/// that one run's deferred frees neither slow nor flatter the next.
+fn quiesce() {
+    let mut last = MemInfo::read().slab;
+    let mut stable = 0;
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = MemInfo::read().slab;
+        if now.abs_diff(last) < (1 << 20) {
+            stable += 1;
+            if stable == 3 {
+                return;
+            }
+        } else {
+            stable = 0;
+        }
+        last = now;
+    }
+}
+
 /// Runs the C baseline and reads its totals.
 fn run_nsbench(path: &std::path::Path, n: u32, flags: &str) -> Result<(f64, f64)> {
     let out = Command::new(path)
@@ -400,12 +422,13 @@ fn wiring(args: WiringArgs) -> Result<()> {
         host::machine()
     );
     println!(
-        "| Topology | Nodes | Wiring Time | Memory Before | Memory After | Per Node | Agent PSS | Plumbing | Ready after start |"
+        "| Topology | Nodes | Wiring Time | Memory Before | Memory After | Per Node | Slab + PSS per node | Agent PSS | Plumbing | Ready after start |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut all = Vec::new();
     for &n in &args.nodes {
         settle(&prefix)?;
+        quiesce();
         let summary_path = state.join(format!("summary-{n}.json"));
         let port = std::net::TcpListener::bind("0.0.0.0:0")?
             .local_addr()?
@@ -430,12 +453,13 @@ fn wiring(args: WiringArgs) -> Result<()> {
         let f = |k: &str| j[k].as_f64().unwrap_or(0.0);
         let gib = |k: &str| f(k) / (1u64 << 30) as f64;
         println!(
-            "| {} | {n} | {:.2}s | {:.2} GiB | {:.2} GiB | {:.0} KiB | {:.1} MiB | {:.2}s | {:.2}s |",
+            "| {} | {n} | {:.2}s | {:.2} GiB | {:.2} GiB | {:.0} KiB | {:.0} KiB | {:.1} MiB | {:.2}s | {:.2}s |",
             j["topology"].as_str().unwrap_or("?"),
             f("wiring_seconds"),
             gib("mem_before_bytes"),
             gib("mem_after_bytes"),
             f("mem_per_node_bytes") / 1024.0,
+            f("total_per_node_bytes") / 1024.0,
             f("agent_pss_bytes") / (1u64 << 20) as f64,
             f("plumb_seconds"),
             f("total_seconds"),

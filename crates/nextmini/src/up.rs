@@ -91,6 +91,11 @@ pub struct Summary {
     pub mem_before_bytes: u64,
     pub mem_after_bytes: u64,
     pub mem_per_node_bytes: u64,
+    /// Kernel objects (slab) per node: steadier than MemAvailable, which also moves with page
+    /// cache and memory the kernel is still freeing from an earlier run.
+    pub slab_per_node_bytes: u64,
+    /// Kernel slab plus both processes' PSS, per node.
+    pub total_per_node_bytes: u64,
     pub agent_pss_bytes: u64,
     pub controller_pss_bytes: u64,
     pub store: String,
@@ -104,9 +109,9 @@ impl Summary {
     pub fn table(&self) -> String {
         let per_node_kib = self.mem_per_node_bytes as f64 / 1024.0;
         format!(
-            "| Topology | Nodes | Links | Plumbing | Wiring Time | Memory Before | Memory After | Per Node | Agent PSS | Controller PSS |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
-             | {} | {} | {} | {:.2}s | {:.2}s | {} | {} | {:.0} KiB | {:.1} MiB | {:.1} MiB |\n",
+            "| Topology | Nodes | Links | Plumbing | Wiring Time | Memory Before | Memory After | Per Node | Slab + PSS per node | Agent PSS | Controller PSS |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
+             | {} | {} | {} | {:.2}s | {:.2}s | {} | {} | {:.0} KiB | {:.0} KiB | {:.1} MiB | {:.1} MiB |\n",
             self.topology,
             self.nodes,
             self.links,
@@ -115,6 +120,7 @@ impl Summary {
             gib(self.mem_before_bytes),
             gib(self.mem_after_bytes),
             per_node_kib,
+            self.total_per_node_bytes as f64 / 1024.0,
             self.agent_pss_bytes as f64 / (1u64 << 20) as f64,
             self.controller_pss_bytes as f64 / (1u64 << 20) as f64,
         )
@@ -434,6 +440,9 @@ async fn run_async(args: UpArgs, exp: crate::config::Experiment) -> Result<()> {
     }
     let status = handle.status().await.context("the controller stopped")?;
     let mem_per_node = mem_before.available.saturating_sub(mem_after.available) / u64::from(n);
+    let slab_per_node = mem_after.slab.saturating_sub(mem_before.slab) / u64::from(n);
+    let agent_pss = pss_bytes(agent_pid);
+    let controller_pss = pss_bytes(std::process::id());
     figures.wiring_seconds = Some(wiring.as_secs_f64());
     figures.mem_per_node_bytes = Some(mem_per_node);
     figures.failed_nodes = status.failed;
@@ -450,8 +459,10 @@ async fn run_async(args: UpArgs, exp: crate::config::Experiment) -> Result<()> {
         mem_before_bytes: mem_before.available,
         mem_after_bytes: mem_after.available,
         mem_per_node_bytes: mem_per_node,
-        agent_pss_bytes: pss_bytes(agent_pid),
-        controller_pss_bytes: pss_bytes(std::process::id()),
+        slab_per_node_bytes: slab_per_node,
+        total_per_node_bytes: slab_per_node + (agent_pss + controller_pss) / u64::from(n),
+        agent_pss_bytes: agent_pss,
+        controller_pss_bytes: controller_pss,
         store: store.url().to_owned(),
     };
     print!("{}", summary.table());
