@@ -76,15 +76,8 @@ impl LinkMonitor {
                 }
                 Err(e) => return Err(e),
             };
-            let mut offset = 0;
-            while offset < n {
-                let Ok(m) =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..n])
-                else {
-                    break;
-                };
-                offset += (m.header.length as usize + 3) & !3;
-                if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = &m.payload
+            for m in messages(&self.buf[..n]) {
+                if let RouteNetlinkMessage::NewLink(link) = &m
                     && !report(link, &mut f)
                 {
                     return Ok(());
@@ -128,22 +121,12 @@ impl LinkMonitor {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            let mut offset = 0;
-            while offset < n {
-                let Ok(m) =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..n])
-                else {
-                    break;
-                };
-                offset += (m.header.length as usize + 3) & !3;
-                if let NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) = m.payload
+            for m in messages(&self.buf[..n]) {
+                if let RouteNetlinkMessage::DelLink(link) = m
+                    && let Some((name, _, _)) = msg::link_name(&RouteNetlinkMessage::NewLink(link))
+                    && waiting.remove(name).is_some()
                 {
-                    let del = RouteNetlinkMessage::NewLink(link);
-                    if let Some((name, _, _)) = msg::link_name(&del)
-                        && waiting.remove(name).is_some()
-                    {
-                        deadline = Instant::now() + idle;
-                    }
+                    deadline = Instant::now() + idle;
                 }
             }
         }
@@ -165,4 +148,19 @@ fn report(
         _ => None,
     });
     name.is_none_or(|name| f(name, up))
+}
+
+/// The rtnetlink messages in a buffer read from a netlink socket.
+fn messages(buf: &[u8]) -> impl Iterator<Item = RouteNetlinkMessage> + '_ {
+    let mut offset = 0;
+    std::iter::from_fn(move || {
+        while offset < buf.len() {
+            let m = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&buf[offset..]).ok()?;
+            offset += (m.header.length as usize + 3) & !3;
+            if let NetlinkPayload::InnerMessage(inner) = m.payload {
+                return Some(inner);
+            }
+        }
+        None
+    })
 }

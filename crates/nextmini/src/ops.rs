@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use controller::coordinator::{Coordinator, Milestone, Settings};
-use tokio::sync::mpsc;
+use controller::coordinator::Milestone;
 
 use crate::config::{DataplaneFile, ExperimentFile, RunFile};
 use crate::host;
@@ -181,30 +180,18 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
                 args.state_dir.display()
             )
         })?;
-        let url = args.db.clone().or(exp.db_url.clone()).unwrap_or_else(|| {
-            format!("sqlite://{}", args.state_dir.join("nextmini.db").display())
-        });
-        let store = controller::store::Store::open(&url).await?;
-        let run = store
-            .begin_run(&controller::store::RunStart {
-                topology: exp.topology.label.clone(),
-                nodes: exp.topology.n_nodes(),
-                links: exp.topology.n_links(),
-            })
-            .await?;
-        let writer = store.writer(run, exp.overlay_base);
-        let coordinator = Coordinator::new(
-            exp.topology.clone(),
-            Settings {
-                overlay_base: exp.overlay_base,
-                overlay_prefix_len: exp.overlay_prefix_len,
-                force_tcp: exp.force_tcp,
-                node_port: port,
-                multi_host: true,
-            },
-        );
-        let (tx, mut milestones) = mpsc::unbounded_channel();
-        let mut handle = controller::server::spawn(listener, coordinator, tx);
+        let url = args
+            .db
+            .clone()
+            .or(exp.db_url.clone())
+            .unwrap_or_else(|| crate::up::default_db_url(&args.state_dir));
+        let crate::up::Started {
+            mut handle,
+            store,
+            run_id: run,
+            writer,
+            mut milestones,
+        } = crate::up::start_controller(&exp, listener, &url, true).await?;
         eprintln!(
             "controller for {} ({} nodes) listening on {}:{port}",
             exp.topology.label,

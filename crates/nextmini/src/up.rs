@@ -307,32 +307,18 @@ async fn run_async(args: UpArgs, exp: crate::config::Experiment) -> Result<()> {
     let listener = controller::server::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?;
     let port = listener.local_addr()?.port();
 
-    let db_url = match args.db.clone().or(exp.db_url.clone()) {
-        Some(url) => url,
-        None => format!("sqlite://{}", args.state_dir.join("nextmini.db").display()),
-    };
-    let store = Store::open(&db_url).await?;
-    let run_id = store
-        .begin_run(&RunStart {
-            topology: exp.topology.label.clone(),
-            nodes: n,
-            links: exp.topology.n_links(),
-        })
-        .await?;
-    let writer = store.writer(run_id, exp.overlay_base);
-
-    let coordinator = Coordinator::new(
-        exp.topology.clone(),
-        Settings {
-            overlay_base: exp.overlay_base,
-            overlay_prefix_len: exp.overlay_prefix_len,
-            force_tcp: exp.force_tcp,
-            node_port: port,
-            multi_host: false,
-        },
-    );
-    let (milestones_tx, mut milestones) = mpsc::unbounded_channel();
-    let handle = controller::server::spawn(listener, coordinator, milestones_tx);
+    let db_url = args
+        .db
+        .clone()
+        .or(exp.db_url.clone())
+        .unwrap_or_else(|| default_db_url(&args.state_dir));
+    let Started {
+        handle,
+        store,
+        run_id,
+        writer,
+        mut milestones,
+    } = start_controller(&exp, listener, &db_url, false).await?;
 
     let prefix = args
         .prefix
@@ -524,6 +510,58 @@ async fn run_async(args: UpArgs, exp: crate::config::Experiment) -> Result<()> {
             bail!("the agent did not finish tearing down; run `nextmini cleanup --prefix {prefix}`")
         }
     }
+}
+
+/// The embedded store: SQLite in the state directory.
+pub fn default_db_url(state_dir: &Path) -> String {
+    format!("sqlite://{}", state_dir.join("nextmini.db").display())
+}
+
+/// A controller serving an experiment, with its store and the run recorded in it.
+pub struct Started {
+    pub handle: controller::server::ControllerHandle,
+    pub store: Store,
+    pub run_id: i64,
+    pub writer: controller::store::StoreWriter,
+    pub milestones: mpsc::UnboundedReceiver<Milestone>,
+}
+
+/// Opens the store, records the run and starts the controller on `listener`.
+pub async fn start_controller(
+    exp: &crate::config::Experiment,
+    listener: tokio::net::TcpListener,
+    db_url: &str,
+    multi_host: bool,
+) -> Result<Started> {
+    let port = listener.local_addr()?.port();
+    let store = Store::open(db_url).await?;
+    let run_id = store
+        .begin_run(&RunStart {
+            topology: exp.topology.label.clone(),
+            nodes: exp.topology.n_nodes(),
+            links: exp.topology.n_links(),
+        })
+        .await?;
+    let writer = store.writer(run_id, exp.overlay_base);
+    let coordinator = Coordinator::new(
+        exp.topology.clone(),
+        Settings {
+            overlay_base: exp.overlay_base,
+            overlay_prefix_len: exp.overlay_prefix_len,
+            force_tcp: exp.force_tcp,
+            node_port: port,
+            multi_host,
+        },
+    );
+    let (milestones_tx, milestones) = mpsc::unbounded_channel();
+    let handle = controller::server::spawn(listener, coordinator, milestones_tx);
+    Ok(Started {
+        handle,
+        store,
+        run_id,
+        writer,
+        milestones,
+    })
 }
 
 /// After a detached run is ready, nobody reads its stdout any more.
