@@ -5,9 +5,12 @@
 //! One process for all of a host's nodes is the main lever for speed and memory: a node costs
 //! a task, a control socket and its links, not a process with its own runtime.
 
+mod dataplane;
 mod hub;
 mod node;
+mod pacer;
 mod sockets;
+mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -146,6 +149,7 @@ pub async fn run(
         hub: hub::Hub::default(),
         controller_port: node_port,
         handshakes: Semaphore::new(HANDSHAKES),
+        pacer: pacer::Pacer::start()?,
     });
     let mut tasks = JoinSet::new();
     let start_node = |tasks: &mut JoinSet<_>, plan: &hostnet::NodePlan, netns| {

@@ -17,7 +17,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use crate::dataplane::{Dataplane, LinkIo};
 use crate::hub::{Hub, LocalEnd};
+use crate::pacer::Pacer;
 use crate::sockets::SocketFactory;
 
 /// What a node task needs to know about its node.
@@ -41,6 +43,7 @@ pub struct Shared {
     /// Bounds concurrent control handshakes: thousands of SYNs at once overflow the
     /// controller's accept queue and cost a one-second retransmit.
     pub handshakes: Semaphore,
+    pub pacer: Pacer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,15 +65,17 @@ pub enum NodeError {
 
 /// A link event from the node's link tasks.
 enum LinkEvent {
-    Up(u32, LinkHandle),
+    Up(u32, LinkIo),
     Down(u32),
 }
 
-/// Keeps a link alive while the node runs.
-#[allow(dead_code)] // held for their lifetime; the dataplane will use them
-enum LinkHandle {
-    Local(LocalEnd),
-    Tcp(tokio::task::JoinHandle<()>),
+impl From<LocalEnd> for LinkIo {
+    fn from(end: LocalEnd) -> Self {
+        LinkIo {
+            tx: end.tx,
+            rx: end.rx,
+        }
+    }
 }
 
 const WS_BUFFER: usize = 4096;
@@ -134,7 +139,13 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
 
     let (events_tx, mut events) = mpsc::unbounded_channel::<LinkEvent>();
     let mut pending: HashSet<u32> = HashSet::new();
-    let mut links: Vec<(u32, LinkHandle)> = Vec::new();
+    // Links held open while there is no dataplane to carry them.
+    let mut links: Vec<(u32, LinkIo)> = Vec::new();
+    let mut specs: std::collections::HashMap<u32, proto::LinkSpec> = Default::default();
+    let mut dataplane: Option<Arc<Dataplane>> = None;
+    // Tasks that must end with the node.
+    let mut link_tasks = Vec::new();
+    let mut _tun_task = None;
     let mut welcomed = false;
     let mut ready_sent = false;
     let mut accept_task = None;
@@ -152,8 +163,19 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                     Some(Err(e)) => return Err(control_err(&e)),
                 };
                 match msg {
-                    ControllerToNode::Welcome { neighbours, .. } => {
+                    ControllerToNode::Welcome { neighbours, overlay_addr, overlay_prefix_len, dataplane: wants_dataplane, .. } => {
                         welcomed = true;
+                        specs = neighbours.iter().map(|n| (n.id, n.egress)).collect();
+                        if wants_dataplane && !ctx.fail {
+                            let tun = shared
+                                .factory
+                                .tun(ctx.netns.clone(), overlay_addr, overlay_prefix_len, crate::dataplane::DEFAULT_MTU)
+                                .await
+                                .map_err(|e| NodeError::Failed { node, reason: format!("cannot create its TUN device: {e}") })?;
+                            let dp = Dataplane::new(node, overlay_addr, overlay_prefix_len, tun, shared.pacer.clone());
+                            _tun_task = Some(dp.start());
+                            dataplane = Some(dp);
+                        }
                         if ctx.fail {
                             let reason = "failure injected (--fail-node)".to_owned();
                             let _ = sink.send(send(NodeToController::Failed { reason: reason.clone() })).await;
@@ -171,7 +193,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                                 let peer = n.id;
                                 tokio::spawn(async move {
                                     if let Some(end) = shared.hub.connect(node, peer).await {
-                                        let _ = events.send(LinkEvent::Up(peer, LinkHandle::Local(end)));
+                                        let _ = events.send(LinkEvent::Up(peer, end.into()));
                                     }
                                 });
                             }
@@ -193,12 +215,17 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                         tokio::spawn(async move {
                             match dial_link(&factory, netns, node, addr).await {
                                 Ok(stream) => {
-                                    let task = watch_tcp_link(stream, peer, events.clone());
-                                    let _ = events.send(LinkEvent::Up(peer, LinkHandle::Tcp(task)));
+                                    let io = tcp_link(stream, peer, events.clone());
+                                    let _ = events.send(LinkEvent::Up(peer, io));
                                 }
                                 Err(e) => tracing::warn!("node {node}: link to {peer} at {addr}: {e}"),
                             }
                         });
+                    }
+                    ControllerToNode::Routes { routes } => {
+                        if let Some(dp) = &dataplane {
+                            dp.set_routes(routes);
+                        }
                     }
                     ControllerToNode::PeerFailed { peer } => {
                         pending.remove(&peer);
@@ -213,14 +240,24 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
             }
             Some(event) = events.recv() => {
                 match event {
-                    LinkEvent::Up(peer, handle) => {
+                    LinkEvent::Up(peer, io) => {
                         if pending.remove(&peer) {
-                            links.push((peer, handle));
+                            match &dataplane {
+                                Some(dp) => {
+                                    let spec = specs.get(&peer).copied().unwrap_or_default();
+                                    let tasks = dp.attach(peer, spec, io, u64::from(node) << 32 | u64::from(peer));
+                                    link_tasks.extend(tasks);
+                                }
+                                None => links.push((peer, io)),
+                            }
                             sink.send(send(NodeToController::LinkUp { peer })).await.map_err(|e| control_err(&e))?;
                         }
                     }
                     LinkEvent::Down(peer) => {
                         links.retain(|(p, _)| *p != peer);
+                        if let Some(dp) = &dataplane {
+                            dp.detach(peer);
+                        }
                         sink.send(send(NodeToController::LinkDown { peer })).await.map_err(|e| control_err(&e))?;
                     }
                 }
@@ -251,8 +288,8 @@ async fn accept_links(listener: tokio::net::TcpListener, events: mpsc::Unbounded
             let Ok(peer) = stream.read_u32().await else {
                 return;
             };
-            let task = watch_tcp_link(stream, peer, events.clone());
-            let _ = events.send(LinkEvent::Up(peer, LinkHandle::Tcp(task)));
+            let io = tcp_link(stream, peer, events.clone());
+            let _ = events.send(LinkEvent::Up(peer, io));
         });
     }
 }
@@ -268,20 +305,54 @@ async fn dial_link(
     Ok(stream)
 }
 
-/// Holds a TCP link and reports it down when the peer closes it.
-fn watch_tcp_link(
-    mut stream: tokio::net::TcpStream,
+/// Frames a TCP link (a 4-byte big-endian length, then the packet) onto a pair of channels,
+/// and reports it down when the peer closes it.
+fn tcp_link(
+    stream: tokio::net::TcpStream,
     peer: u32,
     events: mpsc::UnboundedSender<LinkEvent>,
-) -> tokio::task::JoinHandle<()> {
+) -> LinkIo {
+    let (mut reader, writer) = stream.into_split();
+    let (in_tx, in_rx) = mpsc::channel::<Vec<u8>>(256);
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
     tokio::spawn(async move {
-        let mut buf = [0u8; 64];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {} // the dataplane will carry frames here
+        while let Ok(len) = reader.read_u32().await {
+            if len as usize > MAX_FRAME {
+                break; // not a peer speaking our framing
+            }
+            let mut buf = vec![0u8; len as usize];
+            if reader.read_exact(&mut buf).await.is_err() || in_tx.send(buf).await.is_err() {
+                break;
             }
         }
         let _ = events.send(LinkEvent::Down(peer));
-    })
+    });
+    tokio::spawn(async move {
+        let mut writer = tokio::io::BufWriter::new(writer);
+        while let Some(p) = out_rx.recv().await {
+            if writer.write_u32(p.len() as u32).await.is_err()
+                || writer.write_all(&p).await.is_err()
+            {
+                return;
+            }
+            // Write out what is queued together, then flush once.
+            while let Ok(p) = out_rx.try_recv() {
+                if writer.write_u32(p.len() as u32).await.is_err()
+                    || writer.write_all(&p).await.is_err()
+                {
+                    return;
+                }
+            }
+            if writer.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    LinkIo {
+        tx: out_tx,
+        rx: in_rx,
+    }
 }
+
+/// The largest frame a link carries (a TUN device's largest packet).
+const MAX_FRAME: usize = 65536;

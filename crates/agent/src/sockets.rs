@@ -1,54 +1,52 @@
-//! Sockets inside node namespaces, made by one thread that enters each namespace in turn.
+//! Sockets and TUN devices inside node namespaces, made by one thread that enters each
+//! namespace in turn.
 //!
-//! A socket belongs to the network namespace of the thread that calls `socket()`, for its whole
-//! life; connecting, binding and I/O can then happen anywhere. So one thread does `setns` +
-//! `socket()` (a few microseconds) on request and hands the socket to tokio: no thread or
-//! process per node, no `ip netns exec`.
+//! A socket or TUN device belongs to the network namespace of the thread that creates it, for
+//! its whole life; connecting, binding and I/O can then happen anywhere. So one thread does
+//! `setns` + the creating call (a few microseconds) on request and hands the result to tokio:
+//! no thread or process per node, no `ip netns exec`.
 
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use hostnet::netns::NsHandle;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::sync::{mpsc, oneshot};
 
-enum Kind {
-    /// An unconnected TCP socket, to connect from tokio.
-    Stream,
-    /// A TCP listener bound to this address.
-    Listener(SocketAddrV4),
-}
+type Job = Box<dyn FnOnce() + Send>;
 
-struct Request {
-    netns: NsHandle,
-    kind: Kind,
-    reply: oneshot::Sender<io::Result<Socket>>,
-}
-
-/// Creates sockets in node namespaces. Cheap to clone.
+/// Makes things inside node namespaces. Cheap to clone.
 #[derive(Clone)]
 pub struct SocketFactory {
-    tx: mpsc::UnboundedSender<Request>,
+    tx: mpsc::UnboundedSender<Job>,
 }
 
 impl SocketFactory {
     /// Starts the factory thread. It ends when every clone is dropped.
     pub fn start() -> io::Result<Self> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         std::thread::Builder::new()
             .name("nm-sockets".into())
             .spawn(move || {
-                while let Some(req) = rx.blocking_recv() {
-                    let _ = req.reply.send(make(req.netns, req.kind));
+                while let Some(job) = rx.blocking_recv() {
+                    job();
                 }
             })?;
         Ok(SocketFactory { tx })
     }
 
-    async fn ask(&self, netns: NsHandle, kind: Kind) -> io::Result<Socket> {
+    /// Runs `make` on the factory thread inside `netns`.
+    pub async fn run_in<T: Send + 'static>(
+        &self,
+        netns: NsHandle,
+        make: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
         let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = reply.send(netns.enter().and_then(|()| make()));
+        });
         self.tx
-            .send(Request { netns, kind, reply })
+            .send(job)
             .map_err(|_| io::Error::other("socket factory stopped"))?;
         rx.await
             .map_err(|_| io::Error::other("socket factory stopped"))?
@@ -60,7 +58,7 @@ impl SocketFactory {
         netns: NsHandle,
         to: SocketAddrV4,
     ) -> io::Result<tokio::net::TcpStream> {
-        let socket = self.ask(netns, Kind::Stream).await?;
+        let socket = self.run_in(netns, stream_socket).await?;
         let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
         let stream = socket.connect(SocketAddr::V4(to)).await?;
         stream.set_nodelay(true)?;
@@ -73,19 +71,42 @@ impl SocketFactory {
         netns: NsHandle,
         addr: SocketAddrV4,
     ) -> io::Result<tokio::net::TcpListener> {
-        let socket = self.ask(netns, Kind::Listener(addr)).await?;
+        let socket = self
+            .run_in(netns, move || {
+                let socket = stream_socket()?;
+                socket.set_reuse_address(true)?;
+                socket.bind(&SockAddr::from(addr))?;
+                socket.listen(1024)?;
+                Ok(socket)
+            })
+            .await?;
         tokio::net::TcpListener::from_std(socket.into())
+    }
+
+    /// The node's TUN device `tun0`, up, with `addr/prefix_len` (which routes the overlay into
+    /// it).
+    pub async fn tun(
+        &self,
+        netns: NsHandle,
+        addr: Ipv4Addr,
+        prefix_len: u8,
+        mtu: u16,
+    ) -> io::Result<tun_rs::AsyncDevice> {
+        let device = self
+            .run_in(netns, move || {
+                tun_rs::DeviceBuilder::new()
+                    .name(hostnet::plan::NODE_TUN_IFNAME)
+                    .ipv4(addr, prefix_len, None)
+                    .mtu(mtu)
+                    .build_sync()
+            })
+            .await?;
+        tun_rs::AsyncDevice::new(device)
     }
 }
 
-fn make(netns: NsHandle, kind: Kind) -> io::Result<Socket> {
-    netns.enter()?;
+fn stream_socket() -> io::Result<Socket> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
-    if let Kind::Listener(addr) = kind {
-        socket.set_reuse_address(true)?;
-        socket.bind(&SockAddr::from(addr))?;
-        socket.listen(1024)?;
-    }
     Ok(socket)
 }

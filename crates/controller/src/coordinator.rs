@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use proto::{ControllerToAgent, ControllerToNode, Neighbour, Transport};
+use proto::{ControllerToAgent, ControllerToNode, LinkSpec, Neighbour, Route, Transport};
 use topology::Topology;
 
 pub type AgentId = u64;
@@ -28,6 +28,36 @@ pub struct Settings {
     pub node_port: u16,
     /// Nodes may be spread over several agents, so links between them go over TCP.
     pub multi_host: bool,
+    /// Nodes get TUN devices and forward packets along the routes.
+    pub dataplane: bool,
+    pub links: LinkPlan,
+}
+
+/// Link parameters: a default, and overrides per direction `(from, to)`.
+#[derive(Debug, Clone, Default)]
+pub struct LinkPlan {
+    pub default: LinkSpec,
+    pub overrides: std::collections::HashMap<(u32, u32), LinkSpec>,
+}
+
+impl LinkPlan {
+    /// An unshaped, up link everywhere.
+    pub fn unshaped() -> Self {
+        LinkPlan {
+            default: LinkSpec {
+                up: true,
+                ..Default::default()
+            },
+            overrides: Default::default(),
+        }
+    }
+
+    pub fn spec(&self, from: u32, to: u32) -> LinkSpec {
+        self.overrides
+            .get(&(from, to))
+            .copied()
+            .unwrap_or(self.default)
+    }
 }
 
 /// Something to deliver or to tell the world.
@@ -132,6 +162,8 @@ pub struct Status {
 
 pub struct Coordinator {
     topology: Topology,
+    /// Every node's forwarding table, when there is a dataplane.
+    routes: Vec<topology::routing::RouteTable>,
     adjacency: Vec<Vec<u32>>,
     settings: Settings,
     agents: BTreeMap<AgentId, AgentSlot>,
@@ -151,7 +183,13 @@ pub struct Coordinator {
 impl Coordinator {
     pub fn new(topology: Topology, settings: Settings) -> Self {
         let n = topology.n_nodes() as usize;
+        let routes = if settings.dataplane {
+            topology::routing::shortest_path_tables(&topology)
+        } else {
+            Vec::new()
+        };
         Coordinator {
+            routes,
             adjacency: topology.adjacency(),
             link_ends: vec![0; topology.n_links()],
             topology,
@@ -374,6 +412,7 @@ impl Coordinator {
                 Neighbour {
                     id: peer,
                     transport,
+                    egress: self.settings.links.spec(node_id, peer),
                 }
             })
             .collect();
@@ -384,8 +423,22 @@ impl Coordinator {
                 overlay_addr: proto::overlay_addr(self.settings.overlay_base, node_id),
                 overlay_prefix_len: self.settings.overlay_prefix_len,
                 neighbours: neighbours.clone(),
+                dataplane: self.settings.dataplane,
             },
         ));
+        if let Some(table) = self.routes.get(node_id as usize - 1) {
+            let routes = table
+                .entries
+                .iter()
+                .map(|e| Route {
+                    first: e.first,
+                    last: e.last,
+                    next_hops: e.next_hops.clone(),
+                })
+                .collect();
+            self.out
+                .push_back(Output::Node(node_id, ControllerToNode::Routes { routes }));
+        }
         // TCP links: once both ends are known, the higher id dials the lower.
         for n in &neighbours {
             let peer = self.slot(n.id).expect("adjacency is in range");
@@ -650,6 +703,8 @@ mod tests {
                 force_tcp,
                 node_port: 3000,
                 multi_host: true,
+                dataplane: false,
+                links: LinkPlan::unshaped(),
             },
         )
     }

@@ -85,6 +85,65 @@ pub enum Protocol {
     Quic,
 }
 
+/// Link parameters as written: `rate = "100mbit"`, `delay = "5ms"`, `jitter = "1ms"`,
+/// `loss = "0.5%"`, `queue = 100` (packets), `up = false`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkTable {
+    pub rate: Option<String>,
+    pub delay: Option<String>,
+    pub jitter: Option<String>,
+    pub loss: Option<String>,
+    pub queue: Option<u32>,
+    pub up: Option<bool>,
+}
+
+/// `[[link]]`: parameters for the link between two nodes, both directions, or one direction
+/// with `from`/`to` instead of `between`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkOverride {
+    pub between: Option<[u32; 2]>,
+    pub from: Option<u32>,
+    pub to: Option<u32>,
+    #[serde(flatten)]
+    pub params: LinkTable,
+}
+
+impl LinkTable {
+    /// Applies these settings on top of `base`; errors name the table and key.
+    pub fn apply(&self, base: proto::LinkSpec, table: &str) -> Result<proto::LinkSpec> {
+        let mut spec = base;
+        let named = |key: &str, e: linkem::UnitError| anyhow::anyhow!("{table} {key}: {e}");
+        if let Some(r) = &self.rate {
+            spec.rate_bps = Some(linkem::parse_rate(r).map_err(|e| named("rate", e))?);
+        }
+        if let Some(d) = &self.delay {
+            spec.delay_ns = linkem::parse_duration(d)
+                .map_err(|e| named("delay", e))?
+                .as_nanos() as u64;
+        }
+        if let Some(j) = &self.jitter {
+            spec.jitter_ns = linkem::parse_duration(j)
+                .map_err(|e| named("jitter", e))?
+                .as_nanos() as u64;
+        }
+        if let Some(l) = &self.loss {
+            spec.loss = linkem::parse_percent(l).map_err(|e| named("loss", e))?;
+        }
+        if let Some(q) = self.queue {
+            if q == 0 {
+                bail!("{table} queue: must be at least 1 packet");
+            }
+            spec.queue_packets = q;
+        }
+        if let Some(up) = self.up {
+            spec.up = up;
+        }
+        Ok(spec)
+    }
+}
+
 /// Node-side settings of an experiment file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +156,8 @@ pub struct NodesTable {
     pub no_mount: Option<bool>,
     /// Port where nodes accept TCP links.
     pub link_port: Option<u16>,
+    /// Give every node a TUN device and forward packets (default true).
+    pub dataplane: Option<bool>,
 }
 
 /// An experiment file, or the seeds' controller config: the union of both.
@@ -117,6 +178,11 @@ pub struct ExperimentFile {
     pub db: Option<DbTable>,
     #[serde(rename = "node_settings")]
     pub nodes_table: Option<NodesTable>,
+    /// Defaults for every link, both directions.
+    pub links: Option<LinkTable>,
+    /// Per-link overrides.
+    #[serde(rename = "link")]
+    pub link_overrides: Option<Vec<LinkOverride>>,
     // The seeds' keys that nextmini accepts and does not implement yet.
     pub max_server_port: Option<toml::Value>,
     pub user_space_base_addr: Option<toml::Value>,
@@ -146,6 +212,8 @@ pub struct Experiment {
     pub underlay_base: Option<Ipv4Addr>,
     pub no_mount: bool,
     pub link_port: u16,
+    pub dataplane: bool,
+    pub links: controller::coordinator::LinkPlan,
 }
 
 pub const DEFAULT_PORT: u16 = 3000;
@@ -190,6 +258,33 @@ impl ExperimentFile {
         note(self.flows.is_some(), "[[flows]]");
         note(self.nodes.is_some(), "[[nodes]]");
         keys
+    }
+
+    /// The link plan: `[links]` defaults, then each `[[link]]` on top.
+    pub fn link_plan(&self, topology: &Topology) -> Result<controller::coordinator::LinkPlan> {
+        let mut plan = controller::coordinator::LinkPlan::unshaped();
+        if let Some(t) = &self.links {
+            plan.default = t.apply(plan.default, "[links]")?;
+        }
+        for (i, o) in self.link_overrides.iter().flatten().enumerate() {
+            let table = format!("[[link]] #{}", i + 1);
+            let directions = match (o.between, o.from, o.to) {
+                (Some([a, b]), None, None) => vec![(a, b), (b, a)],
+                (None, Some(a), Some(b)) => vec![(a, b)],
+                _ => bail!("{table}: give `between = [a, b]`, or `from` and `to`"),
+            };
+            for (a, b) in directions {
+                if !topology.has_edge(a, b) {
+                    bail!(
+                        "{table}: there is no link between nodes {a} and {b} in {}",
+                        topology.label
+                    );
+                }
+                let base = plan.spec(a, b);
+                plan.overrides.insert((a, b), o.params.apply(base, &table)?);
+            }
+        }
+        Ok(plan)
     }
 
     /// Resolves with the seeds' `--n-nodes`: it sizes presets that have a node count, and
@@ -242,7 +337,10 @@ impl ExperimentFile {
             );
         }
         let nodes = self.nodes_table.clone().unwrap_or_default();
+        let links = self.link_plan(&topology)?;
         Ok(Experiment {
+            links,
+            dataplane: nodes.dataplane.unwrap_or(true),
             name: self.name.clone().unwrap_or_else(|| topology.label.clone()),
             topology,
             port: self.port.unwrap_or(DEFAULT_PORT),

@@ -49,6 +49,9 @@ pub struct UpArgs {
     /// Keep node namespaces by fd only (faster at tens of thousands; `exec` needs mounts).
     #[arg(long)]
     pub no_mount: bool,
+    /// No TUN devices and no forwarding: nodes and links only (the connection-only baseline).
+    #[arg(long)]
+    pub no_dataplane: bool,
     /// Creator threads for plumbing.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -159,7 +162,11 @@ fn experiment(args: &UpArgs) -> Result<crate::config::Experiment> {
             "warning: {key} is accepted for compatibility but not implemented yet; it has no effect"
         );
     }
-    file.resolve_with_n_nodes(path, args.n_nodes)
+    let mut exp = file.resolve_with_n_nodes(path, args.n_nodes)?;
+    if args.no_dataplane {
+        exp.dataplane = false;
+    }
+    Ok(exp)
 }
 
 pub fn run(args: UpArgs) -> Result<()> {
@@ -551,6 +558,8 @@ pub async fn start_controller(
             force_tcp: exp.force_tcp,
             node_port: port,
             multi_host,
+            dataplane: exp.dataplane,
+            links: exp.links.clone(),
         },
     );
     let (milestones_tx, milestones) = mpsc::unbounded_channel();

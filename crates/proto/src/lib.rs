@@ -31,11 +31,35 @@ pub enum Transport {
     Tcp,
 }
 
+/// Emulated properties of one direction of a link.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct LinkSpec {
+    /// Bits per second; `None` is unshaped.
+    pub rate_bps: Option<u64>,
+    pub delay_ns: u64,
+    pub jitter_ns: u64,
+    /// Probability of random loss, 0..=1.
+    pub loss: f64,
+    /// Queue limit in packets; 0 takes the default.
+    pub queue_packets: u32,
+    pub up: bool,
+}
+
 /// One neighbour of a node, as the controller assigns it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Neighbour {
     pub id: u32,
     pub transport: Transport,
+    /// The direction from this node to the neighbour.
+    pub egress: LinkSpec,
+}
+
+/// Destinations `first..=last` are reached through `next_hops`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub first: u32,
+    pub last: u32,
+    pub next_hops: Vec<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +92,12 @@ pub enum ControllerToNode {
         overlay_addr: Ipv4Addr,
         overlay_prefix_len: u8,
         neighbours: Vec<Neighbour>,
+        /// Give the node a TUN device and forward packets.
+        dataplane: bool,
+    },
+    /// The node's whole forwarding table, replacing the previous one.
+    Routes {
+        routes: Vec<Route>,
     },
     /// Connect a TCP link to this neighbour.
     Dial {
@@ -181,7 +211,14 @@ mod tests {
             neighbours: vec![Neighbour {
                 id: 6,
                 transport: Transport::Local,
+                egress: LinkSpec {
+                    rate_bps: Some(100_000_000),
+                    delay_ns: 5_000_000,
+                    up: true,
+                    ..Default::default()
+                },
             }],
+            dataplane: true,
         };
         assert_eq!(decode::<ControllerToNode>(&encode(&w).unwrap()).unwrap(), w);
         let a = ControllerToAgent::Accepted {

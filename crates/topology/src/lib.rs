@@ -6,6 +6,7 @@
 
 mod import;
 mod presets;
+pub mod routing;
 mod spec;
 
 pub use import::{from_graphml, from_node_link_json};

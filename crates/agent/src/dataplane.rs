@@ -1,0 +1,273 @@
+//! A node's packet forwarding: TUN → route lookup → emulated link → neighbour → … → TUN.
+//!
+//! Packets an application sends to an overlay address come out of the node's TUN device and
+//! are routed hop by hop in user space. Each outgoing link direction runs a [`linkem::Link`]
+//! that decides when each packet reaches the far end; the [`Pacer`] wakes it on time. A transit
+//! node decrements the TTL and answers an expired one with ICMP time exceeded (so traceroute
+//! shows the emulated path); no route gives ICMP host unreachable.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use proto::LinkSpec;
+use tokio::sync::mpsc;
+use topology::routing::{RouteEntry, RouteTable};
+
+use crate::pacer::Pacer;
+use crate::wire::{self, IcmpError};
+
+/// Packets queued between the forwarder and a link's emulator; the emulator's own queue limit
+/// is what a user configures.
+const EGRESS_CHANNEL: usize = 4096;
+/// Default emulated queue, in packets.
+const DEFAULT_QUEUE: usize = 1000;
+pub const DEFAULT_MTU: u16 = 1500;
+/// The time from a link's departure to the packet reaching the next node's forwarder (a
+/// cross-thread wake-up and a channel); measured with ping over unshaped links.
+const HANDOFF: Duration = Duration::from_micros(100);
+
+/// Aborts a task when dropped: a node's tasks end with the node (they hold its TUN device,
+/// which keeps its namespace alive).
+pub struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A link's two directions as channels: frames to the peer, frames from it.
+pub struct LinkIo {
+    pub tx: mpsc::Sender<Vec<u8>>,
+    pub rx: mpsc::Receiver<Vec<u8>>,
+}
+
+pub struct Dataplane {
+    me: u32,
+    my_addr: Ipv4Addr,
+    base: u32,
+    mask: u32,
+    tun: tun_rs::AsyncDevice,
+    routes: RwLock<RouteTable>,
+    egress: RwLock<HashMap<u32, mpsc::Sender<Vec<u8>>>>,
+    pacer: Pacer,
+}
+
+/// What to do with a packet.
+enum Action {
+    Tun,
+    Link(mpsc::Sender<Vec<u8>>),
+    /// Send this (an ICMP error) instead, from here.
+    Reply(Vec<u8>),
+    Drop,
+}
+
+pub fn link_params(spec: &LinkSpec) -> linkem::LinkParams {
+    linkem::LinkParams {
+        rate_bps: spec.rate_bps,
+        delay: Duration::from_nanos(spec.delay_ns),
+        jitter: Duration::from_nanos(spec.jitter_ns),
+        reorder: false,
+        loss: if spec.loss > 0.0 {
+            linkem::Loss::Bernoulli(spec.loss)
+        } else {
+            linkem::Loss::None
+        },
+        queue: linkem::QueueLimit::Packets(if spec.queue_packets == 0 {
+            DEFAULT_QUEUE
+        } else {
+            spec.queue_packets as usize
+        }),
+        aqm: linkem::Aqm::DropTail,
+        up: spec.up,
+    }
+}
+
+impl Dataplane {
+    pub fn new(
+        me: u32,
+        my_addr: Ipv4Addr,
+        prefix_len: u8,
+        tun: tun_rs::AsyncDevice,
+        pacer: Pacer,
+    ) -> Arc<Self> {
+        let mask = if prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix_len)
+        };
+        Arc::new(Dataplane {
+            me,
+            my_addr,
+            base: u32::from(my_addr).wrapping_sub(me) & mask,
+            mask,
+            tun,
+            routes: RwLock::new(RouteTable::default()),
+            egress: RwLock::new(HashMap::new()),
+            pacer,
+        })
+    }
+
+    pub fn set_routes(&self, routes: Vec<proto::Route>) {
+        let entries = routes
+            .into_iter()
+            .map(|r| RouteEntry {
+                first: r.first,
+                last: r.last,
+                next_hops: r.next_hops,
+            })
+            .collect();
+        *self.routes.write().expect("no panics hold it") = RouteTable { entries };
+    }
+
+    /// Starts forwarding: the TUN reader.
+    pub fn start(self: &Arc<Self>) -> AbortOnDrop {
+        let dp = self.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                match dp.tun.recv(&mut buf).await {
+                    Ok(n) => dp.forward(buf[..n].to_vec(), false).await,
+                    Err(e) => {
+                        tracing::warn!("node {}: TUN read failed: {e}", dp.me);
+                        return;
+                    }
+                }
+            }
+        });
+        AbortOnDrop(task.abort_handle())
+    }
+
+    /// Carries traffic over a link that came up: an emulator for the way out, a reader for
+    /// the way in.
+    pub fn attach(
+        self: &Arc<Self>,
+        peer: u32,
+        spec: LinkSpec,
+        io: LinkIo,
+        seed: u64,
+    ) -> [AbortOnDrop; 2] {
+        let (to_emulator, from_forwarder) = mpsc::channel(EGRESS_CHANNEL);
+        self.egress
+            .write()
+            .expect("no panics hold it")
+            .insert(peer, to_emulator);
+        let link = linkem::Link::new(link_params(&spec), seed);
+        let out = tokio::spawn(emulate(link, from_forwarder, io.tx, self.pacer.clone()));
+        let dp = self.clone();
+        let mut rx = io.rx;
+        let inbound = tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                dp.forward(p, true).await;
+            }
+        });
+        [
+            AbortOnDrop(out.abort_handle()),
+            AbortOnDrop(inbound.abort_handle()),
+        ]
+    }
+
+    pub fn detach(&self, peer: u32) {
+        self.egress
+            .write()
+            .expect("no panics hold it")
+            .remove(&peer);
+    }
+
+    fn decide(&self, packet: &mut [u8], from_link: bool) -> Action {
+        let Some(info) = wire::parse(packet) else {
+            return Action::Drop; // not IPv4 (the kernel's IPv6 chatter on tun0)
+        };
+        let dst = u32::from(info.dst);
+        if dst & self.mask != self.base {
+            return Action::Drop; // outside the overlay: never leaves the emulated network
+        }
+        let id = dst - self.base;
+        if id == self.me {
+            return if from_link { Action::Tun } else { Action::Drop };
+        }
+        if from_link {
+            if info.ttl <= 1 {
+                return wire::icmp_error(self.my_addr, packet, IcmpError::TimeExceeded)
+                    .map_or(Action::Drop, Action::Reply);
+            }
+            wire::decrement_ttl(packet);
+        }
+        let hop = self
+            .routes
+            .read()
+            .expect("no panics hold it")
+            .next_hop(id, wire::flow_hash(packet, &info));
+        let tx = hop.and_then(|h| {
+            self.egress
+                .read()
+                .expect("no panics hold it")
+                .get(&h)
+                .cloned()
+        });
+        match tx {
+            Some(tx) => Action::Link(tx),
+            None => wire::icmp_error(self.my_addr, packet, IcmpError::HostUnreachable)
+                .map_or(Action::Drop, Action::Reply),
+        }
+    }
+
+    /// Routes one packet, from the TUN device or from a link.
+    pub async fn forward(&self, mut packet: Vec<u8>, mut from_link: bool) {
+        loop {
+            match self.decide(&mut packet, from_link) {
+                Action::Tun => {
+                    let _ = self.tun.send(&packet).await;
+                }
+                // A full emulator input is a drop, as a full interface queue is.
+                Action::Link(tx) => {
+                    let _ = tx.try_send(packet);
+                }
+                Action::Reply(icmp) => {
+                    // An error about our own packet goes back up our own TUN; any other is
+                    // routed from here like a packet of ours (no TTL decrement).
+                    if wire::parse(&icmp).is_some_and(|i| i.dst == self.my_addr) {
+                        let _ = self.tun.send(&icmp).await;
+                        return;
+                    }
+                    packet = icmp;
+                    from_link = false;
+                    continue;
+                }
+                Action::Drop => {}
+            }
+            return;
+        }
+    }
+}
+
+/// One link direction: packets in from the forwarder, out to the peer when the emulator says.
+async fn emulate(
+    mut link: linkem::Link<Vec<u8>>,
+    mut from_forwarder: mpsc::Receiver<Vec<u8>>,
+    to_peer: mpsc::Sender<Vec<u8>>,
+    pacer: Pacer,
+) {
+    loop {
+        let due = link.poll_timeout();
+        tokio::select! {
+            packet = from_forwarder.recv() => match packet {
+                Some(p) => {
+                    let _ = link.handle_arrival(Instant::now(), p);
+                }
+                None => return,
+            },
+            () = pacer.sleep_until(due.map_or_else(Instant::now, |d| d.checked_sub(HANDOFF).unwrap_or(d))), if due.is_some() => {}
+        }
+        // Packets due within the runtime's own hand-off latency leave now, so that they reach
+        // the peer's TUN on time rather than that much late.
+        let now = Instant::now() + HANDOFF;
+        while let Some(p) = link.poll_departure(now) {
+            if to_peer.send(p).await.is_err() {
+                return;
+            }
+        }
+    }
+}

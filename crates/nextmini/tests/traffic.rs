@@ -1,0 +1,202 @@
+//! Real traffic through the emulated network: ping, traceroute and iperf3 run inside node
+//! namespaces and cross TUN devices, user-space forwarding and emulated links. Each test owns
+//! a prefix, an underlay subnet, a controller port and a state directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use hostnet::Prefix;
+
+const NETNS_DIR: &str = "/run/netns";
+
+fn nextmini(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nextmini"))
+        .args(args)
+        .output()
+        .expect("running nextmini")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Traffic tests take turns: on two cores, one test's iperf3 would add its load to another's
+/// delay measurement.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A detached experiment, taken down (and its prefix swept) when dropped.
+struct Running {
+    prefix: &'static str,
+    dir: PathBuf,
+}
+
+impl Running {
+    fn up(prefix: &'static str, body: &str) -> Running {
+        let dir =
+            std::env::temp_dir().join(format!("nextmini-traffic-{prefix}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("exp.toml");
+        std::fs::write(&file, body).unwrap();
+        let port = std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let running = Running { prefix, dir };
+        let out = nextmini(&[
+            "up",
+            file.to_str().unwrap(),
+            "--port",
+            &port.to_string(),
+            "--state-dir",
+            running.state(),
+            "--detach",
+        ]);
+        assert!(out.status.success(), "up: {}", text(&out.stderr));
+        running
+    }
+
+    fn state(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    /// Runs a command in a node.
+    fn exec(&self, node: u32, cmd: &[&str]) -> Output {
+        let node = node.to_string();
+        let mut args = vec!["exec", node.as_str(), "--state-dir", self.state(), "--"];
+        args.extend(cmd);
+        nextmini(&args)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = nextmini(&["down", "--state-dir", self.state()]);
+        let _ = hostnet::cleanup::sweep(&Prefix::new(self.prefix).unwrap(), Path::new(NETNS_DIR));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The average RTT in ms from ping's summary line.
+fn avg_rtt(ping: &str) -> f64 {
+    let line = ping
+        .lines()
+        .find(|l| l.starts_with("rtt"))
+        .unwrap_or_else(|| panic!("no rtt line: {ping}"));
+    let values = line.split('=').nth(1).unwrap().trim();
+    values.split('/').nth(1).unwrap().parse().unwrap()
+}
+
+/// The loss percentage from ping's statistics line.
+fn loss_percent(ping: &str) -> f64 {
+    let line = ping.lines().find(|l| l.contains("packet loss")).unwrap();
+    let field = line
+        .split(", ")
+        .find(|f| f.contains("packet loss"))
+        .unwrap();
+    field.split('%').next().unwrap().trim().parse().unwrap()
+}
+
+fn line(prefix: &str, base: &str, n: u32, links: &str) -> String {
+    format!(
+        "[topology]\ntype = \"line\"\nline_config = {{ n_nodes = {n} }}\n{links}\n[node_settings]\nprefix = \"{prefix}\"\nunderlay_base = \"{base}\"\n"
+    )
+}
+
+#[test]
+fn a_line_of_four_with_5ms_links_pings_in_30ms_and_traceroute_shows_every_hop() {
+    let _turn = turn();
+    let run = Running::up(
+        "tva",
+        &line("tva", "172.20.120.0", 4, "[links]\ndelay = \"5ms\"\n"),
+    );
+    let ping = run.exec(1, &["ping", "-c", "40", "-i", "0.05", "10.0.0.4"]);
+    assert!(ping.status.success(), "{}", text(&ping.stdout));
+    let rtt = avg_rtt(&text(&ping.stdout));
+    // Six link traversals of 5 ms each.
+    assert!((rtt - 30.0).abs() <= 0.5, "RTT {rtt} ms");
+    let trace = run.exec(1, &["traceroute", "-n", "-q", "1", "-w", "2", "10.0.0.4"]);
+    let hops: Vec<String> = text(&trace.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect();
+    assert_eq!(
+        hops,
+        ["10.0.0.2", "10.0.0.3", "10.0.0.4"],
+        "{}",
+        text(&trace.stdout)
+    );
+}
+
+#[test]
+fn loss_on_a_link_shows_in_ping() {
+    let _turn = turn();
+    // 5 % loss from node 1 to node 2 only: a ping round trip crosses it once.
+    let links = "[[link]]\nfrom = 1\nto = 2\nloss = \"5%\"\n";
+    let run = Running::up("tvb", &line("tvb", "172.20.124.0", 2, links));
+    let ping = run.exec(
+        1,
+        &[
+            "ping", "-c", "600", "-i", "0.005", "-W", "1", "-q", "10.0.0.2",
+        ],
+    );
+    let loss = loss_percent(&text(&ping.stdout));
+    // Binomial with n = 600, p = 5 %: σ ≈ 0.9 points; four σ either side.
+    assert!((1.4..=8.6).contains(&loss), "loss {loss} %");
+    // The other direction is clean, and unreachable overlay addresses fail cleanly.
+    let back = run.exec(2, &["ping", "-c", "20", "-i", "0.01", "-q", "10.0.0.1"]);
+    assert!(loss_percent(&text(&back.stdout)) <= 30.0);
+    let nowhere = run.exec(1, &["ping", "-c", "1", "-W", "1", "10.0.0.9"]);
+    assert!(!nowhere.status.success());
+}
+
+#[test]
+fn a_100_mbit_bottleneck_carries_iperf3_tcp_at_its_rate() {
+    let _turn = turn();
+    let links = "[[link]]\nbetween = [2, 3]\nrate = \"100mbit\"\n";
+    let run = Running::up("tvc", &line("tvc", "172.20.128.0", 3, links));
+    let mut server = Command::new(env!("CARGO_BIN_EXE_nextmini"))
+        .args([
+            "exec",
+            "3",
+            "--state-dir",
+            run.state(),
+            "--",
+            "iperf3",
+            "-s",
+            "-1",
+            "--forceflush",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The server prints its banner once it listens.
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("Server listening") {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "iperf3 -s exited"
+        );
+        banner.push_str(&line);
+    }
+    let client = run.exec(1, &["iperf3", "-c", "10.0.0.3", "-t", "5", "-J"]);
+    let _ = server.wait();
+    assert!(client.status.success(), "{}", text(&client.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
+    let bps = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap();
+    let mbit = bps / 1e6;
+    assert!((93.0..=100.0).contains(&mbit), "{mbit} Mbit/s");
+}
