@@ -52,6 +52,8 @@ pub struct Dataplane {
     tun: tun_rs::AsyncDevice,
     routes: RwLock<RouteTable>,
     egress: RwLock<HashMap<u32, mpsc::Sender<Vec<u8>>>>,
+    /// Parameter changes for each link's emulator.
+    emulators: RwLock<HashMap<u32, mpsc::UnboundedSender<LinkSpec>>>,
     pacer: Pacer,
 }
 
@@ -106,6 +108,7 @@ impl Dataplane {
             tun,
             routes: RwLock::new(RouteTable::default()),
             egress: RwLock::new(HashMap::new()),
+            emulators: RwLock::new(HashMap::new()),
             pacer,
         })
     }
@@ -150,12 +153,23 @@ impl Dataplane {
         seed: u64,
     ) -> [AbortOnDrop; 2] {
         let (to_emulator, from_forwarder) = mpsc::channel(EGRESS_CHANNEL);
+        let (params_tx, params_rx) = mpsc::unbounded_channel();
+        self.emulators
+            .write()
+            .expect("no panics hold it")
+            .insert(peer, params_tx);
         self.egress
             .write()
             .expect("no panics hold it")
             .insert(peer, to_emulator);
         let link = linkem::Link::new(link_params(&spec), seed);
-        let out = tokio::spawn(emulate(link, from_forwarder, io.tx, self.pacer.clone()));
+        let out = tokio::spawn(emulate(
+            link,
+            from_forwarder,
+            params_rx,
+            io.tx,
+            self.pacer.clone(),
+        ));
         let dp = self.clone();
         let mut rx = io.rx;
         let inbound = tokio::spawn(async move {
@@ -169,11 +183,29 @@ impl Dataplane {
         ]
     }
 
+    /// New parameters for the link to `peer`, from the next packet on; the link's connection
+    /// stays as it is.
+    pub fn set_link(&self, peer: u32, spec: LinkSpec) {
+        if let Some(tx) = self.emulators.read().expect("no panics hold it").get(&peer) {
+            let _ = tx.send(spec);
+        }
+    }
+
     pub fn detach(&self, peer: u32) {
+        self.emulators
+            .write()
+            .expect("no panics hold it")
+            .remove(&peer);
         self.egress
             .write()
             .expect("no panics hold it")
             .remove(&peer);
+    }
+
+    /// The address errors about a node's own packets come from: the overlay's last usable
+    /// address (10.0.255.254 in a /16), which no node has unless the overlay is full.
+    fn network_addr(&self) -> Ipv4Addr {
+        Ipv4Addr::from((self.base | !self.mask).wrapping_sub(1))
     }
 
     fn decide(&self, packet: &mut [u8], from_link: bool) -> Action {
@@ -207,9 +239,16 @@ impl Dataplane {
                 .get(&h)
                 .cloned()
         });
+        // A packet of our own with no way on is answered in the name of the network: the
+        // kernel drops errors that carry its own address as their source.
+        let from = if from_link {
+            self.my_addr
+        } else {
+            self.network_addr()
+        };
         match tx {
             Some(tx) => Action::Link(tx),
-            None => wire::icmp_error(self.my_addr, packet, IcmpError::HostUnreachable)
+            None => wire::icmp_error(from, packet, IcmpError::HostUnreachable)
                 .map_or(Action::Drop, Action::Reply),
         }
     }
@@ -247,6 +286,7 @@ impl Dataplane {
 async fn emulate(
     mut link: linkem::Link<Vec<u8>>,
     mut from_forwarder: mpsc::Receiver<Vec<u8>>,
+    mut params: mpsc::UnboundedReceiver<LinkSpec>,
     to_peer: mpsc::Sender<Vec<u8>>,
     pacer: Pacer,
 ) {
@@ -259,6 +299,7 @@ async fn emulate(
                 }
                 None => return,
             },
+            Some(spec) = params.recv() => link.set_params(link_params(&spec)),
             () = pacer.sleep_until(due.map_or_else(Instant::now, |d| d.checked_sub(HANDOFF).unwrap_or(d))), if due.is_some() => {}
         }
         // Packets due within the runtime's own hand-off latency leave now, so that they reach

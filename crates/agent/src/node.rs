@@ -227,6 +227,12 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                             dp.set_routes(routes);
                         }
                     }
+                    ControllerToNode::SetLink { peer, spec } => {
+                        specs.insert(peer, spec);
+                        if let Some(dp) = &dataplane {
+                            dp.set_link(peer, spec);
+                        }
+                    }
                     ControllerToNode::PeerFailed { peer } => {
                         pending.remove(&peer);
                     }

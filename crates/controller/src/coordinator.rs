@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use proto::{ControllerToAgent, ControllerToNode, LinkSpec, Neighbour, Route, Transport};
+use proto::{
+    ControllerToAgent, ControllerToNode, LinkChange, LinkSpec, Neighbour, Route, Transport,
+};
 use topology::Topology;
 
 pub type AgentId = u64;
@@ -427,15 +429,7 @@ impl Coordinator {
             },
         ));
         if let Some(table) = self.routes.get(node_id as usize - 1) {
-            let routes = table
-                .entries
-                .iter()
-                .map(|e| Route {
-                    first: e.first,
-                    last: e.last,
-                    next_hops: e.next_hops.clone(),
-                })
-                .collect();
+            let routes = to_routes(table);
             self.out
                 .push_back(Output::Node(node_id, ControllerToNode::Routes { routes }));
         }
@@ -658,6 +652,73 @@ impl Coordinator {
             .collect()
     }
 
+    /// Changes a link, both directions; returns the new spec (from `a` to `b`). When the link
+    /// goes down or up, routes are recomputed without the down links and sent to the nodes
+    /// whose tables changed.
+    pub fn handle_set_link(
+        &mut self,
+        a: u32,
+        b: u32,
+        change: &LinkChange,
+    ) -> Result<LinkSpec, String> {
+        if self.edge_index(a, b).is_none() {
+            return Err(format!(
+                "there is no link {a}-{b} in {}",
+                self.topology.label
+            ));
+        }
+        let was_up = self.settings.links.spec(a, b).up;
+        for (from, to) in [(a, b), (b, a)] {
+            let spec = change.apply(self.settings.links.spec(from, to));
+            self.settings.links.overrides.insert((from, to), spec);
+            if self.slot(from).is_some_and(|s| s.connected && !s.failed) {
+                self.out.push_back(Output::Node(
+                    from,
+                    ControllerToNode::SetLink { peer: to, spec },
+                ));
+            }
+        }
+        let spec = self.settings.links.spec(a, b);
+        if self.settings.dataplane && spec.up != was_up {
+            self.reroute();
+        }
+        Ok(spec)
+    }
+
+    /// Recomputes every table over the links that are up; sends the tables that changed.
+    fn reroute(&mut self) {
+        let links = &self.settings.links;
+        let up_edges = self
+            .topology
+            .edges()
+            .iter()
+            .copied()
+            .filter(|&(a, b)| links.spec(a, b).up && links.spec(b, a).up);
+        let Ok(live) = Topology::new(
+            self.topology.label.clone(),
+            self.topology.n_nodes(),
+            up_edges,
+        ) else {
+            return;
+        };
+        let tables = topology::routing::shortest_path_tables(&live);
+        for (i, table) in tables.iter().enumerate() {
+            let id = i as u32 + 1;
+            if self.routes.get(i) == Some(table) {
+                continue;
+            }
+            if self.slot(id).is_some_and(|s| s.connected && !s.failed) {
+                self.out.push_back(Output::Node(
+                    id,
+                    ControllerToNode::Routes {
+                        routes: to_routes(table),
+                    },
+                ));
+            }
+        }
+        self.routes = tables;
+    }
+
     /// Every link with whether it is up.
     pub fn link_rows(&self) -> Vec<LinkRow> {
         self.topology
@@ -671,6 +732,18 @@ impl Coordinator {
             })
             .collect()
     }
+}
+
+fn to_routes(table: &topology::routing::RouteTable) -> Vec<Route> {
+    table
+        .entries
+        .iter()
+        .map(|e| Route {
+            first: e.first,
+            last: e.last,
+            next_hops: e.next_hops.clone(),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, serde::Serialize, PartialEq)]
@@ -891,6 +964,68 @@ mod tests {
             c.handle_node_hello(t0, &old)
                 .unwrap_err()
                 .contains("version")
+        );
+    }
+
+    #[test]
+    fn a_link_going_down_reroutes_only_the_nodes_that_need_it() {
+        let t0 = Instant::now();
+        let mut c = Coordinator::new(
+            Preset::Ring { n: 6 }.build().unwrap(),
+            Settings {
+                overlay_base: Ipv4Addr::new(10, 0, 0, 0),
+                overlay_prefix_len: 16,
+                force_tcp: false,
+                node_port: 3000,
+                multi_host: false,
+                dataplane: true,
+                links: LinkPlan::unshaped(),
+            },
+        );
+        register(&mut c, 1, 6, 0).unwrap();
+        for id in 1..=6 {
+            c.handle_node_hello(t0, &hello(id)).unwrap();
+        }
+        drain(&mut c);
+        let delay = LinkChange {
+            delay_ns: Some(20_000_000),
+            ..Default::default()
+        };
+        let spec = c.handle_set_link(1, 2, &delay).unwrap();
+        assert_eq!(spec.delay_ns, 20_000_000);
+        let out = drain(&mut c);
+        assert_eq!(
+            to_node(&out, 1),
+            vec![ControllerToNode::SetLink { peer: 2, spec }]
+        );
+        assert!(matches!(
+            to_node(&out, 2)[0],
+            ControllerToNode::SetLink { peer: 1, .. }
+        ));
+        assert!(
+            to_node(&out, 3).is_empty(),
+            "a delay change reroutes nothing"
+        );
+        // Down: node 1 now reaches 2 the long way round, via 6.
+        let down = LinkChange {
+            up: Some(false),
+            ..Default::default()
+        };
+        c.handle_set_link(2, 1, &down).unwrap();
+        let out = drain(&mut c);
+        let routes_of = |id| {
+            to_node(&out, id).into_iter().find_map(|m| match m {
+                ControllerToNode::Routes { routes } => Some(routes),
+                _ => None,
+            })
+        };
+        let r1 = routes_of(1).expect("node 1 gets new routes");
+        let to2 = r1.iter().find(|r| r.first <= 2 && 2 <= r.last).unwrap();
+        assert_eq!(to2.next_hops, vec![6]);
+        assert!(
+            c.handle_set_link(1, 3, &down)
+                .unwrap_err()
+                .contains("no link 1-3")
         );
     }
 

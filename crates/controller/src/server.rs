@@ -7,6 +7,7 @@
 //! GET  /api/status  phase and counts
 //! GET  /api/nodes   every node and its state
 //! GET  /api/links   every link and whether it is up
+//! POST /api/links/{a}/{b}  change a link (JSON LinkChange), both directions
 //! POST /api/down    tear the run down
 //! ```
 
@@ -52,6 +53,12 @@ enum Input {
     Status(oneshot::Sender<Status>),
     Nodes(oneshot::Sender<Vec<NodeRow>>),
     Links(oneshot::Sender<Vec<LinkRow>>),
+    SetLink {
+        a: u32,
+        b: u32,
+        change: proto::LinkChange,
+        reply: oneshot::Sender<Result<proto::LinkSpec, String>>,
+    },
     Down,
 }
 
@@ -117,6 +124,7 @@ pub fn spawn(
         .route("/api/status", get(api_status))
         .route("/api/nodes", get(api_nodes))
         .route("/api/links", get(api_links))
+        .route("/api/links/{a}/{b}", post(api_set_link))
         .route("/api/down", post(api_down))
         .with_state(state);
     tokio::spawn(async move {
@@ -203,6 +211,18 @@ async fn run_coordinator(
             }
             Input::Links(reply) => {
                 let _ = reply.send(c.link_rows());
+            }
+            Input::SetLink {
+                a,
+                b,
+                change,
+                reply,
+            } => {
+                let result = c.handle_set_link(a, b, &change);
+                if let Ok(spec) = &result {
+                    tracing::info!("link {a}-{b} set to {spec:?}");
+                }
+                let _ = reply.send(result);
             }
             Input::Down => {
                 c.handle_shutdown();
@@ -296,6 +316,25 @@ async fn api_links(State(s): State<AppState>) -> Response {
     let _ = s.tx.send(Input::Links(reply));
     match rx.await {
         Ok(rows) => Json(rows).into_response(),
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+async fn api_set_link(
+    State(s): State<AppState>,
+    axum::extract::Path((a, b)): axum::extract::Path<(u32, u32)>,
+    Json(change): Json<proto::LinkChange>,
+) -> Response {
+    let (reply, rx) = oneshot::channel();
+    let _ = s.tx.send(Input::SetLink {
+        a,
+        b,
+        change,
+        reply,
+    });
+    match rx.await {
+        Ok(Ok(spec)) => Json(spec).into_response(),
+        Ok(Err(reason)) => (axum::http::StatusCode::BAD_REQUEST, reason).into_response(),
         Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }

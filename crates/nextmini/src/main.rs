@@ -47,6 +47,9 @@ enum Command {
         #[arg(long, default_value = up::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
+    /// Change the running experiment's links: nextmini link set 1-2 --delay 20ms --loss 1%
+    #[command(subcommand)]
+    Link(LinkCommand),
     /// The controller alone, for agents started separately.
     Controller(ops::ControllerArgs),
     /// An agent: plumbs and runs this host's nodes for a controller.
@@ -70,6 +73,12 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
+#[derive(Subcommand)]
+enum LinkCommand {
+    /// Set a link's rate, delay, jitter, loss, queue, or take it down or up.
+    Set(ops::LinkSetArgs),
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -91,6 +100,7 @@ fn main() -> ExitCode {
             Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
             Err(e) => Err(e),
         },
+        Some(Command::Link(LinkCommand::Set(args))) => ops::link_set(&args),
         Some(Command::Controller(args)) => ops::controller(args),
         Some(Command::Agent(args)) => ops::agent(args),
         Some(Command::Plumb(args)) => plumb::run(args),

@@ -29,6 +29,101 @@ fn http(run: &RunFile, method: &str, path: &str) -> Result<String> {
     Ok(response.body_mut().read_to_string()?)
 }
 
+#[derive(Args, Debug)]
+pub struct LinkSetArgs {
+    /// The link, as two node ids: 1-2.
+    pub link: String,
+    /// Rate: 50mbit, 1gbit, 64kbit.
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// Remove the rate limit.
+    #[arg(long, conflicts_with = "rate")]
+    pub unshaped: bool,
+    /// Propagation delay: 20ms, 250us.
+    #[arg(long)]
+    pub delay: Option<String>,
+    #[arg(long)]
+    pub jitter: Option<String>,
+    /// Random loss: 1%, 0.5%.
+    #[arg(long)]
+    pub loss: Option<String>,
+    /// Queue limit in packets.
+    #[arg(long)]
+    pub queue: Option<u32>,
+    /// Take the link down (traffic is rerouted where another path exists).
+    #[arg(long, conflicts_with = "up")]
+    pub down: bool,
+    #[arg(long)]
+    pub up: bool,
+    #[arg(long, default_value = crate::up::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+/// Changes a link of the running experiment, both directions, while traffic flows.
+pub fn link_set(args: &LinkSetArgs) -> Result<()> {
+    let (a, b) = args
+        .link
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .with_context(|| {
+            format!(
+                "{:?} is not a link: write it as two node ids, e.g. 1-2",
+                args.link
+            )
+        })?;
+    let nanos = |d: &Option<String>| -> Result<Option<u64>> {
+        d.as_deref()
+            .map(|d| linkem::parse_duration(d).map(|d| d.as_nanos() as u64))
+            .transpose()
+            .map_err(Into::into)
+    };
+    let change = proto::LinkChange {
+        rate_bps: args.rate.as_deref().map(linkem::parse_rate).transpose()?,
+        unshaped: args.unshaped,
+        delay_ns: nanos(&args.delay)?,
+        jitter_ns: nanos(&args.jitter)?,
+        loss: args
+            .loss
+            .as_deref()
+            .map(linkem::parse_percent)
+            .transpose()?,
+        queue_packets: args.queue,
+        up: (args.down || args.up).then_some(args.up),
+    };
+    let run = RunFile::load(&args.state_dir)?;
+    let url = format!("{}/api/links/{a}/{b}", run.api);
+    let body = serde_json::to_string(&change)?;
+    let response = ureq::post(&url)
+        .header("content-type", "application/json")
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(body.as_str())
+        .with_context(|| format!("the controller at {} does not answer", run.api))?;
+    let status = response.status();
+    let mut response = response;
+    let text = response.body_mut().read_to_string()?;
+    if !status.is_success() {
+        bail!("{}", text.trim());
+    }
+    let spec: proto::LinkSpec = serde_json::from_str(&text)?;
+    println!(
+        "link {a}-{b}: rate {}, delay {:?}, jitter {:?}, loss {}%, queue {}, {}",
+        spec.rate_bps
+            .map_or_else(|| "unshaped".to_owned(), |r| format!("{r} bit/s")),
+        std::time::Duration::from_nanos(spec.delay_ns),
+        std::time::Duration::from_nanos(spec.jitter_ns),
+        spec.loss * 100.0,
+        if spec.queue_packets == 0 {
+            "default".to_owned()
+        } else {
+            spec.queue_packets.to_string()
+        },
+        if spec.up { "up" } else { "down" }
+    );
+    Ok(())
+}
+
 pub fn status(state_dir: &Path) -> Result<()> {
     let run = RunFile::load(state_dir)?;
     let body = http(&run, "GET", "/api/status")?;

@@ -200,3 +200,73 @@ fn a_100_mbit_bottleneck_carries_iperf3_tcp_at_its_rate() {
     let mbit = bps / 1e6;
     assert!((93.0..=100.0).contains(&mbit), "{mbit} Mbit/s");
 }
+
+#[test]
+fn run_time_changes_apply_to_the_next_pings_and_a_ring_reroutes_around_a_down_link() {
+    let _turn = turn();
+    let body = "[topology]\ntype = \"ring\"\nring_config = { n_nodes = 6 }\n[links]\ndelay = \"2ms\"\n[node_settings]\nprefix = \"tvd\"\nunderlay_base = \"172.20.132.0\"\n";
+    let run = Running::up("tvd", body);
+    let rtt = |run: &Running| {
+        let ping = run.exec(1, &["ping", "-c", "10", "-i", "0.05", "10.0.0.2"]);
+        assert!(ping.status.success(), "{}", text(&ping.stdout));
+        avg_rtt(&text(&ping.stdout))
+    };
+    assert!((rtt(&run) - 4.0).abs() <= 0.5);
+    let set = nextmini(&[
+        "link",
+        "set",
+        "1-2",
+        "--delay",
+        "20ms",
+        "--state-dir",
+        run.state(),
+    ]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    assert!((rtt(&run) - 40.0).abs() <= 0.5);
+    // Down: the other way round is five links of 2 ms each way.
+    let down = nextmini(&["link", "set", "2-1", "--down", "--state-dir", run.state()]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert!((rtt(&run) - 20.0).abs() <= 0.5);
+    let trace = run.exec(1, &["traceroute", "-n", "-q", "1", "-w", "2", "10.0.0.2"]);
+    let hops: Vec<String> = text(&trace.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect();
+    assert_eq!(
+        hops,
+        ["10.0.0.6", "10.0.0.5", "10.0.0.4", "10.0.0.3", "10.0.0.2"]
+    );
+    let missing = nextmini(&["link", "set", "1-3", "--down", "--state-dir", run.state()]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("no link 1-3"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
+
+#[test]
+fn a_line_with_a_link_down_fails_cleanly() {
+    let _turn = turn();
+    let run = Running::up("tve", &line("tve", "172.20.136.0", 3, ""));
+    let ok = run.exec(1, &["ping", "-c", "2", "-i", "0.05", "10.0.0.3"]);
+    assert!(ok.status.success());
+    let down = nextmini(&["link", "set", "2-3", "--down", "--state-dir", run.state()]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    let ping = run.exec(1, &["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.0.0.3"]);
+    assert!(!ping.status.success());
+    // Node 2 has no route left and says so: ICMP host unreachable, not silence.
+    assert!(
+        text(&ping.stdout).contains("Unreachable"),
+        "{}",
+        text(&ping.stdout)
+    );
+    let up = nextmini(&["link", "set", "2-3", "--up", "--state-dir", run.state()]);
+    assert!(up.status.success());
+    assert!(
+        run.exec(1, &["ping", "-c", "2", "-i", "0.05", "10.0.0.3"])
+            .status
+            .success()
+    );
+}

@@ -54,6 +54,47 @@ pub struct Neighbour {
     pub egress: LinkSpec,
 }
 
+/// A change to a link's parameters; fields left `None` keep their value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct LinkChange {
+    pub rate_bps: Option<u64>,
+    /// Remove the rate limit.
+    #[serde(default)]
+    pub unshaped: bool,
+    pub delay_ns: Option<u64>,
+    pub jitter_ns: Option<u64>,
+    pub loss: Option<f64>,
+    pub queue_packets: Option<u32>,
+    pub up: Option<bool>,
+}
+
+impl LinkChange {
+    pub fn apply(&self, mut spec: LinkSpec) -> LinkSpec {
+        if self.unshaped {
+            spec.rate_bps = None;
+        }
+        if let Some(r) = self.rate_bps {
+            spec.rate_bps = Some(r);
+        }
+        if let Some(d) = self.delay_ns {
+            spec.delay_ns = d;
+        }
+        if let Some(j) = self.jitter_ns {
+            spec.jitter_ns = j;
+        }
+        if let Some(l) = self.loss {
+            spec.loss = l;
+        }
+        if let Some(q) = self.queue_packets {
+            spec.queue_packets = q;
+        }
+        if let Some(u) = self.up {
+            spec.up = u;
+        }
+        spec
+    }
+}
+
 /// Destinations `first..=last` are reached through `next_hops`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
@@ -98,6 +139,11 @@ pub enum ControllerToNode {
     /// The node's whole forwarding table, replacing the previous one.
     Routes {
         routes: Vec<Route>,
+    },
+    /// New parameters for the direction from this node to `peer`, applied at once.
+    SetLink {
+        peer: u32,
+        spec: LinkSpec,
     },
     /// Connect a TCP link to this neighbour.
     Dial {
