@@ -111,6 +111,45 @@ pub struct LinkOverride {
 }
 
 impl LinkTable {
+    /// The command line's short form: `rate=10mbit,delay=5ms,loss=1%,queue=100,jitter=1ms`.
+    pub fn from_short(s: &str) -> Result<Self> {
+        let mut t = LinkTable::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = part.split_once('=').with_context(|| {
+                format!("--link {s}: `{part}` is not key=value (e.g. delay=5ms)")
+            })?;
+            let value = value.to_owned();
+            match key {
+                "rate" => t.rate = Some(value),
+                "delay" => t.delay = Some(value),
+                "jitter" => t.jitter = Some(value),
+                "loss" => t.loss = Some(value),
+                "queue" => {
+                    t.queue =
+                        Some(value.parse().with_context(|| {
+                            format!("--link queue={value}: a number of packets")
+                        })?)
+                }
+                other => {
+                    bail!("--link: unknown key `{other}`: use rate, delay, jitter, loss or queue")
+                }
+            }
+        }
+        Ok(t)
+    }
+
+    /// These settings, with `other`'s where it has them.
+    pub fn overridden_by(self, other: LinkTable) -> LinkTable {
+        LinkTable {
+            rate: other.rate.or(self.rate),
+            delay: other.delay.or(self.delay),
+            jitter: other.jitter.or(self.jitter),
+            loss: other.loss.or(self.loss),
+            queue: other.queue.or(self.queue),
+            up: other.up.or(self.up),
+        }
+    }
+
     /// Applies these settings on top of `base`; errors name the table and key.
     pub fn apply(&self, base: proto::LinkSpec, table: &str) -> Result<proto::LinkSpec> {
         let mut spec = base;
@@ -265,6 +304,21 @@ impl ExperimentFile {
         let mut plan = controller::coordinator::LinkPlan::unshaped();
         if let Some(t) = &self.links {
             plan.default = t.apply(plan.default, "[links]")?;
+        }
+        // An imported map: each link's delay is its length at 2×10⁸ m/s (light in fibre),
+        // unless [links] sets a delay for all.
+        let delay_set = self.links.as_ref().is_some_and(|t| t.delay.is_some());
+        if !delay_set {
+            for &(a, b) in topology.edges() {
+                if let Some(km) = topology.length_km(a, b) {
+                    let delay_ns = (km * 1_000.0 / 2e8 * 1e9).round() as u64;
+                    for (from, to) in [(a, b), (b, a)] {
+                        let mut spec = plan.spec(from, to);
+                        spec.delay_ns = delay_ns;
+                        plan.overrides.insert((from, to), spec);
+                    }
+                }
+            }
         }
         for (i, o) in self.link_overrides.iter().flatten().enumerate() {
             let table = format!("[[link]] #{}", i + 1);
@@ -581,6 +635,63 @@ port = "5432"
         let f = parse("[topology]\ntype = \"hypercube\"\n").unwrap();
         let e = format!("{:#}", f.resolve(None).unwrap_err());
         assert!(e.contains("unknown topology type `hypercube`"), "{e}");
+    }
+
+    #[test]
+    fn links_are_configured_with_units_and_overrides() {
+        let f = parse(
+            "[topology]\ntype = \"line\"\nline_config = { n_nodes = 3 }\n[links]\nrate = \"100mbit\"\ndelay = \"5ms\"\nloss = \"1%\"\nqueue = 50\n[[link]]\nbetween = [2, 3]\ndelay = \"20ms\"\n[[link]]\nfrom = 1\nto = 2\nup = false\n",
+        )
+        .unwrap();
+        let e = f.resolve(None).unwrap();
+        let s12 = e.links.spec(1, 2);
+        let s21 = e.links.spec(2, 1);
+        assert_eq!(
+            (s12.rate_bps, s12.delay_ns, s12.up),
+            (Some(100_000_000), 5_000_000, false)
+        );
+        assert!(s21.up);
+        assert_eq!(s21.queue_packets, 50);
+        assert!((s21.loss - 0.01).abs() < 1e-12);
+        assert_eq!(e.links.spec(3, 2).delay_ns, 20_000_000);
+        let bad =
+            parse("[topology]\nn_nodes = 2\nedges = [[1, 2]]\n[links]\nrate = \"fast\"\n").unwrap();
+        let msg = bad.resolve(None).unwrap_err().to_string();
+        assert!(
+            msg.contains("[links] rate") && msg.contains("100mbit"),
+            "{msg}"
+        );
+        let missing =
+            parse("[topology]\nn_nodes = 3\nedges = [[1, 2]]\n[[link]]\nbetween = [1, 3]\n")
+                .unwrap();
+        assert!(
+            missing
+                .resolve(None)
+                .unwrap_err()
+                .to_string()
+                .contains("no link between nodes 1 and 3")
+        );
+    }
+
+    #[test]
+    fn imported_maps_get_delays_from_their_lengths() {
+        let dir = std::env::temp_dir().join(format!("nm-geo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("map.json"),
+            r#"{"nodes": [{"id": "a"}, {"id": "b"}, {"id": "c"}], "links": [{"source": "a", "target": "b", "dist": 1000}, {"source": "b", "target": "c", "dist": 200}]}"#,
+        )
+        .unwrap();
+        let path = dir.join("exp.toml");
+        std::fs::write(&path, "[topology]\ntype = \"file\"\nfile = \"map.json\"\n").unwrap();
+        let e = ExperimentFile::load(&path)
+            .unwrap()
+            .resolve(Some(&path))
+            .unwrap();
+        // 1,000 km at 2×10⁸ m/s is 5 ms; 200 km is 1 ms.
+        assert_eq!(e.links.spec(1, 2).delay_ns, 5_000_000);
+        assert_eq!(e.links.spec(3, 2).delay_ns, 1_000_000);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub struct UpArgs {
     /// Keep node namespaces by fd only (faster at tens of thousands; `exec` needs mounts).
     #[arg(long)]
     pub no_mount: bool,
+    /// Defaults for every link, short form: rate=10mbit,delay=5ms,jitter=1ms,loss=1%,queue=100
+    /// (on top of the file's [links]).
+    #[arg(long)]
+    pub link: Option<String>,
     /// No TUN devices and no forwarding: nodes and links only (the connection-only baseline).
     #[arg(long)]
     pub no_dataplane: bool,
@@ -161,6 +165,14 @@ fn experiment(args: &UpArgs) -> Result<crate::config::Experiment> {
         eprintln!(
             "warning: {key} is accepted for compatibility but not implemented yet; it has no effect"
         );
+    }
+    let mut file = file;
+    if let Some(short) = &args.link {
+        let table = crate::config::LinkTable::from_short(short)?;
+        file.links = Some(match file.links.take() {
+            Some(base) => base.overridden_by(table),
+            None => table,
+        });
     }
     let mut exp = file.resolve_with_n_nodes(path, args.n_nodes)?;
     if args.no_dataplane {
