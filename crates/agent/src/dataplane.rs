@@ -129,7 +129,8 @@ impl Dataplane {
     pub fn start(self: &Arc<Self>) -> AbortOnDrop {
         let dp = self.clone();
         let task = tokio::spawn(async move {
-            let mut buf = vec![0u8; 65536];
+            // Without offloads the device hands out at most one MTU-sized packet per read.
+            let mut buf = vec![0u8; usize::from(DEFAULT_MTU) + 64];
             loop {
                 match dp.tun.recv(&mut buf).await {
                     Ok(n) => dp.forward(buf[..n].to_vec(), false).await,
