@@ -7,14 +7,8 @@ use std::time::{Duration, Instant};
 
 use hostnet::Prefix;
 
-const NETNS_DIR: &str = "/run/netns";
-
-fn nextmini(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nextmini"))
-        .args(args)
-        .output()
-        .expect("running nextmini")
-}
+mod common;
+use common::{NETNS_DIR, leftovers, nextmini};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -22,10 +16,6 @@ fn stderr(o: &Output) -> String {
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn leftovers(prefix: &str) -> Vec<String> {
-    hostnet::cleanup::find(&Prefix::new(prefix).unwrap(), Path::new(NETNS_DIR)).unwrap()
 }
 
 /// Sweeps a prefix when dropped, so a failing test leaves nothing behind.

@@ -7,18 +7,8 @@ use std::process::{Command, Output, Stdio};
 
 use hostnet::Prefix;
 
-const NETNS_DIR: &str = "/run/netns";
-
-fn nextmini(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nextmini"))
-        .args(args)
-        .output()
-        .expect("running nextmini")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::{NETNS_DIR, free_port, hops, nextmini, text};
 
 /// Traffic tests take turns: on two cores, one test's iperf3 would add its load to another's
 /// delay measurement.
@@ -44,11 +34,7 @@ impl Running {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("exp.toml");
         std::fs::write(&file, body).unwrap();
-        let port = std::net::TcpListener::bind("0.0.0.0:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let running = Running { prefix, dir };
         let out = nextmini(&[
             "up",
@@ -123,13 +109,8 @@ fn a_line_of_four_with_5ms_links_pings_in_30ms_and_traceroute_shows_every_hop() 
     // Six link traversals of 5 ms each.
     assert!((rtt - 30.0).abs() <= 0.5, "RTT {rtt} ms");
     let trace = run.exec(1, &["traceroute", "-n", "-q", "1", "-w", "2", "10.0.0.4"]);
-    let hops: Vec<String> = text(&trace.stdout)
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        .collect();
     assert_eq!(
-        hops,
+        hops(&trace.stdout),
         ["10.0.0.2", "10.0.0.3", "10.0.0.4"],
         "{}",
         text(&trace.stdout)
@@ -228,13 +209,8 @@ fn run_time_changes_apply_to_the_next_pings_and_a_ring_reroutes_around_a_down_li
     assert!(down.status.success(), "{}", text(&down.stderr));
     assert!((rtt(&run) - 20.0).abs() <= 0.5);
     let trace = run.exec(1, &["traceroute", "-n", "-q", "1", "-w", "2", "10.0.0.2"]);
-    let hops: Vec<String> = text(&trace.stdout)
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        .collect();
     assert_eq!(
-        hops,
+        hops(&trace.stdout),
         ["10.0.0.6", "10.0.0.5", "10.0.0.4", "10.0.0.3", "10.0.0.2"]
     );
     let missing = nextmini(&["link", "set", "1-3", "--down", "--state-dir", run.state()]);

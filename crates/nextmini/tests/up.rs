@@ -5,37 +5,15 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use controller::store::{Store, Table};
 use hostnet::Prefix;
 
-const NETNS_DIR: &str = "/run/netns";
+mod common;
+use common::{NETNS_DIR, free_port, leftovers, nextmini, text};
+
 const PG_TEST_URL: &str = "postgres://pgusr:pgpwrd@127.0.0.1:5432/nextmini_test";
-
-fn nextmini(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nextmini"))
-        .args(args)
-        .output()
-        .expect("running nextmini")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn leftovers(prefix: &str) -> Vec<String> {
-    hostnet::cleanup::find(&Prefix::new(prefix).unwrap(), Path::new(NETNS_DIR)).unwrap()
-}
-
-/// A free TCP port (the kernel's choice), for this test's controller.
-fn free_port() -> u16 {
-    TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A test's own state directory and prefix, both removed at the end.
 struct Scratch {
