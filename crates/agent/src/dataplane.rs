@@ -72,17 +72,31 @@ pub fn link_params(spec: &LinkSpec) -> linkem::LinkParams {
         delay: Duration::from_nanos(spec.delay_ns),
         jitter: Duration::from_nanos(spec.jitter_ns),
         reorder: false,
-        loss: if spec.loss > 0.0 {
-            linkem::Loss::Bernoulli(spec.loss)
-        } else {
-            linkem::Loss::None
+        loss: match spec.gilbert_elliott {
+            Some(ge) => linkem::Loss::GilbertElliott {
+                p_good_bad: ge.p,
+                p_bad_good: ge.r,
+                loss_good: ge.loss_good,
+                loss_bad: ge.loss_bad,
+            },
+            None if spec.loss > 0.0 => linkem::Loss::Bernoulli(spec.loss),
+            None => linkem::Loss::None,
         },
-        queue: linkem::QueueLimit::Packets(if spec.queue_packets == 0 {
-            DEFAULT_QUEUE
+        queue: match (spec.queue_bytes, spec.queue_packets) {
+            (0, 0) => linkem::QueueLimit::Packets(DEFAULT_QUEUE),
+            (0, packets) => linkem::QueueLimit::Packets(packets as usize),
+            (bytes, _) => linkem::QueueLimit::Bytes(bytes as usize),
+        },
+        aqm: if spec.red {
+            // Floyd and Jacobson's suggested shape, on the queue's fill.
+            linkem::Aqm::Red {
+                min: 0.2,
+                max: 0.6,
+                max_p: 0.1,
+            }
         } else {
-            spec.queue_packets as usize
-        }),
-        aqm: linkem::Aqm::DropTail,
+            linkem::Aqm::DropTail
+        },
         up: spec.up,
     }
 }

@@ -94,8 +94,26 @@ pub struct LinkTable {
     pub delay: Option<String>,
     pub jitter: Option<String>,
     pub loss: Option<String>,
+    /// Bursty loss: `{ p = 0.01, r = 0.1, loss_good = "0%", loss_bad = "50%" }`.
+    pub gilbert_elliott: Option<GilbertElliottTable>,
     pub queue: Option<u32>,
+    /// Queue limit in bytes instead of packets.
+    pub queue_bytes: Option<u32>,
+    /// `"droptail"` (default) or `"red"`.
+    pub aqm: Option<String>,
     pub up: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GilbertElliottTable {
+    /// Good → bad transition probability per packet.
+    pub p: f64,
+    /// Bad → good transition probability per packet.
+    pub r: f64,
+    #[serde(default)]
+    pub loss_good: Option<String>,
+    pub loss_bad: String,
 }
 
 /// `[[link]]`: parameters for the link between two nodes, both directions, or one direction
@@ -145,7 +163,10 @@ impl LinkTable {
             delay: other.delay.or(self.delay),
             jitter: other.jitter.or(self.jitter),
             loss: other.loss.or(self.loss),
+            gilbert_elliott: other.gilbert_elliott.or(self.gilbert_elliott),
             queue: other.queue.or(self.queue),
+            queue_bytes: other.queue_bytes.or(self.queue_bytes),
+            aqm: other.aqm.or(self.aqm),
             up: other.up.or(self.up),
         }
     }
@@ -175,6 +196,38 @@ impl LinkTable {
                 bail!("{table} queue: must be at least 1 packet");
             }
             spec.queue_packets = q;
+        }
+        if let Some(b) = self.queue_bytes {
+            if b < 1500 {
+                bail!("{table} queue_bytes: must hold at least one 1,500-byte packet");
+            }
+            spec.queue_bytes = b;
+        }
+        match self.aqm.as_deref() {
+            None => {}
+            Some("droptail") => spec.red = false,
+            Some("red") => spec.red = true,
+            Some(other) => bail!("{table} aqm: {other:?} is not \"droptail\" or \"red\""),
+        }
+        if let Some(ge) = &self.gilbert_elliott {
+            let prob = |key: &str, v: f64| -> Result<f64> {
+                if (0.0..=1.0).contains(&v) {
+                    Ok(v)
+                } else {
+                    bail!("{table} gilbert_elliott.{key}: {v} is not a probability within 0..1")
+                }
+            };
+            spec.gilbert_elliott = Some(proto::GilbertElliott {
+                p: prob("p", ge.p)?,
+                r: prob("r", ge.r)?,
+                loss_good: match &ge.loss_good {
+                    Some(l) => linkem::parse_percent(l)
+                        .map_err(|e| named("gilbert_elliott.loss_good", e))?,
+                    None => 0.0,
+                },
+                loss_bad: linkem::parse_percent(&ge.loss_bad)
+                    .map_err(|e| named("gilbert_elliott.loss_bad", e))?,
+            });
         }
         if let Some(up) = self.up {
             spec.up = up;

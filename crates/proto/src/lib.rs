@@ -42,7 +42,26 @@ pub struct LinkSpec {
     pub loss: f64,
     /// Queue limit in packets; 0 takes the default.
     pub queue_packets: u32,
+    /// Queue limit in bytes instead of packets, when not 0.
+    #[serde(default)]
+    pub queue_bytes: u32,
+    /// Random early detection instead of drop-tail.
+    #[serde(default)]
+    pub red: bool,
+    /// Bursty loss instead of `loss`.
+    #[serde(default)]
+    pub gilbert_elliott: Option<GilbertElliott>,
     pub up: bool,
+}
+
+/// Two-state (Gilbert–Elliott) loss: state flips good → bad with `p`, bad → good with `r`;
+/// packets are lost with `loss_good` or `loss_bad` in each state.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct GilbertElliott {
+    pub p: f64,
+    pub r: f64,
+    pub loss_good: f64,
+    pub loss_bad: f64,
 }
 
 /// One neighbour of a node, as the controller assigns it.
