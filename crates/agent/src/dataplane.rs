@@ -23,7 +23,6 @@ use crate::wire::{self, IcmpError};
 const EGRESS_CHANNEL: usize = 4096;
 /// Default emulated queue, in packets.
 const DEFAULT_QUEUE: usize = 1000;
-pub const DEFAULT_MTU: u16 = 1500;
 /// The time from a link's departure to the packet reaching the next node's forwarder (a
 /// cross-thread wake-up and a channel); measured with ping over unshaped links.
 const HANDOFF: Duration = Duration::from_micros(100);
@@ -50,6 +49,7 @@ pub struct Dataplane {
     base: u32,
     mask: u32,
     tun: tun_rs::AsyncDevice,
+    mtu: u16,
     routes: RwLock<RouteTable>,
     egress: RwLock<HashMap<u32, mpsc::Sender<Vec<u8>>>>,
     /// Parameter changes for each link's emulator.
@@ -106,6 +106,7 @@ impl Dataplane {
         me: u32,
         my_addr: Ipv4Addr,
         prefix_len: u8,
+        mtu: u16,
         tun: tun_rs::AsyncDevice,
         pacer: Pacer,
     ) -> Arc<Self> {
@@ -120,6 +121,7 @@ impl Dataplane {
             base: u32::from(my_addr).wrapping_sub(me) & mask,
             mask,
             tun,
+            mtu,
             routes: RwLock::new(RouteTable::default()),
             egress: RwLock::new(HashMap::new()),
             emulators: RwLock::new(HashMap::new()),
@@ -144,7 +146,7 @@ impl Dataplane {
         let dp = self.clone();
         let task = tokio::spawn(async move {
             // Without offloads the device hands out at most one MTU-sized packet per read.
-            let mut buf = vec![0u8; usize::from(DEFAULT_MTU) + 64];
+            let mut buf = vec![0u8; usize::from(dp.mtu) + 64];
             loop {
                 match dp.tun.recv(&mut buf).await {
                     Ok(n) => dp.forward(buf[..n].to_vec(), false).await,

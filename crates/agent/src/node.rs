@@ -163,16 +163,16 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                     Some(Err(e)) => return Err(control_err(&e)),
                 };
                 match msg {
-                    ControllerToNode::Welcome { neighbours, overlay_addr, overlay_prefix_len, dataplane: wants_dataplane, .. } => {
+                    ControllerToNode::Welcome { neighbours, overlay_addr, overlay_prefix_len, dataplane: wants_dataplane, mtu, .. } => {
                         welcomed = true;
                         specs = neighbours.iter().map(|n| (n.id, n.egress)).collect();
                         if wants_dataplane && !ctx.fail {
                             let tun = shared
                                 .factory
-                                .tun(ctx.netns.clone(), overlay_addr, overlay_prefix_len, crate::dataplane::DEFAULT_MTU)
+                                .tun(ctx.netns.clone(), overlay_addr, overlay_prefix_len, mtu)
                                 .await
                                 .map_err(|e| NodeError::Failed { node, reason: format!("cannot create its TUN device: {e}") })?;
-                            let dp = Dataplane::new(node, overlay_addr, overlay_prefix_len, tun, shared.pacer.clone());
+                            let dp = Dataplane::new(node, overlay_addr, overlay_prefix_len, mtu, tun, shared.pacer.clone());
                             _tun_task = Some(dp.start());
                             dataplane = Some(dp);
                         }

@@ -32,6 +32,8 @@ pub struct Settings {
     pub multi_host: bool,
     /// Nodes get TUN devices and forward packets along the routes.
     pub dataplane: bool,
+    /// MTU of the nodes' TUN devices.
+    pub mtu: u16,
     pub links: LinkPlan,
 }
 
@@ -426,6 +428,7 @@ impl Coordinator {
                 overlay_prefix_len: self.settings.overlay_prefix_len,
                 neighbours: neighbours.clone(),
                 dataplane: self.settings.dataplane,
+                mtu: self.settings.mtu,
             },
         ));
         if let Some(table) = self.routes.get(node_id as usize - 1) {
@@ -777,6 +780,7 @@ mod tests {
                 node_port: 3000,
                 multi_host: true,
                 dataplane: false,
+                mtu: 1500,
                 links: LinkPlan::unshaped(),
             },
         )
@@ -979,6 +983,7 @@ mod tests {
                 node_port: 3000,
                 multi_host: false,
                 dataplane: true,
+                mtu: 1500,
                 links: LinkPlan::unshaped(),
             },
         );

@@ -250,6 +250,8 @@ pub struct NodesTable {
     pub link_port: Option<u16>,
     /// Give every node a TUN device and forward packets (default true).
     pub dataplane: Option<bool>,
+    /// MTU of the nodes' TUN devices (default 1500).
+    pub mtu: Option<u16>,
 }
 
 /// An experiment file, or the seeds' controller config: the union of both.
@@ -305,6 +307,7 @@ pub struct Experiment {
     pub no_mount: bool,
     pub link_port: u16,
     pub dataplane: bool,
+    pub mtu: u16,
     pub links: controller::coordinator::LinkPlan,
 }
 
@@ -448,6 +451,12 @@ impl ExperimentFile {
         Ok(Experiment {
             links,
             dataplane: nodes.dataplane.unwrap_or(true),
+            mtu: match nodes.mtu {
+                Some(m) if !(576..=9000).contains(&m) => {
+                    bail!("[node_settings] mtu = {m}: use 576 to 9000")
+                }
+                m => m.unwrap_or(1500),
+            },
             name: self.name.clone().unwrap_or_else(|| topology.label.clone()),
             topology,
             port: self.port.unwrap_or(DEFAULT_PORT),

@@ -571,6 +571,7 @@ pub async fn start_controller(
             node_port: port,
             multi_host,
             dataplane: exp.dataplane,
+            mtu: exp.mtu,
             links: exp.links.clone(),
         },
     );

@@ -154,6 +154,8 @@ pub enum ControllerToNode {
         neighbours: Vec<Neighbour>,
         /// Give the node a TUN device and forward packets.
         dataplane: bool,
+        /// MTU of the node's TUN device.
+        mtu: u16,
     },
     /// The node's whole forwarding table, replacing the previous one.
     Routes {
@@ -284,6 +286,7 @@ mod tests {
                 },
             }],
             dataplane: true,
+            mtu: 1500,
         };
         assert_eq!(decode::<ControllerToNode>(&encode(&w).unwrap()).unwrap(), w);
         let a = ControllerToAgent::Accepted {
