@@ -194,6 +194,22 @@ pub fn run(args: UpArgs) -> Result<()> {
         println!("host limits are set for {n} nodes");
         return Ok(());
     }
+    // The agent holds a control socket per node, a TUN device per node with the dataplane,
+    // and both ends of every TCP link. Say so now rather than fail node by node.
+    let links = exp.topology.n_links() as u64;
+    let per_node = if exp.dataplane { 2 } else { 1 };
+    let tcp_fds = if exp.force_tcp { 2 * links } else { 0 };
+    let need = 1024 + per_node * u64::from(n) + tcp_fds;
+    if let Err(e) = hostnet::tuning::raise_nofile(need) {
+        bail!(
+            "{n} nodes need about {need} open files in the agent, more than this process may have ({e}): raise the hard limit (ulimit -Hn, as a user with CAP_SYS_RESOURCE){}",
+            if exp.dataplane {
+                ", or run without TUN devices (--no-dataplane)"
+            } else {
+                ""
+            }
+        );
+    }
     if args.detach && std::env::var_os(DETACHED_ENV).is_none() {
         return detach(&args);
     }
