@@ -7,7 +7,9 @@
 //! shows the emulated path); no route gives ICMP host unreachable.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::Ipv4Addr;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -299,6 +301,9 @@ impl Dataplane {
     }
 }
 
+/// A pending pacer wake-up.
+type Wake = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// One link direction: packets in from the forwarder, out to the peer when the emulator says.
 async fn emulate(
     mut link: linkem::Link<Vec<u8>>,
@@ -307,8 +312,21 @@ async fn emulate(
     to_peer: mpsc::Sender<Vec<u8>>,
     pacer: Pacer,
 ) {
+    // One pending wake-up for the current deadline, kept while the deadline stays: arrivals
+    // that don't change it register nothing new with the pacer.
+    let mut timer: Option<(Instant, Wake)> = None;
     loop {
-        let due = link.poll_timeout();
+        let due = link
+            .poll_timeout()
+            .map(|d| d.checked_sub(HANDOFF).unwrap_or(d));
+        if due != timer.as_ref().map(|(at, _)| *at) {
+            timer = due.map(|at| {
+                let wake: Pin<Box<dyn Future<Output = ()> + Send>> =
+                    Box::pin(pacer.sleep_until(at));
+                (at, wake)
+            });
+        }
+        let mut fired = false;
         tokio::select! {
             packet = from_forwarder.recv() => match packet {
                 Some(p) => {
@@ -317,7 +335,11 @@ async fn emulate(
                 None => return,
             },
             Some(spec) = params.recv() => link.set_params(link_params(&spec)),
-            () = pacer.sleep_until(due.map_or_else(Instant::now, |d| d.checked_sub(HANDOFF).unwrap_or(d))), if due.is_some() => {}
+            () = async { timer.as_mut().expect("guarded by is_some").1.as_mut().await }, if timer.is_some() => fired = true,
+        }
+        // A fired wake-up is spent: its future must not be polled again.
+        if fired {
+            timer = None;
         }
         // Packets due within the runtime's own hand-off latency leave now, so that they reach
         // the peer's TUN on time rather than that much late.

@@ -105,7 +105,7 @@ pub async fn run(
         n_nodes: n,
         node_id_offset: plan.node_id_offset(),
         cpus: std::thread::available_parallelism().map_or(1, |c| c.get() as u32),
-        mem_bytes: mem_available(),
+        mem_bytes: hostnet::procfs::mem_available(),
     };
     if !send(&mut sink, &register).await {
         return Err(AgentError::Closed);
@@ -191,7 +191,7 @@ pub async fn run(
             })?;
     }
     let mut waiting = Waiting::default();
-    let before = mem_available();
+    let before = hostnet::procfs::mem_available();
     let started = Instant::now();
     let mut plumbing = tokio::task::spawn_blocking(move || {
         Fabric::create(&spec, &|done, plan| {
@@ -249,7 +249,7 @@ pub async fn run(
         &AgentToController::PlumbingDone {
             seconds: plumb_seconds,
             mem_available_before: before,
-            mem_available_after: mem_available(),
+            mem_available_after: hostnet::procfs::mem_available(),
         },
     )
     .await;
@@ -355,15 +355,4 @@ impl Waiting {
     fn is_empty(&self) -> bool {
         self.plumbed.is_empty()
     }
-}
-
-fn mem_available() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemAvailable:"))
-                .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
 }

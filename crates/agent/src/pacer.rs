@@ -28,16 +28,23 @@ impl Pacer {
         Ok(Pacer { tx })
     }
 
-    /// Resolves at `at`, within microseconds.
-    pub async fn sleep_until(&self, at: Instant) {
-        if at <= Instant::now() {
-            return;
+    /// Resolves at `at`, within microseconds. The wake-up is registered when the future is
+    /// first polled; the future does not borrow the pacer.
+    pub fn sleep_until(
+        &self,
+        at: Instant,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let tx = self.tx.clone();
+        async move {
+            if at <= Instant::now() {
+                return;
+            }
+            let (done, rx) = oneshot::channel();
+            if tx.send((at, done)).is_err() {
+                return;
+            }
+            let _ = rx.await;
         }
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send((at, tx)).is_err() {
-            return;
-        }
-        let _ = rx.await;
     }
 }
 

@@ -12,6 +12,7 @@ pub mod monitor;
 pub mod msg;
 pub mod netns;
 pub mod plan;
+pub mod procfs;
 pub mod rtnl;
 pub mod tuning;
 

@@ -108,13 +108,6 @@ pub fn no_ipv6_addresses(index: u32, name: Option<&str>) -> RouteNetlinkMessage 
     RouteNetlinkMessage::SetLink(m)
 }
 
-/// `ip link set dev <index> mtu <mtu>`.
-pub fn link_mtu(index: u32, mtu: u32) -> RouteNetlinkMessage {
-    let mut m = link(index);
-    m.attributes.push(LinkAttribute::Mtu(mtu));
-    RouteNetlinkMessage::SetLink(m)
-}
-
 /// `ip link del dev <index>`.
 pub fn del_link(index: u32) -> RouteNetlinkMessage {
     RouteNetlinkMessage::DelLink(link(index))

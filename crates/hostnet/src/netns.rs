@@ -68,15 +68,6 @@ impl NetNs {
         })
     }
 
-    /// Opens a namespace by path (a bind mount under `/run/netns`, or `/proc/<pid>/ns/net`).
-    pub fn open(path: &Path) -> io::Result<NetNs> {
-        let fd = OwnedFd::from(File::open(path)?);
-        Ok(NetNs {
-            fd: Some(fd),
-            mount: None,
-        })
-    }
-
     /// The namespace's fd, unless released.
     pub fn raw_fd(&self) -> Option<RawFd> {
         self.fd.as_ref().map(AsRawFd::as_raw_fd)
@@ -129,10 +120,6 @@ impl NetNs {
         Ok(())
     }
 
-    pub fn mount_path(&self) -> Option<&Path> {
-        self.mount.as_deref()
-    }
-
     /// Moves the calling thread into this namespace. The thread stays there.
     pub fn enter(&self) -> io::Result<()> {
         self.handle().enter()
@@ -148,17 +135,6 @@ impl NetNs {
             .join()
             .expect("closure run in a namespace panicked")
         })
-    }
-
-    /// The namespace's inode: equal inodes mean the same namespace.
-    pub fn inode(&self) -> io::Result<u64> {
-        match (&self.fd, &self.mount) {
-            (Some(fd), _) => Ok(nix::sys::stat::fstat(fd.as_fd())?.st_ino),
-            (None, Some(path)) => Ok(std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(
-                path,
-            )?)),
-            (None, None) => unreachable!("release_fd keeps the fd of an unmounted namespace"),
-        }
     }
 
     /// Unmounts (if mounted) now, reporting failure; dropping does the same silently.

@@ -54,22 +54,10 @@ pub struct MemInfo {
 
 impl MemInfo {
     pub fn read() -> MemInfo {
-        let text = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let field = |name: &str| -> u64 {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|rest| {
-                    rest.trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-                .map_or(0, |kib| kib * 1024)
-        };
+        use hostnet::procfs::kib_field;
         MemInfo {
-            available: field("MemAvailable:"),
-            slab: field("Slab:"),
+            available: kib_field("/proc/meminfo", "MemAvailable"),
+            slab: kib_field("/proc/meminfo", "Slab"),
         }
     }
 }
@@ -77,14 +65,8 @@ impl MemInfo {
 /// A short description of this machine for benchmark headers.
 pub fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0.0, |kib| kib as f64 / (1024.0 * 1024.0));
+    let mem_gib =
+        hostnet::procfs::kib_field("/proc/meminfo", "MemTotal") as f64 / (1u64 << 30) as f64;
     let kernel = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();

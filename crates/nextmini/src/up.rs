@@ -136,14 +136,7 @@ impl Summary {
 
 /// Proportional set size of a process, from `/proc/<pid>/smaps_rollup`.
 pub fn pss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("Pss:"))
-                .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib * 1024)
+    hostnet::procfs::kib_field(format!("/proc/{pid}/smaps_rollup"), "Pss")
 }
 
 /// Reads the experiment from the arguments.
