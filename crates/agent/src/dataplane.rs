@@ -17,12 +17,15 @@ use proto::LinkSpec;
 use tokio::sync::mpsc;
 use topology::routing::{RouteEntry, RouteTable};
 
+use crate::frame::{self, Frame};
 use crate::pacer::Pacer;
 use crate::wire::{self, IcmpError};
 
 /// Packets queued between the forwarder and a link's emulator; the emulator's own queue limit
 /// is what a user configures.
 const EGRESS_CHANNEL: usize = 4096;
+/// Frames a link's inbound side takes from its channel at once.
+const INBOUND_BATCH: usize = 64;
 /// Default emulated queue, in packets.
 const DEFAULT_QUEUE: usize = 1000;
 /// The time from a link's departure to the packet reaching the next node's forwarder (a
@@ -42,8 +45,8 @@ impl Drop for AbortOnDrop {
 
 /// A link's two directions as channels: frames to the peer, frames from it.
 pub struct LinkIo {
-    pub tx: mpsc::Sender<Vec<u8>>,
-    pub rx: mpsc::Receiver<Vec<u8>>,
+    pub tx: mpsc::Sender<Frame>,
+    pub rx: mpsc::Receiver<Frame>,
 }
 
 pub struct Dataplane {
@@ -52,9 +55,8 @@ pub struct Dataplane {
     base: u32,
     mask: u32,
     tun: tun_rs::AsyncDevice,
-    mtu: u16,
     routes: RwLock<RouteTable>,
-    egress: RwLock<HashMap<u32, mpsc::Sender<Vec<u8>>>>,
+    egress: RwLock<HashMap<u32, mpsc::Sender<Frame>>>,
     /// Parameter changes for each link's emulator.
     emulators: RwLock<HashMap<u32, mpsc::UnboundedSender<LinkSpec>>>,
     pacer: Pacer,
@@ -63,9 +65,9 @@ pub struct Dataplane {
 /// What to do with a packet.
 enum Action {
     Tun,
-    Link(mpsc::Sender<Vec<u8>>),
+    Link(mpsc::Sender<Frame>),
     /// Send this (an ICMP error) instead, from here.
-    Reply(Vec<u8>),
+    Reply(Frame),
     Drop,
 }
 
@@ -109,7 +111,6 @@ impl Dataplane {
         me: u32,
         my_addr: Ipv4Addr,
         prefix_len: u8,
-        mtu: u16,
         tun: tun_rs::AsyncDevice,
         pacer: Pacer,
     ) -> Arc<Self> {
@@ -124,7 +125,6 @@ impl Dataplane {
             base: u32::from(my_addr).wrapping_sub(me) & mask,
             mask,
             tun,
-            mtu,
             routes: RwLock::new(RouteTable::default()),
             egress: RwLock::new(HashMap::new()),
             emulators: RwLock::new(HashMap::new()),
@@ -148,11 +148,17 @@ impl Dataplane {
     pub fn start(self: &Arc<Self>) -> AbortOnDrop {
         let dp = self.clone();
         let task = tokio::spawn(async move {
-            // Without offloads the device hands out at most one MTU-sized packet per read.
-            let mut buf = vec![0u8; usize::from(dp.mtu) + 64];
+            // With offloads a read is a header and up to 64 KB of TCP segment.
+            let mut buf = vec![0u8; frame::HEADER + usize::from(u16::MAX)];
+            let mut writer = TunWriter::default();
             loop {
                 match dp.tun.recv(&mut buf).await {
-                    Ok(n) => dp.forward(buf[..n].to_vec(), false).await,
+                    Ok(n) => {
+                        if let Some(f) = Frame::from_bytes(buf[..n].to_vec()) {
+                            dp.forward(f, false, &mut writer);
+                            writer.flush(&dp.tun).await;
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!("node {}: TUN read failed: {e}", dp.me);
                         return;
@@ -193,8 +199,15 @@ impl Dataplane {
         let dp = self.clone();
         let mut rx = io.rx;
         let inbound = tokio::spawn(async move {
-            while let Some(p) = rx.recv().await {
-                dp.forward(p, true).await;
+            // What has arrived by the time we look is forwarded together, and what is for this
+            // node is written to the TUN device coalesced.
+            let mut batch = Vec::with_capacity(INBOUND_BATCH);
+            let mut writer = TunWriter::default();
+            while rx.recv_many(&mut batch, INBOUND_BATCH).await > 0 {
+                for p in batch.drain(..) {
+                    dp.forward(p, true, &mut writer);
+                }
+                writer.flush(&dp.tun).await;
             }
         });
         [
@@ -228,7 +241,8 @@ impl Dataplane {
         Ipv4Addr::from((self.base | !self.mask).wrapping_sub(1))
     }
 
-    fn decide(&self, packet: &mut [u8], from_link: bool) -> Action {
+    fn decide(&self, frame: &mut Frame, from_link: bool) -> Action {
+        let packet = frame.ip_mut();
         let Some(info) = wire::parse(packet) else {
             return Action::Drop; // not IPv4 (the kernel's IPv6 chatter on tun0)
         };
@@ -243,7 +257,7 @@ impl Dataplane {
         if from_link {
             if info.ttl <= 1 {
                 return wire::icmp_error(self.my_addr, packet, IcmpError::TimeExceeded)
-                    .map_or(Action::Drop, Action::Reply);
+                    .map_or(Action::Drop, |p| Action::Reply(Frame::from_ip(&p)));
             }
             wire::decrement_ttl(packet);
         }
@@ -269,17 +283,16 @@ impl Dataplane {
         match tx {
             Some(tx) => Action::Link(tx),
             None => wire::icmp_error(from, packet, IcmpError::HostUnreachable)
-                .map_or(Action::Drop, Action::Reply),
+                .map_or(Action::Drop, |p| Action::Reply(Frame::from_ip(&p))),
         }
     }
 
-    /// Routes one packet, from the TUN device or from a link.
-    pub async fn forward(&self, mut packet: Vec<u8>, mut from_link: bool) {
+    /// Routes one packet, from the TUN device or from a link; what is for this node's TUN
+    /// device is left in `to_tun`.
+    pub fn forward(&self, mut packet: Frame, mut from_link: bool, to_tun: &mut TunWriter) {
         loop {
             match self.decide(&mut packet, from_link) {
-                Action::Tun => {
-                    let _ = self.tun.send(&packet).await;
-                }
+                Action::Tun => to_tun.push(packet),
                 // A full emulator input is a drop, as a full interface queue is.
                 Action::Link(tx) => {
                     let _ = tx.try_send(packet);
@@ -287,8 +300,8 @@ impl Dataplane {
                 Action::Reply(icmp) => {
                     // An error about our own packet goes back up our own TUN; any other is
                     // routed from here like a packet of ours (no TTL decrement).
-                    if wire::parse(&icmp).is_some_and(|i| i.dst == self.my_addr) {
-                        let _ = self.tun.send(&icmp).await;
+                    if wire::parse(icmp.ip()).is_some_and(|i| i.dst == self.my_addr) {
+                        to_tun.push(icmp);
                         return;
                     }
                     packet = icmp;
@@ -302,15 +315,67 @@ impl Dataplane {
     }
 }
 
+/// Frames on their way into a node's TUN device, written in arrival order. Runs of ordinary
+/// packets with complete checksums are coalesced by flow into TSO segments (the kernel's GRO,
+/// done before the write), so a paced stream costs the receiving kernel one write per run
+/// instead of one per packet; segments and packets that carry a partial checksum are written
+/// as they are.
+#[derive(Default)]
+pub struct TunWriter {
+    pending: Vec<Frame>,
+    run: Vec<Frame>,
+    gro: tun_rs::GROTable,
+}
+
+impl TunWriter {
+    pub fn push(&mut self, frame: Frame) {
+        self.pending.push(frame);
+    }
+
+    pub async fn flush(&mut self, tun: &tun_rs::AsyncDevice) {
+        for f in self.pending.drain(..) {
+            if f.coalescable() {
+                self.run.push(f);
+                continue;
+            }
+            if !self.run.is_empty() {
+                write_run(tun, &mut self.gro, &mut self.run).await;
+            }
+            // A full TUN queue drops, as a full receive queue does.
+            let _ = tun.send(f.as_bytes()).await;
+        }
+        if !self.run.is_empty() {
+            write_run(tun, &mut self.gro, &mut self.run).await;
+        }
+    }
+}
+
+async fn write_run(tun: &tun_rs::AsyncDevice, gro: &mut tun_rs::GROTable, run: &mut Vec<Frame>) {
+    if run.len() == 1 {
+        let _ = tun.send(run[0].as_bytes()).await;
+    } else if let Err(e) = tun.send_multiple(gro, run, frame::HEADER).await {
+        tracing::debug!("coalesced TUN write failed: {e}");
+    }
+    run.clear();
+}
+
+/// Whether a link does more than delay: then the packets a TSO segment stands for cross it
+/// one by one, as on a wire; a delay alone treats them all alike, so the segment stays whole.
+fn shapes(params: &linkem::LinkParams) -> bool {
+    params.rate_bps.is_some()
+        || !params.jitter.is_zero()
+        || !matches!(params.loss, linkem::Loss::None)
+}
+
 /// A pending pacer wake-up.
 type Wake = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// One link direction: packets in from the forwarder, out to the peer when the emulator says.
 async fn emulate(
-    mut link: linkem::Link<Vec<u8>>,
-    mut from_forwarder: mpsc::Receiver<Vec<u8>>,
+    mut link: linkem::Link<Frame>,
+    mut from_forwarder: mpsc::Receiver<Frame>,
     mut params: mpsc::UnboundedReceiver<LinkSpec>,
-    to_peer: mpsc::Sender<Vec<u8>>,
+    to_peer: mpsc::Sender<Frame>,
     pacer: Pacer,
 ) {
     // One pending wake-up for the current deadline, kept while the deadline stays: arrivals
@@ -330,6 +395,12 @@ async fn emulate(
         let mut fired = false;
         tokio::select! {
             packet = from_forwarder.recv() => match packet {
+                Some(p) if p.is_segment() && shapes(link.params()) => {
+                    let now = Instant::now();
+                    for p in p.segment() {
+                        let _ = link.handle_arrival(now, p);
+                    }
+                }
                 Some(p) => {
                     let _ = link.handle_arrival(Instant::now(), p);
                 }

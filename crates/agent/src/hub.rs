@@ -6,6 +6,8 @@ use std::sync::Mutex;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::frame::Frame;
+
 /// Frames in flight per direction of a local link.
 const LOCAL_LINK_DEPTH: usize = 256;
 
@@ -14,8 +16,8 @@ const LOCAL_LINK_DEPTH: usize = 256;
 #[allow(dead_code)] // the dataplane's forwarding carries frames over these
 pub struct LocalEnd {
     pub peer: u32,
-    pub tx: mpsc::Sender<Vec<u8>>,
-    pub rx: mpsc::Receiver<Vec<u8>>,
+    pub tx: mpsc::Sender<Frame>,
+    pub rx: mpsc::Receiver<Frame>,
 }
 
 /// Pairs the two ends of each local link.
@@ -71,8 +73,8 @@ mod tests {
         let second = hub.connect(2, 1).await.unwrap();
         let first = first.await.unwrap().unwrap();
         assert_eq!((first.peer, second.peer), (2, 1));
-        first.tx.send(b"hello".to_vec()).await.unwrap();
+        first.tx.send(Frame::from_ip(b"hello")).await.unwrap();
         let mut second = second;
-        assert_eq!(second.rx.recv().await.unwrap(), b"hello");
+        assert_eq!(second.rx.recv().await.unwrap().ip(), b"hello");
     }
 }

@@ -6,6 +6,7 @@
 //! a task, a control socket and its links, not a process with its own runtime.
 
 mod dataplane;
+mod frame;
 mod hub;
 mod node;
 mod pacer;

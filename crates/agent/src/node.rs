@@ -18,6 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::dataplane::{Dataplane, LinkIo};
+use crate::frame::Frame;
 use crate::hub::{Hub, LocalEnd};
 use crate::pacer::Pacer;
 use crate::sockets::SocketFactory;
@@ -172,7 +173,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                                 .tun(ctx.netns.clone(), overlay_addr, overlay_prefix_len, mtu)
                                 .await
                                 .map_err(|e| NodeError::Failed { node, reason: format!("cannot create its TUN device: {e}") })?;
-                            let dp = Dataplane::new(node, overlay_addr, overlay_prefix_len, mtu, tun, shared.pacer.clone());
+                            let dp = Dataplane::new(node, overlay_addr, overlay_prefix_len, tun, shared.pacer.clone());
                             _tun_task = Some(dp.start());
                             dataplane = Some(dp);
                         }
@@ -319,15 +320,21 @@ fn tcp_link(
     events: mpsc::UnboundedSender<LinkEvent>,
 ) -> LinkIo {
     let (mut reader, writer) = stream.into_split();
-    let (in_tx, in_rx) = mpsc::channel::<Vec<u8>>(256);
-    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+    let (in_tx, in_rx) = mpsc::channel::<Frame>(256);
+    let (out_tx, mut out_rx) = mpsc::channel::<Frame>(256);
     tokio::spawn(async move {
         while let Ok(len) = reader.read_u32().await {
             if len as usize > MAX_FRAME {
                 break; // not a peer speaking our framing
             }
             let mut buf = vec![0u8; len as usize];
-            if reader.read_exact(&mut buf).await.is_err() || in_tx.send(buf).await.is_err() {
+            if reader.read_exact(&mut buf).await.is_err() {
+                break;
+            }
+            let Some(frame) = Frame::from_bytes(buf) else {
+                break; // shorter than a frame header: not our framing either
+            };
+            if in_tx.send(frame).await.is_err() {
                 break;
             }
         }
@@ -336,15 +343,15 @@ fn tcp_link(
     tokio::spawn(async move {
         let mut writer = tokio::io::BufWriter::new(writer);
         while let Some(p) = out_rx.recv().await {
-            if writer.write_u32(p.len() as u32).await.is_err()
-                || writer.write_all(&p).await.is_err()
+            if writer.write_u32(p.as_bytes().len() as u32).await.is_err()
+                || writer.write_all(p.as_bytes()).await.is_err()
             {
                 return;
             }
             // Write out what is queued together, then flush once.
             while let Ok(p) = out_rx.try_recv() {
-                if writer.write_u32(p.len() as u32).await.is_err()
-                    || writer.write_all(&p).await.is_err()
+                if writer.write_u32(p.as_bytes().len() as u32).await.is_err()
+                    || writer.write_all(p.as_bytes()).await.is_err()
                 {
                     return;
                 }
@@ -360,5 +367,5 @@ fn tcp_link(
     }
 }
 
-/// The largest frame a link carries (a TUN device's largest packet).
-const MAX_FRAME: usize = 65536;
+/// The largest frame a link carries: a TUN device's largest read (header and 64 KB segment).
+const MAX_FRAME: usize = crate::frame::HEADER + 65535;

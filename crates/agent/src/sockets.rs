@@ -98,6 +98,8 @@ impl SocketFactory {
                     .name(hostnet::plan::NODE_TUN_IFNAME)
                     .ipv4(addr, prefix_len, None)
                     .mtu(mtu)
+                    // TSO segments and checksum offload: see `frame`.
+                    .offload(true)
                     .build_sync()
             })
             .await?;
