@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use proto::LinkSpec;
 use tokio::sync::mpsc;
-use topology::routing::{RouteEntry, RouteTable};
+use topology::routing::{PinnedEntry, RouteEntry, RouteTable};
 
 use crate::frame::{self, Frame};
 use crate::pacer::Pacer;
@@ -132,7 +132,7 @@ impl Dataplane {
         })
     }
 
-    pub fn set_routes(&self, routes: Vec<proto::Route>) {
+    pub fn set_routes(&self, routes: Vec<proto::Route>, pinned: Vec<proto::PinnedRoute>) {
         let entries = routes
             .into_iter()
             .map(|r| RouteEntry {
@@ -141,7 +141,15 @@ impl Dataplane {
                 next_hops: r.next_hops,
             })
             .collect();
-        *self.routes.write().expect("no panics hold it") = RouteTable { entries };
+        let pinned = pinned
+            .into_iter()
+            .map(|p| PinnedEntry {
+                src: p.src,
+                dst: p.dst,
+                next_hops: p.next_hops,
+            })
+            .collect();
+        *self.routes.write().expect("no panics hold it") = RouteTable { entries, pinned };
     }
 
     /// Starts forwarding: the TUN reader.
@@ -235,6 +243,16 @@ impl Dataplane {
             .remove(&peer);
     }
 
+    /// The node an overlay address belongs to (0, which is no node, for any other address).
+    fn node_of(&self, addr: Ipv4Addr) -> u32 {
+        let a = u32::from(addr);
+        if a & self.mask == self.base {
+            a - self.base
+        } else {
+            0
+        }
+    }
+
     /// The address errors about a node's own packets come from: the overlay's last usable
     /// address (10.0.255.254 in a /16), which no node has unless the overlay is full.
     fn network_addr(&self) -> Ipv4Addr {
@@ -265,7 +283,7 @@ impl Dataplane {
             .routes
             .read()
             .expect("no panics hold it")
-            .next_hop(id, wire::flow_hash(packet, &info));
+            .next_hop_from(self.node_of(info.src), id, wire::flow_hash(packet, &info));
         let tx = hop.and_then(|h| {
             self.egress
                 .read()

@@ -223,9 +223,9 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                             }
                         });
                     }
-                    ControllerToNode::Routes { routes } => {
+                    ControllerToNode::Routes { routes, pinned } => {
                         if let Some(dp) = &dataplane {
-                            dp.set_routes(routes);
+                            dp.set_routes(routes, pinned);
                         }
                     }
                     ControllerToNode::SetLink { peer, spec } => {

@@ -16,6 +16,7 @@ use proto::{
     ControllerToAgent, ControllerToNode, LinkChange, LinkSpec, Neighbour, Route, Transport,
 };
 use topology::Topology;
+use topology::routing::Metric;
 
 pub type AgentId = u64;
 
@@ -35,6 +36,10 @@ pub struct Settings {
     /// MTU of the nodes' TUN devices.
     pub mtu: u16,
     pub links: LinkPlan,
+    /// What shortest paths minimise.
+    pub metric: topology::routing::Metric,
+    /// Routes pinned by the experiment file (`[[routes]]`), checked against the topology.
+    pub explicit_routes: Vec<topology::routing::ExplicitRoute>,
 }
 
 /// Link parameters: a default, and overrides per direction `(from, to)`.
@@ -167,7 +172,7 @@ pub struct Status {
 pub struct Coordinator {
     topology: Topology,
     /// Every node's forwarding table, when there is a dataplane.
-    routes: Vec<topology::routing::RouteTable>,
+    router: Option<topology::routing::Router>,
     adjacency: Vec<Vec<u32>>,
     settings: Settings,
     agents: BTreeMap<AgentId, AgentSlot>,
@@ -187,13 +192,17 @@ pub struct Coordinator {
 impl Coordinator {
     pub fn new(topology: Topology, settings: Settings) -> Self {
         let n = topology.n_nodes() as usize;
-        let routes = if settings.dataplane {
-            topology::routing::shortest_path_tables(&topology)
-        } else {
-            Vec::new()
-        };
+        let router = settings.dataplane.then(|| {
+            let links = &settings.links;
+            topology::routing::Router::new(
+                &topology,
+                settings.metric,
+                |a, b| link_weight(&links.spec(a, b)),
+                settings.explicit_routes.clone(),
+            )
+        });
         Coordinator {
-            routes,
+            router,
             adjacency: topology.adjacency(),
             link_ends: vec![0; topology.n_links()],
             topology,
@@ -431,10 +440,13 @@ impl Coordinator {
                 mtu: self.settings.mtu,
             },
         ));
-        if let Some(table) = self.routes.get(node_id as usize - 1) {
-            let routes = to_routes(table);
-            self.out
-                .push_back(Output::Node(node_id, ControllerToNode::Routes { routes }));
+        if let Some(table) = self
+            .router
+            .as_ref()
+            .and_then(|r| r.tables().get(node_id as usize - 1))
+        {
+            let message = to_routes(table);
+            self.out.push_back(Output::Node(node_id, message));
         }
         // TCP links: once both ends are known, the higher id dials the lower.
         for n in &neighbours {
@@ -682,44 +694,22 @@ impl Coordinator {
             }
         }
         let spec = self.settings.links.spec(a, b);
-        if self.settings.dataplane && spec.up != was_up {
-            self.reroute();
+        let back = self.settings.links.spec(b, a);
+        if let Some(router) = &mut self.router {
+            // Routes change when the link comes or goes, or, by delay, when its delay does.
+            let weights_matter = spec.up != was_up || router.metric() == Metric::Delay;
+            if weights_matter {
+                let changed = router.set_link(a, b, link_weight(&spec), link_weight(&back));
+                for id in changed {
+                    let message = to_routes(&router.tables()[id as usize - 1]);
+                    if self.nodes[id as usize - 1].connected && !self.nodes[id as usize - 1].failed
+                    {
+                        self.out.push_back(Output::Node(id, message));
+                    }
+                }
+            }
         }
         Ok(spec)
-    }
-
-    /// Recomputes every table over the links that are up; sends the tables that changed.
-    fn reroute(&mut self) {
-        let links = &self.settings.links;
-        let up_edges = self
-            .topology
-            .edges()
-            .iter()
-            .copied()
-            .filter(|&(a, b)| links.spec(a, b).up && links.spec(b, a).up);
-        let Ok(live) = Topology::new(
-            self.topology.label.clone(),
-            self.topology.n_nodes(),
-            up_edges,
-        ) else {
-            return;
-        };
-        let tables = topology::routing::shortest_path_tables(&live);
-        for (i, table) in tables.iter().enumerate() {
-            let id = i as u32 + 1;
-            if self.routes.get(i) == Some(table) {
-                continue;
-            }
-            if self.slot(id).is_some_and(|s| s.connected && !s.failed) {
-                self.out.push_back(Output::Node(
-                    id,
-                    ControllerToNode::Routes {
-                        routes: to_routes(table),
-                    },
-                ));
-            }
-        }
-        self.routes = tables;
     }
 
     /// Every link with whether it is up.
@@ -737,16 +727,33 @@ impl Coordinator {
     }
 }
 
-fn to_routes(table: &topology::routing::RouteTable) -> Vec<Route> {
-    table
-        .entries
-        .iter()
-        .map(|e| Route {
-            first: e.first,
-            last: e.last,
-            next_hops: e.next_hops.clone(),
-        })
-        .collect()
+/// A direction's routing weight: its delay in nanoseconds, None when it is down.
+fn link_weight(spec: &LinkSpec) -> Option<u64> {
+    spec.up.then_some(spec.delay_ns)
+}
+
+/// A node's table as the message that replaces its routes.
+fn to_routes(table: &topology::routing::RouteTable) -> ControllerToNode {
+    ControllerToNode::Routes {
+        routes: table
+            .entries
+            .iter()
+            .map(|e| Route {
+                first: e.first,
+                last: e.last,
+                next_hops: e.next_hops.clone(),
+            })
+            .collect(),
+        pinned: table
+            .pinned
+            .iter()
+            .map(|p| proto::PinnedRoute {
+                src: p.src,
+                dst: p.dst,
+                next_hops: p.next_hops.clone(),
+            })
+            .collect(),
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize, PartialEq)]
@@ -782,6 +789,8 @@ mod tests {
                 dataplane: false,
                 mtu: 1500,
                 links: LinkPlan::unshaped(),
+                metric: Metric::Hops,
+                explicit_routes: Vec::new(),
             },
         )
     }
@@ -985,6 +994,8 @@ mod tests {
                 dataplane: true,
                 mtu: 1500,
                 links: LinkPlan::unshaped(),
+                metric: Metric::Hops,
+                explicit_routes: Vec::new(),
             },
         );
         register(&mut c, 1, 6, 0).unwrap();
@@ -1020,7 +1031,7 @@ mod tests {
         let out = drain(&mut c);
         let routes_of = |id| {
             to_node(&out, id).into_iter().find_map(|m| match m {
-                ControllerToNode::Routes { routes } => Some(routes),
+                ControllerToNode::Routes { routes, .. } => Some(routes),
                 _ => None,
             })
         };
@@ -1032,6 +1043,58 @@ mod tests {
                 .unwrap_err()
                 .contains("no link 1-3")
         );
+    }
+
+    #[test]
+    fn by_delay_a_slower_link_reroutes_and_a_pinned_route_reaches_its_nodes() {
+        let t0 = Instant::now();
+        let mut links = LinkPlan::unshaped();
+        links.default.delay_ns = 1_000_000;
+        let mut c = Coordinator::new(
+            Preset::Ring { n: 6 }.build().unwrap(),
+            Settings {
+                overlay_base: Ipv4Addr::new(10, 0, 0, 0),
+                overlay_prefix_len: 16,
+                force_tcp: false,
+                node_port: 3000,
+                multi_host: false,
+                dataplane: true,
+                mtu: 1500,
+                links,
+                metric: Metric::Delay,
+                explicit_routes: vec![topology::routing::ExplicitRoute::path(&[4, 3, 2]).unwrap()],
+            },
+        );
+        register(&mut c, 1, 6, 0).unwrap();
+        for id in 1..=6 {
+            c.handle_node_hello(t0, &hello(id)).unwrap();
+        }
+        let out = drain(&mut c);
+        let routes_of = |out: &[Output], id| {
+            to_node(out, id).into_iter().find_map(|m| match m {
+                ControllerToNode::Routes { routes, pinned } => Some((routes, pinned)),
+                _ => None,
+            })
+        };
+        let (_, pinned) = routes_of(&out, 3).expect("node 3 has routes");
+        assert_eq!(
+            pinned,
+            vec![proto::PinnedRoute {
+                src: 4,
+                dst: 2,
+                next_hops: vec![2]
+            }]
+        );
+        // 1-2 becomes 20 ms: by delay, 1 reaches 2 round the other five links (5 ms).
+        let slower = LinkChange {
+            delay_ns: Some(20_000_000),
+            ..Default::default()
+        };
+        c.handle_set_link(1, 2, &slower).unwrap();
+        let out = drain(&mut c);
+        let (r1, _) = routes_of(&out, 1).expect("node 1 gets new routes");
+        let to2 = r1.iter().find(|r| r.first <= 2 && 2 <= r.last).unwrap();
+        assert_eq!(to2.next_hops, vec![6]);
     }
 
     #[test]

@@ -116,6 +116,31 @@ pub struct GilbertElliottTable {
     pub loss_bad: String,
 }
 
+/// `[routing]`: how routes are computed. The seeds' `protocol = "shortest_path"` is the only
+/// protocol; `metric` chooses what is shortest.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingTable {
+    pub protocol: Option<String>,
+    /// `"hops"` (default) or `"delay"` (the links' configured one-way delays).
+    pub metric: Option<String>,
+}
+
+/// `[[routes]]`: `route = [1, 2, 3]` (a path) or `route = [[1, 2], [2, 4], [1, 3], [3, 4]]`
+/// (the edges of a DAG from one source to one sink), as in the seeds' system.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteEntry {
+    pub route: RouteShape,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RouteShape {
+    Path(Vec<u32>),
+    Dag(Vec<[u32; 2]>),
+}
+
 /// `[[link]]`: parameters for the link between two nodes, both directions, or one direction
 /// with `from`/`to` instead of `between`.
 #[derive(Debug, Clone, Deserialize)]
@@ -277,6 +302,8 @@ pub struct ExperimentFile {
     /// Per-link overrides.
     #[serde(rename = "link")]
     pub link_overrides: Option<Vec<LinkOverride>>,
+    pub routing: Option<RoutingTable>,
+    pub routes: Option<Vec<RouteEntry>>,
     // The seeds' keys that nextmini accepts and does not implement yet.
     pub max_server_port: Option<toml::Value>,
     pub user_space_base_addr: Option<toml::Value>,
@@ -285,8 +312,6 @@ pub struct ExperimentFile {
     pub multicast_pool_mask: Option<toml::Value>,
     pub flow_transport: Option<toml::Value>,
     pub scheduler_type: Option<toml::Value>,
-    pub routing: Option<toml::Value>,
-    pub routes: Option<toml::Value>,
     pub link_rates: Option<toml::Value>,
     pub flows: Option<toml::Value>,
     pub nodes: Option<toml::Value>,
@@ -309,6 +334,8 @@ pub struct Experiment {
     pub dataplane: bool,
     pub mtu: u16,
     pub links: controller::coordinator::LinkPlan,
+    pub metric: topology::routing::Metric,
+    pub explicit_routes: Vec<topology::routing::ExplicitRoute>,
 }
 
 pub const DEFAULT_PORT: u16 = 3000;
@@ -347,12 +374,59 @@ impl ExperimentFile {
         note(self.multicast_pool_mask.is_some(), "multicast_pool_mask");
         note(self.flow_transport.is_some(), "flow_transport");
         note(self.scheduler_type.is_some(), "scheduler_type");
-        note(self.routing.is_some(), "[routing]");
-        note(self.routes.is_some(), "[[routes]]");
         note(self.link_rates.is_some(), "[[link_rates]]");
         note(self.flows.is_some(), "[[flows]]");
         note(self.nodes.is_some(), "[[nodes]]");
         keys
+    }
+
+    fn metric(&self) -> Result<topology::routing::Metric> {
+        use topology::routing::Metric;
+        let routing = self.routing.clone().unwrap_or_default();
+        if let Some(p) = routing.protocol.as_deref()
+            && p != "shortest_path"
+        {
+            bail!("[routing] protocol = {p:?}: the only protocol is \"shortest_path\"");
+        }
+        Ok(match routing.metric.as_deref() {
+            None | Some("hops") => Metric::Hops,
+            Some("delay") => Metric::Delay,
+            Some(m) => bail!("[routing] metric = {m:?}: use \"hops\" or \"delay\""),
+        })
+    }
+
+    /// `[[routes]]`, each checked: a path or a DAG with one source and one sink, over links
+    /// of the topology.
+    fn explicit_routes(
+        &self,
+        topology: &Topology,
+    ) -> Result<Vec<topology::routing::ExplicitRoute>> {
+        use topology::routing::ExplicitRoute;
+        let links: std::collections::HashSet<(u32, u32)> =
+            topology.edges().iter().copied().collect();
+        let mut routes = Vec::new();
+        for (i, entry) in self.routes.iter().flatten().enumerate() {
+            let route = match &entry.route {
+                RouteShape::Path(nodes) => ExplicitRoute::path(nodes),
+                RouteShape::Dag(edges) => {
+                    ExplicitRoute::dag(edges.iter().map(|e| (e[0], e[1])).collect())
+                }
+            }
+            .map_err(|e| anyhow::anyhow!("[[routes]] #{}: {e}", i + 1))?;
+            if let Some((a, b)) = route
+                .edges
+                .iter()
+                .find(|&&(a, b)| !links.contains(&(a.min(b), a.max(b))))
+            {
+                bail!(
+                    "[[routes]] #{}: {a}-{b} is not a link of {}: routes follow the topology's links",
+                    i + 1,
+                    topology.label
+                );
+            }
+            routes.push(route);
+        }
+        Ok(routes)
     }
 
     /// The link plan: `[links]` defaults, then each `[[link]]` on top.
@@ -448,8 +522,12 @@ impl ExperimentFile {
         }
         let nodes = self.nodes_table.clone().unwrap_or_default();
         let links = self.link_plan(&topology)?;
+        let metric = self.metric()?;
+        let explicit_routes = self.explicit_routes(&topology)?;
         Ok(Experiment {
             links,
+            metric,
+            explicit_routes,
             dataplane: nodes.dataplane.unwrap_or(true),
             mtu: match nodes.mtu {
                 Some(m) if !(576..=9000).contains(&m) => {
@@ -674,8 +752,36 @@ port = "5432"
     #[test]
     fn unimplemented_seed_keys_are_named() {
         let f = parse("scheduler_type = \"fifo\"\n[routing]\nprotocol = \"shortest_path\"\n[topology]\nn_nodes = 3\n").unwrap();
-        assert_eq!(f.ignored_keys(), vec!["scheduler_type", "[routing]"]);
+        assert_eq!(f.ignored_keys(), vec!["scheduler_type"]);
         assert_eq!(f.resolve(None).unwrap().topology.n_links(), 0);
+    }
+
+    #[test]
+    fn routing_metric_and_explicit_routes() {
+        use topology::routing::Metric;
+        let ring = "[topology]\ntype = \"ring\"\nring_config = { n_nodes = 6 }\n";
+        let e = parse(&format!(
+            "{ring}[routing]\nprotocol = \"shortest_path\"\nmetric = \"delay\"\n[[routes]]\nroute = [1, 6, 5, 4]\n[[routes]]\nroute = [[1, 2], [2, 3], [1, 6], [6, 5], [5, 4], [3, 4]]\n"
+        ))
+        .unwrap()
+        .resolve(None)
+        .unwrap();
+        assert_eq!(e.metric, Metric::Delay);
+        assert_eq!(e.explicit_routes.len(), 2);
+        assert_eq!((e.explicit_routes[1].src, e.explicit_routes[1].dst), (1, 4));
+        let err = |extra: &str| {
+            parse(&format!("{ring}{extra}"))
+                .unwrap()
+                .resolve(None)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("[routing]\nmetric = \"bandwidth\"\n").contains("use \"hops\" or \"delay\""));
+        assert!(err("[routing]\nprotocol = \"ospf\"\n").contains("shortest_path"));
+        let e = err("[[routes]]\nroute = [1, 2]\n[[routes]]\nroute = [1, 3]\n");
+        assert!(e.contains("#2") && e.contains("1-3 is not a link"), "{e}");
+        let e = err("[[routes]]\nroute = [[1, 2], [1, 6]]\n");
+        assert!(e.contains("#1") && e.contains("multicast"), "{e}");
     }
 
     #[test]

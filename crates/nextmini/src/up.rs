@@ -582,6 +582,8 @@ pub async fn start_controller(
             dataplane: exp.dataplane,
             mtu: exp.mtu,
             links: exp.links.clone(),
+            metric: exp.metric,
+            explicit_routes: exp.explicit_routes.clone(),
         },
     );
     let (milestones_tx, milestones) = mpsc::unbounded_channel();

@@ -358,3 +358,43 @@ fn bulk_tcp_data_arrives_intact_whole_cut_and_over_tcp_links() {
     let _run = Running::up("tvg", &tcp);
     assert_eq!(bulk_transfer("tvg", 1, 4, total), total, "over TCP links");
 }
+
+#[test]
+fn routes_follow_delay_and_pinned_paths() {
+    let _turn = turn();
+    // A ring of 6 with 1 ms links, except 1-2 at 20 ms: by delay, 1 reaches 2 the long way
+    // (5 ms); 1 → 3 is pinned through 6, 5 and 4 although 1-2-3 is as short by hops.
+    let body = "[topology]\ntype = \"ring\"\nring_config = { n_nodes = 6 }\n\
+        [routing]\nmetric = \"delay\"\n[[routes]]\nroute = [1, 6, 5, 4, 3]\n\
+        [links]\ndelay = \"1ms\"\n[[link]]\nbetween = [1, 2]\ndelay = \"20ms\"\n\
+        [node_settings]\nprefix = \"tvh\"\nunderlay_base = \"172.20.148.0\"\n";
+    let run = Running::up("tvh", body);
+    let ping = run.exec(1, &["ping", "-c", "10", "-i", "0.05", "10.0.0.2"]);
+    assert!(ping.status.success(), "{}", text(&ping.stdout));
+    let rtt = avg_rtt(&text(&ping.stdout));
+    assert!((rtt - 10.0).abs() <= 0.5, "{rtt} ms: not the 5-link way");
+    let trace = |from: u32, to: &str| {
+        hops(
+            &run.exec(from, &["traceroute", "-n", "-q", "1", "-w", "2", to])
+                .stdout,
+        )
+    };
+    assert_eq!(
+        trace(1, "10.0.0.3"),
+        ["10.0.0.6", "10.0.0.5", "10.0.0.4", "10.0.0.3"]
+    );
+    // The pin is for traffic from 1 only: 6 → 3 is still its own shortest way.
+    assert_eq!(trace(6, "10.0.0.3"), ["10.0.0.5", "10.0.0.4", "10.0.0.3"]);
+    // A faster 1-2 brings the direct way back.
+    let set = nextmini(&[
+        "link",
+        "set",
+        "1-2",
+        "--delay",
+        "1ms",
+        "--state-dir",
+        run.state(),
+    ]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    assert_eq!(trace(1, "10.0.0.2"), ["10.0.0.2"]);
+}

@@ -122,6 +122,14 @@ pub struct Route {
     pub next_hops: Vec<u32>,
 }
 
+/// Traffic from `src` to `dst` leaves through `next_hops` (a route pinned by the user).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedRoute {
+    pub src: u32,
+    pub dst: u32,
+    pub next_hops: Vec<u32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NodeToController {
     Hello {
@@ -160,6 +168,9 @@ pub enum ControllerToNode {
     /// The node's whole forwarding table, replacing the previous one.
     Routes {
         routes: Vec<Route>,
+        /// Source-specific routes, looked up before `routes`.
+        #[serde(default)]
+        pinned: Vec<PinnedRoute>,
     },
     /// New parameters for the direction from this node to `peer`, applied at once.
     SetLink {
