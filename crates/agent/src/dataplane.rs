@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use proto::LinkSpec;
@@ -59,6 +59,8 @@ pub struct Dataplane {
     egress: RwLock<HashMap<u32, mpsc::Sender<Frame>>>,
     /// Parameter changes for each link's emulator.
     emulators: RwLock<HashMap<u32, mpsc::UnboundedSender<LinkSpec>>>,
+    /// Each link's counters, kept current by its emulator.
+    counters: RwLock<HashMap<u32, Arc<Mutex<proto::LinkCounters>>>>,
     pacer: Pacer,
 }
 
@@ -128,6 +130,7 @@ impl Dataplane {
             routes: RwLock::new(RouteTable::default()),
             egress: RwLock::new(HashMap::new()),
             emulators: RwLock::new(HashMap::new()),
+            counters: RwLock::new(HashMap::new()),
             pacer,
         })
     }
@@ -197,12 +200,21 @@ impl Dataplane {
             .expect("no panics hold it")
             .insert(peer, to_emulator);
         let link = linkem::Link::new(link_params(&spec), seed);
+        let counters = Arc::new(Mutex::new(proto::LinkCounters {
+            peer,
+            ..Default::default()
+        }));
+        self.counters
+            .write()
+            .expect("no panics hold it")
+            .insert(peer, counters.clone());
         let out = tokio::spawn(emulate(
             link,
             from_forwarder,
             params_rx,
             io.tx,
             self.pacer.clone(),
+            counters,
         ));
         let dp = self.clone();
         let mut rx = io.rx;
@@ -230,6 +242,19 @@ impl Dataplane {
         if let Some(tx) = self.emulators.read().expect("no panics hold it").get(&peer) {
             let _ = tx.send(spec);
         }
+    }
+
+    /// Every link's counters, by peer.
+    pub fn link_counters(&self) -> Vec<proto::LinkCounters> {
+        let mut all: Vec<_> = self
+            .counters
+            .read()
+            .expect("no panics hold it")
+            .values()
+            .map(|c| *c.lock().expect("no panics hold it"))
+            .collect();
+        all.sort_by_key(|c| c.peer);
+        all
     }
 
     pub fn detach(&self, peer: u32) {
@@ -395,7 +420,9 @@ async fn emulate(
     mut params: mpsc::UnboundedReceiver<LinkSpec>,
     to_peer: mpsc::Sender<Frame>,
     pacer: Pacer,
+    counters: Arc<Mutex<proto::LinkCounters>>,
 ) {
+    let peer = counters.lock().expect("no panics hold it").peer;
     // One pending wake-up for the current deadline, kept while the deadline stays: arrivals
     // that don't change it register nothing new with the pacer.
     let mut timer: Option<(Instant, Wake)> = None;
@@ -439,5 +466,20 @@ async fn emulate(
                 return;
             }
         }
+        // What `nextmini link show` reports: kept current here, read about once a second.
+        let c = link.counters();
+        let queue = link.queue_depth(Instant::now()) as u64;
+        *counters.lock().expect("no panics hold it") = proto::LinkCounters {
+            peer,
+            arrived_packets: c.arrived_packets,
+            arrived_bytes: c.arrived_bytes,
+            delivered_packets: c.delivered_packets,
+            delivered_bytes: c.delivered_bytes,
+            dropped_down: c.dropped_down,
+            dropped_loss: c.dropped_loss,
+            dropped_queue: c.dropped_queue,
+            dropped_red: c.dropped_red,
+            queue_packets: queue,
+        };
     }
 }

@@ -150,9 +150,21 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
     let mut welcomed = false;
     let mut ready_sent = false;
     let mut accept_task = None;
+    let mut stats_tick = tokio::time::interval(STATS_EVERY);
+    stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stats_sent: Vec<proto::LinkCounters> = Vec::new();
 
     loop {
         tokio::select! {
+            _ = stats_tick.tick(), if dataplane.is_some() => {
+                let now = dataplane.as_ref().map(|dp| dp.link_counters()).unwrap_or_default();
+                if now != stats_sent {
+                    sink.send(send(NodeToController::LinkStats { links: now.clone() }))
+                        .await
+                        .map_err(|e| control_err(&e))?;
+                    stats_sent = now;
+                }
+            }
             msg = incoming.next() => {
                 let msg = match msg {
                     Some(Ok(Message::Binary(bytes))) => proto::decode::<ControllerToNode>(&bytes)
@@ -366,6 +378,9 @@ fn tcp_link(
         rx: in_rx,
     }
 }
+
+/// How often a node reports its link counters (when they changed).
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The largest frame a link carries: a TUN device's largest read (header and 64 KB segment).
 const MAX_FRAME: usize = crate::frame::HEADER + 65535;

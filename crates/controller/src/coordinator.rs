@@ -173,6 +173,8 @@ pub struct Coordinator {
     topology: Topology,
     /// Every node's forwarding table, when there is a dataplane.
     router: Option<topology::routing::Router>,
+    /// Latest counters per link direction (from, to).
+    counters: std::collections::HashMap<(u32, u32), proto::LinkCounters>,
     adjacency: Vec<Vec<u32>>,
     settings: Settings,
     agents: BTreeMap<AgentId, AgentSlot>,
@@ -203,6 +205,7 @@ impl Coordinator {
         });
         Coordinator {
             router,
+            counters: Default::default(),
             adjacency: topology.adjacency(),
             link_ends: vec![0; topology.n_links()],
             topology,
@@ -712,8 +715,28 @@ impl Coordinator {
         Ok(spec)
     }
 
-    /// Every link with whether it is up.
+    /// A node's latest link counters, one entry per link direction it sends on.
+    pub fn handle_link_stats(&mut self, node: u32, links: Vec<proto::LinkCounters>) {
+        for c in links {
+            if self.edge_index(node, c.peer).is_some() {
+                self.counters.insert((node, c.peer), c);
+            }
+        }
+    }
+
+    /// Every link: whether it is up, and each direction's parameters and counters.
     pub fn link_rows(&self) -> Vec<LinkRow> {
+        let direction = |from: u32, to: u32| DirectionRow {
+            spec: self.settings.links.spec(from, to),
+            counters: self
+                .counters
+                .get(&(from, to))
+                .copied()
+                .unwrap_or(proto::LinkCounters {
+                    peer: to,
+                    ..Default::default()
+                }),
+        };
         self.topology
             .edges()
             .iter()
@@ -722,6 +745,8 @@ impl Coordinator {
                 a,
                 b,
                 up: ends == 3,
+                a_to_b: direction(a, b),
+                b_to_a: direction(b, a),
             })
             .collect()
     }
@@ -764,11 +789,21 @@ pub struct NodeRow {
     pub state: &'static str,
 }
 
-#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct LinkRow {
     pub a: u32,
     pub b: u32,
+    /// Both ends report the link's connection up.
     pub up: bool,
+    pub a_to_b: DirectionRow,
+    pub b_to_a: DirectionRow,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct DirectionRow {
+    pub spec: LinkSpec,
+    /// As last reported by the sending node (zero before its first report).
+    pub counters: proto::LinkCounters,
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! GET  /node        WebSocket, a node's session (from inside the node's namespace)
 //! GET  /api/status  phase and counts
 //! GET  /api/nodes   every node and its state
-//! GET  /api/links   every link and whether it is up
+//! GET  /api/links   every link: up or not, each direction's parameters and counters
 //! POST /api/links/{a}/{b}  change a link (JSON LinkChange), both directions
 //! POST /api/down    tear the run down
 //! ```
@@ -194,6 +194,7 @@ async fn run_coordinator(
                 NodeToController::LinkUp { peer } => c.handle_link_up(id, peer),
                 NodeToController::LinkDown { peer } => c.handle_link_down(id, peer),
                 NodeToController::Ready => c.handle_node_ready(now, id),
+                NodeToController::LinkStats { links } => c.handle_link_stats(id, links),
                 NodeToController::Failed { reason } => c.handle_node_failed(now, id, reason),
                 NodeToController::Hello { .. } => {
                     tracing::warn!("node {id} said hello twice");

@@ -19,7 +19,7 @@
 
 mod units;
 
-pub use units::{UnitError, parse_duration, parse_percent, parse_rate};
+pub use units::{UnitError, format_rate, parse_duration, parse_percent, parse_rate};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};

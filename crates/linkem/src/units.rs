@@ -49,6 +49,19 @@ pub fn parse_rate(s: &str) -> Result<u64, UnitError> {
 }
 
 /// A duration: `5ms`, `1.5ms`, `250us`, `2s`, `0`.
+/// A rate in bits/s the way tc writes it: `100mbit`, `1.5gbit`, `64kbit`, `300bit`.
+pub fn format_rate(bps: u64) -> String {
+    for (unit, scale) in [("gbit", 1e9), ("mbit", 1e6), ("kbit", 1e3)] {
+        if bps as f64 >= scale {
+            let v = bps as f64 / scale;
+            let text = format!("{v:.3}");
+            let text = text.trim_end_matches('0').trim_end_matches('.');
+            return format!("{text}{unit}");
+        }
+    }
+    format!("{bps}bit")
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     let err = || UnitError {
         value: s.to_owned(),
@@ -92,6 +105,13 @@ pub fn parse_percent(s: &str) -> Result<f64, UnitError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_are_written_back_as_they_would_be_parsed() {
+        for r in ["100mbit", "1.5gbit", "64kbit", "300bit", "2.048mbit"] {
+            assert_eq!(format_rate(parse_rate(r).unwrap()), r);
+        }
+    }
 
     #[test]
     fn rates() {

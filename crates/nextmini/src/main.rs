@@ -77,6 +77,8 @@ enum Command {
 enum LinkCommand {
     /// Set a link's rate, delay, jitter, loss, queue, or take it down or up.
     Set(ops::LinkSetArgs),
+    /// Each direction's parameters and counters (packets sent, drops by cause, queue).
+    Show(ops::LinkShowArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Some(Command::Link(LinkCommand::Set(args))) => ops::link_set(&args),
+        Some(Command::Link(LinkCommand::Show(args))) => ops::link_show(&args),
         Some(Command::Controller(args)) => ops::controller(args),
         Some(Command::Agent(args)) => ops::agent(args),
         Some(Command::Plumb(args)) => plumb::run(args),

@@ -59,18 +59,78 @@ pub struct LinkSetArgs {
     pub state_dir: PathBuf,
 }
 
+fn parse_link(link: &str) -> Result<(u32, u32)> {
+    link.split_once('-')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .with_context(|| format!("{link:?} is not a link: write it as two node ids, e.g. 1-2"))
+}
+
+#[derive(Args, Debug)]
+pub struct LinkShowArgs {
+    /// Only these links: 1-2, or a node id for every link of that node.
+    pub links: Vec<String>,
+    #[arg(long, default_value = crate::up::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+/// Each direction of the running experiment's links: parameters and counters.
+pub fn link_show(args: &LinkShowArgs) -> Result<()> {
+    let mut wanted_links = Vec::new();
+    let mut wanted_nodes = Vec::new();
+    for l in &args.links {
+        match l.parse::<u32>() {
+            Ok(node) => wanted_nodes.push(node),
+            Err(_) => {
+                let (a, b) = parse_link(l)?;
+                wanted_links.push((a.min(b), a.max(b)));
+            }
+        }
+    }
+    let run = RunFile::load(&args.state_dir)?;
+    let rows: Vec<controller::coordinator::LinkRow> =
+        serde_json::from_str(&http(&run, "GET", "/api/links")?)?;
+    println!(
+        "| link | up | rate | delay | loss | sent | sent bytes | dropped (down/loss/queue/red) | queue |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut shown = 0;
+    for r in rows {
+        let selected = (wanted_links.is_empty() && wanted_nodes.is_empty())
+            || wanted_links.contains(&(r.a, r.b))
+            || wanted_nodes.contains(&r.a)
+            || wanted_nodes.contains(&r.b);
+        if !selected {
+            continue;
+        }
+        for (from, to, d) in [(r.a, r.b, &r.a_to_b), (r.b, r.a, &r.b_to_a)] {
+            let (s, c) = (&d.spec, &d.counters);
+            println!(
+                "| {from}→{to} | {} | {} | {:?} | {}% | {} | {} | {}/{}/{}/{} | {} |",
+                if r.up && s.up { "up" } else { "down" },
+                s.rate_bps
+                    .map_or_else(|| "unshaped".to_owned(), linkem::format_rate),
+                std::time::Duration::from_nanos(s.delay_ns),
+                s.loss * 100.0,
+                c.delivered_packets,
+                c.delivered_bytes,
+                c.dropped_down,
+                c.dropped_loss,
+                c.dropped_queue,
+                c.dropped_red,
+                c.queue_packets,
+            );
+        }
+        shown += 1;
+    }
+    if shown == 0 && !args.links.is_empty() {
+        bail!("no such link in the experiment: {}", args.links.join(" "));
+    }
+    Ok(())
+}
+
 /// Changes a link of the running experiment, both directions, while traffic flows.
 pub fn link_set(args: &LinkSetArgs) -> Result<()> {
-    let (a, b) = args
-        .link
-        .split_once('-')
-        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
-        .with_context(|| {
-            format!(
-                "{:?} is not a link: write it as two node ids, e.g. 1-2",
-                args.link
-            )
-        })?;
+    let (a, b) = parse_link(&args.link)?;
     let nanos = |d: &Option<String>| -> Result<Option<u64>> {
         d.as_deref()
             .map(|d| linkem::parse_duration(d).map(|d| d.as_nanos() as u64))
@@ -110,7 +170,7 @@ pub fn link_set(args: &LinkSetArgs) -> Result<()> {
     println!(
         "link {a}-{b}: rate {}, delay {:?}, jitter {:?}, loss {}%, queue {}, {}",
         spec.rate_bps
-            .map_or_else(|| "unshaped".to_owned(), |r| format!("{r} bit/s")),
+            .map_or_else(|| "unshaped".to_owned(), linkem::format_rate),
         std::time::Duration::from_nanos(spec.delay_ns),
         std::time::Duration::from_nanos(spec.jitter_ns),
         spec.loss * 100.0,

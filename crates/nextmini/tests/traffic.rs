@@ -132,6 +132,38 @@ fn loss_on_a_link_shows_in_ping() {
     let loss = loss_percent(&text(&ping.stdout));
     // Binomial with n = 600, p = 5 %: σ ≈ 0.9 points; four σ either side.
     assert!((1.4..=8.6).contains(&loss), "loss {loss} %");
+    // The link's counters account for every echo request: delivered or dropped by loss.
+    // Nodes report about once a second.
+    let lost_requests = (600.0 * loss / 100.0).round() as u64;
+    let mut row = Vec::new();
+    let mut accounted = false;
+    for _ in 0..50 {
+        let show = nextmini(&["link", "show", "1-2", "--state-dir", run.state()]);
+        assert!(show.status.success(), "{}", text(&show.stderr));
+        row = text(&show.stdout)
+            .lines()
+            .find(|l| l.starts_with("| 1→2 |"))
+            .expect("a row for 1→2")
+            .split('|')
+            .map(|c| c.trim().to_owned())
+            .collect();
+        // | link | up | rate | delay | loss | sent | sent bytes | dropped d/l/q/r | queue |
+        let sent: u64 = row[6].parse().unwrap();
+        let dropped: Vec<u64> = row[8].split('/').map(|x| x.parse().unwrap()).collect();
+        if sent + dropped[1] >= 600 {
+            assert_eq!(dropped[1], lost_requests, "{row:?}");
+            assert_eq!(sent, 600 - lost_requests, "{row:?}");
+            assert_eq!((dropped[0], dropped[2], dropped[3]), (0, 0, 0));
+            accounted = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        accounted,
+        "the counters never reached 600 requests: {row:?}"
+    );
+    assert_eq!(row[5], "5%", "{row:?}");
     // The other direction is clean, and unreachable overlay addresses fail cleanly.
     let back = run.exec(2, &["ping", "-c", "20", "-i", "0.01", "-q", "10.0.0.1"]);
     assert!(loss_percent(&text(&back.stdout)) <= 30.0);

@@ -122,6 +122,24 @@ pub struct Route {
     pub next_hops: Vec<u32>,
 }
 
+/// Counters of one link direction, from this node to `peer`, since the link came up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkCounters {
+    pub peer: u32,
+    /// Packets offered to the link (a TSO segment counts as the packets it stands for once
+    /// the link cuts it; a link that only delays counts it as one).
+    pub arrived_packets: u64,
+    pub arrived_bytes: u64,
+    pub delivered_packets: u64,
+    pub delivered_bytes: u64,
+    pub dropped_down: u64,
+    pub dropped_loss: u64,
+    pub dropped_queue: u64,
+    pub dropped_red: u64,
+    /// Packets waiting for the transmitter when the counters were taken.
+    pub queue_packets: u64,
+}
+
 /// Traffic from `src` to `dst` leaves through `next_hops` (a route pinned by the user).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PinnedRoute {
@@ -147,6 +165,10 @@ pub enum NodeToController {
     },
     /// Every link of the node is up.
     Ready,
+    /// The node's link counters, sent about once a second while they change.
+    LinkStats {
+        links: Vec<LinkCounters>,
+    },
     /// The node gave up; the run goes on without it.
     Failed {
         reason: String,
