@@ -25,6 +25,108 @@ pub enum BenchCommand {
     Netns(NetnsArgs),
     /// `nextmini up` of a preset at several sizes: the seeds' wiring table.
     Wiring(WiringArgs),
+    /// The scheduler alone: placement time, balance and links cut, for nodes × hosts.
+    Schedule(ScheduleArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ScheduleArgs {
+    /// Topology of the experiment, in the short form (ring,10000; fat_tree,16; torus,2,100).
+    #[arg(long, default_value = "ring,10000")]
+    pub topo: Vec<String>,
+    /// Host counts to place on.
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    pub hosts: Vec<usize>,
+    /// Repetitions per case; the table shows the fastest and the median.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+}
+
+/// Places each topology on each host count (hosts of 8 CPUs, a tenth of them already half
+/// loaded by another experiment, every twentieth node pinned or coscheduled) and prints how
+/// long it took and how good the plan is.
+fn schedule_bench(args: ScheduleArgs) -> Result<()> {
+    println!(
+        "nextmini bench schedule: {} cores, kernel {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!();
+    println!(
+        "| topology | nodes | links | hosts | constrained nodes | fastest | median | nodes per host (min-max) | links across hosts |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---|---:|");
+    for topo in &args.topo {
+        let spec = topology::TopologySpec::from_short(topo)?;
+        let t = spec.build(None)?;
+        let edges = t.edges().to_vec();
+        let degree = {
+            let mut d = vec![0u32; t.n_nodes() as usize];
+            for &(a, b) in &edges {
+                d[a as usize - 1] += 1;
+                d[b as usize - 1] += 1;
+            }
+            d
+        };
+        for &h in &args.hosts {
+            let hosts: Vec<scheduler::Host> = (1..=h)
+                .map(|i| scheduler::Host {
+                    name: format!("kn{i:03}"),
+                    cpus: 8,
+                    mem_mib: 65_536,
+                    committed: scheduler::Commit {
+                        cpu: if i % 10 == 0 { 4.0 } else { 0.0 },
+                        ..Default::default()
+                    },
+                })
+                .collect();
+            let nodes: Vec<scheduler::NodeReq> = (1..=t.n_nodes())
+                .map(|id| {
+                    let mut n = scheduler::NodeReq::new(id, degree[id as usize - 1]);
+                    if id % 40 == 0 {
+                        n.schedule = Some(hosts[(id as usize / 40) % h].name.clone());
+                    } else if id % 40 == 20 {
+                        n.coschedule = Some(t.n_nodes() / h as u32 * 2);
+                    }
+                    n
+                })
+                .collect();
+            let constrained = nodes
+                .iter()
+                .filter(|n| n.schedule.is_some() || n.coschedule.is_some())
+                .count();
+            let problem = scheduler::Problem {
+                hosts: &hosts,
+                nodes: &nodes,
+                edges: &edges,
+                metric: scheduler::LoadMetric::CpuCommit,
+            };
+            let mut times = Vec::new();
+            let mut plan = None;
+            for _ in 0..args.repeat.max(1) {
+                let start = Instant::now();
+                plan = Some(scheduler::schedule(&problem)?);
+                times.push(start.elapsed());
+            }
+            times.sort();
+            let plan = plan.expect("ran at least once");
+            let shares = plan.shares(&problem);
+            let min = shares.iter().map(|s| s.nodes).min().unwrap_or(0);
+            let max = shares.iter().map(|s| s.nodes).max().unwrap_or(0);
+            println!(
+                "| {} | {} | {} | {h} | {constrained} | {:.1} ms | {:.1} ms | {min}-{max} | {} |",
+                t.label,
+                t.n_nodes(),
+                edges.len(),
+                times[0].as_secs_f64() * 1e3,
+                times[times.len() / 2].as_secs_f64() * 1e3,
+                plan.cut_links(&edges),
+            );
+        }
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -103,6 +205,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Netns(args) => netns(args),
         BenchCommand::Wiring(args) => wiring(args),
+        BenchCommand::Schedule(args) => schedule_bench(args),
     }
 }
 
