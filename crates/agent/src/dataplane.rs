@@ -35,7 +35,7 @@ const HANDOFF: Duration = Duration::from_micros(60);
 
 /// Aborts a task when dropped: a node's tasks end with the node (they hold its TUN device,
 /// which keeps its namespace alive).
-pub struct AbortOnDrop(tokio::task::AbortHandle);
+pub struct AbortOnDrop(pub tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {

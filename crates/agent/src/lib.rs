@@ -10,6 +10,7 @@ mod frame;
 mod hub;
 mod node;
 mod pacer;
+mod relay;
 mod sockets;
 mod wire;
 
@@ -59,6 +60,11 @@ pub enum AgentError {
     Tuning(#[from] hostnet::tuning::TuningError),
     #[error("agent: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot relay node sessions to the controller from {addr}: {source}")]
+    Relay {
+        addr: std::net::SocketAddrV4,
+        source: std::io::Error,
+    },
 }
 
 /// How the agent's run ended.
@@ -128,6 +134,20 @@ pub async fn run(
             _ => return Err(AgentError::Closed),
         }
     };
+    // Nodes dial their gateway; if the controller is not listening there, relay for it.
+    let mut _relays = Vec::new();
+    for b in plan.bridges() {
+        match relay::start(b.addr, node_port, cfg.controller) {
+            Ok(Some(task)) => _relays.push(dataplane::AbortOnDrop(task.abort_handle())),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(AgentError::Relay {
+                    addr: std::net::SocketAddrV4::new(b.addr, node_port),
+                    source: e,
+                });
+            }
+        }
+    }
 
     // Plumbing, on blocking threads; progress flows back as messages. With mounts, each node
     // starts as soon as it exists (its bridge is already up), so wiring overlaps plumbing.

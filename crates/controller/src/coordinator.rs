@@ -595,6 +595,8 @@ impl Coordinator {
         for &peer in &self.adjacency[node as usize - 1].clone() {
             self.handle_link_down(node, peer);
             self.handle_link_down(peer, node);
+            // Traffic goes round a failed node where another way exists.
+            self.update_routes(node, peer);
             if self.slot(peer).is_some_and(|s| s.connected && !s.failed) {
                 self.out.push_back(Output::Node(
                     peer,
@@ -697,22 +699,38 @@ impl Coordinator {
             }
         }
         let spec = self.settings.links.spec(a, b);
-        let back = self.settings.links.spec(b, a);
-        if let Some(router) = &mut self.router {
-            // Routes change when the link comes or goes, or, by delay, when its delay does.
-            let weights_matter = spec.up != was_up || router.metric() == Metric::Delay;
-            if weights_matter {
-                let changed = router.set_link(a, b, link_weight(&spec), link_weight(&back));
-                for id in changed {
-                    let message = to_routes(&router.tables()[id as usize - 1]);
-                    if self.nodes[id as usize - 1].connected && !self.nodes[id as usize - 1].failed
-                    {
-                        self.out.push_back(Output::Node(id, message));
-                    }
-                }
-            }
+        // Routes change when the link comes or goes, or, by delay, when its delay does.
+        if let Some(router) = &self.router
+            && (spec.up != was_up || router.metric() == Metric::Delay)
+        {
+            self.update_routes(a, b);
         }
         Ok(spec)
+    }
+
+    /// The routing weight of the direction a→b: its delay, or None when the link is down or
+    /// either end has failed.
+    fn route_weight(&self, a: u32, b: u32) -> Option<u64> {
+        let failed = |n| self.slot(n).is_some_and(|s| s.failed);
+        if failed(a) || failed(b) {
+            return None;
+        }
+        link_weight(&self.settings.links.spec(a, b))
+    }
+
+    /// Tells the router about link a–b as it is now and sends the tables that changed.
+    fn update_routes(&mut self, a: u32, b: u32) {
+        let (ab, ba) = (self.route_weight(a, b), self.route_weight(b, a));
+        let Some(router) = &mut self.router else {
+            return;
+        };
+        for id in router.set_link(a, b, ab, ba) {
+            let s = &self.nodes[id as usize - 1];
+            if s.connected && !s.failed {
+                let message = to_routes(&router.tables()[id as usize - 1]);
+                self.out.push_back(Output::Node(id, message));
+            }
+        }
     }
 
     /// A node's latest link counters, one entry per link direction it sends on.
@@ -1130,6 +1148,40 @@ mod tests {
         let (r1, _) = routes_of(&out, 1).expect("node 1 gets new routes");
         let to2 = r1.iter().find(|r| r.first <= 2 && 2 <= r.last).unwrap();
         assert_eq!(to2.next_hops, vec![6]);
+    }
+
+    #[test]
+    fn traffic_goes_round_a_failed_node() {
+        let t0 = Instant::now();
+        let mut settings = coordinator(6, false).settings;
+        settings.dataplane = true;
+        let mut c = Coordinator::new(Preset::Ring { n: 6 }.build().unwrap(), settings);
+        register(&mut c, 1, 6, 0).unwrap();
+        for id in 1..=6 {
+            c.handle_node_hello(t0, &hello(id)).unwrap();
+        }
+        drain(&mut c);
+        c.handle_node_gone(t0, 2);
+        let out = drain(&mut c);
+        // The latest table node 1 was sent.
+        let routes = to_node(&out, 1)
+            .into_iter()
+            .filter_map(|m| match m {
+                ControllerToNode::Routes { routes, .. } => Some(routes),
+                _ => None,
+            })
+            .next_back()
+            .expect("node 1 gets new routes");
+        let to3 = routes.iter().find(|r| r.first <= 3 && 3 <= r.last).unwrap();
+        assert_eq!(to3.next_hops, vec![6]);
+        assert!(
+            !routes.iter().any(|r| r.first <= 2 && 2 <= r.last),
+            "no route to the failed node"
+        );
+        assert!(
+            to_node(&out, 2).is_empty(),
+            "nothing is sent to the failed node"
+        );
     }
 
     #[test]

@@ -120,7 +120,12 @@ pub fn sweep(prefix: &Prefix, netns_dir: &Path) -> io::Result<CleanupReport> {
     delete_veths(prefix, &delete)?;
     report.veths_deleted = deleted_now + delete.len();
 
-    let bridges = monitor.present(|n| matches!(prefix.classify(n), Some(Owned::Bridge(_))))?;
+    let bridges = monitor.present(|n| {
+        matches!(
+            prefix.classify(n),
+            Some(Owned::Bridge(_) | Owned::Tunnel(_))
+        )
+    })?;
     let mut host: Rtnl<()> = Rtnl::open()?;
     for index in bridges.values() {
         host.queue(msg::del_link(*index), Mode::Delete, ())?;
@@ -277,6 +282,7 @@ pub fn find(prefix: &Prefix, netns_dir: &Path) -> io::Result<Vec<String>> {
         match ours(name) {
             Some(Owned::Veth(_)) => found.push(format!("veth {name}")),
             Some(Owned::Bridge(_)) => found.push(format!("bridge {name}")),
+            Some(Owned::Tunnel(_)) => found.push(format!("tunnel {name}")),
             _ => {}
         }
     }

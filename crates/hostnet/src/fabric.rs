@@ -50,7 +50,29 @@ pub struct FabricSpec {
     /// Keep each namespace's fd open. When namespaces are mounted, `false` closes the fds
     /// after plumbing and reaches nodes through their mounts: one fd less per node.
     pub keep_fds: bool,
+    /// Join each bridge to the same bridge on the experiment's other hosts.
+    pub tunnel: Option<TunnelSpec>,
 }
+
+/// A full mesh of VXLAN tunnels: each shard's bridge gets a port `<prefix>vx<shard>` with VNI
+/// `vni + shard` that floods unknown destinations to every peer and learns where MACs live.
+/// The VNI keeps experiments apart on shared hosts; the bridges of one experiment become one
+/// L2 segment, which is why underlay addresses come from node ids, not per-host indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelSpec {
+    pub vni: u32,
+    /// This host's address on the network between hosts.
+    pub local: Ipv4Addr,
+    /// The other hosts' addresses.
+    pub peers: Vec<Ipv4Addr>,
+    /// UDP port (4789 is VXLAN's).
+    pub port: u16,
+}
+
+/// MTU of the tunnel ports: the nodes' 1,500 bytes, so the bridge keeps its MTU. Between hosts
+/// the encapsulated frames are 50 bytes longer; a network with a 1,500-byte MTU fragments them
+/// (correct, slower); give it 1,550 or more.
+const TUNNEL_MTU: u32 = 1500;
 
 impl FabricSpec {
     pub fn new(plan: UnderlayPlan) -> Self {
@@ -61,6 +83,7 @@ impl FabricSpec {
             ipv6: false,
             early_bridges: false,
             keep_fds: true,
+            tunnel: None,
         }
     }
 }
@@ -82,6 +105,8 @@ pub enum Step {
     BridgeAddress,
     BridgeForwarding,
     BridgeUp,
+    CreateTunnel,
+    TunnelPeer,
 }
 
 impl fmt::Display for Step {
@@ -101,6 +126,8 @@ impl fmt::Display for Step {
             Step::BridgeAddress => "adding the bridge address",
             Step::BridgeForwarding => "enabling forwarding between shards",
             Step::BridgeUp => "bringing the bridge up",
+            Step::CreateTunnel => "creating the VXLAN tunnel port",
+            Step::TunnelPeer => "adding a peer host to the tunnel's flood list",
         })
     }
 }
@@ -213,6 +240,8 @@ pub fn link_group(prefix: &Prefix) -> u32 {
 pub struct Fabric {
     plan: UnderlayPlan,
     bridges: Vec<Bridge>,
+    /// Interface indexes of the tunnel ports.
+    tunnels: Vec<u32>,
     nodes: Vec<Node>,
     torn_down: bool,
 }
@@ -236,11 +265,15 @@ impl Fabric {
         let mut fabric = Fabric {
             plan: plan.clone(),
             bridges: Vec::new(),
+            tunnels: Vec::new(),
             nodes: Vec::new(),
             torn_down: false,
         };
         let started = Instant::now();
         fabric.create_bridges()?;
+        if let Some(tunnel) = &spec.tunnel {
+            fabric.create_tunnels(tunnel)?;
+        }
         if spec.early_bridges {
             fabric.raise_bridges()?;
         }
@@ -294,6 +327,56 @@ impl Fabric {
                 std::fs::write(key, "1").map_err(|e| fail(Step::BridgeForwarding, e))?;
             }
         }
+        Ok(())
+    }
+
+    fn create_tunnels(&mut self, t: &TunnelSpec) -> Result<(), CreateError> {
+        let prefix = self.plan.prefix().clone();
+        let mut host: Rtnl<Step> = Rtnl::open().map_err(|source| CreateError::Socket { source })?;
+        for b in &self.bridges {
+            let name = prefix.tunnel_name(b.plan.shard);
+            let fail = |step, source| CreateError::Bridge {
+                name: name.clone(),
+                step,
+                prefix: prefix.to_string(),
+                source,
+            };
+            host.request(
+                msg::new_vxlan(
+                    &name,
+                    t.vni + b.plan.shard,
+                    t.local,
+                    t.port,
+                    b.index,
+                    TUNNEL_MTU,
+                ),
+                Mode::Create,
+                Step::CreateTunnel,
+            )
+            .map_err(|r| fail(r.tag, r.error))?;
+            let index = nix::net::if_::if_nametoindex(name.as_str())
+                .map_err(|e| fail(Step::CreateTunnel, e.into()))?;
+            self.tunnels.push(index);
+            // No IPv6 link-local chatter from the tunnel port to every other host.
+            host.queue(
+                msg::no_ipv6_addresses(index, None),
+                Mode::Change,
+                Step::CreateTunnel,
+            )
+            .map_err(|e| fail(Step::CreateTunnel, e))?;
+            for peer in &t.peers {
+                host.queue(msg::flood_to(index, *peer), Mode::Append, Step::TunnelPeer)
+                    .map_err(|e| fail(Step::TunnelPeer, e))?;
+            }
+            host.wait().map_err(|r| fail(r.tag, r.error))?;
+        }
+        tracing::info!(
+            tunnels = self.tunnels.len(),
+            peers = t.peers.len(),
+            vni = t.vni,
+            "joined this host's bridges to {} other hosts",
+            t.peers.len()
+        );
         Ok(())
     }
 
@@ -415,6 +498,7 @@ impl Fabric {
             self.plan.prefix(),
             std::mem::take(&mut self.nodes),
             std::mem::take(&mut self.bridges),
+            std::mem::take(&mut self.tunnels),
         )
     }
 }
@@ -426,7 +510,8 @@ impl Drop for Fabric {
         }
         let nodes = std::mem::take(&mut self.nodes);
         let bridges = std::mem::take(&mut self.bridges);
-        if let Err(e) = teardown_parts(self.plan.prefix(), nodes, bridges) {
+        let tunnels = std::mem::take(&mut self.tunnels);
+        if let Err(e) = teardown_parts(self.plan.prefix(), nodes, bridges, tunnels) {
             tracing::error!("{e}");
         }
     }
@@ -566,6 +651,7 @@ fn teardown_parts(
     prefix: &Prefix,
     nodes: Vec<Node>,
     bridges: Vec<Bridge>,
+    tunnels: Vec<u32>,
 ) -> Result<TeardownStats, TeardownError> {
     let started = Instant::now();
     let node_count = nodes.len();
@@ -624,8 +710,8 @@ fn teardown_parts(
         }
         let _ = host.wait(); // one may have gone meanwhile
     }
-    for b in &bridges {
-        host.queue(msg::del_link(b.index), Mode::Delete, ())?;
+    for index in bridges.iter().map(|b| b.index).chain(tunnels) {
+        host.queue(msg::del_link(index), Mode::Delete, ())?;
     }
     if let Err(r) = host.wait()
         && r.error.raw_os_error() != Some(libc::ENODEV)

@@ -16,6 +16,6 @@ pub mod procfs;
 pub mod rtnl;
 pub mod tuning;
 
-pub use fabric::{CreateError, Fabric, FabricSpec, Node, Step, TeardownStats};
+pub use fabric::{CreateError, Fabric, FabricSpec, Node, Step, TeardownStats, TunnelSpec};
 pub use netns::NetNs;
 pub use plan::{NodePlan, Prefix, UnderlayPlan};

@@ -5,7 +5,7 @@ use std::os::fd::RawFd;
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoVeth,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoVeth, InfoVxlan,
     LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
@@ -175,6 +175,53 @@ pub fn new_permanent_neighbour(index: u32, addr: Ipv4Addr, mac: [u8; 6]) -> Rout
         )));
     m.attributes
         .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    RouteNetlinkMessage::NewNeighbour(m)
+}
+
+/// `ip link add <name> mtu <mtu> master <bridge> up type vxlan id <vni> local <local> dstport
+/// <port> nolearning`: a tunnel port of a bridge. Remote MACs are learnt from frames that
+/// arrive; unknown ones are flooded to every peer (see [`flood_to`]).
+pub fn new_vxlan(
+    name: &str,
+    vni: u32,
+    local: Ipv4Addr,
+    port: u16,
+    bridge_index: u32,
+    mtu: u32,
+) -> RouteNetlinkMessage {
+    let mut m = link(0);
+    m.header.flags = LinkFlags::Up;
+    m.header.change_mask = LinkFlags::Up;
+    m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+    m.attributes.push(LinkAttribute::Mtu(mtu));
+    m.attributes.push(LinkAttribute::Controller(bridge_index));
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Vxlan),
+        LinkInfo::Data(InfoData::Vxlan(vec![
+            InfoVxlan::Id(vni),
+            InfoVxlan::Local(local),
+            InfoVxlan::Port(port),
+            InfoVxlan::Learning(true),
+            InfoVxlan::Ttl(64),
+        ])),
+    ]));
+    RouteNetlinkMessage::NewLink(m)
+}
+
+/// `bridge fdb append 00:00:00:00:00:00 dev <index> dst <peer> self permanent`: frames for
+/// unknown or broadcast MACs go (also) to `peer`, a head-end replicated flood list.
+pub fn flood_to(index: u32, peer: Ipv4Addr) -> RouteNetlinkMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = index;
+    m.header.state = NeighbourState::Permanent;
+    m.header.flags = netlink_packet_route::neighbour::NeighbourFlags::Own;
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(vec![0; 6]));
+    m.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            peer,
+        )));
     RouteNetlinkMessage::NewNeighbour(m)
 }
 

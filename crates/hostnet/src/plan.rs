@@ -97,6 +97,11 @@ impl Prefix {
         format!("{}br{shard}", self.0)
     }
 
+    /// Name of a shard's tunnel to the same bridge on the experiment's other hosts.
+    pub fn tunnel_name(&self, shard: u32) -> String {
+        format!("{}vx{shard}", self.0)
+    }
+
     /// What a name belongs to, if it is one of this prefix's names.
     pub fn classify(&self, name: &str) -> Option<Owned> {
         let rest = name.strip_prefix(self.0.as_str())?;
@@ -115,6 +120,9 @@ impl Prefix {
         if let Some(n) = rest.strip_prefix("br").and_then(number) {
             return Some(Owned::Bridge(n));
         }
+        if let Some(n) = rest.strip_prefix("vx").and_then(number) {
+            return Some(Owned::Tunnel(n));
+        }
         None
     }
 }
@@ -131,6 +139,7 @@ pub enum Owned {
     Netns(u32),
     Veth(u32),
     Bridge(u32),
+    Tunnel(u32),
 }
 
 /// Where every node of one host goes on the underlay.
@@ -422,6 +431,7 @@ mod tests {
         assert_eq!(nm.classify("nm12"), Some(Owned::Netns(12)));
         assert_eq!(nm.classify("nmv12"), Some(Owned::Veth(12)));
         assert_eq!(nm.classify("nmbr0"), Some(Owned::Bridge(0)));
+        assert_eq!(nm.classify("nmvx0"), Some(Owned::Tunnel(0)));
         // Another run's names, or names that merely start alike, are not ours.
         for other in [
             "nma12", "nmav12", "nmabr0", "nm", "nmv", "nmbr", "nm012", "nmx", "eth0",

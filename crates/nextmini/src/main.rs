@@ -123,6 +123,9 @@ fn main() -> ExitCode {
                 link_port: None,
                 host: None,
                 fail_nodes: Vec::new(),
+                peers: Vec::new(),
+                local: None,
+                vni: 4242,
                 layout: ops::AgentLayout {
                     prefix: host::DEFAULT_PREFIX.to_owned(),
                     base: None,

@@ -402,6 +402,18 @@ pub struct AgentArgs {
     /// Fault injection: this node fails right after connecting (repeatable).
     #[arg(long = "fail-node")]
     pub fail_nodes: Vec<u32>,
+    /// The other hosts of the experiment (addresses, comma-separated): this host's bridges are
+    /// joined to theirs by VXLAN tunnels, so nodes on different hosts share one underlay.
+    #[arg(long, value_delimiter = ',')]
+    pub peers: Vec<Ipv4Addr>,
+    /// This host's address towards the peers [default: the address the controller is
+    /// reached from].
+    #[arg(long)]
+    pub local: Option<Ipv4Addr>,
+    /// The experiment's VXLAN network identifier (each shard adds its number); experiments
+    /// sharing hosts need different ones.
+    #[arg(long, default_value_t = 4242)]
+    pub vni: u32,
     #[command(flatten)]
     pub layout: AgentLayout,
 }
@@ -419,6 +431,21 @@ pub struct AgentLayout {
     pub no_mount: bool,
     #[arg(long)]
     pub ipv6: bool,
+}
+
+/// The source address this host uses to reach `to` (the kernel's route choice; no packet is
+/// sent).
+fn local_address_towards(to: SocketAddr) -> Result<Ipv4Addr> {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    probe
+        .connect(to)
+        .with_context(|| format!("no route to the controller at {to}: give --local"))?;
+    match probe.local_addr()?.ip() {
+        std::net::IpAddr::V4(a) if !a.is_loopback() => Ok(a),
+        other => bail!(
+            "this host reaches the controller from {other}, which its peers can't use: give --local"
+        ),
+    }
 }
 
 pub fn agent(args: AgentArgs) -> Result<()> {
@@ -455,7 +482,22 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         netns_dir: PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
         ipv6: args.layout.ipv6,
     };
-    let spec = layout.spec(n)?;
+    let mut spec = layout.spec(n)?;
+    if !args.peers.is_empty() {
+        let local = match args.local {
+            Some(l) => l,
+            None => local_address_towards(controller)?,
+        };
+        if args.peers.contains(&local) {
+            bail!("--peers lists this host's own address {local}: give the other hosts only");
+        }
+        spec.tunnel = Some(hostnet::TunnelSpec {
+            vni: args.vni,
+            local,
+            peers: args.peers.clone(),
+            port: 4789,
+        });
+    }
     let host_name = args.host.clone().unwrap_or_else(|| {
         nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())

@@ -51,6 +51,7 @@ impl LayoutArgs {
             ipv6: self.ipv6,
             early_bridges: false,
             keep_fds: true,
+            tunnel: None,
         })
     }
 }
