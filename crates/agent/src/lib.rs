@@ -111,6 +111,11 @@ pub async fn run(
         host: cfg.host.clone(),
         n_nodes: n,
         node_id_offset: plan.node_id_offset(),
+        node_ids: if plan.is_block() {
+            Vec::new()
+        } else {
+            plan.node_ids()
+        },
         cpus: std::thread::available_parallelism().map_or(1, |c| c.get() as u32),
         mem_bytes: hostnet::procfs::mem_available(),
     };

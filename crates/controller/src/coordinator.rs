@@ -83,8 +83,8 @@ pub enum Milestone {
     AgentRegistered {
         agent: AgentId,
         host: String,
-        first: u32,
-        last: u32,
+        /// Its node ids, as ranges: `1-4,9`.
+        nodes: String,
     },
     Plumbed {
         done: u32,
@@ -148,8 +148,8 @@ struct NodeSlot {
 
 #[derive(Debug, Clone)]
 struct AgentSlot {
-    first: u32,
-    last: u32,
+    /// The agent's node ids, ascending.
+    ids: Vec<u32>,
     plumbed: u32,
 }
 
@@ -260,12 +260,24 @@ impl Coordinator {
             host,
             n_nodes,
             node_id_offset,
+            node_ids,
             ..
         } = msg
         else {
             return Err("an agent must register first".to_owned());
         };
-        let verdict = self.check_agent(*version, *n_nodes, *node_id_offset);
+        // A block by count and offset (the seeds' way), or any set a scheduler gave it.
+        let ids: Vec<u32> = if node_ids.is_empty() {
+            (u64::from(*node_id_offset) + 1..=u64::from(*node_id_offset) + u64::from(*n_nodes))
+                .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+                .collect()
+        } else {
+            let mut ids = node_ids.clone();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let verdict = self.check_agent(*version, &ids);
         if let Err(reason) = &verdict {
             self.out.push_back(Output::Agent(
                 agent,
@@ -275,18 +287,11 @@ impl Coordinator {
             ));
             return verdict;
         }
-        let (first, last) = (node_id_offset + 1, node_id_offset + n_nodes);
-        self.agents.insert(
-            agent,
-            AgentSlot {
-                first,
-                last,
-                plumbed: 0,
-            },
-        );
-        for id in first..=last {
-            self.slot_mut(id).expect("range checked").agent = Some(agent);
+        for &id in &ids {
+            self.slot_mut(id).expect("ids checked").agent = Some(agent);
         }
+        let nodes = topology::ids::format_ids(&ids);
+        self.agents.insert(agent, AgentSlot { ids, plumbed: 0 });
         self.out.push_back(Output::Agent(
             agent,
             ControllerToAgent::Accepted {
@@ -298,13 +303,12 @@ impl Coordinator {
         self.emit(Milestone::AgentRegistered {
             agent,
             host: host.clone(),
-            first,
-            last,
+            nodes,
         });
         Ok(())
     }
 
-    fn check_agent(&self, version: u32, n_nodes: u32, offset: u32) -> Result<(), String> {
+    fn check_agent(&self, version: u32, ids: &[u32]) -> Result<(), String> {
         if version != proto::VERSION {
             return Err(format!(
                 "agent speaks protocol version {version}, the controller {}: run the same nextmini build on both",
@@ -312,24 +316,30 @@ impl Coordinator {
             ));
         }
         let total = self.topology.n_nodes();
-        let last = u64::from(offset) + u64::from(n_nodes);
-        if n_nodes == 0 || last > u64::from(total) {
+        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+            return Err("the agent has no nodes: give it --n-nodes or --nodes".to_owned());
+        };
+        if first == 0 || last > total {
             return Err(format!(
-                "the agent has nodes {}..={last} but the topology ({}) has {total}: set the agent's n_nodes and node_id_offset to fit (--n-nodes {total} for one host)",
-                offset + 1,
+                "the agent has nodes {} but the topology ({}) has {total} nodes (1..={total}): set the agent's n_nodes and node_id_offset (or --nodes) to fit (--n-nodes {total} for one host)",
+                topology::ids::format_ids(ids),
                 self.topology.label
             ));
         }
-        for (id, a) in &self.agents {
-            if offset < a.last && a.first <= offset + n_nodes {
-                return Err(format!(
-                    "nodes {}..={} overlap those of agent {id} ({}..={}): give each host its own node_id_offset",
-                    offset + 1,
-                    last,
-                    a.first,
-                    a.last
-                ));
-            }
+        let taken: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&id| self.slot(id).is_some_and(|s| s.agent.is_some()))
+            .collect();
+        if let Some(other) = taken
+            .first()
+            .and_then(|&id| self.slot(id))
+            .and_then(|s| s.agent)
+        {
+            return Err(format!(
+                "nodes {} are already on agent {other}: give each host its own nodes (node_id_offset or --nodes)",
+                topology::ids::format_ids(&taken)
+            ));
         }
         Ok(())
     }
@@ -352,7 +362,7 @@ impl Coordinator {
         let nodes = self
             .agents
             .get(&agent)
-            .map_or(1, |a| u64::from(a.last - a.first + 1));
+            .map_or(1, |a| a.ids.len().max(1) as u64);
         self.emit(Milestone::PlumbingDone {
             agent,
             seconds,
@@ -366,8 +376,8 @@ impl Coordinator {
             return;
         };
         let mut lost = 0;
-        for id in a.first..=a.last {
-            let slot = self.slot(id).expect("range checked");
+        for id in a.ids {
+            let slot = self.slot(id).expect("ids checked");
             if !slot.failed && (self.phase == Phase::Wiring || slot.connected) {
                 lost += 1;
                 self.fail(now, id, "its agent disconnected".to_owned());
@@ -856,6 +866,22 @@ mod tests {
                 host: "h".into(),
                 n_nodes: n,
                 node_id_offset: offset,
+                node_ids: Vec::new(),
+                cpus: 2,
+                mem_bytes: 1 << 30,
+            },
+        )
+    }
+
+    fn register_ids(c: &mut Coordinator, agent: AgentId, ids: &[u32]) -> Result<(), String> {
+        c.handle_agent_register(
+            agent,
+            &AgentToController::Register {
+                version: proto::VERSION,
+                host: "h".into(),
+                n_nodes: ids.len() as u32,
+                node_id_offset: 0,
+                node_ids: ids.to_vec(),
                 cpus: 2,
                 mem_bytes: 1 << 30,
             },
@@ -1009,8 +1035,12 @@ mod tests {
         assert!(e.contains("has 10") && e.contains("--n-nodes 10"), "{e}");
         register(&mut c, 2, 5, 0).unwrap();
         let e = register(&mut c, 3, 5, 3).unwrap_err();
-        assert!(e.contains("overlap"), "{e}");
-        register(&mut c, 4, 5, 5).unwrap();
+        assert!(e.contains("nodes 4-5 are already on agent 2"), "{e}");
+        // Any set of ids, as a scheduler hands them out.
+        let e = register_ids(&mut c, 4, &[6, 8, 11]).unwrap_err();
+        assert!(e.contains("6,8,11") && e.contains("(1..=10)"), "{e}");
+        register_ids(&mut c, 4, &[10, 6, 8]).unwrap();
+        register_ids(&mut c, 5, &[7, 9]).unwrap();
         let t0 = Instant::now();
         let e = c.handle_node_hello(t0, &hello(11)).unwrap_err();
         assert!(e.contains("not in the topology"), "{e}");

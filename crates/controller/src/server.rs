@@ -258,12 +258,9 @@ async fn run_coordinator(
 /// The lifecycle at `RUST_LOG=info`, in the seeds' words where they have them.
 fn log_milestone(m: &Milestone) {
     match m {
-        Milestone::AgentRegistered {
-            agent,
-            host,
-            first,
-            last,
-        } => tracing::info!("agent {agent} on {host} registered nodes {first}..={last}"),
+        Milestone::AgentRegistered { agent, host, nodes } => {
+            tracing::info!("agent {agent} on {host} registered nodes {nodes}")
+        }
         Milestone::PlumbingDone {
             seconds,
             mem_per_node_bytes,

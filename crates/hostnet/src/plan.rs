@@ -55,6 +55,8 @@ pub enum PlanError {
     NameTooLong { name: String },
     #[error("a run needs at least one node")]
     NoNodes,
+    #[error("node ids start at 1")]
+    ZeroId,
 }
 
 /// A validated run prefix: lowercase ASCII letters and digits, starting and ending with a
@@ -149,6 +151,9 @@ pub struct UnderlayPlan {
     base: Ipv4Addr,
     n_nodes: u32,
     node_id_offset: u32,
+    /// The host's node ids when they are not one block (`node_id_offset + 1 ..`): ascending,
+    /// as a scheduler hands them out.
+    ids: Option<std::sync::Arc<[u32]>>,
 }
 
 /// One node's place in the plan.
@@ -156,7 +161,7 @@ pub struct UnderlayPlan {
 pub struct NodePlan {
     /// Index on this host, from 0.
     pub idx: u32,
-    /// `idx + node_id_offset + 1`.
+    /// `idx + node_id_offset + 1`, or the `idx`-th of the plan's ids.
     pub node_id: u32,
     pub shard: u32,
     /// The node's underlay address (on `eth0` in its namespace), prefix [`SHARD_PREFIX_LEN`].
@@ -223,6 +228,7 @@ impl UnderlayPlan {
             base,
             n_nodes,
             node_id_offset,
+            ids: None,
         };
         // Names grow with the number, so the last node and last shard are the longest.
         let longest = [
@@ -233,6 +239,40 @@ impl UnderlayPlan {
             return Err(PlanError::NameTooLong { name });
         }
         Ok(plan)
+    }
+
+    /// A plan for exactly these node ids (any set, e.g. a scheduler's share for this host).
+    pub fn with_ids(prefix: Prefix, base: Ipv4Addr, ids: &[u32]) -> Result<Self, PlanError> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+            return Err(PlanError::NoNodes);
+        };
+        if first == 0 {
+            return Err(PlanError::ZeroId);
+        }
+        // The block up to the largest id checks addresses and names for every id below it.
+        let mut plan = UnderlayPlan::new(prefix, base, last, 0)?;
+        plan.n_nodes = ids.len() as u32;
+        plan.node_id_offset = first - 1;
+        if ids.len() as u32 != last - first + 1 {
+            plan.ids = Some(ids.into());
+        }
+        Ok(plan)
+    }
+
+    /// The node ids of this host, ascending.
+    pub fn node_ids(&self) -> Vec<u32> {
+        match &self.ids {
+            Some(ids) => ids.to_vec(),
+            None => (self.node_id_offset + 1..=self.node_id_offset + self.n_nodes).collect(),
+        }
+    }
+
+    /// Whether the ids are one block `node_id_offset + 1 ..= node_id_offset + n_nodes`.
+    pub fn is_block(&self) -> bool {
+        self.ids.is_none()
     }
 
     pub fn prefix(&self) -> &Prefix {
@@ -252,7 +292,10 @@ impl UnderlayPlan {
     }
 
     fn global_index(&self, idx: u32) -> u32 {
-        idx + self.node_id_offset
+        match &self.ids {
+            Some(ids) => ids[idx as usize] - 1,
+            None => idx + self.node_id_offset,
+        }
     }
 
     fn shard_of_global(global: u32) -> u32 {
@@ -306,6 +349,9 @@ impl UnderlayPlan {
 
     /// The host index of a node id, if this plan holds it.
     pub fn idx_of(&self, node_id: u32) -> Option<u32> {
+        if let Some(ids) = &self.ids {
+            return ids.binary_search(&node_id).ok().map(|i| i as u32);
+        }
         let idx = node_id.checked_sub(self.node_id_offset + 1)?;
         (idx < self.n_nodes).then_some(idx)
     }
@@ -328,6 +374,49 @@ impl UnderlayPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plan_of_any_ids_keeps_each_nodes_address_and_names() {
+        let nm = Prefix::new("nm").unwrap();
+        let block = UnderlayPlan::new(nm.clone(), DEFAULT_BASE, 2000, 0).unwrap();
+        let ids = [3, 7, 8, 1500];
+        let some = UnderlayPlan::with_ids(nm.clone(), DEFAULT_BASE, &[1500, 7, 3, 8, 7]).unwrap();
+        assert_eq!(some.node_ids(), ids);
+        assert_eq!(some.n_nodes(), 4);
+        assert!(!some.is_block());
+        for (idx, id) in ids.iter().enumerate() {
+            let n = some.node(idx as u32);
+            let same = block.node(id - 1);
+            assert_eq!(
+                (n.node_id, n.addr, n.gateway, n.shard, &n.veth_name, n.mac),
+                (
+                    *id,
+                    same.addr,
+                    same.gateway,
+                    same.shard,
+                    &same.veth_name,
+                    same.mac
+                )
+            );
+            assert_eq!(some.idx_of(*id), Some(idx as u32));
+        }
+        assert_eq!(some.idx_of(4), None);
+        assert_eq!(some.shards(), 0..2, "ids 3..1500 span two shards");
+        // Consecutive ids are a block, as with an offset.
+        let run = UnderlayPlan::with_ids(nm.clone(), DEFAULT_BASE, &[5, 6, 7]).unwrap();
+        assert_eq!(
+            run,
+            UnderlayPlan::new(nm.clone(), DEFAULT_BASE, 3, 4).unwrap()
+        );
+        assert!(matches!(
+            UnderlayPlan::with_ids(nm.clone(), DEFAULT_BASE, &[]),
+            Err(PlanError::NoNodes)
+        ));
+        assert!(matches!(
+            UnderlayPlan::with_ids(nm, DEFAULT_BASE, &[0, 1]),
+            Err(PlanError::ZeroId)
+        ));
+    }
 
     fn plan(n: u32, offset: u32) -> UnderlayPlan {
         UnderlayPlan::new(Prefix::new("nm").unwrap(), DEFAULT_BASE, n, offset).unwrap()

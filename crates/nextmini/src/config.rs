@@ -141,6 +141,25 @@ pub enum RouteShape {
     Dag(Vec<[u32; 2]>),
 }
 
+/// `[[placement]]`: where nodes may go when an experiment spreads over hosts (minimega's
+/// schedule, coschedule and colocate). `nodes = "5-8"` or `node = 5`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementEntry {
+    pub node: Option<u32>,
+    pub nodes: Option<String>,
+    /// On this host.
+    pub schedule: Option<String>,
+    /// With at most this many other nodes on its host (0: alone).
+    pub coschedule: Option<u32>,
+    /// Wherever this node goes.
+    pub colocate: Option<u32>,
+    /// CPU share of each node (1.0 is a core) [default 0.01].
+    pub cpu: Option<f64>,
+    /// Memory estimate of each node in MiB [default 0.5].
+    pub mem_mib: Option<f64>,
+}
+
 /// `[[link]]`: parameters for the link between two nodes, both directions, or one direction
 /// with `from`/`to` instead of `between`.
 #[derive(Debug, Clone, Deserialize)]
@@ -304,6 +323,7 @@ pub struct ExperimentFile {
     pub link_overrides: Option<Vec<LinkOverride>>,
     pub routing: Option<RoutingTable>,
     pub routes: Option<Vec<RouteEntry>>,
+    pub placement: Option<Vec<PlacementEntry>>,
     // The seeds' keys that nextmini accepts and does not implement yet.
     pub max_server_port: Option<toml::Value>,
     pub user_space_base_addr: Option<toml::Value>,
@@ -427,6 +447,56 @@ impl ExperimentFile {
             routes.push(route);
         }
         Ok(routes)
+    }
+
+    /// Each node's demands and constraints for the scheduler, from `[[placement]]`.
+    pub fn placement(&self, topology: &Topology) -> Result<Vec<scheduler::NodeReq>> {
+        let mut degree = vec![0u32; topology.n_nodes() as usize];
+        for &(a, b) in topology.edges() {
+            degree[a as usize - 1] += 1;
+            degree[b as usize - 1] += 1;
+        }
+        let mut nodes: Vec<scheduler::NodeReq> = (1..=topology.n_nodes())
+            .map(|id| scheduler::NodeReq::new(id, degree[id as usize - 1]))
+            .collect();
+        for (i, p) in self.placement.iter().flatten().enumerate() {
+            let at = |e: String| anyhow::anyhow!("[[placement]] #{}: {e}", i + 1);
+            let ids = match (&p.node, &p.nodes) {
+                (Some(n), None) => vec![*n],
+                (None, Some(list)) => topology::ids::parse_ids(list).map_err(at)?,
+                _ => return Err(at("give `node = N` or `nodes = \"1-4\"`".into())),
+            };
+            if p.schedule.is_some() && p.colocate.is_some() {
+                return Err(at("schedule and colocate can't both be set (colocated nodes go where their node goes)".into()));
+            }
+            for id in ids {
+                let Some(n) = nodes.get_mut((id as usize).wrapping_sub(1)) else {
+                    return Err(at(format!("node {id} is not in {}", topology.label)));
+                };
+                if let Some(h) = &p.schedule {
+                    n.schedule = Some(h.clone());
+                }
+                if let Some(c) = p.coschedule {
+                    n.coschedule = Some(c);
+                }
+                if let Some(c) = p.colocate {
+                    if c == 0 || c > topology.n_nodes() {
+                        return Err(at(format!(
+                            "colocate = {c} is not a node of {}",
+                            topology.label
+                        )));
+                    }
+                    n.colocate = Some(c);
+                }
+                if let Some(c) = p.cpu {
+                    n.cpu = c;
+                }
+                if let Some(m) = p.mem_mib {
+                    n.mem_mib = m;
+                }
+            }
+        }
+        Ok(nodes)
     }
 
     /// The link plan: `[links]` defaults, then each `[[link]]` on top.
@@ -754,6 +824,36 @@ port = "5432"
         let f = parse("scheduler_type = \"fifo\"\n[routing]\nprotocol = \"shortest_path\"\n[topology]\nn_nodes = 3\n").unwrap();
         assert_eq!(f.ignored_keys(), vec!["scheduler_type"]);
         assert_eq!(f.resolve(None).unwrap().topology.n_links(), 0);
+    }
+
+    #[test]
+    fn placement_entries_become_node_constraints() {
+        let ring = "[topology]\ntype = \"ring\"\nring_config = { n_nodes = 6 }\n";
+        let f = parse(&format!(
+            "{ring}[[placement]]\nnodes = \"1-2\"\nschedule = \"h1\"\n[[placement]]\nnode = 3\ncoschedule = 0\ncpu = 0.5\n[[placement]]\nnode = 4\ncolocate = 3\n"
+        ))
+        .unwrap();
+        let e = f.resolve(None).unwrap();
+        let nodes = f.placement(&e.topology).unwrap();
+        assert_eq!(nodes.len(), 6);
+        assert_eq!(nodes[0].schedule.as_deref(), Some("h1"));
+        assert_eq!(nodes[1].schedule.as_deref(), Some("h1"));
+        assert_eq!((nodes[2].coschedule, nodes[2].cpu), (Some(0), 0.5));
+        assert_eq!(nodes[3].colocate, Some(3));
+        assert_eq!(nodes[5].links, 2, "a ring node has two links");
+        let err = |extra: &str| {
+            let f = parse(&format!("{ring}{extra}")).unwrap();
+            let e = f.resolve(None).unwrap();
+            f.placement(&e.topology).unwrap_err().to_string()
+        };
+        assert!(
+            err("[[placement]]\nnode = 9\ncoschedule = 1\n").contains("node 9 is not in ring(6)")
+        );
+        assert!(err("[[placement]]\nnode = 1\ncolocate = 0\n").contains("#1"));
+        assert!(err("[[placement]]\ncoschedule = 1\n").contains("give `node = N`"));
+        assert!(
+            err("[[placement]]\nnode = 2\nschedule = \"h\"\ncolocate = 1\n").contains("can't both")
+        );
     }
 
     #[test]

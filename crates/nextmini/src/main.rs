@@ -5,6 +5,7 @@ mod config;
 mod host;
 mod ops;
 mod plumb;
+mod schedule;
 mod up;
 
 use std::path::PathBuf;
@@ -68,6 +69,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Where an experiment's nodes would go on a set of hosts, and the agent command for each.
+    Schedule(schedule::ScheduleArgs),
     /// Benchmarks that print a table.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             dry_run,
         }) => host::cleanup(&prefix, &netns_dir, dry_run),
         Some(Command::Bench(cmd)) => bench::run(cmd),
+        Some(Command::Schedule(args)) => schedule::run(args),
         None => match cli.config_path {
             // The seeds' dataplane invocation: nextmini --config-path config.toml --n-nodes N
             Some(path) => ops::agent(ops::AgentArgs {
@@ -120,6 +124,7 @@ fn main() -> ExitCode {
                 config_path: Some(path),
                 n_nodes: cli.n_nodes,
                 node_id_offset: None,
+                nodes: None,
                 link_port: None,
                 host: None,
                 fail_nodes: Vec::new(),

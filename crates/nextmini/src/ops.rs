@@ -389,10 +389,14 @@ pub struct AgentArgs {
     /// The seeds' dataplane config (n_nodes, node_id_offset, bridge_ip, controller_addr).
     #[arg(long)]
     pub config_path: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "nodes")]
     pub n_nodes: Option<u32>,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "nodes")]
     pub node_id_offset: Option<u32>,
+    /// This host's node ids when they are not one block, e.g. 1-4,9 (as `nextmini schedule`
+    /// prints them).
+    #[arg(long)]
+    pub nodes: Option<String>,
     /// Port where nodes accept TCP links [default: 8080].
     #[arg(long)]
     pub link_port: Option<u16>,
@@ -454,10 +458,18 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         Some(p) => DataplaneFile::load(p)?,
         None => DataplaneFile::default(),
     };
-    let n = args
-        .n_nodes
-        .or(file.n_nodes)
-        .context("how many nodes? give --n-nodes N (or n_nodes in --config-path)")?;
+    let ids = args
+        .nodes
+        .as_deref()
+        .map(topology::ids::parse_ids)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--nodes: {e}"))?;
+    let n = match &ids {
+        Some(ids) => ids.len() as u32,
+        None => args.n_nodes.or(file.n_nodes).context(
+            "how many nodes? give --n-nodes N (or n_nodes in --config-path), or --nodes 1-4,9",
+        )?,
+    };
     let offset = args.node_id_offset.or(file.node_id_offset).unwrap_or(0);
     let controller: SocketAddr = match &args.controller {
         Some(c) => c
@@ -482,7 +494,10 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         netns_dir: PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
         ipv6: args.layout.ipv6,
     };
-    let mut spec = layout.spec(n)?;
+    let mut spec = match &ids {
+        Some(ids) => layout.spec_for_ids(ids)?,
+        None => layout.spec(n)?,
+    };
     if !args.peers.is_empty() {
         let local = match args.local {
             Some(l) => l,

@@ -43,7 +43,21 @@ pub struct LayoutArgs {
 impl LayoutArgs {
     pub fn spec(&self, nodes: u32) -> Result<FabricSpec> {
         let prefix = Prefix::new(&self.prefix)?;
-        let plan = UnderlayPlan::new(prefix, self.base, nodes, self.node_id_offset)?;
+        self.spec_of(UnderlayPlan::new(
+            prefix,
+            self.base,
+            nodes,
+            self.node_id_offset,
+        )?)
+    }
+
+    /// The spec for exactly these node ids (a scheduler's share for this host).
+    pub fn spec_for_ids(&self, ids: &[u32]) -> Result<FabricSpec> {
+        let prefix = Prefix::new(&self.prefix)?;
+        self.spec_of(UnderlayPlan::with_ids(prefix, self.base, ids)?)
+    }
+
+    fn spec_of(&self, plan: UnderlayPlan) -> Result<FabricSpec> {
         Ok(FabricSpec {
             plan,
             netns_dir: (!self.no_mount).then(|| self.netns_dir.clone()),

@@ -121,18 +121,15 @@ impl Cluster {
         self.spawn(cmd, &format!("{name}-controller.log"))
     }
 
-    /// An agent on host `h` with its share of an experiment, joined to the other hosts.
-    #[allow(clippy::too_many_arguments)]
+    /// An agent on host `h` with its share of an experiment (`share`: the agent's flags that
+    /// say which nodes), joined to the other hosts.
     fn agent(
         &mut self,
         h: u32,
         hosts: &[u32],
         port: u16,
-        prefix: &str,
-        base: &str,
-        vni: u32,
-        n: u32,
-        offset: u32,
+        (prefix, base, vni): (&str, &str, u32),
+        share: &[&str],
     ) -> usize {
         let peers: Vec<String> = hosts
             .iter()
@@ -143,12 +140,7 @@ impl Cluster {
         cmd.arg(format!("--net=/run/netns/{}", host_ns(h)))
             .arg(env!("CARGO_BIN_EXE_nextmini"))
             .args(["agent", "--controller", &format!("{SWITCH_ADDR}:{port}")])
-            .args([
-                "--n-nodes",
-                &n.to_string(),
-                "--node-id-offset",
-                &offset.to_string(),
-            ])
+            .args(share)
             .args([
                 "--prefix",
                 prefix,
@@ -253,28 +245,56 @@ fn ring(n: u32, prefix: &str, base: &str) -> String {
 #[test]
 fn experiments_span_hosts_stay_apart_and_survive_a_lost_host() {
     let mut cluster = Cluster::new();
-    // Experiment tw: a ring of 12, four nodes on each of three hosts.
+    // Experiment tw: a ring of 12 placed by the scheduler on three hosts, node 12 pinned to
+    // host 1 (so host 1's share is not one block of ids).
     let tw_port = free_port();
-    cluster.controller("tw", &ring(12, "tw", "172.20.156.0"), tw_port);
+    let tw_file = format!(
+        "{}[[placement]]\nnode = 12\nschedule = \"{}\"\n",
+        ring(12, "tw", "172.20.156.0"),
+        host_addr(1)
+    );
+    let plan_file = cluster.dir.join("tw-plan.toml");
+    std::fs::write(&plan_file, &tw_file).unwrap();
+    let plan = Command::new(env!("CARGO_BIN_EXE_nextmini"))
+        .args([
+            "schedule",
+            plan_file.to_str().unwrap(),
+            "--hosts",
+            "172.20.152.[1-3]",
+        ])
+        .args(["--cpus", "8", "--mem-mib", "16384", "--json"])
+        .output()
+        .unwrap();
+    assert!(plan.status.success(), "{}", text(&plan.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let share = |h: u32| -> Vec<u64> {
+        plan["hosts"][h as usize - 1]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_u64().unwrap())
+            .collect()
+    };
+    for h in HOSTS {
+        assert_eq!(share(h).len(), 4, "an even share for host {h}: {plan}");
+    }
+    assert!(share(1).contains(&12), "{plan}");
+    let list = |ids: Vec<u64>| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    cluster.controller("tw", &tw_file, tw_port);
     wait_for(tw_port, "tw's controller listens", |s| !s.is_null());
     let mut tw_agents = Vec::new();
     for h in HOSTS {
-        tw_agents.push(cluster.agent(
-            h,
-            &HOSTS,
-            tw_port,
-            "tw",
-            "172.20.156.0",
-            100,
-            4,
-            (h - 1) * 4,
-        ));
+        let nodes = list(share(h));
+        let tw = ("tw", "172.20.156.0", 100);
+        tw_agents.push(cluster.agent(h, &HOSTS, tw_port, tw, &["--nodes", &nodes]));
     }
     let s = wait_for(tw_port, "tw ready", |s| s["phase"] == "ready");
     assert_eq!(
         (s["ready"].as_u64(), s["agents"].as_u64()),
         (Some(12), Some(3))
     );
+    let on = |h: u32, i: usize| format!("10.0.0.{}", share(h)[i]);
+    let first_on_1 = format!("tw{}", share(1)[0]);
 
     // Experiment tx at the same time, with the same overlay addresses: a ring of 6 on hosts
     // 1 and 2, its own VNI and underlay.
@@ -282,27 +302,27 @@ fn experiments_span_hosts_stay_apart_and_survive_a_lost_host() {
     cluster.controller("tx", &ring(6, "tx", "172.20.160.0"), tx_port);
     wait_for(tx_port, "tx's controller listens", |s| !s.is_null());
     for h in [1, 2] {
+        // The seeds' manual mode: a count and an offset per host.
+        let offset = ((h - 1) * 3).to_string();
+        let tx = ("tx", "172.20.160.0", 200);
         cluster.agent(
             h,
             &[1, 2],
             tx_port,
-            "tx",
-            "172.20.160.0",
-            200,
-            3,
-            (h - 1) * 3,
+            tx,
+            &["--n-nodes", "3", "--node-id-offset", &offset],
         );
     }
     wait_for(tx_port, "tx ready", |s| s["phase"] == "ready");
 
-    // Across hosts: node 1 (host 1) reaches node 7 (host 2) and node 10 (host 3).
-    assert!(pings("tw1", "10.0.0.7"), "tw 1 → 7 across hosts");
-    assert!(pings("tw1", "10.0.0.10"), "tw 1 → 10 across hosts");
+    // Across hosts: a node of host 1 reaches nodes of hosts 2 and 3.
+    assert!(pings(&first_on_1, &on(2, 1)), "tw host 1 → host 2");
+    assert!(pings(&first_on_1, &on(3, 1)), "tw host 1 → host 3");
     assert!(pings("tx1", "10.0.0.4"), "tx 1 → 4 across hosts");
-    let server = Cluster::exec("tw7", &["iperf3", "-s", "-1", "-D"]);
+    let server = Cluster::exec(&format!("tw{}", share(2)[1]), &["iperf3", "-s", "-1", "-D"]);
     assert!(server.status.success(), "{}", text(&server.stderr));
     std::thread::sleep(Duration::from_millis(300));
-    let iperf = Cluster::exec("tw1", &["iperf3", "-c", "10.0.0.7", "-t", "2", "-J"]);
+    let iperf = Cluster::exec(&first_on_1, &["iperf3", "-c", &on(2, 1), "-t", "2", "-J"]);
     assert!(iperf.status.success(), "{}", text(&iperf.stdout));
     let report: serde_json::Value = serde_json::from_slice(&iperf.stdout).unwrap();
     assert!(report["end"]["sum_received"]["bytes"].as_u64().unwrap() > 0);
@@ -312,14 +332,19 @@ fn experiments_span_hosts_stay_apart_and_survive_a_lost_host() {
         !pings("tx1", "10.0.0.9"),
         "tx reaches an address only tw has"
     );
-    assert!(!pings("tw1", "172.20.160.2"), "tw reaches tx's underlay");
     assert!(
-        pings("tw1", "172.20.156.8"),
+        !pings(&first_on_1, "172.20.160.2"),
+        "tw reaches tx's underlay"
+    );
+    // Node n's underlay address is 172.20.156.(n + 1), on whichever host it is.
+    let underlay = format!("172.20.156.{}", share(3)[0] + 1);
+    assert!(
+        pings(&first_on_1, &underlay),
         "tw's own underlay across hosts"
     );
 
-    // Host 2's tw agent dies: its four nodes are reported, tw's traffic goes the other way
-    // round, and tx (another agent on the same host) is untouched.
+    // Host 2's tw agent dies: its nodes are reported, tw's traffic goes round them where the
+    // ring still connects, and tx (another agent on the same host) is untouched.
     cluster.kill(tw_agents[1]);
     let s = wait_for(tw_port, "tw reports the lost host", |s| s["failed"] == 4);
     assert_eq!(s["agents"].as_u64(), Some(2), "{s}");
@@ -339,9 +364,34 @@ fn experiments_span_hosts_stay_apart_and_survive_a_lost_host() {
         .filter(|n| n["state"] == "failed")
         .map(|n| n["node_id"].as_u64().unwrap())
         .collect();
-    assert_eq!(failed, vec![5, 6, 7, 8]);
-    assert!(pings("tw4", "10.0.0.9"), "4 → 9 the long way round");
-    assert!(!pings("tw4", "10.0.0.6"), "a lost node answers");
+    assert_eq!(failed, share(2));
+    // Host 2 held one arc of the ring: the nodes on either side of it now reach each other
+    // the long way round, and a lost node can't be reached.
+    assert_eq!(
+        failed.last().unwrap() - failed.first().unwrap() + 1,
+        4,
+        "one arc: {failed:?}"
+    );
+    let (a, b) = (failed.first().unwrap() - 1, failed.last().unwrap() + 1);
+    let trace = Cluster::exec(
+        &format!("tw{a}"),
+        &[
+            "traceroute",
+            "-n",
+            "-q",
+            "1",
+            "-w",
+            "2",
+            &format!("10.0.0.{b}"),
+        ],
+    );
+    let hops = common::hops(&trace.stdout);
+    assert_eq!(hops.len(), 12 - 4 - 1, "{a} → {b} round the ring: {hops:?}");
+    assert_eq!(
+        hops.last().map(String::as_str),
+        Some(format!("10.0.0.{b}").as_str())
+    );
+    assert!(!pings(&format!("tw{a}"), &on(2, 0)), "a lost node answers");
     assert!(pings("tx1", "10.0.0.4"), "tx keeps working");
 
     // Down: the remaining agents remove everything of theirs; the lost host's leftovers go

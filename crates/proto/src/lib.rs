@@ -221,6 +221,10 @@ pub enum AgentToController {
         host: String,
         n_nodes: u32,
         node_id_offset: u32,
+        /// The agent's node ids when they are not the block `node_id_offset + 1 ..`
+        /// (empty: the block).
+        #[serde(default)]
+        node_ids: Vec<u32>,
         cpus: u32,
         mem_bytes: u64,
     },

@@ -55,6 +55,16 @@ pub enum LoadMetric {
     NetCommit,
 }
 
+impl std::fmt::Display for LoadMetric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LoadMetric::CpuCommit => "cpucommit",
+            LoadMetric::MemCommit => "memcommit",
+            LoadMetric::NetCommit => "netcommit",
+        })
+    }
+}
+
 impl std::str::FromStr for LoadMetric {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -192,7 +202,11 @@ impl Group {
         let who = if self.members.len() == 1 {
             format!("node {}", self.members[0])
         } else {
-            format!("nodes {} (colocated)", ranges_of(&self.members))
+            {
+                let mut ids = self.members.clone();
+                ids.sort_unstable();
+                format!("nodes {} (colocated)", topology::ids::format_ids(&ids))
+            }
         };
         match (self.limiter, self.limit) {
             (Some(n), Some(l)) if self.members.len() == 1 => {
@@ -203,26 +217,6 @@ impl Group {
             _ => who,
         }
     }
-}
-
-fn ranges_of(ids: &[u32]) -> String {
-    let mut ids = ids.to_vec();
-    ids.sort_unstable();
-    let mut runs = Vec::new();
-    let mut i = 0;
-    while i < ids.len() {
-        let mut j = i;
-        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
-            j += 1;
-        }
-        runs.push(if i == j {
-            ids[i].to_string()
-        } else {
-            format!("{}-{}", ids[i], ids[j])
-        });
-        i = j + 1;
-    }
-    runs.join(",")
 }
 
 /// A host's state while planning.

@@ -4,6 +4,7 @@
 //! Nodes are numbered `1..=n` (the `node_id` of the rest of nextmini). Links are undirected,
 //! stored once as `(a, b)` with `a < b`, sorted and without duplicates.
 
+pub mod ids;
 mod import;
 mod presets;
 pub mod routing;
