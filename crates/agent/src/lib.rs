@@ -7,6 +7,7 @@
 
 mod dataplane;
 mod frame;
+pub mod host;
 mod hub;
 mod node;
 mod pacer;

@@ -2,5 +2,6 @@
 //! the server that drives it (WebSocket sessions, HTTP API), and the store.
 
 pub mod coordinator;
+pub mod head;
 pub mod server;
 pub mod store;

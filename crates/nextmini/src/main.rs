@@ -2,6 +2,8 @@
 
 mod bench;
 mod config;
+mod exp;
+mod head;
 mod host;
 mod ops;
 mod plumb;
@@ -69,6 +71,12 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The head: pools the hosts whose agents register with it and runs experiments on them.
+    Serve(head::ServeArgs),
+    /// The head's experiments: list, create/switch, launch, status, clear (see --help).
+    Exp(exp::ExpArgs),
+    /// The hosts registered with the head; add or remove hosts of the active experiment.
+    Hosts(exp::HostsArgs),
     /// Where an experiment's nodes would go on a set of hosts, and the agent command for each.
     Schedule(schedule::ScheduleArgs),
     /// Benchmarks that print a table.
@@ -117,6 +125,9 @@ fn main() -> ExitCode {
         }) => host::cleanup(&prefix, &netns_dir, dry_run),
         Some(Command::Bench(cmd)) => bench::run(cmd),
         Some(Command::Schedule(args)) => schedule::run(args),
+        Some(Command::Serve(args)) => head::serve(args),
+        Some(Command::Exp(args)) => exp::exp(args),
+        Some(Command::Hosts(args)) => exp::hosts(args),
         None => match cli.config_path {
             // The seeds' dataplane invocation: nextmini --config-path config.toml --n-nodes N
             Some(path) => ops::agent(ops::AgentArgs {
@@ -125,6 +136,7 @@ fn main() -> ExitCode {
                 n_nodes: cli.n_nodes,
                 node_id_offset: None,
                 nodes: None,
+                head: None,
                 link_port: None,
                 host: None,
                 fail_nodes: Vec::new(),

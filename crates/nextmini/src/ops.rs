@@ -393,6 +393,10 @@ pub struct AgentArgs {
     pub n_nodes: Option<u32>,
     #[arg(long, conflicts_with = "nodes")]
     pub node_id_offset: Option<u32>,
+    /// Host mode: register this host with a head (`nextmini serve`) and run whatever the head
+    /// places here, instead of one experiment's share.
+    #[arg(long, conflicts_with_all = ["controller", "n_nodes", "nodes", "config_path"])]
+    pub head: Option<String>,
     /// This host's node ids when they are not one block, e.g. 1-4,9 (as `nextmini schedule`
     /// prints them).
     #[arg(long)]
@@ -454,6 +458,26 @@ fn local_address_towards(to: SocketAddr) -> Result<Ipv4Addr> {
 
 pub fn agent(args: AgentArgs) -> Result<()> {
     host::require_root("nextmini agent")?;
+    if let Some(head) = &args.head {
+        let head: SocketAddr = head
+            .trim_start_matches("http://")
+            .parse()
+            .with_context(|| format!("--head {head} is not host:port"))?;
+        let cfg = agent::host::HostConfig {
+            head,
+            name: args.host.clone().unwrap_or_else(|| {
+                nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| "localhost".to_owned())
+            }),
+            link_port: args.link_port.unwrap_or(crate::config::DEFAULT_LINK_PORT),
+            threads: args.layout.threads,
+            netns_dir: PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
+        };
+        return tokio::runtime::Runtime::new()?
+            .block_on(agent::host::serve(cfg, crate::up::shutdown_signal()))
+            .map_err(Into::into);
+    }
     let file = match &args.config_path {
         Some(p) => DataplaneFile::load(p)?,
         None => DataplaneFile::default(),

@@ -58,7 +58,7 @@ pub fn run(args: ScheduleArgs) -> Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
     let mem_mib = args
         .mem_mib
-        .unwrap_or_else(|| hostnet::procfs::kib_field("/proc/meminfo", "MemTotal") / 1024);
+        .unwrap_or_else(|| hostnet::procfs::kib_field("/proc/meminfo", "MemTotal") >> 20);
     let hosts: Vec<scheduler::Host> = names
         .iter()
         .map(|name| scheduler::Host {

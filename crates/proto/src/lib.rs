@@ -20,6 +20,8 @@ pub const VERSION: u32 = 1;
 /// WebSocket paths on the controller.
 pub const AGENT_PATH: &str = "/agent";
 pub const NODE_PATH: &str = "/node";
+/// Where host agents connect to a head (`nextmini serve`).
+pub const HOST_PATH: &str = "/host";
 
 /// How a link between two nodes is carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,6 +266,50 @@ pub enum ControllerToAgent {
     },
     /// Tear the nodes down and disconnect.
     Shutdown,
+}
+
+/// A host agent to the head that pools hosts for experiments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum HostToHead {
+    Hello {
+        version: u32,
+        name: String,
+        cpus: u32,
+        mem_mib: u64,
+        /// The host's address towards the head and the other hosts.
+        addr: Ipv4Addr,
+    },
+    /// An experiment's share was plumbed and registered (or could not be: `error`).
+    Launched {
+        experiment: String,
+        error: Option<String>,
+    },
+    /// An experiment's share is gone from this host.
+    Cleared { experiment: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum HeadToHost {
+    Accepted,
+    Rejected {
+        reason: String,
+    },
+    /// Run these nodes of an experiment: plumb them with this prefix and underlay, join the
+    /// bridges to `peers` with `vni`, register with the experiment's controller at the head's
+    /// address and `port`.
+    Launch {
+        experiment: String,
+        port: u16,
+        prefix: String,
+        base: Ipv4Addr,
+        vni: u32,
+        node_ids: Vec<u32>,
+        peers: Vec<Ipv4Addr>,
+    },
+    /// Remove everything of an experiment from this host.
+    Clear {
+        experiment: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]

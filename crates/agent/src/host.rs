@@ -1,0 +1,259 @@
+//! Host mode: the agent registers this host with a head (`nextmini serve`) and runs whatever
+//! shares of experiments the head places here, each as its own agent run (its own prefix,
+//! underlay, tunnels and controller session). It reconnects when the head goes away.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hostnet::{FabricSpec, Prefix, TunnelSpec, UnderlayPlan};
+use proto::{HeadToHost, HostToHead};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{AgentConfig, AgentError};
+
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub head: SocketAddr,
+    pub name: String,
+    /// Where nodes accept TCP links.
+    pub link_port: u16,
+    /// Creator threads for plumbing.
+    pub threads: usize,
+    /// Where node namespaces are mounted.
+    pub netns_dir: PathBuf,
+}
+
+/// How long to wait before dialling the head again.
+const RECONNECT: Duration = Duration::from_secs(1);
+
+/// Serves the head until `shutdown`: every experiment run here is torn down first.
+pub async fn serve(cfg: HostConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    tokio::pin!(shutdown);
+    let mut runs: HashMap<String, Run> = HashMap::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Result<(), String>)>();
+    let mut warned = false;
+    loop {
+        let session = tokio::select! {
+            s = connect(&cfg) => s,
+            () = &mut shutdown => break,
+        };
+        let (mut sink, mut incoming, addr) = match session {
+            Ok(s) => {
+                warned = false;
+                s
+            }
+            Err(e) => {
+                if !warned {
+                    tracing::warn!("cannot reach the head at {}: {e}; retrying", cfg.head);
+                    warned = true;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(RECONNECT) => continue,
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        tracing::info!(
+            "registered with the head at {} as {} ({addr})",
+            cfg.head,
+            cfg.name
+        );
+        loop {
+            tokio::select! {
+                msg = incoming.next() => {
+                    let msg = match msg {
+                        Some(Ok(Message::Binary(b))) => match proto::decode::<HeadToHost>(&b) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                tracing::warn!("the head sent something unreadable: {e}");
+                                break;
+                            }
+                        },
+                        Some(Ok(_)) => continue,
+                        _ => {
+                            tracing::warn!("the head went away; reconnecting");
+                            break;
+                        }
+                    };
+                    match msg {
+                        HeadToHost::Launch { experiment, port, prefix, base, vni, node_ids, peers } => {
+                            let spec = match launch_spec(&cfg, addr, &prefix, base, vni, &node_ids, peers) {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    let _ = send(&mut sink, &HostToHead::Launched { experiment, error: Some(e) }).await;
+                                    continue;
+                                }
+                            };
+                            let agent = AgentConfig {
+                                controller: SocketAddr::new(cfg.head.ip(), port),
+                                host: cfg.name.clone(),
+                                spec,
+                                link_port: cfg.link_port,
+                                fail_nodes: Vec::new(),
+                            };
+                            let (stop_tx, stop_rx) = oneshot::channel::<()>();
+                            let done = done_tx.clone();
+                            let name = experiment.clone();
+                            tokio::spawn(async move {
+                                let result = crate::run(agent, async { let _ = stop_rx.await; }).await;
+                                let _ = done.send((name, result.map(|_| ()).map_err(|e| e.to_string())));
+                            });
+                            runs.insert(experiment, Run { stop: Some(stop_tx), cleared: false });
+                        }
+                        HeadToHost::Clear { experiment } => {
+                            match runs.get_mut(&experiment) {
+                                Some(run) => {
+                                    run.cleared = true;
+                                    if let Some(stop) = run.stop.take() {
+                                        let _ = stop.send(());
+                                    }
+                                }
+                                None => {
+                                    // Nothing running here (already gone, or left by a crash):
+                                    // sweep whatever carries its prefix, then confirm.
+                                    sweep(&cfg, &experiment);
+                                    let _ = send(&mut sink, &HostToHead::Cleared { experiment }).await;
+                                }
+                            }
+                        }
+                        HeadToHost::Accepted | HeadToHost::Rejected { .. } => {}
+                    }
+                }
+                Some((experiment, result)) = done_rx.recv() => {
+                    let run = runs.remove(&experiment);
+                    if let Err(e) = &result {
+                        tracing::warn!("experiment {experiment}: {e}");
+                        let _ = send(&mut sink, &HostToHead::Launched { experiment: experiment.clone(), error: Some(e.clone()) }).await;
+                    }
+                    // The run removed everything it made; a clear is confirmed once it has.
+                    if run.is_some_and(|r| r.cleared) {
+                        let _ = send(&mut sink, &HostToHead::Cleared { experiment }).await;
+                    }
+                }
+                () = &mut shutdown => {
+                    stop_all(&mut runs, &mut done_rx).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+    stop_all(&mut runs, &mut done_rx).await;
+    Ok(())
+}
+
+struct Run {
+    stop: Option<oneshot::Sender<()>>,
+    cleared: bool,
+}
+
+type Sink = futures_util::stream::SplitSink<
+    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    Message,
+>;
+type Incoming =
+    futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>;
+
+async fn connect(cfg: &HostConfig) -> Result<(Sink, Incoming, Ipv4Addr), String> {
+    let stream = tokio::net::TcpStream::connect(cfg.head)
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = match stream.local_addr().map_err(|e| e.to_string())?.ip() {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(a) => {
+            return Err(format!(
+                "this host reaches the head over IPv6 ({a}): use IPv4"
+            ));
+        }
+    };
+    let url = format!("ws://{}{}", cfg.head, proto::HOST_PATH);
+    let (ws, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sink, mut incoming) = ws.split();
+    let hello = HostToHead::Hello {
+        version: proto::VERSION,
+        name: cfg.name.clone(),
+        cpus: std::thread::available_parallelism().map_or(1, |c| c.get() as u32),
+        mem_mib: hostnet::procfs::kib_field("/proc/meminfo", "MemTotal") >> 20,
+        addr,
+    };
+    if !send(&mut sink, &hello).await {
+        return Err("the head closed the session".into());
+    }
+    match incoming.next().await {
+        Some(Ok(Message::Binary(b))) => match proto::decode::<HeadToHost>(&b) {
+            Ok(HeadToHost::Accepted) => Ok((sink, incoming, addr)),
+            Ok(HeadToHost::Rejected { reason }) => {
+                Err(format!("the head refused this host: {reason}"))
+            }
+            Ok(other) => Err(format!("the head answered {other:?} to hello")),
+            Err(e) => Err(e.to_string()),
+        },
+        _ => Err("the head closed the session".into()),
+    }
+}
+
+fn launch_spec(
+    cfg: &HostConfig,
+    local: Ipv4Addr,
+    prefix: &str,
+    base: Ipv4Addr,
+    vni: u32,
+    node_ids: &[u32],
+    peers: Vec<Ipv4Addr>,
+) -> Result<FabricSpec, String> {
+    let prefix = Prefix::new(prefix).map_err(|e| e.to_string())?;
+    let plan = UnderlayPlan::with_ids(prefix, base, node_ids).map_err(|e| e.to_string())?;
+    let mut spec = FabricSpec::new(plan);
+    spec.netns_dir = Some(cfg.netns_dir.clone());
+    spec.threads = cfg.threads;
+    if !peers.is_empty() {
+        spec.tunnel = Some(TunnelSpec {
+            vni,
+            local,
+            peers,
+            port: 4789,
+        });
+    }
+    Ok(spec)
+}
+
+/// Removes whatever carries an experiment's prefix on this host.
+fn sweep(cfg: &HostConfig, prefix: &str) {
+    if let Ok(p) = Prefix::new(prefix)
+        && let Err(e) = hostnet::cleanup::sweep(&p, &cfg.netns_dir)
+    {
+        tracing::warn!("cleaning up {prefix}: {e}");
+    }
+}
+
+async fn stop_all(
+    runs: &mut HashMap<String, Run>,
+    done: &mut mpsc::UnboundedReceiver<(String, Result<(), String>)>,
+) {
+    for run in runs.values_mut() {
+        if let Some(stop) = run.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+    while !runs.is_empty() {
+        match done.recv().await {
+            Some((exp, _)) => {
+                runs.remove(&exp);
+            }
+            None => return,
+        }
+    }
+}
+
+async fn send(sink: &mut Sink, msg: &HostToHead) -> bool {
+    match proto::encode(msg) {
+        Ok(bytes) => sink.send(Message::Binary(bytes.into())).await.is_ok(),
+        Err(_) => false,
+    }
+}

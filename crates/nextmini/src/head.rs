@@ -1,0 +1,580 @@
+//! `nextmini serve`: the head that pools hosts for experiments (minimega's namespaces). Host
+//! agents register over WebSocket (`/host`); experiments are created, given hosts, planned,
+//! launched and cleared over HTTP; each launched experiment gets its own controller on its own
+//! port, which the hosts' agent runs register with.
+//!
+//! ```text
+//! GET  /host                            WebSocket, a host agent's session
+//! GET  /api/hosts                       registered hosts: up or down, nodes held
+//! GET  /api/exps                        experiments: nodes, hosts, which is active
+//! POST /api/exps/{name}                 create (if new) and make active
+//! GET  /api/exps/{name}                 hosts, schedules, placement, controller status
+//! POST /api/exps/{name}/hosts           {"add": "kn[1-3]"} or {"del": "all"}
+//! POST /api/exps/{name}/launch          {"file": "<toml>", "dry_run": false, "load": "cpucommit"}
+//! POST /api/exps/{name}/mv              {"nodes": "5-6", "host": "kn2"} on the stored dry run
+//! POST /api/exps/{name}/clear           remove it from every host
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use clap::Args;
+use controller::coordinator::Milestone;
+use controller::head::{Head, HeadError, HostInfo};
+use futures_util::{SinkExt, StreamExt};
+use proto::{HeadToHost, HostToHead};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::ExperimentFile;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen: Ipv4Addr,
+    #[arg(long, default_value_t = DEFAULT_HEAD_PORT)]
+    pub port: u16,
+    /// This host's name: the default experiment's only host [default: the hostname].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Where the store of experiment runs lives.
+    #[arg(long, default_value = "/var/lib/nextmini/head")]
+    pub state_dir: PathBuf,
+}
+
+pub const DEFAULT_HEAD_PORT: u16 = 3900;
+
+/// A launched experiment's live parts.
+struct Running {
+    handle: controller::server::ControllerHandle,
+    /// Agent ids of the experiment's controller, by host.
+    agents: HashMap<u64, String>,
+    /// Hosts whose clear is awaited, and who to tell when all are done.
+    clearing: Option<(Vec<String>, oneshot::Sender<()>)>,
+    recorder: tokio::task::JoinHandle<()>,
+}
+
+/// An experiment's nodes (demands, constraints) and links, as the scheduler sees them.
+type Demands = (Vec<scheduler::NodeReq>, Vec<(u32, u32)>);
+
+struct Shared {
+    head: Head,
+    hosts: HashMap<String, mpsc::UnboundedSender<HeadToHost>>,
+    running: HashMap<String, Running>,
+    /// The parsed experiment of each launched or dry-run experiment (for `mv`).
+    files: HashMap<String, Demands>,
+}
+
+#[derive(Clone)]
+struct App {
+    shared: Arc<Mutex<Shared>>,
+    db_url: String,
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    crate::host::require_root("nextmini serve")?;
+    let host = args.host.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".to_owned())
+    });
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
+    let app = App {
+        shared: Arc::new(Mutex::new(Shared {
+            head: Head::new(&host),
+            hosts: HashMap::new(),
+            running: HashMap::new(),
+            files: HashMap::new(),
+        })),
+        db_url: crate::up::default_db_url(&args.state_dir),
+    };
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let listener = controller::server::bind(SocketAddr::from((args.listen, args.port))).await?;
+        eprintln!(
+            "head {host} listening on {}:{}; host agents: nextmini agent --head <this address>:{}",
+            args.listen, args.port, args.port
+        );
+        let router = axum::Router::new()
+            .route(proto::HOST_PATH, get(host_session))
+            .route("/api/hosts", get(api_hosts))
+            .route("/api/exps", get(api_exps))
+            .route("/api/exps/{name}", post(api_switch).get(api_exp))
+            .route("/api/exps/{name}/hosts", post(api_exp_hosts))
+            .route("/api/exps/{name}/launch", post(api_launch))
+            .route("/api/exps/{name}/mv", post(api_mv))
+            .route("/api/exps/{name}/clear", post(api_clear))
+            .with_state(app.clone());
+        tokio::select! {
+            r = axum::serve(listener, router) => r?,
+            () = crate::up::shutdown_signal() => {}
+        }
+        // Leaving: clear every experiment on the hosts that are up.
+        let names = app
+            .shared
+            .lock()
+            .expect("no panics hold it")
+            .head
+            .experiment_names();
+        for name in names {
+            let _ = clear(&app, &name).await;
+        }
+        Ok(())
+    })
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, format!("{}\n", self.1)).into_response()
+    }
+}
+
+impl From<HeadError> for ApiError {
+    fn from(e: HeadError) -> Self {
+        let status = match e {
+            HeadError::NoExperiment(_) => StatusCode::NOT_FOUND,
+            HeadError::StillLaunching(..) | HeadError::AlreadyLaunched(_) => StatusCode::CONFLICT,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, e.to_string())
+}
+
+async fn api_hosts(State(app): State<App>) -> Json<Vec<controller::head::HostRow>> {
+    Json(
+        app.shared
+            .lock()
+            .expect("no panics hold it")
+            .head
+            .host_rows(),
+    )
+}
+
+async fn api_exps(State(app): State<App>) -> Json<Vec<controller::head::ExperimentRow>> {
+    Json(
+        app.shared
+            .lock()
+            .expect("no panics hold it")
+            .head
+            .experiment_rows(),
+    )
+}
+
+async fn api_switch(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<StatusCode, ApiError> {
+    app.shared
+        .lock()
+        .expect("no panics hold it")
+        .head
+        .switch(&name)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn api_exp(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (mut doc, handle) = {
+        let s = app.shared.lock().expect("no panics hold it");
+        let e = s.head.experiment(&name)?;
+        let launch = e.launch.as_ref().map(|l| {
+            serde_json::json!({
+                "prefix": l.prefix,
+                "underlay_base": l.base.to_string(),
+                "vni": l.vni,
+                "port": l.port,
+                "shares": l.shares.iter().map(|(h, ids)| (h.clone(), topology::ids::format_ids(ids))).collect::<BTreeMap<_, _>>(),
+            })
+        });
+        let doc = serde_json::json!({
+            "name": name,
+            "hosts": e.hosts,
+            "load": e.load.to_string(),
+            "schedules": e.schedules,
+            "dry_run": e.dry_run.as_ref().map(|p| p.host_of.clone()),
+            "launch": launch,
+        });
+        (doc, s.running.get(&name).map(|r| r.handle.clone()))
+    };
+    if let Some(h) = handle {
+        doc["status"] = serde_json::to_value(h.status().await).unwrap_or_default();
+        doc["failed_nodes"] = serde_json::to_value(
+            h.nodes()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| n.state == "failed")
+                .map(|n| n.node_id)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or_default();
+    }
+    Ok(Json(doc))
+}
+
+#[derive(serde::Deserialize)]
+struct HostsBody {
+    add: Option<String>,
+    del: Option<String>,
+}
+
+async fn api_exp_hosts(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    Json(body): Json<HostsBody>,
+) -> Result<StatusCode, ApiError> {
+    let mut s = app.shared.lock().expect("no panics hold it");
+    if let Some(list) = &body.add {
+        s.head.hosts_add(&name, list)?;
+    }
+    if let Some(list) = &body.del {
+        s.head.hosts_del(&name, list)?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize)]
+struct LaunchBody {
+    file: String,
+    #[serde(default)]
+    dry_run: bool,
+    load: Option<String>,
+}
+
+/// The plan as JSON: host → node ids.
+fn plan_json(plan: &scheduler::Plan, edges: &[(u32, u32)]) -> serde_json::Value {
+    let mut by_host: BTreeMap<&String, Vec<u32>> = BTreeMap::new();
+    for (id, h) in &plan.host_of {
+        by_host.entry(h).or_default().push(*id);
+    }
+    serde_json::json!({
+        "hosts": by_host.into_iter().map(|(h, ids)| (h.clone(), ids)).collect::<BTreeMap<_, _>>(),
+        "links_across_hosts": plan.cut_links(edges),
+    })
+}
+
+async fn api_launch(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    Json(body): Json<LaunchBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let path = PathBuf::from(format!("{name}.toml"));
+    let file = ExperimentFile::parse(&path, &body.file).map_err(bad)?;
+    let mut exp = file.resolve(None).map_err(bad)?;
+    let nodes = file.placement(&exp.topology).map_err(bad)?;
+    let edges = exp.topology.edges().to_vec();
+    let load: scheduler::LoadMetric = body
+        .load
+        .as_deref()
+        .unwrap_or("cpucommit")
+        .parse()
+        .map_err(bad)?;
+    let plan = {
+        let mut s = app.shared.lock().expect("no panics hold it");
+        let plan = s.head.plan(&name, &nodes, &edges, load, body.dry_run)?;
+        s.files.insert(name.clone(), (nodes.clone(), edges.clone()));
+        plan
+    };
+    if body.dry_run {
+        return Ok(Json(plan_json(&plan, &edges)));
+    }
+    // The experiment's own controller, on a port of its own.
+    let listener = controller::server::bind(SocketAddr::from(([0, 0, 0, 0], 0)))
+        .await
+        .map_err(bad)?;
+    let port = listener.local_addr().map_err(bad)?.port();
+    let (launch, orders) = {
+        let mut s = app.shared.lock().expect("no panics hold it");
+        s.head.launch(&name, &plan, &nodes, port, now())?
+    };
+    exp.prefix = Some(launch.prefix.clone());
+    exp.underlay_base = Some(launch.base);
+    exp.name = name.clone();
+    let started = crate::up::start_controller(&exp, listener, &app.db_url, true)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let crate::up::Started {
+        handle,
+        writer,
+        mut milestones,
+        ..
+    } = started;
+    // Milestones: into the store, and a host's plumbing done confirms its launch.
+    let recorder = {
+        let app = app.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            while let Some(m) = milestones.recv().await {
+                writer.record(&m);
+                let mut s = app.shared.lock().expect("no panics hold it");
+                match &m {
+                    Milestone::AgentRegistered { agent, host, .. } => {
+                        if let Some(r) = s.running.get_mut(&name) {
+                            r.agents.insert(*agent, host.clone());
+                        }
+                    }
+                    Milestone::PlumbingDone { agent, .. } => {
+                        let host = s
+                            .running
+                            .get(&name)
+                            .and_then(|r| r.agents.get(agent).cloned());
+                        if let Some(host) = host {
+                            s.head.host_launched(&name, &host, true, now());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let _ = writer.close().await;
+        })
+    };
+    let mut s = app.shared.lock().expect("no panics hold it");
+    s.running.insert(
+        name.clone(),
+        Running {
+            handle,
+            agents: HashMap::new(),
+            clearing: None,
+            recorder,
+        },
+    );
+    for order in orders {
+        let msg = HeadToHost::Launch {
+            experiment: name.clone(),
+            port,
+            prefix: launch.prefix.clone(),
+            base: launch.base,
+            vni: launch.vni,
+            node_ids: order.node_ids,
+            peers: order.peers,
+        };
+        match s.hosts.get(&order.host) {
+            Some(tx) if tx.send(msg).is_ok() => {}
+            _ => s.head.host_launched(&name, &order.host, false, now()),
+        }
+    }
+    let mut doc = plan_json(&plan, &edges);
+    doc["port"] = port.into();
+    doc["prefix"] = launch.prefix.into();
+    doc["underlay_base"] = launch.base.to_string().into();
+    doc["vni"] = launch.vni.into();
+    Ok(Json(doc))
+}
+
+#[derive(serde::Deserialize)]
+struct MvBody {
+    nodes: String,
+    host: String,
+}
+
+async fn api_mv(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    Json(body): Json<MvBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let ids = topology::ids::parse_ids(&body.nodes).map_err(bad)?;
+    let mut s = app.shared.lock().expect("no panics hold it");
+    let (nodes, edges) = s
+        .files
+        .get(&name)
+        .cloned()
+        .ok_or(HeadError::NoDryRun(name.clone()))?;
+    let plan = s.head.move_nodes(&name, &nodes, &edges, &ids, &body.host)?;
+    Ok(Json(plan_json(&plan, &edges)))
+}
+
+async fn api_clear(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    Ok(Json(clear(&app, &name).await?))
+}
+
+/// Clears an experiment: every host that is up removes its share (waited for, up to 30 s),
+/// then its controller stops.
+async fn clear(app: &App, name: &str) -> Result<serde_json::Value, ApiError> {
+    let (done_rx, up, down) = {
+        let mut s = app.shared.lock().expect("no panics hold it");
+        let (up, down) = s.head.clear(name)?;
+        s.files.remove(name);
+        let (done_tx, done_rx) = oneshot::channel();
+        let hosts: Vec<String> = up.iter().map(|(h, _)| h.clone()).collect();
+        for h in &hosts {
+            if let Some(tx) = s.hosts.get(h) {
+                let _ = tx.send(HeadToHost::Clear {
+                    experiment: name.to_owned(),
+                });
+            }
+        }
+        match s.running.get_mut(name) {
+            Some(r) if !hosts.is_empty() => r.clearing = Some((hosts.clone(), done_tx)),
+            _ => {
+                let _ = done_tx.send(());
+            }
+        }
+        (done_rx, hosts, down)
+    };
+    let complete = tokio::time::timeout(Duration::from_secs(30), done_rx)
+        .await
+        .is_ok();
+    let running = app
+        .shared
+        .lock()
+        .expect("no panics hold it")
+        .running
+        .remove(name);
+    if let Some(r) = running {
+        r.handle.down();
+        r.recorder.abort();
+    }
+    Ok(serde_json::json!({
+        "cleared": up,
+        "down": down,
+        "complete": complete,
+    }))
+}
+
+async fn host_session(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| host_task(app, socket))
+}
+
+async fn host_task(app: App, socket: WebSocket) {
+    let (mut sink, mut incoming) = socket.split();
+    let Some(Ok(Message::Binary(first))) = incoming.next().await else {
+        return;
+    };
+    let Ok(HostToHead::Hello {
+        version,
+        name,
+        cpus,
+        mem_mib,
+        addr,
+    }) = proto::decode::<HostToHead>(&first)
+    else {
+        return;
+    };
+    let reply = |m: &HeadToHost| Message::Binary(proto::encode(m).unwrap_or_default().into());
+    if version != proto::VERSION {
+        let reason = format!(
+            "host speaks protocol version {version}, the head {}: run the same nextmini build on both",
+            proto::VERSION
+        );
+        let _ = sink.send(reply(&HeadToHost::Rejected { reason })).await;
+        return;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<HeadToHost>();
+    let pending = {
+        let mut s = app.shared.lock().expect("no panics hold it");
+        if s.hosts.get(&name).is_some_and(|t| !t.is_closed()) {
+            None
+        } else {
+            s.hosts.insert(name.clone(), tx.clone());
+            Some(s.head.host_up(HostInfo {
+                name: name.clone(),
+                addr,
+                cpus,
+                mem_mib,
+                up: true,
+            }))
+        }
+    };
+    let Some(pending) = pending else {
+        let reason = format!("a host named {name} is already registered: give each its own --host");
+        let _ = sink.send(reply(&HeadToHost::Rejected { reason })).await;
+        return;
+    };
+    tracing::info!("host {name} ({addr}, {cpus} CPUs, {mem_mib} MiB) registered");
+    if sink.send(reply(&HeadToHost::Accepted)).await.is_err() {
+        return;
+    }
+    for experiment in pending {
+        let _ = tx.send(HeadToHost::Clear { experiment });
+    }
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(m) => if sink.send(reply(&m)).await.is_err() { break },
+                None => break,
+            },
+            msg = incoming.next() => {
+                let Some(Ok(Message::Binary(b))) = msg else {
+                    if matches!(msg, Some(Ok(_))) { continue }
+                    break;
+                };
+                let Ok(m) = proto::decode::<HostToHead>(&b) else { break };
+                let mut s = app.shared.lock().expect("no panics hold it");
+                match m {
+                    HostToHead::Launched { experiment, error } => {
+                        if let Some(e) = &error {
+                            tracing::warn!("host {name}: experiment {experiment}: {e}");
+                        }
+                        s.head.host_launched(&experiment, &name, error.is_none(), now());
+                    }
+                    HostToHead::Cleared { experiment } => {
+                        if let Some(r) = s.running.get_mut(&experiment)
+                            && let Some((waiting, _)) = &mut r.clearing
+                        {
+                            waiting.retain(|h| *h != name);
+                            if waiting.is_empty()
+                                && let Some((_, done)) = r.clearing.take()
+                            {
+                                let _ = done.send(());
+                            }
+                        }
+                    }
+                    HostToHead::Hello { .. } => {}
+                }
+            }
+        }
+    }
+    let mut s = app.shared.lock().expect("no panics hold it");
+    s.hosts.remove(&name);
+    for (experiment, ids) in s.head.host_down(&name) {
+        tracing::warn!(
+            "host {name} is down: experiment {experiment} lost nodes {}",
+            topology::ids::format_ids(&ids)
+        );
+    }
+    // A clear waiting on this host will not hear from it.
+    for r in s.running.values_mut() {
+        if let Some((waiting, _)) = &mut r.clearing {
+            waiting.retain(|h| *h != name);
+            if waiting.is_empty()
+                && let Some((_, done)) = r.clearing.take()
+            {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Where the CLI finds the head: `--head`, else `NEXTMINI_HEAD`, else this host.
+pub fn head_url(flag: &Option<String>) -> String {
+    let addr = flag
+        .clone()
+        .or_else(|| std::env::var("NEXTMINI_HEAD").ok())
+        .unwrap_or_else(|| format!("127.0.0.1:{DEFAULT_HEAD_PORT}"));
+    format!("http://{}", addr.trim_start_matches("http://"))
+}
