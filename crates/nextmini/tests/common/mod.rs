@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: running the binary and looking for leftovers.
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod cluster;
+
 use std::path::Path;
 use std::process::{Command, Output};
 

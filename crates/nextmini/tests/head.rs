@@ -1,0 +1,208 @@
+//! The head (`nextmini serve`) with three hosts simulated on this machine (see
+//! `common::cluster`), each running `nextmini agent --head`: hosts register, experiments are
+//! created, planned (dry run, `mv`), launched and cleared from the command line, two run at
+//! once with the same overlay addresses, and a host that dies is reported and cleaned up when
+//! it comes back.
+//!
+//! Prefixes `tr` (hosts and switch), `hga` and `hgb` (the experiments); switch subnet
+//! 172.20.153.0/24; the head gives experiments underlays from 172.24.0.0.
+
+use std::process::Command;
+
+mod common;
+use common::cluster::{Cluster, HOSTS, get_json, wait_json};
+use common::{free_port, text};
+
+/// `nextmini <args>` against the head at `port`.
+fn nm(port: u16, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_nextmini"))
+        .args(args)
+        .env("NEXTMINI_HEAD", format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "nextmini {args:?}: {}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn host_agent(cluster: &mut Cluster, h: u32, port: u16) -> usize {
+    let head = format!("{}:{port}", cluster.switch_addr());
+    let cmd = cluster.on_host(
+        h,
+        &["agent", "--head", &head, "--host", &format!("host{h}")],
+    );
+    cluster.spawn(cmd, &format!("agent{h}.log"))
+}
+
+/// A plan's node ids on `host`.
+fn share(plan: &serde_json::Value, host: &str) -> Vec<u64> {
+    plan["hosts"][host]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+        .unwrap_or_default()
+}
+
+fn ring(n: u32) -> String {
+    format!("[topology]\ntype = \"ring\"\nring_config = {{ n_nodes = {n} }}\n")
+}
+
+#[test]
+fn a_head_pools_hosts_for_experiments() {
+    let mut cluster = Cluster::new("tr", 153, &["hga", "hgb"]);
+    let port = free_port();
+    let mut head = Command::new(env!("CARGO_BIN_EXE_nextmini"));
+    head.args(["serve", "--port", &port.to_string(), "--host", "head"])
+        .args(["--state-dir", cluster.dir.join("head").to_str().unwrap()]);
+    cluster.spawn(head, "head.log");
+    let mut agents: Vec<usize> = HOSTS
+        .iter()
+        .map(|&h| host_agent(&mut cluster, h, port))
+        .collect();
+    let hosts_url = format!("http://127.0.0.1:{port}/api/hosts");
+    wait_json(&hosts_url, "three hosts registered", |v| {
+        v.as_array()
+            .is_some_and(|a| a.len() == 3 && a.iter().all(|h| h["up"] == true))
+    });
+
+    // The default experiment holds the head only; a new one every host but the head.
+    let exps = nm(port, &["exp", "--json"]);
+    assert_eq!(exps[0]["name"], "default");
+    assert_eq!(exps[0]["hosts"], "head");
+    nm(port, &["exp", "hga"]);
+    let exps = nm(port, &["exp", "--json"]);
+    assert_eq!(
+        (&exps[1]["name"], &exps[1]["hosts"], &exps[1]["active"]),
+        (&"hga".into(), &"host[1-3]".into(), &true.into())
+    );
+
+    // Dry run, a move by hand, then the launch places what the dry run said.
+    let file = cluster.dir.join("ring12.toml");
+    std::fs::write(&file, ring(12)).unwrap();
+    let file = file.to_str().unwrap();
+    let dry = nm(port, &["exp", "--json", "hga", "launch", file, "--dry-run"]);
+    for h in ["host1", "host2", "host3"] {
+        assert_eq!(share(&dry, h).len(), 4, "{dry}");
+    }
+    let from = if share(&dry, "host3").contains(&1) {
+        "host2"
+    } else {
+        "host3"
+    };
+    let moved = nm(port, &["exp", "--json", "hga", "mv", "1", from]);
+    assert!(share(&moved, from).contains(&1), "{moved}");
+    let launched = nm(port, &["exp", "--json", "launch", file]);
+    assert_eq!(
+        launched["hosts"], moved["hosts"],
+        "the moved dry run launches"
+    );
+    let status_url = |exp: &str| format!("http://127.0.0.1:{port}/api/exps/{exp}");
+    wait_json(&status_url("hga"), "hga ready", |v| {
+        v["status"]["phase"] == "ready" && v["schedules"][0]["state"] == "completed"
+    });
+    let a1 = share(&launched, "host1")[0];
+    let a3 = share(&launched, "host3")[0];
+    assert!(
+        Cluster::pings(&format!("hga{a1}"), &format!("10.0.0.{a3}")),
+        "hga host 1 → host 3"
+    );
+
+    // A second experiment on hosts 1 and 2 only, with the same overlay addresses.
+    nm(port, &["exp", "hgb"]);
+    nm(port, &["hosts", "del", "host3"]);
+    let file6 = cluster.dir.join("ring6.toml");
+    std::fs::write(&file6, ring(6)).unwrap();
+    let b = nm(port, &["exp", "--json", "launch", file6.to_str().unwrap()]);
+    assert!(share(&b, "host3").is_empty(), "{b}");
+    wait_json(&status_url("hgb"), "hgb ready", |v| {
+        v["status"]["phase"] == "ready"
+    });
+    assert_ne!(b["underlay_base"], launched["underlay_base"]);
+    assert_ne!(b["vni"], launched["vni"]);
+    let b1 = share(&b, "host1")[0];
+    let b2 = share(&b, "host2")[0];
+    assert!(
+        Cluster::pings(&format!("hgb{b1}"), &format!("10.0.0.{b2}")),
+        "hgb across hosts"
+    );
+    assert!(
+        !Cluster::pings(&format!("hgb{b1}"), "10.0.0.9"),
+        "hgb reaches hga's node 9"
+    );
+    // Hosts count every experiment's nodes.
+    let hosts = get_json(&hosts_url);
+    let total: u64 = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["nodes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 18);
+
+    // Clearing hga leaves nothing of it on any host; hgb is untouched.
+    let cleared = nm(port, &["exp", "--json", "clear", "hga"]);
+    assert_eq!(cleared["complete"], true, "{cleared}");
+    for h in HOSTS {
+        assert_eq!(
+            cluster.leftovers(h, "hga"),
+            Vec::<String>::new(),
+            "hga on host {h}"
+        );
+    }
+    assert!(Cluster::pings(&format!("hgb{b1}"), &format!("10.0.0.{b2}")));
+
+    // Host 2 dies: it is down, hgb reports its nodes there lost; clear succeeds on host 1
+    // and reaches host 2 when its agent is back.
+    cluster.kill(agents[1]);
+    wait_json(&hosts_url, "host2 down", |v| {
+        v.as_array()
+            .is_some_and(|a| a.iter().any(|h| h["name"] == "host2" && h["up"] == false))
+    });
+    let lost = wait_json(&status_url("hgb"), "hgb's lost nodes", |v| {
+        v["failed_nodes"].as_array().is_some_and(|a| !a.is_empty())
+    });
+    assert_eq!(
+        lost["failed_nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_u64())
+            .collect::<Vec<_>>(),
+        share(&b, "host2")
+    );
+    let cleared = nm(port, &["exp", "--json", "clear", "hgb"]);
+    assert_eq!(cleared["down"][0], "host2", "{cleared}");
+    // Host 1 holds nothing of hgb; what is seen from it are host 2's node namespaces (the
+    // simulated hosts share this machine's mounts).
+    let host2: Vec<String> = share(&b, "host2")
+        .iter()
+        .map(|id| format!("hgb{id}"))
+        .collect();
+    let seen = cluster.leftovers(1, "hgb");
+    assert!(
+        seen.iter()
+            .all(|l| host2.iter().any(|n| l.ends_with(&format!(" {n}")))),
+        "{seen:?}"
+    );
+    assert!(
+        !cluster.leftovers(2, "hgb").is_empty(),
+        "host 2 still holds what it had"
+    );
+    agents[1] = host_agent(&mut cluster, 2, port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cluster.leftovers(2, "hgb").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "host 2 was not cleared when it came back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let exps = nm(port, &["exp", "--json"]);
+    assert_eq!(
+        exps.as_array().unwrap().len(),
+        1,
+        "only the default is left: {exps}"
+    );
+}
