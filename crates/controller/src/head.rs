@@ -75,6 +75,9 @@ pub struct Launch {
 #[derive(Debug, Clone, Default)]
 pub struct Experiment {
     pub hosts: BTreeSet<String>,
+    /// Launch orders wait (as a dry run) until a launch without a file (minimega's
+    /// `ns queueing`).
+    pub queueing: bool,
     pub load: LoadMetric,
     pub dry_run: Option<Plan>,
     pub launch: Option<Launch>,
@@ -153,7 +156,9 @@ pub struct Head {
 }
 
 /// Words the command line uses after `nextmini exp`, which can't be experiment names.
-const RESERVED: [&str; 6] = ["launch", "mv", "status", "hosts", "clear", "all"];
+const RESERVED: [&str; 8] = [
+    "launch", "mv", "status", "hosts", "clear", "all", "dump", "queueing",
+];
 
 fn valid_name(name: &str) -> bool {
     let b = name.as_bytes();
@@ -297,6 +302,11 @@ impl Head {
             );
         }
         self.active = name.to_owned();
+        Ok(())
+    }
+
+    pub fn set_queueing(&mut self, exp: &str, on: bool) -> Result<(), HeadError> {
+        self.experiment_mut(exp)?.queueing = on;
         Ok(())
     }
 

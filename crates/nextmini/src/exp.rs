@@ -3,8 +3,10 @@
 //! ```text
 //! nextmini exp                              name | nodes | hosts | active
 //! nextmini exp <name>                       create (if new) and switch to it
-//! nextmini exp [<name>] launch FILE [--dry-run] [--load memcommit]
+//! nextmini exp [<name>] launch [FILE] [--dry-run] [--load memcommit]
 //! nextmini exp [<name>] mv NODES HOST       move nodes in the dry run
+//! nextmini exp [<name>] dump                the stored dry run (or queued launch)
+//! nextmini exp [<name>] queueing on|off     launches queue until `launch` without a file
 //! nextmini exp [<name>] status              hosts, placement, schedules, lost nodes
 //! nextmini exp [<name>] hosts [add|del LIST]
 //! nextmini exp clear <name|all>
@@ -16,7 +18,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-const VERBS: [&str; 5] = ["launch", "mv", "status", "hosts", "clear"];
+const VERBS: [&str; 7] = [
+    "launch", "mv", "status", "hosts", "clear", "dump", "queueing",
+];
 
 #[derive(Args, Debug)]
 pub struct ExpArgs {
@@ -196,9 +200,17 @@ fn report_clear(name: &str, r: &serde_json::Value, json: bool) {
 
 fn run_verb(c: &Client, name: &str, verb: &str, rest: &[&str], json: bool) -> Result<()> {
     match (verb, rest) {
-        ("launch", [file, opts @ ..]) => {
-            let text = std::fs::read_to_string(PathBuf::from(file))
-                .with_context(|| format!("cannot read {file}"))?;
+        ("launch", args) => {
+            let (file, opts) = match args {
+                [f, rest @ ..] if !f.starts_with("--") => (Some(*f), rest),
+                rest => (None, rest),
+            };
+            let text = file
+                .map(|f| {
+                    std::fs::read_to_string(PathBuf::from(f))
+                        .with_context(|| format!("cannot read {f}"))
+                })
+                .transpose()?;
             let mut dry_run = false;
             let mut load = None;
             let mut it = opts.iter();
@@ -214,7 +226,33 @@ fn run_verb(c: &Client, name: &str, verb: &str, rest: &[&str], json: bool) -> Re
                 &format!("/api/exps/{name}/launch"),
                 Some(serde_json::json!({"file": text, "dry_run": dry_run, "load": load})),
             )?;
-            print_plan(name, &r, json, dry_run);
+            print_plan(name, &r, json, dry_run || r["queued"] == true);
+            Ok(())
+        }
+        ("queueing", [v @ ("on" | "off")]) => {
+            c.call(
+                "POST",
+                &format!("/api/exps/{name}/queueing"),
+                Some(serde_json::json!({ "on": *v == "on" })),
+            )?;
+            Ok(())
+        }
+        ("dump", []) => {
+            let r = c.json("GET", &format!("/api/exps/{name}"), None)?;
+            let Some(plan) = r["dry_run"].as_object() else {
+                bail!(
+                    "no dry run of {name}: run `nextmini exp {name} launch FILE --dry-run` first"
+                );
+            };
+            if json {
+                println!("{}", r["dry_run"]);
+                return Ok(());
+            }
+            println!("| node | host |");
+            println!("|---:|---|");
+            for (node, host) in plan {
+                println!("| {node} | {} |", host.as_str().unwrap_or(""));
+            }
             Ok(())
         }
         ("mv", [nodes, host]) => {
@@ -323,7 +361,13 @@ fn print_plan(name: &str, r: &serde_json::Value, json: bool, dry_run: bool) {
     }
     println!(
         "{name}: {}{} links cross hosts",
-        if dry_run { "dry run; " } else { "launched; " },
+        if r["queued"] == true {
+            "queued (launch it with `nextmini exp launch`); "
+        } else if dry_run {
+            "dry run; "
+        } else {
+            "launched; "
+        },
         r["links_across_hosts"]
     );
     println!("| host | nodes |");

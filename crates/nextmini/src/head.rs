@@ -12,6 +12,7 @@
 //! POST /api/exps/{name}/hosts           {"add": "kn[1-3]"} or {"del": "all"}
 //! POST /api/exps/{name}/launch          {"file": "<toml>", "dry_run": false, "load": "cpucommit"}
 //! POST /api/exps/{name}/mv              {"nodes": "5-6", "host": "kn2"} on the stored dry run
+//! POST /api/exps/{name}/queueing        {"on": true}: launches only queue until one without a file
 //! POST /api/exps/{name}/clear           remove it from every host
 //! ```
 
@@ -71,6 +72,8 @@ struct Shared {
     running: HashMap<String, Running>,
     /// The parsed experiment of each launched or dry-run experiment (for `mv`).
     files: HashMap<String, Demands>,
+    /// The experiment file last given to each experiment (what a launch without one uses).
+    texts: HashMap<String, String>,
 }
 
 #[derive(Clone)]
@@ -100,6 +103,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             hosts: HashMap::new(),
             running: HashMap::new(),
             files: HashMap::new(),
+            texts: HashMap::new(),
         })),
         db_url: crate::up::default_db_url(&args.state_dir),
     };
@@ -117,6 +121,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             .route("/api/exps/{name}/hosts", post(api_exp_hosts))
             .route("/api/exps/{name}/launch", post(api_launch))
             .route("/api/exps/{name}/mv", post(api_mv))
+            .route("/api/exps/{name}/queueing", post(api_queueing))
             .route("/api/exps/{name}/clear", post(api_clear))
             .with_state(app.clone());
         tokio::select! {
@@ -212,6 +217,7 @@ async fn api_exp(
             "name": name,
             "hosts": e.hosts,
             "load": e.load.to_string(),
+            "queueing": e.queueing,
             "schedules": e.schedules,
             "dry_run": e.dry_run.as_ref().map(|p| p.host_of.clone()),
             "launch": launch,
@@ -257,7 +263,8 @@ async fn api_exp_hosts(
 
 #[derive(serde::Deserialize)]
 struct LaunchBody {
-    file: String,
+    /// The experiment file; none launches what is queued (or dry-run) already.
+    file: Option<String>,
     #[serde(default)]
     dry_run: bool,
     load: Option<String>,
@@ -281,7 +288,25 @@ async fn api_launch(
     Json(body): Json<LaunchBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let path = PathBuf::from(format!("{name}.toml"));
-    let file = ExperimentFile::parse(&path, &body.file).map_err(bad)?;
+    let (text, queueing) = {
+        let mut s = app.shared.lock().expect("no panics hold it");
+        let queueing = s.head.experiment(&name)?.queueing;
+        let text = match &body.file {
+            Some(t) => {
+                s.texts.insert(name.clone(), t.clone());
+                t.clone()
+            }
+            None => s.texts.get(&name).cloned().ok_or_else(|| {
+                bad(format!(
+                    "nothing queued in {name}: give a file (`nextmini exp {name} launch FILE`)"
+                ))
+            })?,
+        };
+        (text, queueing)
+    };
+    // With queueing on, a file only queues (as a dry run); a launch without one starts it.
+    let dry_run = body.dry_run || (queueing && body.file.is_some());
+    let file = ExperimentFile::parse(&path, &text).map_err(bad)?;
     let mut exp = file.resolve(None).map_err(bad)?;
     let nodes = file.placement(&exp.topology).map_err(bad)?;
     let edges = exp.topology.edges().to_vec();
@@ -293,12 +318,14 @@ async fn api_launch(
         .map_err(bad)?;
     let plan = {
         let mut s = app.shared.lock().expect("no panics hold it");
-        let plan = s.head.plan(&name, &nodes, &edges, load, body.dry_run)?;
+        let plan = s.head.plan(&name, &nodes, &edges, load, dry_run)?;
         s.files.insert(name.clone(), (nodes.clone(), edges.clone()));
         plan
     };
-    if body.dry_run {
-        return Ok(Json(plan_json(&plan, &edges)));
+    if dry_run {
+        let mut doc = plan_json(&plan, &edges);
+        doc["queued"] = (queueing && !body.dry_run).into();
+        return Ok(Json(doc));
     }
     // The experiment's own controller, on a port of its own.
     let listener = controller::server::bind(SocketAddr::from(([0, 0, 0, 0], 0)))
@@ -384,6 +411,21 @@ async fn api_launch(
 }
 
 #[derive(serde::Deserialize)]
+struct QueueingBody {
+    on: bool,
+}
+
+async fn api_queueing(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    Json(body): Json<QueueingBody>,
+) -> Result<StatusCode, ApiError> {
+    let mut s = app.shared.lock().expect("no panics hold it");
+    s.head.set_queueing(&name, body.on)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(serde::Deserialize)]
 struct MvBody {
     nodes: String,
     host: String,
@@ -419,6 +461,7 @@ async fn clear(app: &App, name: &str) -> Result<serde_json::Value, ApiError> {
         let mut s = app.shared.lock().expect("no panics hold it");
         let (up, down) = s.head.clear(name)?;
         s.files.remove(name);
+        s.texts.remove(name);
         let (done_tx, done_rx) = oneshot::channel();
         let hosts: Vec<String> = up.iter().map(|(h, _)| h.clone()).collect();
         for h in &hosts {

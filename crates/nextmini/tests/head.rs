@@ -56,7 +56,7 @@ fn a_head_pools_hosts_for_experiments() {
     let mut head = Command::new(env!("CARGO_BIN_EXE_nextmini"));
     head.args(["serve", "--port", &port.to_string(), "--host", "head"])
         .args(["--state-dir", cluster.dir.join("head").to_str().unwrap()]);
-    cluster.spawn(head, "head.log");
+    let head_process = cluster.spawn(head, "head.log");
     let mut agents: Vec<usize> = HOSTS
         .iter()
         .map(|&h| host_agent(&mut cluster, h, port))
@@ -114,7 +114,14 @@ fn a_head_pools_hosts_for_experiments() {
     nm(port, &["hosts", "del", "host3"]);
     let file6 = cluster.dir.join("ring6.toml");
     std::fs::write(&file6, ring(6)).unwrap();
-    let b = nm(port, &["exp", "--json", "launch", file6.to_str().unwrap()]);
+    // With queueing on, the file only queues; a launch without one starts it.
+    nm(port, &["exp", "queueing", "on"]);
+    let queued = nm(port, &["exp", "--json", "launch", file6.to_str().unwrap()]);
+    assert_eq!(queued["queued"], true, "{queued}");
+    let dump = nm(port, &["exp", "--json", "dump"]);
+    assert_eq!(dump.as_object().map(|d| d.len()), Some(6), "{dump}");
+    let b = nm(port, &["exp", "--json", "launch"]);
+    assert_eq!(b["hosts"], queued["hosts"], "the queued plan launches");
     assert!(share(&b, "host3").is_empty(), "{b}");
     wait_json(&status_url("hgb"), "hgb ready", |v| {
         v["status"]["phase"] == "ready"
@@ -205,4 +212,15 @@ fn a_head_pools_hosts_for_experiments() {
         1,
         "only the default is left: {exps}"
     );
+
+    // The head restarts: the hosts' agents register again by themselves.
+    cluster.kill(head_process);
+    let mut head = Command::new(env!("CARGO_BIN_EXE_nextmini"));
+    head.args(["serve", "--port", &port.to_string(), "--host", "head"])
+        .args(["--state-dir", cluster.dir.join("head").to_str().unwrap()]);
+    cluster.spawn(head, "head2.log");
+    wait_json(&hosts_url, "the hosts are back after a head restart", |v| {
+        v.as_array()
+            .is_some_and(|a| a.len() == 3 && a.iter().all(|h| h["up"] == true))
+    });
 }
