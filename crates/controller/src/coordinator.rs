@@ -1069,16 +1069,9 @@ mod tests {
         let mut c = Coordinator::new(
             Preset::Ring { n: 6 }.build().unwrap(),
             Settings {
-                overlay_base: Ipv4Addr::new(10, 0, 0, 0),
-                overlay_prefix_len: 16,
-                force_tcp: false,
-                node_port: 3000,
                 multi_host: false,
                 dataplane: true,
-                mtu: 1500,
-                links: LinkPlan::unshaped(),
-                metric: Metric::Hops,
-                explicit_routes: Vec::new(),
+                ..coordinator(6, false).settings
             },
         );
         register(&mut c, 1, 6, 0).unwrap();
@@ -1136,16 +1129,12 @@ mod tests {
         let mut c = Coordinator::new(
             Preset::Ring { n: 6 }.build().unwrap(),
             Settings {
-                overlay_base: Ipv4Addr::new(10, 0, 0, 0),
-                overlay_prefix_len: 16,
-                force_tcp: false,
-                node_port: 3000,
                 multi_host: false,
                 dataplane: true,
-                mtu: 1500,
                 links,
                 metric: Metric::Delay,
                 explicit_routes: vec![topology::routing::ExplicitRoute::path(&[4, 3, 2]).unwrap()],
+                ..coordinator(6, false).settings
             },
         );
         register(&mut c, 1, 6, 0).unwrap();

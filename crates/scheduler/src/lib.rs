@@ -291,25 +291,9 @@ pub fn schedule(p: &Problem) -> Result<Plan, ScheduleError> {
     if p.hosts.is_empty() {
         return Err(ScheduleError::NoHosts);
     }
-    let host_index: HashMap<&str, usize> = p
-        .hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (h.name.as_str(), i))
-        .collect();
+    let host_index = host_index(p);
     let groups = group_nodes(p, &host_index)?;
-    let mut slots: Vec<Slot> = p
-        .hosts
-        .iter()
-        .map(|h| Slot {
-            cpu: h.committed.cpu,
-            mem: h.committed.mem_mib,
-            links: h.committed.links,
-            nodes: h.committed.nodes,
-            limit: h.committed.limit,
-            limiter: None,
-        })
-        .collect();
+    let mut slots = slots_of(p);
 
     // Groups that constrain placement: searched. The rest (single free nodes) fill in.
     let (mut constrained, free): (Vec<Group>, Vec<Group>) = groups
@@ -364,6 +348,29 @@ pub fn schedule(p: &Problem) -> Result<Plan, ScheduleError> {
     }
     fill(p, &free, &mut slots, &mut plan);
     Ok(plan)
+}
+
+fn host_index<'a>(p: &Problem<'a>) -> HashMap<&'a str, usize> {
+    p.hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.name.as_str(), i))
+        .collect()
+}
+
+/// Each host's state before this experiment: what other experiments hold there.
+fn slots_of(p: &Problem) -> Vec<Slot> {
+    p.hosts
+        .iter()
+        .map(|h| Slot {
+            cpu: h.committed.cpu,
+            mem: h.committed.mem_mib,
+            links: h.committed.links,
+            nodes: h.committed.nodes,
+            limit: h.committed.limit,
+            limiter: None,
+        })
+        .collect()
 }
 
 /// Joins colocated nodes into groups and checks pins and references.
@@ -700,25 +707,9 @@ impl Plan {
 
     /// Checks every constraint of `p` against this plan (after a user's moves).
     pub fn check(&self, p: &Problem) -> Result<(), ScheduleError> {
-        let host_index: HashMap<&str, usize> = p
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(i, h)| (h.name.as_str(), i))
-            .collect();
+        let host_index = host_index(p);
         let groups = group_nodes(p, &host_index)?;
-        let mut slots: Vec<Slot> = p
-            .hosts
-            .iter()
-            .map(|h| Slot {
-                cpu: 0.0,
-                mem: 0.0,
-                links: 0,
-                nodes: h.committed.nodes,
-                limit: h.committed.limit,
-                limiter: None,
-            })
-            .collect();
+        let mut slots = slots_of(p);
         for g in &groups {
             let mut on: Vec<&String> = Vec::new();
             for m in &g.members {

@@ -162,20 +162,16 @@ pub fn unsplit_list<S: AsRef<str>>(names: &[S]) -> String {
             out.push(format!("{prefix}{:0width$}", values[0]));
             continue;
         }
-        let mut runs = Vec::new();
-        let mut i = 0;
-        while i < values.len() {
-            let mut j = i;
-            while j + 1 < values.len() && values[j + 1] == values[j] + 1 {
-                j += 1;
-            }
-            runs.push(if i == j {
-                format!("{:0width$}", values[i])
-            } else {
-                format!("{:0width$}-{:0width$}", values[i], values[j])
-            });
-            i = j + 1;
-        }
+        let runs: Vec<String> = topology::ids::runs(&values)
+            .into_iter()
+            .map(|(a, b)| {
+                if a == b {
+                    format!("{a:0width$}")
+                } else {
+                    format!("{a:0width$}-{b:0width$}")
+                }
+            })
+            .collect();
         out.push(format!("{prefix}[{}]", runs.join(",")));
     }
     out.join(",")

@@ -1,22 +1,35 @@
 //! Node id lists as people write them: `1-4,9,12-13`.
 
-/// Writes ascending ids as ranges: `[1, 2, 3, 4, 9]` → `1-4,9`.
-pub fn format_ids(ids: &[u32]) -> String {
+/// Runs of consecutive values in an ascending list: `[1, 2, 3, 9]` → `[(1, 3), (9, 9)]`.
+pub fn runs<T: Copy + PartialEq + std::ops::Add<Output = T> + From<u8>>(
+    values: &[T],
+) -> Vec<(T, T)> {
     let mut out = Vec::new();
     let mut i = 0;
-    while i < ids.len() {
+    while i < values.len() {
         let mut j = i;
-        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
+        while j + 1 < values.len() && values[j + 1] == values[j] + T::from(1) {
             j += 1;
         }
-        out.push(if i == j {
-            ids[i].to_string()
-        } else {
-            format!("{}-{}", ids[i], ids[j])
-        });
+        out.push((values[i], values[j]));
         i = j + 1;
     }
-    out.join(",")
+    out
+}
+
+/// Writes ascending ids as ranges: `[1, 2, 3, 4, 9]` → `1-4,9`.
+pub fn format_ids(ids: &[u32]) -> String {
+    runs(ids)
+        .into_iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Reads `1-4,9` into ascending, distinct ids.
