@@ -45,11 +45,21 @@ pub struct LinkSetArgs {
     #[arg(long)]
     pub jitter: Option<String>,
     /// Random loss: 1%, 0.5%.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "gilbert_elliott")]
     pub loss: Option<String>,
+    /// Bursty loss: p,r,loss_good,loss_bad (good→bad and bad→good per packet, and the loss
+    /// in each state), e.g. 0.01,0.1,0%,50%.
+    #[arg(long = "gilbert-elliott", value_name = "P,R,GOOD,BAD")]
+    pub gilbert_elliott: Option<String>,
     /// Queue limit in packets.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "queue_bytes")]
     pub queue: Option<u32>,
+    /// Queue limit in bytes.
+    #[arg(long)]
+    pub queue_bytes: Option<u32>,
+    /// Queue discipline: droptail or red.
+    #[arg(long)]
+    pub aqm: Option<String>,
     /// Take the link down (traffic is rerouted where another path exists).
     #[arg(long, conflicts_with = "up")]
     pub down: bool,
@@ -148,6 +158,18 @@ pub fn link_set(args: &LinkSetArgs) -> Result<()> {
             .map(linkem::parse_percent)
             .transpose()?,
         queue_packets: args.queue,
+        queue_bytes: args.queue_bytes,
+        red: match args.aqm.as_deref() {
+            None => None,
+            Some("red") => Some(true),
+            Some("droptail") => Some(false),
+            Some(other) => bail!("--aqm {other}: use droptail or red"),
+        },
+        gilbert_elliott: args
+            .gilbert_elliott
+            .as_deref()
+            .map(parse_gilbert_elliott)
+            .transpose()?,
         up: (args.down || args.up).then_some(args.up),
     };
     let run = RunFile::load(&args.state_dir)?;
@@ -167,21 +189,51 @@ pub fn link_set(args: &LinkSetArgs) -> Result<()> {
         bail!("{}", text.trim());
     }
     let spec: proto::LinkSpec = serde_json::from_str(&text)?;
+    let loss = match spec.gilbert_elliott {
+        Some(ge) => format!(
+            "Gilbert-Elliott p {} r {} loss {}%/{}%",
+            ge.p,
+            ge.r,
+            ge.loss_good * 100.0,
+            ge.loss_bad * 100.0
+        ),
+        None => format!("loss {}%", spec.loss * 100.0),
+    };
+    let queue = match (spec.queue_bytes, spec.queue_packets) {
+        (0, 0) => "default".to_owned(),
+        (0, p) => format!("{p} packets"),
+        (b, _) => format!("{b} bytes"),
+    };
     println!(
-        "link {a}-{b}: rate {}, delay {:?}, jitter {:?}, loss {}%, queue {}, {}",
+        "link {a}-{b}: rate {}, delay {:?}, jitter {:?}, {loss}, queue {queue}{}, {}",
         spec.rate_bps
             .map_or_else(|| "unshaped".to_owned(), linkem::format_rate),
         std::time::Duration::from_nanos(spec.delay_ns),
         std::time::Duration::from_nanos(spec.jitter_ns),
-        spec.loss * 100.0,
-        if spec.queue_packets == 0 {
-            "default".to_owned()
-        } else {
-            spec.queue_packets.to_string()
-        },
+        if spec.red { " (RED)" } else { "" },
         if spec.up { "up" } else { "down" }
     );
     Ok(())
+}
+
+/// `p,r,loss_good,loss_bad`, probabilities as numbers and losses as percentages.
+fn parse_gilbert_elliott(s: &str) -> Result<proto::GilbertElliott> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let [p, r, good, bad] = parts.as_slice() else {
+        bail!("--gilbert-elliott {s:?}: give p,r,loss_good,loss_bad, e.g. 0.01,0.1,0%,50%");
+    };
+    let probability = |name: &str, v: &str| -> Result<f64> {
+        match v.parse::<f64>() {
+            Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
+            _ => bail!("--gilbert-elliott: {name} = {v:?} is not a probability from 0 to 1"),
+        }
+    };
+    Ok(proto::GilbertElliott {
+        p: probability("p", p)?,
+        r: probability("r", r)?,
+        loss_good: linkem::parse_percent(good)?,
+        loss_bad: linkem::parse_percent(bad)?,
+    })
 }
 
 pub fn status(state_dir: &Path) -> Result<()> {

@@ -164,6 +164,46 @@ fn loss_on_a_link_shows_in_ping() {
         "the counters never reached 600 requests: {row:?}"
     );
     assert_eq!(row[5], "5%", "{row:?}");
+    // Bursty loss set at run time: a chain that goes bad at once and stays there loses
+    // everything; Bernoulli loss again brings the link back. Queue and AQM change with it.
+    let ge = nextmini(&[
+        "link",
+        "set",
+        "1-2",
+        "--gilbert-elliott",
+        "1,0,0%,100%",
+        "--queue-bytes",
+        "30000",
+        "--aqm",
+        "red",
+        "--state-dir",
+        run.state(),
+    ]);
+    assert!(ge.status.success(), "{}", text(&ge.stderr));
+    let said = text(&ge.stdout);
+    assert!(
+        said.contains("Gilbert-Elliott") && said.contains("30000 bytes") && said.contains("(RED)"),
+        "{said}"
+    );
+    let lost = run.exec(1, &["ping", "-c", "5", "-i", "0.05", "-W", "1", "10.0.0.2"]);
+    assert!(!lost.status.success(), "{}", text(&lost.stdout));
+    let clean = nextmini(&[
+        "link",
+        "set",
+        "1-2",
+        "--loss",
+        "0%",
+        "--state-dir",
+        run.state(),
+    ]);
+    assert!(clean.status.success(), "{}", text(&clean.stderr));
+    assert!(
+        text(&clean.stdout).contains("loss 0%"),
+        "{}",
+        text(&clean.stdout)
+    );
+    let back = run.exec(1, &["ping", "-c", "3", "-i", "0.05", "10.0.0.2"]);
+    assert!(back.status.success(), "{}", text(&back.stdout));
     // The other direction is clean, and unreachable overlay addresses fail cleanly.
     let back = run.exec(2, &["ping", "-c", "20", "-i", "0.01", "-q", "10.0.0.1"]);
     assert!(loss_percent(&text(&back.stdout)) <= 30.0);
@@ -429,4 +469,36 @@ fn routes_follow_delay_and_pinned_paths() {
     ]);
     assert!(set.status.success(), "{}", text(&set.stderr));
     assert_eq!(trace(1, "10.0.0.2"), ["10.0.0.2"]);
+}
+
+#[test]
+fn jumbo_frames_cross_the_emulated_network() {
+    let _turn = turn();
+    // TUN devices at 9,000 bytes: an unfragmented 8,900-byte ping crosses two hops, one of
+    // them shaping (which cuts TCP segments at the larger MSS), and bulk TCP data arrives
+    // intact.
+    let body = format!(
+        "{}mtu = 9000\n",
+        line(
+            "tvi",
+            "172.20.164.0",
+            3,
+            "[[link]]\nbetween = [2, 3]\nrate = \"200mbit\"\n"
+        )
+    );
+    let run = Running::up("tvi", &body);
+    let ping = run.exec(
+        1,
+        &[
+            "ping", "-c", "3", "-i", "0.1", "-M", "do", "-s", "8900", "10.0.0.3",
+        ],
+    );
+    assert!(ping.status.success(), "{}", text(&ping.stdout));
+    let too_big = run.exec(
+        1,
+        &["ping", "-c", "1", "-M", "do", "-s", "9000", "10.0.0.3"],
+    );
+    assert!(!too_big.status.success(), "the MTU is 9,000");
+    let total = 8 << 20;
+    assert_eq!(bulk_transfer("tvi", 1, 3, total), total);
 }

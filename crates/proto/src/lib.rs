@@ -84,8 +84,19 @@ pub struct LinkChange {
     pub unshaped: bool,
     pub delay_ns: Option<u64>,
     pub jitter_ns: Option<u64>,
+    /// Bernoulli loss (and no Gilbert–Elliott).
     pub loss: Option<f64>,
+    /// Queue limit in packets (and no byte limit).
     pub queue_packets: Option<u32>,
+    /// Queue limit in bytes.
+    #[serde(default)]
+    pub queue_bytes: Option<u32>,
+    /// RED (true) or drop-tail (false).
+    #[serde(default)]
+    pub red: Option<bool>,
+    /// Bursty loss instead of Bernoulli.
+    #[serde(default)]
+    pub gilbert_elliott: Option<GilbertElliott>,
     pub up: Option<bool>,
 }
 
@@ -105,9 +116,20 @@ impl LinkChange {
         }
         if let Some(l) = self.loss {
             spec.loss = l;
+            spec.gilbert_elliott = None;
+        }
+        if let Some(ge) = self.gilbert_elliott {
+            spec.gilbert_elliott = Some(ge);
         }
         if let Some(q) = self.queue_packets {
             spec.queue_packets = q;
+            spec.queue_bytes = 0;
+        }
+        if let Some(b) = self.queue_bytes {
+            spec.queue_bytes = b;
+        }
+        if let Some(red) = self.red {
+            spec.red = red;
         }
         if let Some(u) = self.up {
             spec.up = u;
