@@ -28,6 +28,17 @@ pub struct HostConfig {
     pub netns_dir: PathBuf,
 }
 
+/// How often the host reports its load.
+const LOAD_EVERY: Duration = Duration::from_secs(5);
+
+/// The one-minute load average (`/proc/loadavg`).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// How long to wait before dialling the head again.
 const RECONNECT: Duration = Duration::from_secs(1);
 
@@ -63,8 +74,18 @@ pub async fn serve(cfg: HostConfig, shutdown: impl Future<Output = ()>) -> Resul
             cfg.head,
             cfg.name
         );
+        let mut load_tick = tokio::time::interval(LOAD_EVERY);
         loop {
             tokio::select! {
+                _ = load_tick.tick() => {
+                    let load = HostToHead::Load {
+                        load1: load_average(),
+                        mem_available_mib: hostnet::procfs::mem_available() >> 20,
+                    };
+                    if !send(&mut sink, &load).await {
+                        break;
+                    }
+                }
                 msg = incoming.next() => {
                     let msg = match msg {
                         Some(Ok(Message::Binary(b))) => match proto::decode::<HeadToHost>(&b) {

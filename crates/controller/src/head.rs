@@ -35,6 +35,11 @@ pub struct HostInfo {
     pub cpus: u32,
     pub mem_mib: u64,
     pub up: bool,
+    /// Last reported one-minute load average and available memory.
+    #[serde(default)]
+    pub load1: f64,
+    #[serde(default)]
+    pub mem_available_mib: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -101,6 +106,8 @@ pub struct HostRow {
     pub cpus: u32,
     pub mem_mib: u64,
     pub up: bool,
+    pub load1: f64,
+    pub mem_available_mib: u64,
     /// Nodes of all experiments on the host.
     pub nodes: u32,
 }
@@ -223,6 +230,14 @@ impl Head {
             .unwrap_or_default()
     }
 
+    /// A host's load report.
+    pub fn host_load(&mut self, name: &str, load1: f64, mem_available_mib: u64) {
+        if let Some(h) = self.hosts.get_mut(name) {
+            h.load1 = load1;
+            h.mem_available_mib = mem_available_mib;
+        }
+    }
+
     /// A host agent's session ended: the host is down. Returns, per experiment, the nodes it
     /// held there (lost).
     pub fn host_down(&mut self, name: &str) -> Vec<(String, Vec<u32>)> {
@@ -250,6 +265,8 @@ impl Head {
                 cpus: h.cpus,
                 mem_mib: h.mem_mib,
                 up: h.up,
+                load1: h.load1,
+                mem_available_mib: h.mem_available_mib,
                 nodes: self
                     .experiments
                     .values()
@@ -634,6 +651,8 @@ mod tests {
             cpus: 8,
             mem_mib: 16_384,
             up: true,
+            load1: 0.0,
+            mem_available_mib: 16_000,
         }
     }
 

@@ -394,15 +394,17 @@ pub fn hosts(args: HostsArgs) -> Result<()> {
                 println!("{rows}");
                 return Ok(());
             }
-            println!("| host | address | CPUs | memory | state | nodes |");
-            println!("|---|---|---:|---:|---|---:|");
+            println!("| host | address | CPUs | memory | available | load | state | nodes |");
+            println!("|---|---|---:|---:|---:|---:|---|---:|");
             for r in rows.as_array().into_iter().flatten() {
                 println!(
-                    "| {} | {} | {} | {} MiB | {} | {} |",
+                    "| {} | {} | {} | {} MiB | {} MiB | {:.2} | {} | {} |",
                     r["name"].as_str().unwrap_or(""),
                     r["addr"].as_str().unwrap_or(""),
                     r["cpus"],
                     r["mem_mib"],
+                    r["mem_available_mib"],
+                    r["load1"].as_f64().unwrap_or(0.0),
                     if r["up"] == true { "up" } else { "down" },
                     r["nodes"]
                 );

@@ -540,6 +540,8 @@ async fn host_task(app: App, socket: WebSocket) {
                 cpus,
                 mem_mib,
                 up: true,
+                load1: 0.0,
+                mem_available_mib: mem_mib,
             }))
         }
     };
@@ -586,6 +588,9 @@ async fn host_task(app: App, socket: WebSocket) {
                                 let _ = done.send(());
                             }
                         }
+                    }
+                    HostToHead::Load { load1, mem_available_mib } => {
+                        s.head.host_load(&name, load1, mem_available_mib);
                     }
                     HostToHead::Hello { .. } => {}
                 }

@@ -67,6 +67,15 @@ fn a_head_pools_hosts_for_experiments() {
             .is_some_and(|a| a.len() == 3 && a.iter().all(|h| h["up"] == true))
     });
 
+    // Hosts report their load (available memory below their total once reported).
+    wait_json(&hosts_url, "load reports", |v| {
+        v.as_array().is_some_and(|a| {
+            a.iter().all(|h| {
+                h["mem_available_mib"].as_u64().unwrap_or(0) < h["mem_mib"].as_u64().unwrap_or(0)
+            })
+        })
+    });
+
     // The default experiment holds the head only; a new one every host but the head.
     let exps = nm(port, &["exp", "--json"]);
     assert_eq!(exps[0]["name"], "default");

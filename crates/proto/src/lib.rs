@@ -308,6 +308,12 @@ pub enum HostToHead {
     },
     /// An experiment's share is gone from this host.
     Cleared { experiment: String },
+    /// The host's load, every few seconds.
+    Load {
+        /// One-minute load average.
+        load1: f64,
+        mem_available_mib: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
