@@ -150,6 +150,23 @@ pub enum HeadError {
     Schedule(#[from] scheduler::ScheduleError),
 }
 
+/// What the head keeps across restarts: experiments with their host sets and settings, the
+/// active one, and clears still owed to hosts. Launches are not kept (their controllers end
+/// with the head, and the hosts remove them); their hosts are owed a clear instead.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    pub active: String,
+    pub experiments: BTreeMap<String, SavedExperiment>,
+    pub pending_clears: BTreeMap<String, BTreeSet<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SavedExperiment {
+    pub hosts: BTreeSet<String>,
+    pub queueing: bool,
+    pub load: String,
+}
+
 #[derive(Debug)]
 pub struct Head {
     /// The head's own host name.
@@ -200,6 +217,61 @@ impl Head {
                 hosts: BTreeSet::from([host]),
                 ..Default::default()
             });
+    }
+
+    /// The state worth keeping across a restart.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut pending = self.pending_clears.clone();
+        for (name, e) in &self.experiments {
+            if let Some(l) = &e.launch {
+                for host in l.shares.keys() {
+                    pending
+                        .entry(host.clone())
+                        .or_default()
+                        .insert(name.clone());
+                }
+            }
+        }
+        Snapshot {
+            active: self.active.clone(),
+            experiments: self
+                .experiments
+                .iter()
+                .map(|(n, e)| {
+                    (
+                        n.clone(),
+                        SavedExperiment {
+                            hosts: e.hosts.clone(),
+                            queueing: e.queueing,
+                            load: e.load.to_string(),
+                        },
+                    )
+                })
+                .collect(),
+            pending_clears: pending,
+        }
+    }
+
+    /// A head that picks up where a snapshot left off (hosts register again by themselves).
+    pub fn restore(head_host: &str, snapshot: Snapshot) -> Head {
+        let mut head = Head::new(head_host);
+        for (name, saved) in snapshot.experiments {
+            head.experiments.insert(
+                name,
+                Experiment {
+                    hosts: saved.hosts,
+                    queueing: saved.queueing,
+                    load: saved.load.parse().unwrap_or_default(),
+                    ..Default::default()
+                },
+            );
+        }
+        if head.experiments.contains_key(&snapshot.active) {
+            head.active = snapshot.active;
+        }
+        head.pending_clears = snapshot.pending_clears;
+        head.ensure_default();
+        head
     }
 
     pub fn active(&self) -> &str {
@@ -806,6 +878,32 @@ mod tests {
             .filter(|(_, h)| *h == host)
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    #[test]
+    fn a_restarted_head_keeps_experiments_and_owes_launched_hosts_a_clear() {
+        let mut h = head();
+        h.switch("ea").unwrap();
+        h.hosts_del("ea", "kn010").unwrap();
+        h.set_queueing("ea", true).unwrap();
+        let (nodes, edges) = ring(4);
+        let plan = h
+            .plan("ea", &nodes, &edges, LoadMetric::MemCommit, false)
+            .unwrap();
+        h.launch("ea", &plan, &nodes, 4000, 1).unwrap();
+        h.switch("eb").unwrap();
+        let saved = h.snapshot();
+        let json = serde_json::to_string(&saved).unwrap();
+        let back: Snapshot = serde_json::from_str(&json).unwrap();
+        let mut r = Head::restore("head", back);
+        assert_eq!(r.active(), "eb");
+        let ea = r.experiment("ea").unwrap();
+        assert_eq!(ea.hosts.len(), 2);
+        assert!(ea.queueing && ea.launch.is_none());
+        assert_eq!(ea.load, LoadMetric::MemCommit);
+        // The hosts that ran ea get a clear when they register again.
+        assert_eq!(r.host_up(host("kn008", 1)), vec!["ea".to_owned()]);
+        assert!(r.host_up(host("kn010", 3)).is_empty());
     }
 
     #[test]

@@ -80,6 +80,31 @@ struct Shared {
 struct App {
     shared: Arc<Mutex<Shared>>,
     db_url: String,
+    /// Where the head keeps experiments across restarts.
+    state_file: PathBuf,
+}
+
+impl App {
+    /// Writes the head's experiments and owed clears (whole file, then renamed into place).
+    fn save(&self) {
+        let snapshot = self
+            .shared
+            .lock()
+            .expect("no panics hold it")
+            .head
+            .snapshot();
+        let tmp = self.state_file.with_extension("json.tmp");
+        let written = serde_json::to_vec_pretty(&snapshot)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &self.state_file));
+        if let Err(e) = written {
+            tracing::warn!(
+                "cannot save the head's state to {}: {e}",
+                self.state_file.display()
+            );
+        }
+    }
 }
 
 fn now() -> u64 {
@@ -97,9 +122,23 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     });
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
+    let state_file = args.state_dir.join("head.json");
+    let head = match std::fs::read(&state_file) {
+        Ok(bytes) => {
+            let snapshot = serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "{} is not the head's state: move it away to start afresh",
+                    state_file.display()
+                )
+            })?;
+            Head::restore(&host, snapshot)
+        }
+        Err(_) => Head::new(&host),
+    };
     let app = App {
+        state_file,
         shared: Arc::new(Mutex::new(Shared {
-            head: Head::new(&host),
+            head,
             hosts: HashMap::new(),
             running: HashMap::new(),
             files: HashMap::new(),
@@ -258,6 +297,8 @@ async fn api_exp_hosts(
     if let Some(list) = &body.del {
         s.head.hosts_del(&name, list)?;
     }
+    drop(s);
+    app.save();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -402,6 +443,8 @@ async fn api_launch(
             _ => s.head.host_launched(&name, &order.host, false, now()),
         }
     }
+    drop(s);
+    app.save();
     let mut doc = plan_json(&plan, &edges);
     doc["port"] = port.into();
     doc["prefix"] = launch.prefix.into();
@@ -420,8 +463,12 @@ async fn api_queueing(
     UrlPath(name): UrlPath<String>,
     Json(body): Json<QueueingBody>,
 ) -> Result<StatusCode, ApiError> {
-    let mut s = app.shared.lock().expect("no panics hold it");
-    s.head.set_queueing(&name, body.on)?;
+    app.shared
+        .lock()
+        .expect("no panics hold it")
+        .head
+        .set_queueing(&name, body.on)?;
+    app.save();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -492,6 +539,7 @@ async fn clear(app: &App, name: &str) -> Result<serde_json::Value, ApiError> {
         r.handle.down();
         r.recorder.abort();
     }
+    app.save();
     Ok(serde_json::json!({
         "cleared": up,
         "down": down,
@@ -553,6 +601,9 @@ async fn host_task(app: App, socket: WebSocket) {
     tracing::info!("host {name} ({addr}, {cpus} CPUs, {mem_mib} MiB) registered");
     if sink.send(reply(&HeadToHost::Accepted)).await.is_err() {
         return;
+    }
+    if !pending.is_empty() {
+        app.save();
     }
     for experiment in pending {
         let _ = tx.send(HeadToHost::Clear { experiment });

@@ -222,7 +222,10 @@ fn a_head_pools_hosts_for_experiments() {
         "only the default is left: {exps}"
     );
 
-    // The head restarts: the hosts' agents register again by themselves.
+    // The head restarts: it keeps its experiments, and the hosts' agents register again by
+    // themselves.
+    nm(port, &["exp", "hgc"]);
+    nm(port, &["hosts", "del", "host1"]);
     cluster.kill(head_process);
     let mut head = Command::new(env!("CARGO_BIN_EXE_nextmini"));
     head.args(["serve", "--port", &port.to_string(), "--host", "head"])
@@ -232,4 +235,15 @@ fn a_head_pools_hosts_for_experiments() {
         v.as_array()
             .is_some_and(|a| a.len() == 3 && a.iter().all(|h| h["up"] == true))
     });
+    let exps = nm(port, &["exp", "--json"]);
+    let hgc = exps
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "hgc")
+        .unwrap_or_else(|| panic!("hgc survives the restart: {exps}"));
+    assert_eq!(
+        (&hgc["hosts"], &hgc["active"]),
+        (&"host[2-3]".into(), &true.into())
+    );
 }
