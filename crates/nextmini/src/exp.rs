@@ -292,6 +292,17 @@ fn run_verb(c: &Client, name: &str, verb: &str, rest: &[&str], json: bool) -> Re
                     s["hosts"]
                 );
             }
+            if let Some(port) = r["launch"]["port"].as_u64() {
+                let host = c
+                    .base
+                    .trim_start_matches("http://")
+                    .rsplit_once(':')
+                    .map_or("127.0.0.1", |(h, _)| h)
+                    .to_owned();
+                println!(
+                    "controller at {host}:{port} (nextmini link show --api {host}:{port}, link set … --api {host}:{port})"
+                );
+            }
             if let Some(st) = r.get("status").filter(|v| !v.is_null()) {
                 println!(
                     "controller: {} nodes, {} ready, {} failed, {} links up",

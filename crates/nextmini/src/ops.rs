@@ -15,18 +15,29 @@ use crate::host;
 use crate::plumb::LayoutArgs;
 
 fn http(run: &RunFile, method: &str, path: &str) -> Result<String> {
-    let url = format!("{}{path}", run.api);
+    http_at(&run.api, method, path)
+}
+
+fn http_at(api: &str, method: &str, path: &str) -> Result<String> {
+    let url = format!("{api}{path}");
     let response = match method {
         "POST" => ureq::post(&url).send_empty(),
         _ => ureq::get(&url).call(),
     };
     let mut response = response.with_context(|| {
-        format!(
-            "the controller at {} does not answer (is the experiment still running?)",
-            run.api
-        )
+        format!("the controller at {api} does not answer (is the experiment still running?)")
     })?;
     Ok(response.body_mut().read_to_string()?)
+}
+
+/// The controller to talk to: `--api` (any controller, e.g. a head's experiment at the port
+/// `nextmini exp status` shows), else the run in the state directory.
+fn controller_api(state_dir: &Path, api: &Option<String>) -> Result<String> {
+    match api {
+        Some(a) if a.starts_with("http://") => Ok(a.trim_end_matches('/').to_owned()),
+        Some(a) => Ok(format!("http://{}", a.trim_end_matches('/'))),
+        None => Ok(RunFile::load(state_dir)?.api),
+    }
 }
 
 #[derive(Args, Debug)]
@@ -67,6 +78,10 @@ pub struct LinkSetArgs {
     pub up: bool,
     #[arg(long, default_value = crate::up::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// A controller's address instead of the run in --state-dir (host:port), e.g. a head's
+    /// experiment at the port `nextmini exp status` shows.
+    #[arg(long)]
+    pub api: Option<String>,
 }
 
 fn parse_link(link: &str) -> Result<(u32, u32)> {
@@ -81,6 +96,9 @@ pub struct LinkShowArgs {
     pub links: Vec<String>,
     #[arg(long, default_value = crate::up::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// A controller's address instead of the run in --state-dir (host:port).
+    #[arg(long)]
+    pub api: Option<String>,
 }
 
 /// Each direction of the running experiment's links: parameters and counters.
@@ -96,9 +114,9 @@ pub fn link_show(args: &LinkShowArgs) -> Result<()> {
             }
         }
     }
-    let run = RunFile::load(&args.state_dir)?;
+    let api = controller_api(&args.state_dir, &args.api)?;
     let rows: Vec<controller::coordinator::LinkRow> =
-        serde_json::from_str(&http(&run, "GET", "/api/links")?)?;
+        serde_json::from_str(&http_at(&api, "GET", "/api/links")?)?;
     println!(
         "| link | up | rate | delay | loss | sent | sent bytes | dropped (down/loss/queue/red) | queue |"
     );
@@ -172,8 +190,8 @@ pub fn link_set(args: &LinkSetArgs) -> Result<()> {
             .transpose()?,
         up: (args.down || args.up).then_some(args.up),
     };
-    let run = RunFile::load(&args.state_dir)?;
-    let url = format!("{}/api/links/{a}/{b}", run.api);
+    let api = controller_api(&args.state_dir, &args.api)?;
+    let url = format!("{api}/api/links/{a}/{b}");
     let body = serde_json::to_string(&change)?;
     let response = ureq::post(&url)
         .header("content-type", "application/json")
@@ -181,7 +199,7 @@ pub fn link_set(args: &LinkSetArgs) -> Result<()> {
         .http_status_as_error(false)
         .build()
         .send(body.as_str())
-        .with_context(|| format!("the controller at {} does not answer", run.api))?;
+        .with_context(|| format!("the controller at {api} does not answer"))?;
     let status = response.status();
     let mut response = response;
     let text = response.body_mut().read_to_string()?;

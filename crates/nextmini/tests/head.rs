@@ -111,6 +111,22 @@ fn a_head_pools_hosts_for_experiments() {
     wait_json(&status_url("hga"), "hga ready", |v| {
         v["status"]["phase"] == "ready" && v["schedules"][0]["state"] == "completed"
     });
+    // The experiment's links, through its own controller on the head.
+    let api = format!("127.0.0.1:{}", launched["port"]);
+    let delay = Command::new(env!("CARGO_BIN_EXE_nextmini"))
+        .args(["link", "set", "1-2", "--delay", "3ms", "--api", &api])
+        .output()
+        .unwrap();
+    assert!(delay.status.success(), "{}", text(&delay.stderr));
+    let show = Command::new(env!("CARGO_BIN_EXE_nextmini"))
+        .args(["link", "show", "1-2", "--api", &api])
+        .output()
+        .unwrap();
+    assert!(
+        text(&show.stdout).contains("| 1→2 | up | unshaped | 3ms |"),
+        "{}",
+        text(&show.stdout)
+    );
     let a1 = share(&launched, "host1")[0];
     let a3 = share(&launched, "host3")[0];
     assert!(
