@@ -47,6 +47,7 @@ pub async fn serve(cfg: HostConfig, shutdown: impl Future<Output = ()>) -> Resul
     tokio::pin!(shutdown);
     let mut runs: HashMap<String, Run> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Result<(), String>)>();
+    let (exec_tx, mut exec_rx) = mpsc::unbounded_channel::<HostToHead>();
     let mut warned = false;
     loop {
         let session = tokio::select! {
@@ -142,7 +143,25 @@ pub async fn serve(cfg: HostConfig, shutdown: impl Future<Output = ()>) -> Resul
                                 }
                             }
                         }
+                        HeadToHost::Exec { request, netns, argv, timeout_ms } => {
+                            let path = cfg.netns_dir.join(netns);
+                            let results = exec_tx.clone();
+                            tokio::spawn(async move {
+                                let done = run_in_node(path, argv, Duration::from_millis(timeout_ms)).await;
+                                let _ = results.send(HostToHead::ExecDone {
+                                    request,
+                                    code: done.0,
+                                    stdout: done.1,
+                                    stderr: done.2,
+                                });
+                            });
+                        }
                         HeadToHost::Accepted | HeadToHost::Rejected { .. } => {}
+                    }
+                }
+                Some(reply) = exec_rx.recv() => {
+                    if !send(&mut sink, &reply).await {
+                        break;
                     }
                 }
                 Some((experiment, result)) = done_rx.recv() => {
@@ -242,6 +261,56 @@ fn launch_spec(
         });
     }
     Ok(spec)
+}
+
+/// Runs `argv` inside the namespace mounted at `path`; returns the exit code and what it
+/// printed.
+async fn run_in_node(path: PathBuf, argv: Vec<String>, timeout: Duration) -> (i32, String, String) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::ExitStatusExt;
+    let netns = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                127,
+                String::new(),
+                format!("no node namespace {}: {e}", path.display()),
+            );
+        }
+    };
+    let Some((program, args)) = argv.split_first() else {
+        return (127, String::new(), "no command given".to_owned());
+    };
+    let fd = netns.as_raw_fd();
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    // SAFETY: setns is async-signal-safe, and `netns` keeps the fd open until the child has
+    // been spawned (it lives until this function returns).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    match tokio::time::timeout(timeout, cmd.output()).await {
+        Ok(Ok(out)) => (
+            out.status
+                .code()
+                .unwrap_or_else(|| 128 + out.status.signal().unwrap_or(0)),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ),
+        Ok(Err(e)) => (127, String::new(), format!("cannot run {program}: {e}")),
+        Err(_) => (
+            124,
+            String::new(),
+            format!("{program} timed out after {timeout:?}"),
+        ),
+    }
 }
 
 /// Removes whatever carries an experiment's prefix on this host.

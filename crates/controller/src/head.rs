@@ -180,8 +180,8 @@ pub struct Head {
 }
 
 /// Words the command line uses after `nextmini exp`, which can't be experiment names.
-const RESERVED: [&str; 8] = [
-    "launch", "mv", "status", "hosts", "clear", "all", "dump", "queueing",
+const RESERVED: [&str; 9] = [
+    "launch", "mv", "status", "hosts", "clear", "all", "dump", "queueing", "exec",
 ];
 
 fn valid_name(name: &str) -> bool {

@@ -7,6 +7,7 @@
 //! nextmini exp [<name>] mv NODES HOST       move nodes in the dry run
 //! nextmini exp [<name>] dump                the stored dry run (or queued launch)
 //! nextmini exp [<name>] queueing on|off     launches queue until `launch` without a file
+//! nextmini exp [<name>] exec NODE [--timeout S] -- CMD…   run in a node, on its host
 //! nextmini exp [<name>] status              hosts, placement, schedules, lost nodes
 //! nextmini exp [<name>] hosts [add|del LIST]
 //! nextmini exp clear <name|all>
@@ -18,8 +19,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-const VERBS: [&str; 7] = [
-    "launch", "mv", "status", "hosts", "clear", "dump", "queueing",
+const VERBS: [&str; 8] = [
+    "launch", "mv", "status", "hosts", "clear", "dump", "queueing", "exec",
 ];
 
 #[derive(Args, Debug)]
@@ -113,7 +114,8 @@ impl Client {
     }
 }
 
-pub fn exp(args: ExpArgs) -> Result<()> {
+/// Runs an `exp` command; the exit code is the command's for `exec`, else 0.
+pub fn exp(args: ExpArgs) -> Result<i32> {
     let c = Client::new(&args.head);
     let w: Vec<&str> = args.words.iter().map(String::as_str).collect();
     match w.as_slice() {
@@ -121,7 +123,7 @@ pub fn exp(args: ExpArgs) -> Result<()> {
             let rows = c.json("GET", "/api/exps", None)?;
             if args.json {
                 println!("{rows}");
-                return Ok(());
+                return Ok(0);
             }
             println!("| experiment | nodes | hosts | active |");
             println!("|---|---:|---|---|");
@@ -134,7 +136,7 @@ pub fn exp(args: ExpArgs) -> Result<()> {
                     if r["active"] == true { "*" } else { "" }
                 );
             }
-            Ok(())
+            Ok(0)
         }
         ["clear", target] => {
             let names: Vec<String> = if *target == "all" {
@@ -151,7 +153,7 @@ pub fn exp(args: ExpArgs) -> Result<()> {
                 let r = c.json("POST", &format!("/api/exps/{name}/clear"), None)?;
                 report_clear(&name, &r, args.json);
             }
-            Ok(())
+            Ok(0)
         }
         [verb, rest @ ..] if VERBS.contains(verb) => {
             let name = c.active()?;
@@ -160,13 +162,13 @@ pub fn exp(args: ExpArgs) -> Result<()> {
         [name] => {
             c.call("POST", &format!("/api/exps/{name}"), None)?;
             println!("experiment {name} is active");
-            Ok(())
+            Ok(0)
         }
         [name, verb, rest @ ..] if VERBS.contains(verb) => {
             run_verb(&c, name, verb, rest, args.json)
         }
         _ => bail!(
-            "usage: nextmini exp [<name>] [launch FILE [--dry-run] [--load L] | mv NODES HOST | status | hosts [add|del LIST]] | nextmini exp clear <name|all>"
+            "usage: nextmini exp [<name>] [launch [FILE] [--dry-run] [--load L] | mv NODES HOST | dump | queueing on|off | status | exec NODE -- CMD | hosts [add|del LIST]] | nextmini exp clear <name|all>"
         ),
     }
 }
@@ -198,8 +200,34 @@ fn report_clear(name: &str, r: &serde_json::Value, json: bool) {
     }
 }
 
-fn run_verb(c: &Client, name: &str, verb: &str, rest: &[&str], json: bool) -> Result<()> {
+fn run_verb(c: &Client, name: &str, verb: &str, rest: &[&str], json: bool) -> Result<i32> {
     match (verb, rest) {
+        ("exec", [node, rest @ ..]) => {
+            let node: u32 = node
+                .parse()
+                .with_context(|| format!("exec: {node:?} is not a node id"))?;
+            let (timeout, argv) = match rest {
+                ["--timeout", t, argv @ ..] => {
+                    (Some(t.parse::<u64>().context("--timeout: seconds")?), argv)
+                }
+                argv => (None, argv),
+            };
+            let argv: Vec<&str> = match argv {
+                ["--", a @ ..] => a.to_vec(),
+                a => a.to_vec(),
+            };
+            if argv.is_empty() {
+                bail!("exec: give a command: nextmini exp exec {node} -- ping -c 3 10.0.0.2");
+            }
+            let r = c.json(
+                "POST",
+                &format!("/api/exps/{name}/exec"),
+                Some(serde_json::json!({"node": node, "argv": argv, "timeout_s": timeout})),
+            )?;
+            print!("{}", r["stdout"].as_str().unwrap_or(""));
+            eprint!("{}", r["stderr"].as_str().unwrap_or(""));
+            return Ok(r["code"].as_i64().unwrap_or(1) as i32);
+        }
         ("launch", args) => {
             let (file, opts) = match args {
                 [f, rest @ ..] if !f.starts_with("--") => (Some(*f), rest),
@@ -227,7 +255,7 @@ fn run_verb(c: &Client, name: &str, verb: &str, rest: &[&str], json: bool) -> Re
                 Some(serde_json::json!({"file": text, "dry_run": dry_run, "load": load})),
             )?;
             print_plan(name, &r, json, dry_run || r["queued"] == true);
-            Ok(())
+            Ok(0)
         }
         ("queueing", [v @ ("on" | "off")]) => {
             c.call(
@@ -235,7 +263,7 @@ fn run_verb(c: &Client, name: &str, verb: &str, rest: &[&str], json: bool) -> Re
                 &format!("/api/exps/{name}/queueing"),
                 Some(serde_json::json!({ "on": *v == "on" })),
             )?;
-            Ok(())
+            Ok(0)
         }
         ("dump", []) => {
             let r = c.json("GET", &format!("/api/exps/{name}"), None)?;
@@ -246,14 +274,14 @@ fn run_verb(c: &Client, name: &str, verb: &str, rest: &[&str], json: bool) -> Re
             };
             if json {
                 println!("{}", r["dry_run"]);
-                return Ok(());
+                return Ok(0);
             }
             println!("| node | host |");
             println!("|---:|---|");
             for (node, host) in plan {
                 println!("| {node} | {} |", host.as_str().unwrap_or(""));
             }
-            Ok(())
+            Ok(0)
         }
         ("mv", [nodes, host]) => {
             let r = c.json(
@@ -262,13 +290,13 @@ fn run_verb(c: &Client, name: &str, verb: &str, rest: &[&str], json: bool) -> Re
                 Some(serde_json::json!({"nodes": nodes, "host": host})),
             )?;
             print_plan(name, &r, json, true);
-            Ok(())
+            Ok(0)
         }
         ("status", []) => {
             let r = c.json("GET", &format!("/api/exps/{name}"), None)?;
             if json {
                 println!("{r}");
-                return Ok(());
+                return Ok(0);
             }
             println!("experiment {name}: hosts {}", r["hosts"]);
             if let Some(shares) = r["launch"]["shares"].as_object() {
@@ -317,12 +345,12 @@ fn run_verb(c: &Client, name: &str, verb: &str, rest: &[&str], json: bool) -> Re
                     .collect();
                 println!("lost nodes: {}", topology::ids::format_ids(&ids));
             }
-            Ok(())
+            Ok(0)
         }
         ("hosts", []) => {
             let r = c.json("GET", &format!("/api/exps/{name}"), None)?;
             println!("{}", r["hosts"]);
-            Ok(())
+            Ok(0)
         }
         ("hosts", [op @ ("add" | "del"), list]) => {
             c.call(
@@ -330,12 +358,12 @@ fn run_verb(c: &Client, name: &str, verb: &str, rest: &[&str], json: bool) -> Re
                 &format!("/api/exps/{name}/hosts"),
                 Some(serde_json::json!({ *op: list })),
             )?;
-            Ok(())
+            Ok(0)
         }
         ("clear", []) => {
             let r = c.json("POST", &format!("/api/exps/{name}/clear"), None)?;
             report_clear(name, &r, json);
-            Ok(())
+            Ok(0)
         }
         _ => bail!("{verb}: wrong arguments; see `nextmini exp --help`"),
     }
@@ -424,7 +452,7 @@ pub fn hosts(args: HostsArgs) -> Result<()> {
         }
         [op @ ("add" | "del"), list] => {
             let name = c.active()?;
-            run_verb(&c, &name, "hosts", &[op, list], args.json)
+            run_verb(&c, &name, "hosts", &[op, list], args.json).map(|_| ())
         }
         _ => bail!("usage: nextmini hosts [add|del LIST]"),
     }

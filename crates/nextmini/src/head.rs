@@ -13,6 +13,7 @@
 //! POST /api/exps/{name}/launch          {"file": "<toml>", "dry_run": false, "load": "cpucommit"}
 //! POST /api/exps/{name}/mv              {"nodes": "5-6", "host": "kn2"} on the stored dry run
 //! POST /api/exps/{name}/queueing        {"on": true}: launches only queue until one without a file
+//! POST /api/exps/{name}/exec            {"node": 3, "argv": ["ping", "-c1", "10.0.0.7"]}: run in a node
 //! POST /api/exps/{name}/clear           remove it from every host
 //! ```
 
@@ -74,6 +75,9 @@ struct Shared {
     files: HashMap<String, Demands>,
     /// The experiment file last given to each experiment (what a launch without one uses).
     texts: HashMap<String, String>,
+    /// Commands running in nodes, by request, and who waits for their output.
+    execs: HashMap<u64, oneshot::Sender<serde_json::Value>>,
+    next_request: u64,
 }
 
 #[derive(Clone)]
@@ -143,6 +147,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             running: HashMap::new(),
             files: HashMap::new(),
             texts: HashMap::new(),
+            execs: HashMap::new(),
+            next_request: 1,
         })),
         db_url: crate::up::default_db_url(&args.state_dir),
     };
@@ -161,6 +167,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             .route("/api/exps/{name}/launch", post(api_launch))
             .route("/api/exps/{name}/mv", post(api_mv))
             .route("/api/exps/{name}/queueing", post(api_queueing))
+            .route("/api/exps/{name}/exec", post(api_exec))
             .route("/api/exps/{name}/clear", post(api_clear))
             .with_state(app.clone());
         tokio::select! {
@@ -454,6 +461,65 @@ async fn api_launch(
 }
 
 #[derive(serde::Deserialize)]
+struct ExecBody {
+    node: u32,
+    argv: Vec<String>,
+    timeout_s: Option<u64>,
+}
+
+/// Runs a command in a node, on whichever host holds it; answers with its exit code and what
+/// it printed.
+async fn api_exec(
+    State(app): State<App>,
+    UrlPath(name): UrlPath<String>,
+    Json(body): Json<ExecBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let timeout = Duration::from_secs(body.timeout_s.unwrap_or(60));
+    let rx = {
+        let mut s = app.shared.lock().expect("no panics hold it");
+        let launch = s
+            .head
+            .experiment(&name)?
+            .launch
+            .clone()
+            .ok_or_else(|| bad(format!("experiment {name} is not launched")))?;
+        let host = launch
+            .shares
+            .iter()
+            .find(|(_, ids)| ids.contains(&body.node))
+            .map(|(h, _)| h.clone())
+            .ok_or_else(|| bad(format!("node {} is not in experiment {name}", body.node)))?;
+        let tx = s
+            .hosts
+            .get(&host)
+            .cloned()
+            .ok_or_else(|| bad(format!("host {host} of node {} is down", body.node)))?;
+        let request = s.next_request;
+        s.next_request += 1;
+        let (reply, rx) = oneshot::channel();
+        s.execs.insert(request, reply);
+        let order = HeadToHost::Exec {
+            request,
+            netns: format!("{}{}", launch.prefix, body.node),
+            argv: body.argv,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        if tx.send(order).is_err() {
+            s.execs.remove(&request);
+            return Err(bad(format!("host {host} of node {} is down", body.node)));
+        }
+        rx
+    };
+    match tokio::time::timeout(timeout + Duration::from_secs(5), rx).await {
+        Ok(Ok(done)) => Ok(Json(done)),
+        _ => Err(ApiError(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the node's host did not answer".to_owned(),
+        )),
+    }
+}
+
+#[derive(serde::Deserialize)]
 struct QueueingBody {
     on: bool,
 }
@@ -638,6 +704,15 @@ async fn host_task(app: App, socket: WebSocket) {
                             {
                                 let _ = done.send(());
                             }
+                        }
+                    }
+                    HostToHead::ExecDone { request, code, stdout, stderr } => {
+                        if let Some(reply) = s.execs.remove(&request) {
+                            let _ = reply.send(serde_json::json!({
+                                "code": code,
+                                "stdout": stdout,
+                                "stderr": stderr,
+                            }));
                         }
                     }
                     HostToHead::Load { load1, mem_available_mib } => {

@@ -126,7 +126,10 @@ fn main() -> ExitCode {
         Some(Command::Bench(cmd)) => bench::run(cmd),
         Some(Command::Schedule(args)) => schedule::run(args),
         Some(Command::Serve(args)) => head::serve(args),
-        Some(Command::Exp(args)) => exp::exp(args),
+        Some(Command::Exp(args)) => match exp::exp(args) {
+            Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => Err(e),
+        },
         Some(Command::Hosts(args)) => exp::hosts(args),
         None => match cli.config_path {
             // The seeds' dataplane invocation: nextmini --config-path config.toml --n-nodes N

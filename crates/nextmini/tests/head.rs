@@ -134,6 +134,28 @@ fn a_head_pools_hosts_for_experiments() {
         "hga host 1 → host 3"
     );
 
+    // A command in a node, through the head and the node's host; its exit code comes back.
+    let exec = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_nextmini"))
+            .args(["exp", "hga", "exec"])
+            .args(args)
+            .env("NEXTMINI_HEAD", format!("127.0.0.1:{port}"))
+            .output()
+            .unwrap()
+    };
+    let (n1, to3) = (a1.to_string(), format!("10.0.0.{a3}"));
+    let ping = exec(&[&n1, "--", "ping", "-c", "1", "-W", "2", &to3]);
+    assert!(ping.status.success(), "{}", text(&ping.stderr));
+    assert!(
+        text(&ping.stdout).contains("1 received"),
+        "{}",
+        text(&ping.stdout)
+    );
+    assert_eq!(
+        exec(&[&n1, "--", "sh", "-c", "exit 3"]).status.code(),
+        Some(3)
+    );
+
     // A second experiment on hosts 1 and 2 only, with the same overlay addresses.
     nm(port, &["exp", "hgb"]);
     nm(port, &["hosts", "del", "host3"]);

@@ -308,6 +308,14 @@ pub enum HostToHead {
     },
     /// An experiment's share is gone from this host.
     Cleared { experiment: String },
+    /// What a command run in a node printed, and how it ended.
+    ExecDone {
+        request: u64,
+        /// Exit code (128 + signal when killed; 124 when it timed out; 127 when it can't run).
+        code: i32,
+        stdout: String,
+        stderr: String,
+    },
     /// The host's load, every few seconds.
     Load {
         /// One-minute load average.
@@ -337,6 +345,14 @@ pub enum HeadToHost {
     /// Remove everything of an experiment from this host.
     Clear {
         experiment: String,
+    },
+    /// Run a command inside a node's namespace and report its output (`nextmini exp exec`).
+    Exec {
+        request: u64,
+        /// The node's namespace name (prefix and id).
+        netns: String,
+        argv: Vec<String>,
+        timeout_ms: u64,
     },
 }
 
