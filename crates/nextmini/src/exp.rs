@@ -226,7 +226,7 @@ fn run_verb(c: &Client, name: &str, verb: &str, rest: &[&str], json: bool) -> Re
             )?;
             print!("{}", r["stdout"].as_str().unwrap_or(""));
             eprint!("{}", r["stderr"].as_str().unwrap_or(""));
-            return Ok(r["code"].as_i64().unwrap_or(1) as i32);
+            Ok(r["code"].as_i64().unwrap_or(1) as i32)
         }
         ("launch", args) => {
             let (file, opts) = match args {
