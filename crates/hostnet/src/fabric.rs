@@ -570,7 +570,9 @@ fn plumb_node(
     let neighbour = msg::new_permanent_neighbour(bridge_index, node.plan.addr, node.plan.mac);
     let mut host_batch = vec![
         (veth, Mode::Create, Step::CreateVeth),
-        (neighbour, Mode::Create, Step::Neighbour),
+        // Replace: the bridge may have learnt the address already from the node's traffic
+        // elsewhere on the experiment's segment (another host's node asking for it).
+        (neighbour, Mode::Replace, Step::Neighbour),
     ];
     if !spec.ipv6 {
         let name = node.plan.veth_name.as_str();
@@ -609,7 +611,7 @@ fn plumb_node(
     let gateway_mac = crate::plan::bridge_mac(node.plan.shard);
     batch.push((
         msg::new_permanent_neighbour(msg::NODE_ETH_INDEX, node.plan.gateway, gateway_mac),
-        Mode::Create,
+        Mode::Replace,
         Step::Neighbour,
     ));
     // With one shard the address's own /22 route is the whole underlay.

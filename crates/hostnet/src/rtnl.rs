@@ -15,8 +15,8 @@ use std::collections::VecDeque;
 use std::io;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
@@ -38,6 +38,8 @@ pub enum Mode {
     Delete,
     /// Add another entry under the same key (`bridge fdb append`).
     Append,
+    /// Create, or replace what is there (`ip neigh replace`).
+    Replace,
 }
 
 impl Mode {
@@ -46,6 +48,7 @@ impl Mode {
             Mode::Create => NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
             Mode::Change | Mode::Delete => NLM_F_REQUEST | NLM_F_ACK,
             Mode::Append => NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND,
+            Mode::Replace => NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
         }
     }
 }
