@@ -577,6 +577,11 @@ async fn clear(app: &App, name: &str) -> Result<serde_json::Value, ApiError> {
         s.texts.remove(name);
         let (done_tx, done_rx) = oneshot::channel();
         let hosts: Vec<String> = up.iter().map(|(h, _)| h.clone()).collect();
+        // The experiment's controller goes down first: it tells its agents, and the nodes
+        // that leave now are not reported as failures.
+        if let Some(r) = s.running.get(name) {
+            r.handle.down();
+        }
         for h in &hosts {
             if let Some(tx) = s.hosts.get(h) {
                 let _ = tx.send(HeadToHost::Clear {
@@ -602,7 +607,6 @@ async fn clear(app: &App, name: &str) -> Result<serde_json::Value, ApiError> {
         .running
         .remove(name);
     if let Some(r) = running {
-        r.handle.down();
         r.recorder.abort();
     }
     app.save();
