@@ -24,6 +24,12 @@ use crate::wire::{self, IcmpError};
 /// Packets queued between the forwarder and a link's emulator; the emulator's own queue limit
 /// is what a user configures.
 const EGRESS_CHANNEL: usize = 4096;
+thread_local! {
+    /// Where TUN reads land: a header and up to 64 KB of TCP segment.
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> =
+        std::cell::RefCell::new(vec![0u8; frame::HEADER + usize::from(u16::MAX)]);
+}
+
 /// Frames a link's inbound side takes from its channel at once.
 const INBOUND_BATCH: usize = 64;
 /// Default emulated queue, in packets.
@@ -159,21 +165,32 @@ impl Dataplane {
     pub fn start(self: &Arc<Self>) -> AbortOnDrop {
         let dp = self.clone();
         let task = tokio::spawn(async move {
-            // With offloads a read is a header and up to 64 KB of TCP segment.
-            let mut buf = vec![0u8; frame::HEADER + usize::from(u16::MAX)];
             let mut writer = TunWriter::default();
             loop {
-                match dp.tun.recv(&mut buf).await {
-                    Ok(n) => {
-                        if let Some(f) = Frame::from_bytes(buf[..n].to_vec()) {
-                            dp.forward(f, false, &mut writer);
-                            writer.flush(&dp.tun).await;
-                        }
+                if let Err(e) = dp.tun.readable().await {
+                    tracing::warn!("node {}: TUN read failed: {e}", dp.me);
+                    return;
+                }
+                // Read what is there into the worker thread's buffer (one per thread, not one
+                // per node: with offloads a read can be 64 KB) and keep exact-size copies.
+                let mut frames = Vec::new();
+                let failed = READ_BUFFER.with_borrow_mut(|buf| loop {
+                    match dp.tun.try_recv(buf) {
+                        Ok(n) => frames.extend(Frame::from_bytes(buf[..n].to_vec())),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break None,
+                        Err(e) => break Some(e),
                     }
-                    Err(e) => {
-                        tracing::warn!("node {}: TUN read failed: {e}", dp.me);
-                        return;
+                    if frames.len() >= INBOUND_BATCH {
+                        break None;
                     }
+                });
+                for f in frames {
+                    dp.forward(f, false, &mut writer);
+                }
+                writer.flush(&dp.tun).await;
+                if let Some(e) = failed {
+                    tracing::warn!("node {}: TUN read failed: {e}", dp.me);
+                    return;
                 }
             }
         });
@@ -367,7 +384,9 @@ impl Dataplane {
 pub struct TunWriter {
     pending: Vec<Frame>,
     run: Vec<Frame>,
-    gro: tun_rs::GROTable,
+    /// Made on the first run to coalesce: tun-rs sizes its flow tables for a full batch
+    /// (about 1 MB), which idle nodes should not carry.
+    gro: Option<Box<tun_rs::GROTable>>,
 }
 
 impl TunWriter {
@@ -393,11 +412,18 @@ impl TunWriter {
     }
 }
 
-async fn write_run(tun: &tun_rs::AsyncDevice, gro: &mut tun_rs::GROTable, run: &mut Vec<Frame>) {
+async fn write_run(
+    tun: &tun_rs::AsyncDevice,
+    gro: &mut Option<Box<tun_rs::GROTable>>,
+    run: &mut Vec<Frame>,
+) {
     if run.len() == 1 {
         let _ = tun.send(run[0].as_bytes()).await;
-    } else if let Err(e) = tun.send_multiple(gro, run, frame::HEADER).await {
-        tracing::debug!("coalesced TUN write failed: {e}");
+    } else {
+        let gro = gro.get_or_insert_with(Box::default);
+        if let Err(e) = tun.send_multiple(gro, run, frame::HEADER).await {
+            tracing::debug!("coalesced TUN write failed: {e}");
+        }
     }
     run.clear();
 }
