@@ -174,14 +174,16 @@ impl Dataplane {
                 // Read what is there into the worker thread's buffer (one per thread, not one
                 // per node: with offloads a read can be 64 KB) and keep exact-size copies.
                 let mut frames = Vec::new();
-                let failed = READ_BUFFER.with_borrow_mut(|buf| loop {
-                    match dp.tun.try_recv(buf) {
-                        Ok(n) => frames.extend(Frame::from_bytes(buf[..n].to_vec())),
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break None,
-                        Err(e) => break Some(e),
-                    }
-                    if frames.len() >= INBOUND_BATCH {
-                        break None;
+                let failed = READ_BUFFER.with_borrow_mut(|buf| {
+                    loop {
+                        match dp.tun.try_recv(buf) {
+                            Ok(n) => frames.extend(Frame::from_bytes(buf[..n].to_vec())),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break None,
+                            Err(e) => break Some(e),
+                        }
+                        if frames.len() >= INBOUND_BATCH {
+                            break None;
+                        }
                     }
                 });
                 for f in frames {
