@@ -154,8 +154,15 @@ fn experiments_span_hosts_stay_apart_and_survive_a_lost_host() {
     assert!(Cluster::pings("tx1", "10.0.0.4"), "tx 1 → 4 across hosts");
     let server = Cluster::exec(&format!("tw{}", share(2)[1]), &["iperf3", "-s", "-1", "-D"]);
     assert!(server.status.success(), "{}", text(&server.stderr));
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let iperf = Cluster::exec(&first_on_1, &["iperf3", "-c", &on(2, 1), "-t", "2", "-J"]);
+    // The daemon may not listen yet: a refused connection is retried.
+    let mut iperf = Cluster::exec(&first_on_1, &["iperf3", "-c", &on(2, 1), "-t", "2", "-J"]);
+    for _ in 0..20 {
+        if iperf.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        iperf = Cluster::exec(&first_on_1, &["iperf3", "-c", &on(2, 1), "-t", "2", "-J"]);
+    }
     assert!(iperf.status.success(), "{}", text(&iperf.stdout));
     let report: serde_json::Value = serde_json::from_slice(&iperf.stdout).unwrap();
     assert!(report["end"]["sum_received"]["bytes"].as_u64().unwrap() > 0);
