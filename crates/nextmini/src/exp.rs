@@ -345,6 +345,10 @@ fn run_verb(c: &Client, name: &str, verb: &str, rest: &[&str], json: bool) -> Re
                     .collect();
                 println!("lost nodes: {}", topology::ids::format_ids(&ids));
             }
+            if let Some(lost) = r["lost_links"].as_array().filter(|a| !a.is_empty()) {
+                let links: Vec<&str> = lost.iter().filter_map(|v| v.as_str()).collect();
+                println!("links down: {}", links.join(" "));
+            }
             Ok(0)
         }
         ("hosts", []) => {

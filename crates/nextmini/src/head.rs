@@ -282,6 +282,17 @@ async fn api_exp(
                 .collect::<Vec<_>>(),
         )
         .unwrap_or_default();
+        // Links whose connection is down (a lost node's, or one taken down).
+        doc["lost_links"] = serde_json::to_value(
+            h.links()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|l| !l.up)
+                .map(|l| format!("{}-{}", l.a, l.b))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap_or_default();
     }
     Ok(Json(doc))
 }

@@ -220,6 +220,9 @@ fn a_head_pools_hosts_for_experiments() {
             .as_array()
             .is_some_and(|a| a.len() == host2_share)
     });
+    // The links of the lost nodes are reported down too (each lost node had two ring links).
+    let lost_links = lost["lost_links"].as_array().map_or(0, Vec::len);
+    assert!(lost_links >= host2_share, "{lost}");
     assert_eq!(
         lost["failed_nodes"]
             .as_array()
