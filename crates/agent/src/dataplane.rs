@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use proto::LinkSpec;
 use tokio::sync::mpsc;
-use topology::routing::{PinnedEntry, RouteEntry, RouteTable};
+use topology::routing::RouteTable;
 
 use crate::frame::{self, Frame};
 use crate::pacer::Pacer;
@@ -142,23 +142,10 @@ impl Dataplane {
     }
 
     pub fn set_routes(&self, routes: Vec<proto::Route>, pinned: Vec<proto::PinnedRoute>) {
-        let entries = routes
-            .into_iter()
-            .map(|r| RouteEntry {
-                first: r.first,
-                last: r.last,
-                next_hops: r.next_hops,
-            })
-            .collect();
-        let pinned = pinned
-            .into_iter()
-            .map(|p| PinnedEntry {
-                src: p.src,
-                dst: p.dst,
-                next_hops: p.next_hops,
-            })
-            .collect();
-        *self.routes.write().expect("no panics hold it") = RouteTable { entries, pinned };
+        *self.routes.write().expect("no panics hold it") = RouteTable {
+            entries: routes,
+            pinned,
+        };
     }
 
     /// Starts forwarding: the TUN reader.
@@ -488,26 +475,19 @@ async fn emulate(
         }
         // Packets due within the runtime's own hand-off latency leave now, so that they reach
         // the peer's TUN on time rather than that much late.
-        let now = Instant::now() + HANDOFF;
+        let clock = Instant::now();
+        let now = clock + HANDOFF;
         while let Some(p) = link.poll_departure(now) {
             if to_peer.send(p).await.is_err() {
                 return;
             }
         }
         // What `nextmini link show` reports: kept current here, read about once a second.
-        let c = link.counters();
-        let queue = link.queue_depth(Instant::now()) as u64;
+        let queue_packets = link.queue_depth(clock) as u64;
         *counters.lock().expect("no panics hold it") = proto::LinkCounters {
             peer,
-            arrived_packets: c.arrived_packets,
-            arrived_bytes: c.arrived_bytes,
-            delivered_packets: c.delivered_packets,
-            delivered_bytes: c.delivered_bytes,
-            dropped_down: c.dropped_down,
-            dropped_loss: c.dropped_loss,
-            dropped_queue: c.dropped_queue,
-            dropped_red: c.dropped_red,
-            queue_packets: queue,
+            counters: link.counters(),
+            queue_packets,
         };
     }
 }

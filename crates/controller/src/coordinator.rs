@@ -12,9 +12,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use proto::{
-    ControllerToAgent, ControllerToNode, LinkChange, LinkSpec, Neighbour, Route, Transport,
-};
+use proto::{ControllerToAgent, ControllerToNode, LinkChange, LinkSpec, Neighbour, Transport};
 use topology::Topology;
 use topology::routing::Metric;
 
@@ -788,24 +786,8 @@ fn link_weight(spec: &LinkSpec) -> Option<u64> {
 /// A node's table as the message that replaces its routes.
 fn to_routes(table: &topology::routing::RouteTable) -> ControllerToNode {
     ControllerToNode::Routes {
-        routes: table
-            .entries
-            .iter()
-            .map(|e| Route {
-                first: e.first,
-                last: e.last,
-                next_hops: e.next_hops.clone(),
-            })
-            .collect(),
-        pinned: table
-            .pinned
-            .iter()
-            .map(|p| proto::PinnedRoute {
-                src: p.src,
-                dst: p.dst,
-                next_hops: p.next_hops.clone(),
-            })
-            .collect(),
+        routes: table.entries.clone(),
+        pinned: table.pinned.clone(),
     }
 }
 

@@ -133,7 +133,7 @@ pub enum Verdict {
 }
 
 /// Counters of one link direction.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counters {
     pub arrived_packets: u64,
     pub arrived_bytes: u64,

@@ -131,7 +131,7 @@ pub fn link_show(args: &LinkShowArgs) -> Result<()> {
             continue;
         }
         for (from, to, d) in [(r.a, r.b, &r.a_to_b), (r.b, r.a, &r.b_to_a)] {
-            let (s, c) = (&d.spec, &d.counters);
+            let (s, c, queue) = (&d.spec, &d.counters.counters, d.counters.queue_packets);
             println!(
                 "| {from}→{to} | {} | {} | {:?} | {}% | {} | {} | {}/{}/{}/{} | {} |",
                 if r.up && s.up { "up" } else { "down" },
@@ -145,7 +145,7 @@ pub fn link_show(args: &LinkShowArgs) -> Result<()> {
                 c.dropped_loss,
                 c.dropped_queue,
                 c.dropped_red,
-                c.queue_packets,
+                queue,
             );
         }
         shown += 1;

@@ -138,39 +138,24 @@ impl LinkChange {
     }
 }
 
-/// Destinations `first..=last` are reached through `next_hops`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Route {
-    pub first: u32,
-    pub last: u32,
-    pub next_hops: Vec<u32>,
-}
+/// Destinations `first..=last` are reached through `next_hops`: a row of the routing
+/// crate's table, sent as it is.
+pub use topology::routing::RouteEntry as Route;
 
 /// Counters of one link direction, from this node to `peer`, since the link came up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkCounters {
     pub peer: u32,
-    /// Packets offered to the link (a TSO segment counts as the packets it stands for once
-    /// the link cuts it; a link that only delays counts it as one).
-    pub arrived_packets: u64,
-    pub arrived_bytes: u64,
-    pub delivered_packets: u64,
-    pub delivered_bytes: u64,
-    pub dropped_down: u64,
-    pub dropped_loss: u64,
-    pub dropped_queue: u64,
-    pub dropped_red: u64,
+    /// The emulator's own counters. Packets offered to the link count a TSO segment as the
+    /// packets it stands for once the link cuts it, and as one where the link only delays.
+    #[serde(flatten)]
+    pub counters: linkem::Counters,
     /// Packets waiting for the transmitter when the counters were taken.
     pub queue_packets: u64,
 }
 
 /// Traffic from `src` to `dst` leaves through `next_hops` (a route pinned by the user).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PinnedRoute {
-    pub src: u32,
-    pub dst: u32,
-    pub next_hops: Vec<u32>,
-}
+pub use topology::routing::PinnedEntry as PinnedRoute;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NodeToController {
@@ -380,6 +365,29 @@ pub fn overlay_addr(base: Ipv4Addr, node_id: u32) -> Ipv4Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_counters_travel_flat() {
+        let c = LinkCounters {
+            peer: 3,
+            counters: linkem::Counters {
+                delivered_packets: 7,
+                dropped_loss: 2,
+                ..Default::default()
+            },
+            queue_packets: 1,
+        };
+        let msg = NodeToController::LinkStats { links: vec![c] };
+        assert_eq!(
+            decode::<NodeToController>(&encode(&msg).unwrap()).unwrap(),
+            msg
+        );
+        let json = serde_json::to_value(c).unwrap();
+        assert_eq!(
+            (json["delivered_packets"].as_u64(), json["peer"].as_u64()),
+            (Some(7), Some(3))
+        );
+    }
 
     #[test]
     fn messages_round_trip() {

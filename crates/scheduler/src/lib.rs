@@ -625,13 +625,16 @@ fn fill(p: &Problem, free: &[Group], slots: &mut [Slot], plan: &mut Plan) {
     for &h in &turn {
         stretches.extend(ids.by_ref().take(counts[h]).map(|id| (id, h)));
     }
+    // Where the constrained nodes already are, once, for both candidates.
+    let index = host_index(p);
+    let placed: HashMap<u32, usize> = plan
+        .host_of
+        .iter()
+        .filter_map(|(id, name)| index.get(name.as_str()).map(|&i| (*id, i)))
+        .collect();
     let cut = |choice: &[(u32, usize)]| {
-        let mut host_of: HashMap<u32, usize> = choice.iter().copied().collect();
-        for (id, name) in &plan.host_of {
-            if let Some(i) = p.hosts.iter().position(|h| h.name == *name) {
-                host_of.insert(*id, i);
-            }
-        }
+        let mut host_of = placed.clone();
+        host_of.extend(choice.iter().copied());
         p.edges
             .iter()
             .filter(|(a, b)| host_of.get(a) != host_of.get(b))

@@ -18,7 +18,8 @@ use std::collections::{BinaryHeap, VecDeque};
 use crate::Topology;
 
 /// Destinations `first..=last` are reached through `next_hops` (ascending, never empty).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The controller sends these as they are (`proto::Route`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RouteEntry {
     pub first: u32,
     pub last: u32,
@@ -26,7 +27,8 @@ pub struct RouteEntry {
 }
 
 /// Traffic from `src` to `dst` leaves through `next_hops`, whatever the shortest path says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The controller sends these as they are (`proto::PinnedRoute`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PinnedEntry {
     pub src: u32,
     pub dst: u32,
