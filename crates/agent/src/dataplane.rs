@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use proto::LinkSpec;
+use proto::{LinkChange, LinkParams};
 use tokio::sync::mpsc;
 use topology::routing::RouteTable;
 
@@ -32,8 +32,6 @@ thread_local! {
 
 /// Frames a link's inbound side takes from its channel at once.
 const INBOUND_BATCH: usize = 64;
-/// Default emulated queue, in packets.
-const DEFAULT_QUEUE: usize = 1000;
 /// The time from a link's departure to the packet reaching the next node's forwarder (a
 /// cross-thread wake-up and a channel), measured with ping over paths of 6 and 10 link
 /// traversals: both land within 0.3 ms of their configured delay.
@@ -64,7 +62,7 @@ pub struct Dataplane {
     routes: RwLock<RouteTable>,
     egress: RwLock<HashMap<u32, mpsc::Sender<Frame>>>,
     /// Parameter changes for each link's emulator.
-    emulators: RwLock<HashMap<u32, mpsc::UnboundedSender<LinkSpec>>>,
+    emulators: RwLock<HashMap<u32, mpsc::UnboundedSender<LinkChange>>>,
     /// Each link's counters, kept current by its emulator.
     counters: RwLock<HashMap<u32, Arc<Mutex<proto::LinkCounters>>>>,
     pacer: Pacer,
@@ -77,41 +75,6 @@ enum Action {
     /// Send this (an ICMP error) instead, from here.
     Reply(Frame),
     Drop,
-}
-
-pub fn link_params(spec: &LinkSpec) -> linkem::LinkParams {
-    linkem::LinkParams {
-        rate_bps: spec.rate_bps,
-        delay: Duration::from_nanos(spec.delay_ns),
-        jitter: Duration::from_nanos(spec.jitter_ns),
-        reorder: false,
-        loss: match spec.gilbert_elliott {
-            Some(ge) => linkem::Loss::GilbertElliott {
-                p_good_bad: ge.p,
-                p_bad_good: ge.r,
-                loss_good: ge.loss_good,
-                loss_bad: ge.loss_bad,
-            },
-            None if spec.loss > 0.0 => linkem::Loss::Bernoulli(spec.loss),
-            None => linkem::Loss::None,
-        },
-        queue: match (spec.queue_bytes, spec.queue_packets) {
-            (0, 0) => linkem::QueueLimit::Packets(DEFAULT_QUEUE),
-            (0, packets) => linkem::QueueLimit::Packets(packets as usize),
-            (bytes, _) => linkem::QueueLimit::Bytes(bytes as usize),
-        },
-        aqm: if spec.red {
-            // Floyd and Jacobson's suggested shape, on the queue's fill.
-            linkem::Aqm::Red {
-                min: 0.2,
-                max: 0.6,
-                max_p: 0.1,
-            }
-        } else {
-            linkem::Aqm::DropTail
-        },
-        up: spec.up,
-    }
 }
 
 impl Dataplane {
@@ -191,7 +154,7 @@ impl Dataplane {
     pub fn attach(
         self: &Arc<Self>,
         peer: u32,
-        spec: LinkSpec,
+        params: LinkParams,
         io: LinkIo,
         seed: u64,
     ) -> [AbortOnDrop; 2] {
@@ -205,7 +168,7 @@ impl Dataplane {
             .write()
             .expect("no panics hold it")
             .insert(peer, to_emulator);
-        let link = linkem::Link::new(link_params(&spec), seed);
+        let link = linkem::Link::new(params, seed);
         let counters = Arc::new(Mutex::new(proto::LinkCounters {
             peer,
             ..Default::default()
@@ -242,11 +205,11 @@ impl Dataplane {
         ]
     }
 
-    /// New parameters for the link to `peer`, from the next packet on; the link's connection
-    /// stays as it is.
-    pub fn set_link(&self, peer: u32, spec: LinkSpec) {
+    /// Changes the link to `peer` from the next packet on; the link's connection stays as it
+    /// is.
+    pub fn set_link(&self, peer: u32, change: LinkChange) {
         if let Some(tx) = self.emulators.read().expect("no panics hold it").get(&peer) {
-            let _ = tx.send(spec);
+            let _ = tx.send(change);
         }
     }
 
@@ -417,14 +380,6 @@ async fn write_run(
     run.clear();
 }
 
-/// Whether a link does more than delay: then the packets a TSO segment stands for cross it
-/// one by one, as on a wire; a delay alone treats them all alike, so the segment stays whole.
-fn shapes(params: &linkem::LinkParams) -> bool {
-    params.rate_bps.is_some()
-        || !params.jitter.is_zero()
-        || !matches!(params.loss, linkem::Loss::None)
-}
-
 /// A pending pacer wake-up.
 type Wake = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -432,7 +387,7 @@ type Wake = Pin<Box<dyn Future<Output = ()> + Send>>;
 async fn emulate(
     mut link: linkem::Link<Frame>,
     mut from_forwarder: mpsc::Receiver<Frame>,
-    mut params: mpsc::UnboundedReceiver<LinkSpec>,
+    mut changes: mpsc::UnboundedReceiver<LinkChange>,
     to_peer: mpsc::Sender<Frame>,
     pacer: Pacer,
     counters: Arc<Mutex<proto::LinkCounters>>,
@@ -455,7 +410,9 @@ async fn emulate(
         let mut fired = false;
         tokio::select! {
             packet = from_forwarder.recv() => match packet {
-                Some(p) if p.is_segment() && shapes(link.params()) => {
+                // A link that only delays carries a segment whole; one that shapes or drops
+                // sees the packets the wire would carry.
+                Some(p) if p.is_segment() && link.params().shapes() => {
                     let now = Instant::now();
                     for p in p.segment() {
                         let _ = link.handle_arrival(now, p);
@@ -466,7 +423,7 @@ async fn emulate(
                 }
                 None => return,
             },
-            Some(spec) = params.recv() => link.set_params(link_params(&spec)),
+            Some(change) = changes.recv() => link.apply(&change),
             () = async { timer.as_mut().expect("guarded by is_some").1.as_mut().await }, if timer.is_some() => fired = true,
         }
         // A fired wake-up is spent: its future must not be polled again.

@@ -117,6 +117,7 @@ pub async fn serve(cfg: HostConfig, shutdown: impl Future<Output = ()>) -> Resul
                                 spec,
                                 link_port: cfg.link_port,
                                 fail_nodes: Vec::new(),
+                                tun_devices: true,
                             };
                             let (stop_tx, stop_rx) = oneshot::channel::<()>();
                             let done = done_tx.clone();

@@ -43,6 +43,9 @@ pub struct AgentConfig {
     pub link_port: u16,
     /// Fault injection: these nodes fail right after their welcome.
     pub fail_nodes: Vec<u32>,
+    /// Nodes get TUN devices when the controller asks for a dataplane (the seeds'
+    /// `enable_local_interface`); false keeps them without.
+    pub tun_devices: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +190,7 @@ pub async fn run(
             netns,
             link_port: tcp_links.then_some(cfg.link_port),
             fail: cfg.fail_nodes.contains(&plan.node_id),
+            tun_device: cfg.tun_devices,
         };
         let shared = shared.clone();
         tasks.spawn(async move {

@@ -34,6 +34,8 @@ pub struct NodeCtx {
     pub link_port: Option<u16>,
     /// Fault injection: the node fails right after its welcome.
     pub fail: bool,
+    /// The node may have a TUN device (the seeds' `enable_local_interface`).
+    pub tun_device: bool,
 }
 
 /// Shared by every node task of the agent.
@@ -142,7 +144,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
     let mut pending: HashSet<u32> = HashSet::new();
     // Links held open while there is no dataplane to carry them.
     let mut links: Vec<(u32, LinkIo)> = Vec::new();
-    let mut specs: std::collections::HashMap<u32, proto::LinkSpec> = Default::default();
+    let mut params: std::collections::HashMap<u32, proto::LinkParams> = Default::default();
     let mut dataplane: Option<Arc<Dataplane>> = None;
     // Tasks that must end with the node.
     let mut link_tasks = Vec::new();
@@ -178,8 +180,8 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                 match msg {
                     ControllerToNode::Welcome { neighbours, overlay_addr, overlay_prefix_len, dataplane: wants_dataplane, mtu, .. } => {
                         welcomed = true;
-                        specs = neighbours.iter().map(|n| (n.id, n.egress)).collect();
-                        if wants_dataplane && !ctx.fail {
+                        params = neighbours.iter().map(|n| (n.id, n.egress)).collect();
+                        if wants_dataplane && ctx.tun_device && !ctx.fail {
                             let tun = shared
                                 .factory
                                 .tun(ctx.netns.clone(), overlay_addr, overlay_prefix_len, mtu)
@@ -240,10 +242,12 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                             dp.set_routes(routes, pinned);
                         }
                     }
-                    ControllerToNode::SetLink { peer, spec } => {
-                        specs.insert(peer, spec);
+                    ControllerToNode::SetLink { peer, change } => {
+                        if let Some(p) = params.get_mut(&peer) {
+                            *p = change.apply(*p);
+                        }
                         if let Some(dp) = &dataplane {
-                            dp.set_link(peer, spec);
+                            dp.set_link(peer, change);
                         }
                     }
                     ControllerToNode::PeerFailed { peer } => {
@@ -263,8 +267,8 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                         if pending.remove(&peer) {
                             match &dataplane {
                                 Some(dp) => {
-                                    let spec = specs.get(&peer).copied().unwrap_or_default();
-                                    let tasks = dp.attach(peer, spec, io, u64::from(node) << 32 | u64::from(peer));
+                                    let p = params.get(&peer).copied().unwrap_or_default();
+                                    let tasks = dp.attach(peer, p, io, u64::from(node) << 32 | u64::from(peer));
                                     link_tasks.extend(tasks);
                                 }
                                 None => links.push((peer, io)),

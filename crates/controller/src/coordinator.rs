@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use proto::{ControllerToAgent, ControllerToNode, LinkChange, LinkSpec, Neighbour, Transport};
+pub use experiment::LinkPlan;
+use proto::{ControllerToAgent, ControllerToNode, LinkChange, LinkParams, Neighbour, Transport};
 use topology::Topology;
 use topology::routing::Metric;
 
@@ -38,33 +39,6 @@ pub struct Settings {
     pub metric: topology::routing::Metric,
     /// Routes pinned by the experiment file (`[[routes]]`), checked against the topology.
     pub explicit_routes: Vec<topology::routing::ExplicitRoute>,
-}
-
-/// Link parameters: a default, and overrides per direction `(from, to)`.
-#[derive(Debug, Clone, Default)]
-pub struct LinkPlan {
-    pub default: LinkSpec,
-    pub overrides: std::collections::HashMap<(u32, u32), LinkSpec>,
-}
-
-impl LinkPlan {
-    /// An unshaped, up link everywhere.
-    pub fn unshaped() -> Self {
-        LinkPlan {
-            default: LinkSpec {
-                up: true,
-                ..Default::default()
-            },
-            overrides: Default::default(),
-        }
-    }
-
-    pub fn spec(&self, from: u32, to: u32) -> LinkSpec {
-        self.overrides
-            .get(&(from, to))
-            .copied()
-            .unwrap_or(self.default)
-    }
 }
 
 /// Something to deliver or to tell the world.
@@ -197,7 +171,7 @@ impl Coordinator {
             topology::routing::Router::new(
                 &topology,
                 settings.metric,
-                |a, b| link_weight(&links.spec(a, b)),
+                |a, b| link_weight(&links.params(a, b)),
                 settings.explicit_routes.clone(),
             )
         });
@@ -436,7 +410,7 @@ impl Coordinator {
                 Neighbour {
                     id: peer,
                     transport,
-                    egress: self.settings.links.spec(node_id, peer),
+                    egress: self.settings.links.params(node_id, peer),
                 }
             })
             .collect();
@@ -680,7 +654,7 @@ impl Coordinator {
             .collect()
     }
 
-    /// Changes a link, both directions; returns the new spec (from `a` to `b`). When the link
+    /// Changes a link, both directions; returns the new parameters (from `a` to `b`). When the link
     /// goes down or up, routes are recomputed without the down links and sent to the nodes
     /// whose tables changed.
     pub fn handle_set_link(
@@ -688,32 +662,34 @@ impl Coordinator {
         a: u32,
         b: u32,
         change: &LinkChange,
-    ) -> Result<LinkSpec, String> {
+    ) -> Result<LinkParams, String> {
         if self.edge_index(a, b).is_none() {
             return Err(format!(
                 "there is no link {a}-{b} in {}",
                 self.topology.label
             ));
         }
-        let was_up = self.settings.links.spec(a, b).up;
+        let was_up = self.settings.links.params(a, b).up;
         for (from, to) in [(a, b), (b, a)] {
-            let spec = change.apply(self.settings.links.spec(from, to));
-            self.settings.links.overrides.insert((from, to), spec);
+            self.settings.links.change(from, to, change);
             if self.slot(from).is_some_and(|s| s.connected && !s.failed) {
                 self.out.push_back(Output::Node(
                     from,
-                    ControllerToNode::SetLink { peer: to, spec },
+                    ControllerToNode::SetLink {
+                        peer: to,
+                        change: *change,
+                    },
                 ));
             }
         }
-        let spec = self.settings.links.spec(a, b);
+        let params = self.settings.links.params(a, b);
         // Routes change when the link comes or goes, or, by delay, when its delay does.
         if let Some(router) = &self.router
-            && (spec.up != was_up || router.metric() == Metric::Delay)
+            && (params.up != was_up || router.metric() == Metric::Delay)
         {
             self.update_routes(a, b);
         }
-        Ok(spec)
+        Ok(params)
     }
 
     /// The routing weight of the direction a→b: its delay, or None when the link is down or
@@ -723,7 +699,7 @@ impl Coordinator {
         if failed(a) || failed(b) {
             return None;
         }
-        link_weight(&self.settings.links.spec(a, b))
+        link_weight(&self.settings.links.params(a, b))
     }
 
     /// Tells the router about link a–b as it is now and sends the tables that changed.
@@ -753,7 +729,7 @@ impl Coordinator {
     /// Every link: whether it is up, and each direction's parameters and counters.
     pub fn link_rows(&self) -> Vec<LinkRow> {
         let direction = |from: u32, to: u32| DirectionRow {
-            spec: self.settings.links.spec(from, to),
+            params: self.settings.links.params(from, to),
             counters: self
                 .counters
                 .get(&(from, to))
@@ -779,8 +755,10 @@ impl Coordinator {
 }
 
 /// A direction's routing weight: its delay in nanoseconds, None when it is down.
-fn link_weight(spec: &LinkSpec) -> Option<u64> {
-    spec.up.then_some(spec.delay_ns)
+fn link_weight(params: &LinkParams) -> Option<u64> {
+    params
+        .up
+        .then(|| params.delay.duration().as_nanos().min(u128::from(u64::MAX)) as u64)
 }
 
 /// A node's table as the message that replaces its routes.
@@ -811,7 +789,7 @@ pub struct LinkRow {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct DirectionRow {
-    pub spec: LinkSpec,
+    pub params: LinkParams,
     /// As last reported by the sending node (zero before its first report).
     pub counters: proto::LinkCounters,
 }
@@ -1061,16 +1039,16 @@ mod tests {
             c.handle_node_hello(t0, &hello(id)).unwrap();
         }
         drain(&mut c);
-        let delay = LinkChange {
-            delay_ns: Some(20_000_000),
-            ..Default::default()
-        };
-        let spec = c.handle_set_link(1, 2, &delay).unwrap();
-        assert_eq!(spec.delay_ns, 20_000_000);
+        let delay = LinkChange::from_short("delay=20ms").unwrap();
+        let params = c.handle_set_link(1, 2, &delay).unwrap();
+        assert_eq!(params.delay, linkem::Span::from_millis(20));
         let out = drain(&mut c);
         assert_eq!(
             to_node(&out, 1),
-            vec![ControllerToNode::SetLink { peer: 2, spec }]
+            vec![ControllerToNode::SetLink {
+                peer: 2,
+                change: delay
+            }]
         );
         assert!(matches!(
             to_node(&out, 2)[0],
@@ -1107,7 +1085,7 @@ mod tests {
     fn by_delay_a_slower_link_reroutes_and_a_pinned_route_reaches_its_nodes() {
         let t0 = Instant::now();
         let mut links = LinkPlan::unshaped();
-        links.default.delay_ns = 1_000_000;
+        links.default.delay = linkem::Span::from_millis(1);
         let mut c = Coordinator::new(
             Preset::Ring { n: 6 }.build().unwrap(),
             Settings {
@@ -1140,10 +1118,7 @@ mod tests {
             }]
         );
         // 1-2 becomes 20 ms: by delay, 1 reaches 2 round the other five links (5 ms).
-        let slower = LinkChange {
-            delay_ns: Some(20_000_000),
-            ..Default::default()
-        };
+        let slower = LinkChange::from_short("delay=20ms").unwrap();
         c.handle_set_link(1, 2, &slower).unwrap();
         let out = drain(&mut c);
         let (r1, _) = routes_of(&out, 1).expect("node 1 gets new routes");

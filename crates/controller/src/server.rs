@@ -57,7 +57,7 @@ enum Input {
         a: u32,
         b: u32,
         change: proto::LinkChange,
-        reply: oneshot::Sender<Result<proto::LinkSpec, String>>,
+        reply: oneshot::Sender<Result<proto::LinkParams, String>>,
     },
     Down,
 }
@@ -220,8 +220,8 @@ async fn run_coordinator(
                 reply,
             } => {
                 let result = c.handle_set_link(a, b, &change);
-                if let Ok(spec) = &result {
-                    tracing::info!("link {a}-{b} set to {spec:?}");
+                if let Ok(params) = &result {
+                    tracing::info!("link {a}-{b}: {}", params.describe());
                 }
                 let _ = reply.send(result);
             }
@@ -331,7 +331,7 @@ async fn api_set_link(
         reply,
     });
     match rx.await {
-        Ok(Ok(spec)) => Json(spec).into_response(),
+        Ok(Ok(params)) => Json(params).into_response(),
         Ok(Err(reason)) => (axum::http::StatusCode::BAD_REQUEST, reason).into_response(),
         Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }

@@ -17,9 +17,14 @@
 //! 5. **delay and jitter**: a packet arrives at the far end `delay ± jitter` after it was
 //!    sent; without `reorder` it never overtakes the one before it.
 
-mod units;
+mod params;
+pub mod units;
 
-pub use units::{UnitError, format_rate, parse_duration, parse_percent, parse_rate};
+pub use params::{Aqm, GilbertElliott, LinkChange, LinkError, LinkParams, Loss, QueueLimit};
+pub use units::{
+    Fraction, Rate, Span, UnitError, format_duration, format_percent, format_rate, parse_duration,
+    parse_percent, parse_rate,
+};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -27,93 +32,6 @@ use std::time::{Duration, Instant};
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-/// Random loss.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Loss {
-    None,
-    /// Each packet is lost with this probability.
-    Bernoulli(f64),
-    /// Two-state Markov loss: in the good state packets are lost with `loss_good`, in the bad
-    /// one with `loss_bad`; before each packet the state flips with `p_good_bad` (good → bad)
-    /// or `p_bad_good` (bad → good).
-    GilbertElliott {
-        p_good_bad: f64,
-        p_bad_good: f64,
-        loss_good: f64,
-        loss_bad: f64,
-    },
-}
-
-impl Loss {
-    /// The long-run fraction of packets lost.
-    pub fn mean(&self) -> f64 {
-        match *self {
-            Loss::None => 0.0,
-            Loss::Bernoulli(p) => p,
-            Loss::GilbertElliott {
-                p_good_bad,
-                p_bad_good,
-                loss_good,
-                loss_bad,
-            } => {
-                let total = p_good_bad + p_bad_good;
-                if total == 0.0 {
-                    return loss_good;
-                }
-                let bad = p_good_bad / total;
-                bad * loss_bad + (1.0 - bad) * loss_good
-            }
-        }
-    }
-}
-
-/// How much the queue in front of the transmitter holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueueLimit {
-    Packets(usize),
-    Bytes(usize),
-}
-
-/// What to do as the queue fills.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Aqm {
-    /// Drop arrivals only when the queue is full.
-    DropTail,
-    /// Random early detection on the average queue length, as a fraction of the limit: no
-    /// drops below `min`, all above `max`, probability rising to `max_p` in between.
-    Red { min: f64, max: f64, max_p: f64 },
-}
-
-/// A link direction's parameters.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LinkParams {
-    /// Bits per second; `None` is unshaped.
-    pub rate_bps: Option<u64>,
-    pub delay: Duration,
-    pub jitter: Duration,
-    /// Allow a jittered packet to overtake the one before it.
-    pub reorder: bool,
-    pub loss: Loss,
-    pub queue: QueueLimit,
-    pub aqm: Aqm,
-    pub up: bool,
-}
-
-impl Default for LinkParams {
-    fn default() -> Self {
-        LinkParams {
-            rate_bps: None,
-            delay: Duration::ZERO,
-            jitter: Duration::ZERO,
-            reorder: false,
-            loss: Loss::None,
-            queue: QueueLimit::Packets(1000),
-            aqm: Aqm::DropTail,
-            up: true,
-        }
-    }
-}
 
 /// Why a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +154,11 @@ impl<P: ByteLen> Link<P> {
         self.params = params;
     }
 
+    /// Makes a change from now on (see [`Link::set_params`]).
+    pub fn apply(&mut self, change: &LinkChange) {
+        self.params = change.apply(self.params);
+    }
+
     pub fn counters(&self) -> Counters {
         self.counters
     }
@@ -264,23 +187,18 @@ impl<P: ByteLen> Link<P> {
     fn lost(&mut self) -> bool {
         match self.params.loss {
             Loss::None => false,
-            Loss::Bernoulli(p) => p > 0.0 && self.rng.random_bool(p.min(1.0)),
-            Loss::GilbertElliott {
-                p_good_bad,
-                p_bad_good,
-                loss_good,
-                loss_bad,
-            } => {
-                let flip = if self.bad_state {
-                    p_bad_good
-                } else {
-                    p_good_bad
-                };
-                if flip > 0.0 && self.rng.random_bool(flip.min(1.0)) {
+            Loss::Bernoulli(p) => !p.is_zero() && self.rng.random_bool(p.get()),
+            Loss::GilbertElliott(ge) => {
+                let flip = if self.bad_state { ge.r } else { ge.p };
+                if !flip.is_zero() && self.rng.random_bool(flip.get()) {
                     self.bad_state = !self.bad_state;
                 }
-                let p = if self.bad_state { loss_bad } else { loss_good };
-                p > 0.0 && self.rng.random_bool(p.min(1.0))
+                let p = if self.bad_state {
+                    ge.loss_bad
+                } else {
+                    ge.loss_good
+                };
+                !p.is_zero() && self.rng.random_bool(p.get())
             }
         }
     }
@@ -300,8 +218,8 @@ impl<P: ByteLen> Link<P> {
         }
         self.expire_backlog(now);
         let (occupancy, limit, this) = match self.params.queue {
-            QueueLimit::Packets(n) => (self.backlog.len(), n, 1),
-            QueueLimit::Bytes(n) => (self.backlog_bytes, n, len),
+            QueueLimit::Packets(n) => (self.backlog.len(), n as usize, 1),
+            QueueLimit::Bytes(n) => (self.backlog_bytes, n as usize, len),
         };
         if let Aqm::Red { min, max, max_p } = self.params.aqm {
             self.red_avg = (1.0 - RED_WEIGHT) * self.red_avg + RED_WEIGHT * occupancy as f64;
@@ -328,12 +246,12 @@ impl<P: ByteLen> Link<P> {
             Some(t) if t > now => t,
             _ => now,
         };
-        let finish = match self.params.rate_bps {
-            Some(bps) if bps > 0 => {
-                let nanos = (len as u128 * 8 * 1_000_000_000).div_ceil(u128::from(bps));
+        let finish = match self.params.rate {
+            Some(rate) => {
+                let nanos = (len as u128 * 8 * 1_000_000_000).div_ceil(u128::from(rate.bps()));
                 start + Duration::from_nanos(nanos.min(u128::from(u64::MAX)) as u64)
             }
-            _ => start,
+            None => start,
         };
         self.busy_until = Some(finish);
         if finish > now {
@@ -341,12 +259,13 @@ impl<P: ByteLen> Link<P> {
             self.backlog_bytes += len;
         }
         // Propagation: delay ± jitter, in order unless reordering is allowed.
-        let mut deliver = finish + self.params.delay;
-        let jitter = self.params.jitter;
+        let delay = self.params.delay.duration();
+        let mut deliver = finish + delay;
+        let jitter = self.params.jitter.duration();
         if !jitter.is_zero() {
             let j = jitter.as_nanos() as i128;
             let offset = self.rng.random_range(-j..=j);
-            let base = (self.params.delay.as_nanos() as i128 + offset).max(0);
+            let base = (delay.as_nanos() as i128 + offset).max(0);
             deliver = finish + Duration::from_nanos(base as u64);
         }
         if !self.params.reorder
@@ -386,6 +305,18 @@ impl<P: ByteLen> Link<P> {
 mod tests {
     use super::*;
 
+    fn rate(bps: u64) -> Option<Rate> {
+        Rate::from_bps(bps)
+    }
+
+    fn span(d: Duration) -> Span {
+        Span::new(d).unwrap()
+    }
+
+    fn bernoulli(p: f64) -> Loss {
+        Loss::Bernoulli(Fraction::new(p).unwrap())
+    }
+
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
@@ -407,8 +338,8 @@ mod tests {
         // 8 Mbit/s: a 1,000-byte packet takes exactly 1 ms.
         let mut link = Link::new(
             LinkParams {
-                rate_bps: Some(8_000_000),
-                delay: ms(10),
+                rate: rate(8_000_000),
+                delay: span(ms(10)),
                 ..Default::default()
             },
             1,
@@ -441,7 +372,7 @@ mod tests {
         ] {
             let mut link: Link<usize> = Link::new(
                 LinkParams {
-                    rate_bps: Some(bps),
+                    rate: rate(bps),
                     ..Default::default()
                 },
                 1,
@@ -458,7 +389,7 @@ mod tests {
         let t0 = Instant::now();
         let mut link = Link::new(
             LinkParams {
-                delay: Duration::from_micros(5_250),
+                delay: span(Duration::from_micros(5_250)),
                 ..Default::default()
             },
             1,
@@ -480,7 +411,7 @@ mod tests {
         for p in [0.001, 0.01, 0.05, 0.10] {
             let mut link = Link::new(
                 LinkParams {
-                    loss: Loss::Bernoulli(p),
+                    loss: bernoulli(p),
                     ..Default::default()
                 },
                 42,
@@ -503,7 +434,7 @@ mod tests {
         let run = |seed| {
             let mut link = Link::new(
                 LinkParams {
-                    loss: Loss::Bernoulli(0.3),
+                    loss: bernoulli(0.3),
                     ..Default::default()
                 },
                 seed,
@@ -519,12 +450,12 @@ mod tests {
     #[test]
     fn gilbert_elliott_loss_is_bursty_with_the_right_mean() {
         let t0 = Instant::now();
-        let loss = Loss::GilbertElliott {
-            p_good_bad: 0.01,
-            p_bad_good: 0.1,
-            loss_good: 0.0,
-            loss_bad: 0.5,
-        };
+        let loss = Loss::GilbertElliott(GilbertElliott {
+            p: Fraction::new(0.01).unwrap(),
+            r: Fraction::new(0.1).unwrap(),
+            loss_good: Fraction::ZERO,
+            loss_bad: Fraction::new(0.5).unwrap(),
+        });
         let mut link = Link::new(
             LinkParams {
                 loss,
@@ -562,7 +493,7 @@ mod tests {
         // 1 Mbit/s, 1,250-byte packets: 10 ms each; room for 10.
         let mut link = Link::new(
             LinkParams {
-                rate_bps: Some(1_000_000),
+                rate: rate(1_000_000),
                 queue: QueueLimit::Packets(10),
                 ..Default::default()
             },
@@ -591,7 +522,7 @@ mod tests {
         // Byte limits count bytes.
         let mut link = Link::new(
             LinkParams {
-                rate_bps: Some(1_000_000),
+                rate: rate(1_000_000),
                 queue: QueueLimit::Bytes(3000),
                 ..Default::default()
             },
@@ -616,7 +547,7 @@ mod tests {
         let t0 = Instant::now();
         let mut link = Link::new(
             LinkParams {
-                rate_bps: Some(1_000_000),
+                rate: rate(1_000_000),
                 queue: QueueLimit::Packets(100),
                 aqm: Aqm::Red {
                     min: 0.2,
@@ -630,7 +561,7 @@ mod tests {
         let mut tail = Link::new(
             LinkParams {
                 aqm: Aqm::DropTail,
-                ..link.params().clone()
+                ..*link.params()
             },
             5,
         );
@@ -663,8 +594,8 @@ mod tests {
         let t0 = Instant::now();
         let mut link = Link::new(
             LinkParams {
-                delay: ms(20),
-                jitter: ms(2),
+                delay: span(ms(20)),
+                jitter: span(ms(2)),
                 ..Default::default()
             },
             9,
@@ -687,8 +618,8 @@ mod tests {
         // With reordering allowed, some packets do overtake.
         let mut link = Link::new(
             LinkParams {
-                delay: ms(20),
-                jitter: ms(2),
+                delay: span(ms(20)),
+                jitter: span(ms(2)),
                 reorder: true,
                 ..Default::default()
             },
@@ -705,9 +636,9 @@ mod tests {
     fn a_down_link_drops_and_an_up_link_carries_again() {
         let t0 = Instant::now();
         let mut link = Link::new(LinkParams::default(), 1);
-        let mut down = link.params().clone();
+        let mut down = *link.params();
         down.up = false;
-        link.set_params(down.clone());
+        link.set_params(down);
         assert_eq!(
             link.handle_arrival(t0, 10usize),
             Verdict::Dropped(Drop::Down)
@@ -724,7 +655,7 @@ mod tests {
         let t0 = Instant::now();
         let mut link = Link::new(
             LinkParams {
-                rate_bps: Some(8_000_000),
+                rate: rate(8_000_000),
                 ..Default::default()
             },
             1,
@@ -733,9 +664,10 @@ mod tests {
             link.handle_arrival(t0, 1000usize),
             Verdict::Scheduled(t0 + ms(1))
         );
-        let mut p = link.params().clone();
-        p.rate_bps = Some(4_000_000);
-        link.set_params(p);
+        link.apply(&LinkChange {
+            rate: rate(4_000_000),
+            ..Default::default()
+        });
         // Waits for the first packet, then takes 2 ms at the new rate.
         assert_eq!(
             link.handle_arrival(t0, 1000usize),

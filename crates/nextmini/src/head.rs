@@ -36,7 +36,7 @@ use futures_util::{SinkExt, StreamExt};
 use proto::{HeadToHost, HostToHead};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::ExperimentFile;
+use experiment::ExperimentFile;
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -346,7 +346,7 @@ async fn api_launch(
     UrlPath(name): UrlPath<String>,
     Json(body): Json<LaunchBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let path = PathBuf::from(format!("{name}.toml"));
+    let path = format!("{name}.toml");
     let (text, queueing) = {
         let mut s = app.shared.lock().expect("no panics hold it");
         let queueing = s.head.experiment(&name)?.queueing;
@@ -367,7 +367,7 @@ async fn api_launch(
     let dry_run = body.dry_run || (queueing && body.file.is_some());
     let file = ExperimentFile::parse(&path, &text).map_err(bad)?;
     let mut exp = file.resolve(None).map_err(bad)?;
-    let nodes = file.placement(&exp.topology).map_err(bad)?;
+    let nodes = exp.placement.clone();
     let edges = exp.topology.edges().to_vec();
     let load: scheduler::LoadMetric = body
         .load

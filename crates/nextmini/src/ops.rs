@@ -10,9 +10,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use controller::coordinator::Milestone;
 
-use crate::config::{DataplaneFile, ExperimentFile, RunFile};
+use crate::config::RunFile;
 use crate::host;
 use crate::plumb::LayoutArgs;
+use experiment::{DataplaneFile, ExperimentFile};
 
 fn http(run: &RunFile, method: &str, path: &str) -> Result<String> {
     http_at(&run.api, method, path)
@@ -46,22 +47,22 @@ pub struct LinkSetArgs {
     pub link: String,
     /// Rate: 50mbit, 1gbit, 64kbit.
     #[arg(long)]
-    pub rate: Option<String>,
+    pub rate: Option<linkem::Rate>,
     /// Remove the rate limit.
     #[arg(long, conflicts_with = "rate")]
     pub unshaped: bool,
     /// Propagation delay: 20ms, 250us.
     #[arg(long)]
-    pub delay: Option<String>,
+    pub delay: Option<linkem::Span>,
     #[arg(long)]
-    pub jitter: Option<String>,
+    pub jitter: Option<linkem::Span>,
     /// Random loss: 1%, 0.5%.
     #[arg(long, conflicts_with = "gilbert_elliott")]
-    pub loss: Option<String>,
+    pub loss: Option<linkem::Fraction>,
     /// Bursty loss: p,r,loss_good,loss_bad (good→bad and bad→good per packet, and the loss
     /// in each state), e.g. 0.01,0.1,0%,50%.
     #[arg(long = "gilbert-elliott", value_name = "P,R,GOOD,BAD")]
-    pub gilbert_elliott: Option<String>,
+    pub gilbert_elliott: Option<linkem::GilbertElliott>,
     /// Queue limit in packets.
     #[arg(long, conflicts_with = "queue_bytes")]
     pub queue: Option<u32>,
@@ -69,7 +70,7 @@ pub struct LinkSetArgs {
     #[arg(long)]
     pub queue_bytes: Option<u32>,
     /// Queue discipline: droptail or red.
-    #[arg(long)]
+    #[arg(long, value_parser = ["droptail", "red"])]
     pub aqm: Option<String>,
     /// Take the link down (traffic is rerouted where another path exists).
     #[arg(long, conflicts_with = "up")]
@@ -82,6 +83,33 @@ pub struct LinkSetArgs {
     /// experiment at the port `nextmini exp status` shows.
     #[arg(long)]
     pub api: Option<String>,
+}
+
+impl LinkSetArgs {
+    /// The change the flags ask for, checked.
+    fn change(&self) -> Result<linkem::LinkChange> {
+        let change = linkem::LinkChange {
+            rate: self.rate,
+            unshaped: self.unshaped,
+            delay: self.delay,
+            jitter: self.jitter,
+            loss: self.loss,
+            gilbert_elliott: self.gilbert_elliott,
+            queue: self.queue,
+            queue_bytes: self.queue_bytes,
+            aqm: self.aqm.as_deref().map(|a| {
+                if a == "red" {
+                    linkem::Aqm::RED
+                } else {
+                    linkem::Aqm::DropTail
+                }
+            }),
+            up: (self.down || self.up).then_some(self.up),
+            reorder: None,
+        };
+        change.check()?;
+        Ok(change)
+    }
 }
 
 fn parse_link(link: &str) -> Result<(u32, u32)> {
@@ -131,14 +159,14 @@ pub fn link_show(args: &LinkShowArgs) -> Result<()> {
             continue;
         }
         for (from, to, d) in [(r.a, r.b, &r.a_to_b), (r.b, r.a, &r.b_to_a)] {
-            let (s, c, queue) = (&d.spec, &d.counters.counters, d.counters.queue_packets);
+            let (p, c, queue) = (&d.params, &d.counters.counters, d.counters.queue_packets);
             println!(
-                "| {from}→{to} | {} | {} | {:?} | {}% | {} | {} | {}/{}/{}/{} | {} |",
-                if r.up && s.up { "up" } else { "down" },
-                s.rate_bps
-                    .map_or_else(|| "unshaped".to_owned(), linkem::format_rate),
-                std::time::Duration::from_nanos(s.delay_ns),
-                s.loss * 100.0,
+                "| {from}→{to} | {} | {} | {} | {} | {} | {} | {}/{}/{}/{} | {} |",
+                if r.up && p.up { "up" } else { "down" },
+                p.rate
+                    .map_or_else(|| "unshaped".to_owned(), |r| r.to_string()),
+                p.delay,
+                linkem::format_percent(p.loss.mean()),
                 c.delivered_packets,
                 c.delivered_bytes,
                 c.dropped_down,
@@ -159,37 +187,7 @@ pub fn link_show(args: &LinkShowArgs) -> Result<()> {
 /// Changes a link of the running experiment, both directions, while traffic flows.
 pub fn link_set(args: &LinkSetArgs) -> Result<()> {
     let (a, b) = parse_link(&args.link)?;
-    let nanos = |d: &Option<String>| -> Result<Option<u64>> {
-        d.as_deref()
-            .map(|d| linkem::parse_duration(d).map(|d| d.as_nanos() as u64))
-            .transpose()
-            .map_err(Into::into)
-    };
-    let change = proto::LinkChange {
-        rate_bps: args.rate.as_deref().map(linkem::parse_rate).transpose()?,
-        unshaped: args.unshaped,
-        delay_ns: nanos(&args.delay)?,
-        jitter_ns: nanos(&args.jitter)?,
-        loss: args
-            .loss
-            .as_deref()
-            .map(linkem::parse_percent)
-            .transpose()?,
-        queue_packets: args.queue,
-        queue_bytes: args.queue_bytes,
-        red: match args.aqm.as_deref() {
-            None => None,
-            Some("red") => Some(true),
-            Some("droptail") => Some(false),
-            Some(other) => bail!("--aqm {other}: use droptail or red"),
-        },
-        gilbert_elliott: args
-            .gilbert_elliott
-            .as_deref()
-            .map(parse_gilbert_elliott)
-            .transpose()?,
-        up: (args.down || args.up).then_some(args.up),
-    };
+    let change = args.change()?;
     let api = controller_api(&args.state_dir, &args.api)?;
     let url = format!("{api}/api/links/{a}/{b}");
     let body = serde_json::to_string(&change)?;
@@ -206,52 +204,9 @@ pub fn link_set(args: &LinkSetArgs) -> Result<()> {
     if !status.is_success() {
         bail!("{}", text.trim());
     }
-    let spec: proto::LinkSpec = serde_json::from_str(&text)?;
-    let loss = match spec.gilbert_elliott {
-        Some(ge) => format!(
-            "Gilbert-Elliott p {} r {} loss {}%/{}%",
-            ge.p,
-            ge.r,
-            ge.loss_good * 100.0,
-            ge.loss_bad * 100.0
-        ),
-        None => format!("loss {}%", spec.loss * 100.0),
-    };
-    let queue = match (spec.queue_bytes, spec.queue_packets) {
-        (0, 0) => "default".to_owned(),
-        (0, p) => format!("{p} packets"),
-        (b, _) => format!("{b} bytes"),
-    };
-    println!(
-        "link {a}-{b}: rate {}, delay {:?}, jitter {:?}, {loss}, queue {queue}{}, {}",
-        spec.rate_bps
-            .map_or_else(|| "unshaped".to_owned(), linkem::format_rate),
-        std::time::Duration::from_nanos(spec.delay_ns),
-        std::time::Duration::from_nanos(spec.jitter_ns),
-        if spec.red { " (RED)" } else { "" },
-        if spec.up { "up" } else { "down" }
-    );
+    let params: linkem::LinkParams = serde_json::from_str(&text)?;
+    println!("link {a}-{b}: {}", params.describe());
     Ok(())
-}
-
-/// `p,r,loss_good,loss_bad`, probabilities as numbers and losses as percentages.
-fn parse_gilbert_elliott(s: &str) -> Result<proto::GilbertElliott> {
-    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
-    let [p, r, good, bad] = parts.as_slice() else {
-        bail!("--gilbert-elliott {s:?}: give p,r,loss_good,loss_bad, e.g. 0.01,0.1,0%,50%");
-    };
-    let probability = |name: &str, v: &str| -> Result<f64> {
-        match v.parse::<f64>() {
-            Ok(x) if (0.0..=1.0).contains(&x) => Ok(x),
-            _ => bail!("--gilbert-elliott: {name} = {v:?} is not a probability from 0 to 1"),
-        }
-    };
-    Ok(proto::GilbertElliott {
-        p: probability("p", p)?,
-        r: probability("r", r)?,
-        loss_good: linkem::parse_percent(good)?,
-        loss_bad: linkem::parse_percent(bad)?,
-    })
 }
 
 pub fn status(state_dir: &Path) -> Result<()> {
@@ -390,10 +345,8 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
         "give the controller config: nextmini controller --config-path controller-config.toml",
     )?;
     let file = ExperimentFile::load(&path)?;
-    for key in file.ignored_keys() {
-        eprintln!(
-            "warning: {key} is accepted for compatibility but not implemented yet; it has no effect"
-        );
+    for note in file.notes() {
+        tracing::info!("{}: {} (accepted, no effect)", note.key, note.what);
     }
     let exp = file.resolve_with_n_nodes(Some(&path), args.n_nodes)?;
     let port = args.port.unwrap_or(exp.port);
@@ -540,7 +493,7 @@ pub fn agent(args: AgentArgs) -> Result<()> {
                     .map(|h| h.to_string_lossy().into_owned())
                     .unwrap_or_else(|_| "localhost".to_owned())
             }),
-            link_port: args.link_port.unwrap_or(crate::config::DEFAULT_LINK_PORT),
+            link_port: args.link_port.unwrap_or(experiment::DEFAULT_LINK_PORT),
             threads: args.layout.threads,
             netns_dir: PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
         };
@@ -552,12 +505,17 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         Some(p) => DataplaneFile::load(p)?,
         None => DataplaneFile::default(),
     };
-    let ids = args
-        .nodes
-        .as_deref()
-        .map(topology::ids::parse_ids)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--nodes: {e}"))?;
+    for note in file.notes() {
+        tracing::info!("{}: {} (accepted, no effect)", note.key, note.what);
+    }
+    let ids = match args.nodes.as_deref() {
+        Some(list) => {
+            Some(topology::ids::parse_ids(list).map_err(|e| anyhow::anyhow!("--nodes: {e}"))?)
+        }
+        // The seeds' single-node mode: this agent hosts node `node_id`.
+        None if args.n_nodes.is_none() => file.single_node()?.map(|id| vec![id]),
+        None => None,
+    };
     let n = match &ids {
         Some(ids) => ids.len() as u32,
         None => args.n_nodes.or(file.n_nodes).context(
@@ -573,7 +531,7 @@ pub fn agent(args: AgentArgs) -> Result<()> {
             .with_context(|| format!("--controller {c} is not host:port"))?,
         None => file
             .controller()?
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], crate::config::DEFAULT_PORT))),
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], experiment::DEFAULT_PORT))),
     };
     let layout = LayoutArgs {
         prefix: args.layout.prefix.clone(),
@@ -619,8 +577,9 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         link_port: args
             .link_port
             .or(file.link_port()?)
-            .unwrap_or(crate::config::DEFAULT_LINK_PORT),
+            .unwrap_or(experiment::DEFAULT_LINK_PORT),
         fail_nodes: args.fail_nodes.clone(),
+        tun_devices: file.local_interface(),
     };
     let report =
         tokio::runtime::Runtime::new()?.block_on(agent::run(cfg, crate::up::shutdown_signal()))?;

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::config::ExperimentFile;
+use experiment::ExperimentFile;
 
 #[derive(Args, Debug)]
 pub struct ScheduleArgs {
@@ -68,7 +68,7 @@ pub fn run(args: ScheduleArgs) -> Result<()> {
             committed: scheduler::Commit::default(),
         })
         .collect();
-    let nodes = file.placement(&exp.topology)?;
+    let nodes = exp.placement.clone();
     let edges = exp.topology.edges().to_vec();
     let problem = scheduler::Problem {
         hosts: &hosts,

@@ -18,8 +18,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::config::{ExperimentFile, RunFile};
+use crate::config::RunFile;
 use crate::host::{self, MemInfo};
+use experiment::ExperimentFile;
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/nextmini";
 
@@ -140,32 +141,21 @@ pub fn pss_bytes(pid: u32) -> u64 {
 }
 
 /// Reads the experiment from the arguments.
-fn experiment(args: &UpArgs) -> Result<crate::config::Experiment> {
-    let (file, path) = match (&args.file, &args.config_path, &args.topo) {
+fn experiment(args: &UpArgs) -> Result<experiment::Experiment> {
+    let (mut file, path) = match (&args.file, &args.config_path, &args.topo) {
         (Some(p), _, _) | (_, Some(p), _) => (ExperimentFile::load(p)?, Some(p.as_path())),
-        (_, _, Some(short)) => (
-            ExperimentFile {
-                topology: Some(topology::TopologySpec::from_short(short)?),
-                ..Default::default()
-            },
-            None,
-        ),
+        (_, _, Some(short)) => (ExperimentFile::from_topo(short)?, None),
         _ => bail!(
             "give an experiment file (`nextmini up ring.toml`) or a preset (`--topo ring,100`)"
         ),
     };
-    for key in file.ignored_keys() {
-        eprintln!(
-            "warning: {key} is accepted for compatibility but not implemented yet; it has no effect"
-        );
+    for note in file.notes() {
+        tracing::info!("{}: {} (accepted, no effect)", note.key, note.what);
     }
-    let mut file = file;
     if let Some(short) = &args.link {
-        let table = crate::config::LinkTable::from_short(short)?;
-        file.links = Some(match file.links.take() {
-            Some(base) => base.overridden_by(table),
-            None => table,
-        });
+        file.set_link_defaults(
+            linkem::LinkChange::from_short(short).with_context(|| format!("--link {short}"))?,
+        );
     }
     let mut exp = file.resolve_with_n_nodes(path, args.n_nodes)?;
     if args.no_dataplane {
@@ -307,7 +297,7 @@ impl Bars {
     }
 }
 
-async fn run_async(args: UpArgs, exp: crate::config::Experiment) -> Result<()> {
+async fn run_async(args: UpArgs, exp: experiment::Experiment) -> Result<()> {
     let started = Instant::now();
     let n = exp.topology.n_nodes();
     let port = args.port.unwrap_or(exp.port);
@@ -556,7 +546,7 @@ pub struct Started {
 
 /// Opens the store, records the run and starts the controller on `listener`.
 pub async fn start_controller(
-    exp: &crate::config::Experiment,
+    exp: &experiment::Experiment,
     listener: tokio::net::TcpListener,
     db_url: &str,
     multi_host: bool,

@@ -388,7 +388,7 @@ fn bad_configs_get_one_clear_line_each() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec!["up", &unknown_key],
-            "unknown.toml:4:1: unknown field `speed`",
+            "unknown.toml:4:1: [topology] unknown field `speed`",
         ),
         (vec!["up", &bad_type], "badtype.toml:3:"),
         (

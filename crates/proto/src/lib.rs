@@ -33,38 +33,8 @@ pub enum Transport {
     Tcp,
 }
 
-/// Emulated properties of one direction of a link.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-pub struct LinkSpec {
-    /// Bits per second; `None` is unshaped.
-    pub rate_bps: Option<u64>,
-    pub delay_ns: u64,
-    pub jitter_ns: u64,
-    /// Probability of random loss, 0..=1.
-    pub loss: f64,
-    /// Queue limit in packets; 0 takes the default.
-    pub queue_packets: u32,
-    /// Queue limit in bytes instead of packets, when not 0.
-    #[serde(default)]
-    pub queue_bytes: u32,
-    /// Random early detection instead of drop-tail.
-    #[serde(default)]
-    pub red: bool,
-    /// Bursty loss instead of `loss`.
-    #[serde(default)]
-    pub gilbert_elliott: Option<GilbertElliott>,
-    pub up: bool,
-}
-
-/// Two-state (Gilbert–Elliott) loss: state flips good → bad with `p`, bad → good with `r`;
-/// packets are lost with `loss_good` or `loss_bad` in each state.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-pub struct GilbertElliott {
-    pub p: f64,
-    pub r: f64,
-    pub loss_good: f64,
-    pub loss_bad: f64,
-}
+/// A link direction's parameters, and changes to them: the link emulator's own types.
+pub use linkem::{LinkChange, LinkParams};
 
 /// One neighbour of a node, as the controller assigns it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -72,70 +42,7 @@ pub struct Neighbour {
     pub id: u32,
     pub transport: Transport,
     /// The direction from this node to the neighbour.
-    pub egress: LinkSpec,
-}
-
-/// A change to a link's parameters; fields left `None` keep their value.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
-pub struct LinkChange {
-    pub rate_bps: Option<u64>,
-    /// Remove the rate limit.
-    #[serde(default)]
-    pub unshaped: bool,
-    pub delay_ns: Option<u64>,
-    pub jitter_ns: Option<u64>,
-    /// Bernoulli loss (and no Gilbert–Elliott).
-    pub loss: Option<f64>,
-    /// Queue limit in packets (and no byte limit).
-    pub queue_packets: Option<u32>,
-    /// Queue limit in bytes.
-    #[serde(default)]
-    pub queue_bytes: Option<u32>,
-    /// RED (true) or drop-tail (false).
-    #[serde(default)]
-    pub red: Option<bool>,
-    /// Bursty loss instead of Bernoulli.
-    #[serde(default)]
-    pub gilbert_elliott: Option<GilbertElliott>,
-    pub up: Option<bool>,
-}
-
-impl LinkChange {
-    pub fn apply(&self, mut spec: LinkSpec) -> LinkSpec {
-        if self.unshaped {
-            spec.rate_bps = None;
-        }
-        if let Some(r) = self.rate_bps {
-            spec.rate_bps = Some(r);
-        }
-        if let Some(d) = self.delay_ns {
-            spec.delay_ns = d;
-        }
-        if let Some(j) = self.jitter_ns {
-            spec.jitter_ns = j;
-        }
-        if let Some(l) = self.loss {
-            spec.loss = l;
-            spec.gilbert_elliott = None;
-        }
-        if let Some(ge) = self.gilbert_elliott {
-            spec.gilbert_elliott = Some(ge);
-        }
-        if let Some(q) = self.queue_packets {
-            spec.queue_packets = q;
-            spec.queue_bytes = 0;
-        }
-        if let Some(b) = self.queue_bytes {
-            spec.queue_bytes = b;
-        }
-        if let Some(red) = self.red {
-            spec.red = red;
-        }
-        if let Some(u) = self.up {
-            spec.up = u;
-        }
-        spec
-    }
+    pub egress: LinkParams,
 }
 
 /// Destinations `first..=last` are reached through `next_hops`: a row of the routing
@@ -203,10 +110,10 @@ pub enum ControllerToNode {
         #[serde(default)]
         pinned: Vec<PinnedRoute>,
     },
-    /// New parameters for the direction from this node to `peer`, applied at once.
+    /// A change to the direction from this node to `peer`, made at once.
     SetLink {
         peer: u32,
-        spec: LinkSpec,
+        change: LinkChange,
     },
     /// Connect a TCP link to this neighbour.
     Dial {
@@ -413,12 +320,9 @@ mod tests {
             neighbours: vec![Neighbour {
                 id: 6,
                 transport: Transport::Local,
-                egress: LinkSpec {
-                    rate_bps: Some(100_000_000),
-                    delay_ns: 5_000_000,
-                    up: true,
-                    ..Default::default()
-                },
+                egress: LinkChange::from_short("rate=100mbit,delay=5ms")
+                    .unwrap()
+                    .apply(LinkParams::default()),
             }],
             dataplane: true,
             mtu: 1500,

@@ -1,0 +1,183 @@
+//! The experiment file, which is also the seeds' controller config (`controller-config.toml`),
+//! and the seeds' dataplane config (`config.toml`): read, checked and resolved once into the
+//! types the rest of nextmini runs on. Pure: the only I/O is reading the files named.
+//!
+//! - [`ExperimentFile`] is the file as written; [`ExperimentFile::resolve`] turns it into an
+//!   [`Experiment`] (topology built, link parameters per direction in a [`LinkPlan`], routes
+//!   and placement checked against the topology).
+//! - [`DataplaneFile`] is the seeds' dataplane config, read by `nextmini agent`.
+//! - [`seeds::SEED_KEYS`] lists every key of the seeds' two files and what nextmini does with
+//!   it: acted on, mapped to its own setting, accepted because it cannot change what an
+//!   experiment means, or refused with the reason. Nothing is warned about and ignored.
+//!
+//! Errors name the file, and the line and column where the text says where (unknown keys, bad
+//! values), or the table (`[[link]] #2`) where the problem is with what the values mean.
+
+mod dataplane_file;
+mod file;
+mod links;
+pub mod seeds;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+pub use dataplane_file::DataplaneFile;
+pub use file::{
+    DbTable, ExperimentFile, LinkOverride, NodesTable, PlacementEntry, PortValue, RouteEntry,
+    RouteShape, RoutingTable,
+};
+pub use linkem::{LinkChange, LinkParams};
+pub use links::LinkPlan;
+use topology::Topology;
+use topology::routing::{ExplicitRoute, Metric};
+
+/// The controller's port when the file does not say (the seeds' default).
+pub const DEFAULT_PORT: u16 = 3000;
+/// Where nodes accept TCP links when the file does not say (the seeds' `private_network_port`).
+pub const DEFAULT_LINK_PORT: u16 = 8080;
+
+/// A problem with an experiment file or a seeds' config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text itself: a syntax error, an unknown key, a bad value.
+    #[error("{file}:{line}:{column}: {message}")]
+    At {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// What the values mean: a link that does not exist, a refused seeds' key.
+    #[error("{file}: {message}")]
+    Meaning { file: String, message: String },
+}
+
+impl ConfigError {
+    fn meaning(file: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Meaning {
+            file: file.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Turns a TOML error into `file:line:col: [table] message`, one line.
+fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let message = e.message().replace('\n', " ");
+    match e.span() {
+        Some(span) => at(file, text, pinpoint(text, span.start, &message), message),
+        None => ConfigError::meaning(file, message),
+    }
+}
+
+/// Where an error really is. Values of a table read as a whole (`[[link]]`) are reported at
+/// the table's header; when the message quotes the bad value, it is found in that table.
+fn pinpoint(text: &str, offset: usize, message: &str) -> usize {
+    let line_start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    if !text[line_start..].trim_start().starts_with('[') {
+        return offset;
+    }
+    let Some(quoted) = message.split('"').nth(1).filter(|q| !q.is_empty()) else {
+        return offset;
+    };
+    let needle = format!("\"{quoted}\"");
+    // The table runs to the next header.
+    let body_start = text[offset..]
+        .find('\n')
+        .map_or(text.len(), |i| offset + i + 1);
+    let body_end = text[body_start..]
+        .match_indices('\n')
+        .map(|(i, _)| body_start + i + 1)
+        .find(|&i| text[i..].trim_start().starts_with('['))
+        .unwrap_or(text.len());
+    text[body_start..body_end]
+        .find(&needle)
+        .map_or(offset, |i| body_start + i)
+}
+
+/// An error at byte `offset` of `text`, with the table it is in (the last header at or above
+/// it) and the key it belongs to.
+fn at(file: &str, text: &str, offset: usize, message: String) -> ConfigError {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = offset - line_start + 1;
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let table = text[..line_end]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|h| h.split('#').next().unwrap_or(h).trim());
+    // The key whose value this is: `key = value` on the error's line, before the error.
+    let key = text[line_start..offset]
+        .rsplit_once('=')
+        .map(|(k, _)| k.rsplit(['{', ',']).next().unwrap_or(k).trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('[') && !message.contains(&format!("`{k}`")));
+    let mut prefix = String::new();
+    if let Some(t) = table.filter(|t| !message.contains(t)) {
+        prefix.push_str(t);
+        prefix.push(' ');
+    }
+    if let Some(k) = key {
+        prefix.push_str(k);
+        prefix.push_str(": ");
+    }
+    ConfigError::At {
+        file: file.to_owned(),
+        line,
+        column,
+        message: format!("{prefix}{message}"),
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// An experiment, resolved from a file and flags: what `up`, a controller and a head run.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub name: String,
+    pub topology: Topology,
+    pub port: u16,
+    pub overlay_base: Ipv4Addr,
+    pub overlay_prefix_len: u8,
+    /// Carry every link over TCP, even between nodes of one host (`protocol = "tcp"`).
+    pub force_tcp: bool,
+    pub db_url: Option<String>,
+    pub prefix: Option<String>,
+    pub underlay_base: Option<Ipv4Addr>,
+    pub no_mount: bool,
+    pub link_port: u16,
+    /// Nodes get TUN devices and forward packets.
+    pub dataplane: bool,
+    pub mtu: u16,
+    pub links: LinkPlan,
+    pub metric: Metric,
+    pub explicit_routes: Vec<ExplicitRoute>,
+    /// Each node's demands and constraints for placement over hosts (`[[placement]]`).
+    pub placement: Vec<scheduler::NodeReq>,
+}
+
+/// The prefix length of a contiguous mask.
+fn prefix_len(mask: Ipv4Addr) -> Option<u8> {
+    let bits = u32::from(mask);
+    let len = bits.leading_ones();
+    (bits.checked_shl(len).unwrap_or(0) == 0).then_some(len as u8)
+}
+
+#[cfg(test)]
+mod tests;
