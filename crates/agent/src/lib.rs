@@ -5,15 +5,10 @@
 //! One process for all of a host's nodes is the main lever for speed and memory: a node costs
 //! a task, a control socket and its links, not a process with its own runtime.
 
-mod dataplane;
-mod frame;
 pub mod host;
-mod hub;
 mod node;
-mod pacer;
 mod relay;
-mod sockets;
-mod wire;
+pub mod session;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -174,12 +169,16 @@ pub async fn run(
     // lets tens of thousands of nodes and their control sockets fit one process's fd limit.
     spec.keep_fds = mounted.is_none();
     spec.early_bridges = mounted.is_some();
+    let factory = dataplane::sockets::SocketFactory::start()?;
     let shared = Arc::new(node::Shared {
-        factory: sockets::SocketFactory::start()?,
-        hub: hub::Hub::default(),
+        transports: dataplane::transport::Transports::new(
+            factory.clone(),
+            tcp_links.then_some(cfg.link_port),
+        ),
+        factory,
         controller_port: node_port,
         handshakes: Semaphore::new(HANDSHAKES),
-        pacer: pacer::Pacer::start()?,
+        pacer: dataplane::pacer::Pacer::start()?,
     });
     let mut tasks = JoinSet::new();
     let start_node = |tasks: &mut JoinSet<_>, plan: &hostnet::NodePlan, netns| {

@@ -24,7 +24,7 @@ pub const NODE_PATH: &str = "/node";
 pub const HOST_PATH: &str = "/host";
 
 /// How a link between two nodes is carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
     /// In-process channel: both nodes live in the same agent.

@@ -1,0 +1,257 @@
+//! nextmini's dataplane: what carries an emulated node's packets.
+//!
+//! Packets an application sends to an overlay address come out of the node's TUN device
+//! ([`tun`]), are routed hop by hop in user space by the pure forwarding decision
+//! ([`forward::Forwarder`]), wait in each outgoing link direction's emulator ([`emulator`],
+//! a [`linkem::Link`] woken on time by the [`pacer::Pacer`]), cross the link
+//! ([`transport`]: an in-process channel or a TCP connection), and at the destination go up
+//! its TUN device. [`packet`] holds the header views, [`frame`] the TUN frames with their
+//! offload header, [`sockets`] makes sockets and TUN devices inside node namespaces.
+//!
+//! [`Dataplane`] is one node's: its TUN device, forwarding state and links.
+
+pub mod emulator;
+pub mod forward;
+pub mod frame;
+pub mod pacer;
+pub mod packet;
+pub mod sockets;
+pub mod transport;
+pub mod tun;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use proto::{LinkChange, LinkParams};
+use tokio::sync::mpsc;
+use topology::routing::RouteTable;
+
+use crate::forward::{Forwarder, Hop};
+use crate::frame::Frame;
+use crate::pacer::Pacer;
+use crate::transport::LinkIo;
+use crate::tun::{READ_BUFFER, TunWriter};
+
+/// Packets queued between the forwarder and a link's emulator; the emulator's own queue limit
+/// is what a user configures.
+const EGRESS_CHANNEL: usize = 4096;
+/// Frames a link's inbound side takes from its channel at once.
+const INBOUND_BATCH: usize = 64;
+
+/// Aborts a task when dropped: a node's tasks end with the node (they hold its TUN device,
+/// which keeps its namespace alive).
+pub struct AbortOnDrop(pub tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl forward::IpBuffer for Frame {
+    fn ip(&self) -> &[u8] {
+        Frame::ip(self)
+    }
+    fn ip_mut(&mut self) -> &mut [u8] {
+        Frame::ip_mut(self)
+    }
+    fn from_ip(ip: &[u8]) -> Self {
+        Frame::from_ip(ip)
+    }
+}
+
+/// One node's dataplane: its TUN device, its forwarding state, and an emulator per link.
+pub struct Dataplane {
+    tun: tun_rs::AsyncDevice,
+    forwarder: RwLock<Forwarder>,
+    egress: RwLock<HashMap<u32, mpsc::Sender<Frame>>>,
+    /// Parameter changes for each link's emulator.
+    emulators: RwLock<HashMap<u32, mpsc::UnboundedSender<LinkChange>>>,
+    /// Each link's counters, kept current by its emulator.
+    counters: RwLock<HashMap<u32, Arc<Mutex<proto::LinkCounters>>>>,
+    pacer: Pacer,
+}
+
+impl Dataplane {
+    pub fn new(
+        me: u32,
+        my_addr: Ipv4Addr,
+        prefix_len: u8,
+        tun: tun_rs::AsyncDevice,
+        pacer: Pacer,
+    ) -> Arc<Self> {
+        Arc::new(Dataplane {
+            tun,
+            forwarder: RwLock::new(Forwarder::new(me, my_addr, prefix_len)),
+            egress: RwLock::new(HashMap::new()),
+            emulators: RwLock::new(HashMap::new()),
+            counters: RwLock::new(HashMap::new()),
+            pacer,
+        })
+    }
+
+    fn me(&self) -> u32 {
+        self.forwarder.read().expect("no panics hold it").node()
+    }
+
+    pub fn set_routes(&self, routes: Vec<proto::Route>, pinned: Vec<proto::PinnedRoute>) {
+        self.forwarder
+            .write()
+            .expect("no panics hold it")
+            .set_table(RouteTable {
+                entries: routes,
+                pinned,
+            });
+    }
+
+    /// Starts forwarding: the TUN reader.
+    pub fn start(self: &Arc<Self>) -> AbortOnDrop {
+        let dp = self.clone();
+        let task = tokio::spawn(async move {
+            let mut writer = TunWriter::default();
+            loop {
+                if let Err(e) = dp.tun.readable().await {
+                    tracing::warn!("node {}: TUN read failed: {e}", dp.me());
+                    return;
+                }
+                // Read what is there into the worker thread's buffer and keep exact-size
+                // copies.
+                let mut frames = Vec::new();
+                let failed = READ_BUFFER.with_borrow_mut(|buf| {
+                    loop {
+                        match dp.tun.try_recv(buf) {
+                            Ok(n) => frames.extend(Frame::from_bytes(buf[..n].to_vec())),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break None,
+                            Err(e) => break Some(e),
+                        }
+                        if frames.len() >= INBOUND_BATCH {
+                            break None;
+                        }
+                    }
+                });
+                for f in frames {
+                    dp.forward(f, false, &mut writer);
+                }
+                writer.flush(&dp.tun).await;
+                if let Some(e) = failed {
+                    tracing::warn!("node {}: TUN read failed: {e}", dp.me());
+                    return;
+                }
+            }
+        });
+        AbortOnDrop(task.abort_handle())
+    }
+
+    /// Carries traffic over a link that came up: an emulator for the way out, a reader for
+    /// the way in.
+    pub fn attach(
+        self: &Arc<Self>,
+        peer: u32,
+        params: LinkParams,
+        io: LinkIo,
+        seed: u64,
+    ) -> [AbortOnDrop; 2] {
+        let (to_emulator, from_forwarder) = mpsc::channel(EGRESS_CHANNEL);
+        let (changes_tx, changes_rx) = mpsc::unbounded_channel();
+        self.emulators
+            .write()
+            .expect("no panics hold it")
+            .insert(peer, changes_tx);
+        self.egress
+            .write()
+            .expect("no panics hold it")
+            .insert(peer, to_emulator);
+        let link = linkem::Link::new(params, seed);
+        let counters = Arc::new(Mutex::new(proto::LinkCounters {
+            peer,
+            ..Default::default()
+        }));
+        self.counters
+            .write()
+            .expect("no panics hold it")
+            .insert(peer, counters.clone());
+        let out = tokio::spawn(emulator::emulate(
+            link,
+            from_forwarder,
+            changes_rx,
+            io.tx,
+            self.pacer.clone(),
+            counters,
+        ));
+        let dp = self.clone();
+        let mut rx = io.rx;
+        let inbound = tokio::spawn(async move {
+            // What has arrived by the time we look is forwarded together, and what is for this
+            // node is written to the TUN device coalesced.
+            let mut batch = Vec::with_capacity(INBOUND_BATCH);
+            let mut writer = TunWriter::default();
+            while rx.recv_many(&mut batch, INBOUND_BATCH).await > 0 {
+                for p in batch.drain(..) {
+                    dp.forward(p, true, &mut writer);
+                }
+                writer.flush(&dp.tun).await;
+            }
+        });
+        [
+            AbortOnDrop(out.abort_handle()),
+            AbortOnDrop(inbound.abort_handle()),
+        ]
+    }
+
+    /// Changes the link to `peer` from the next packet on; the link's connection stays as it
+    /// is.
+    pub fn set_link(&self, peer: u32, change: LinkChange) {
+        if let Some(tx) = self.emulators.read().expect("no panics hold it").get(&peer) {
+            let _ = tx.send(change);
+        }
+    }
+
+    /// Every link's counters, by peer.
+    pub fn link_counters(&self) -> Vec<proto::LinkCounters> {
+        let mut all: Vec<_> = self
+            .counters
+            .read()
+            .expect("no panics hold it")
+            .values()
+            .map(|c| *c.lock().expect("no panics hold it"))
+            .collect();
+        all.sort_by_key(|c| c.peer);
+        all
+    }
+
+    pub fn detach(&self, peer: u32) {
+        self.emulators
+            .write()
+            .expect("no panics hold it")
+            .remove(&peer);
+        self.egress
+            .write()
+            .expect("no panics hold it")
+            .remove(&peer);
+    }
+
+    /// Routes one packet, from the TUN device or from a link; what is for this node's TUN
+    /// device is left in `to_tun`.
+    pub fn forward(&self, packet: Frame, from_link: bool, to_tun: &mut TunWriter) {
+        let mut link = None;
+        let hop = {
+            let egress = self.egress.read().expect("no panics hold it");
+            self.forwarder
+                .read()
+                .expect("no panics hold it")
+                .forward(packet, from_link, |peer| {
+                    link = egress.get(&peer).cloned();
+                    link.is_some()
+                })
+        };
+        match (hop, link) {
+            (Hop::Tun(p), _) => to_tun.push(p),
+            // A full emulator input is a drop, as a full interface queue is.
+            (Hop::Link(_, p), Some(tx)) => {
+                let _ = tx.try_send(p);
+            }
+            _ => {}
+        }
+    }
+}
