@@ -101,12 +101,36 @@ pub enum Milestone {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Phase {
     Wiring,
     Ready,
     /// Teardown was asked for: sessions closing now are not failures.
     Down,
+}
+
+/// Where a node is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// Not connected yet.
+    Pending,
+    Connected,
+    Ready,
+    Failed,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Pending => "pending",
+            NodeState::Connected => "connected",
+            NodeState::Ready => "ready",
+            NodeState::Failed => "failed",
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -126,9 +150,9 @@ struct AgentSlot {
 }
 
 /// A read-only view of the state, for the HTTP API.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Status {
-    pub phase: &'static str,
+    pub phase: Phase,
     pub topology: String,
     pub nodes: u32,
     pub links: usize,
@@ -611,11 +635,7 @@ impl Coordinator {
 
     pub fn status(&self) -> Status {
         Status {
-            phase: match self.phase {
-                Phase::Wiring => "wiring",
-                Phase::Ready => "ready",
-                Phase::Down => "down",
-            },
+            phase: self.phase,
             topology: self.topology.label.clone(),
             nodes: self.topology.n_nodes(),
             links: self.topology.n_links(),
@@ -641,13 +661,13 @@ impl Coordinator {
                     underlay_addr: s.link_addr.map(|a| a.ip().to_string()),
                     overlay_addr: proto::overlay_addr(self.settings.overlay_base, id).to_string(),
                     state: if s.failed {
-                        "failed"
+                        NodeState::Failed
                     } else if s.ready {
-                        "ready"
+                        NodeState::Ready
                     } else if s.connected {
-                        "connected"
+                        NodeState::Connected
                     } else {
-                        "pending"
+                        NodeState::Pending
                     },
                 }
             })
@@ -769,12 +789,12 @@ fn to_routes(table: &topology::routing::RouteTable) -> ControllerToNode {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct NodeRow {
     pub node_id: u32,
     pub underlay_addr: Option<String>,
     pub overlay_addr: String,
-    pub state: &'static str,
+    pub state: NodeState,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -985,7 +1005,10 @@ mod tests {
         assert_eq!(to_node(&out, 1), vec![ControllerToNode::TopologyReady]);
         assert!(to_node(&out, 2).is_empty());
         let s = c.status();
-        assert_eq!((s.ready, s.failed, s.links_up, s.phase), (2, 1, 1, "ready"));
+        assert_eq!(
+            (s.ready, s.failed, s.links_up, s.phase),
+            (2, 1, 1, Phase::Ready)
+        );
     }
 
     #[test]

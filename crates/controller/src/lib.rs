@@ -1,7 +1,10 @@
 //! nextmini's controller: the coordinator (a state machine: registration, dialling, readiness),
-//! the server that drives it (WebSocket sessions, HTTP API), and the store.
+//! the server that drives it (WebSocket sessions, HTTP API), the store, starting a run, and the
+//! HTTP client every command uses.
 
+pub mod client;
 pub mod coordinator;
-pub mod head;
+pub mod local;
+pub mod run;
 pub mod server;
 pub mod store;

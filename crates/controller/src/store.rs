@@ -10,7 +10,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use tokio::sync::mpsc;
 
-use crate::coordinator::Milestone;
+use crate::coordinator::{Milestone, NodeState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,6 +24,33 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("store: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("store: {0}")]
+    Io(std::io::Error),
+}
+
+/// How a run stands, as the `runs` table records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Wiring,
+    Ready,
+    /// It ended before it was ready (an agent failed).
+    Failed,
+    /// Ctrl-C before it was ready.
+    Interrupted,
+    /// Torn down after it was ready.
+    Down,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Wiring => "wiring",
+            RunState::Ready => "ready",
+            RunState::Failed => "failed",
+            RunState::Interrupted => "interrupted",
+            RunState::Down => "down",
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -110,7 +137,7 @@ impl Store {
         .bind(run.topology.clone())
         .bind(i64::from(run.nodes))
         .bind(run.links as i64)
-        .bind("wiring")
+        .bind(RunState::Wiring.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -120,13 +147,13 @@ impl Store {
     pub async fn finish_run(
         &self,
         run: i64,
-        state: &str,
+        state: RunState,
         figures: &RunFigures,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE runs SET state = $1, plumb_seconds = $2, wiring_seconds = $3, mem_per_node_bytes = $4, failed_nodes = $5 WHERE id = $6",
         )
-        .bind(state.to_owned())
+        .bind(state.as_str())
         .bind(figures.plumb_seconds)
         .bind(figures.wiring_seconds)
         .bind(figures.mem_per_node_bytes.map(|b| b as i64))
@@ -200,7 +227,7 @@ enum Row {
     Node {
         id: u32,
         underlay: Option<String>,
-        state: &'static str,
+        state: NodeState,
     },
     Link {
         a: u32,
@@ -220,17 +247,17 @@ impl StoreWriter {
             } => Row::Node {
                 id: *node,
                 underlay: Some(underlay_addr.to_string()),
-                state: "connected",
+                state: NodeState::Connected,
             },
             Milestone::NodeReady { node, .. } => Row::Node {
                 id: *node,
                 underlay: None,
-                state: "ready",
+                state: NodeState::Ready,
             },
             Milestone::NodeFailed { node, .. } => Row::Node {
                 id: *node,
                 underlay: None,
-                state: "failed",
+                state: NodeState::Failed,
             },
             Milestone::LinkUp { a, b, .. } => Row::Link {
                 a: *a,
@@ -280,7 +307,7 @@ async fn write_batches(
                     .bind(run)
                     .bind(underlay)
                     .bind(proto::overlay_addr(overlay_base, id).to_string())
-                    .bind(state)
+                    .bind(state.as_str())
                     .execute(&mut *tx)
                     .await?;
                 }

@@ -209,3 +209,23 @@ fn unescape_mountinfo(s: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// A command that runs inside the namespace mounted at `path` (as `ip netns exec` does). The
+/// returned file must stay open until the command is spawned.
+pub fn command_in(path: &Path, program: &str) -> io::Result<(std::process::Command, File)> {
+    use std::os::unix::process::CommandExt;
+    let netns = File::open(path)?;
+    let fd = netns.as_raw_fd();
+    let mut cmd = std::process::Command::new(program);
+    // SAFETY: setns is async-signal-safe, and the caller keeps `netns` (and so `fd`) open
+    // until the child has been spawned.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok((cmd, netns))
+}

@@ -336,6 +336,14 @@ impl TryFrom<RawChange> for LinkChange {
     }
 }
 
+/// The command line's short form (see [`LinkChange::from_short`]).
+impl std::str::FromStr for LinkChange {
+    type Err = LinkError;
+    fn from_str(s: &str) -> Result<Self, LinkError> {
+        LinkChange::from_short(s)
+    }
+}
+
 impl LinkChange {
     /// Checks a change made in code (deserialisation checks it already).
     pub fn check(&self) -> Result<(), LinkError> {

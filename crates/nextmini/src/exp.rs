@@ -1,4 +1,5 @@
-//! `nextmini exp` and `nextmini hosts`: the head's experiments and hosts from the command line.
+//! `nextmini serve`, `nextmini exp` and `nextmini hosts`: the head, its experiments and its
+//! hosts from the command line.
 //!
 //! ```text
 //! nextmini exp                              name | nodes | hosts | active
@@ -14,25 +15,119 @@
 //! nextmini hosts [add|del LIST]             registered hosts; add/del for the active experiment
 //! ```
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
-
-const VERBS: [&str; 8] = [
-    "launch", "mv", "status", "hosts", "clear", "dump", "queueing", "exec",
-];
+use clap::{Args, Subcommand};
+use head::api::{ExecRequest, HostsChange, LaunchRequest, MoveRequest, PlanDoc};
+use head::client::{DEFAULT_HEAD_PORT, HeadClient, head_addr};
 
 #[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long, default_value = "0.0.0.0")]
+    pub listen: Ipv4Addr,
+    #[arg(long, default_value_t = DEFAULT_HEAD_PORT)]
+    pub port: u16,
+    /// This host's name: the default experiment's only host [default: the hostname].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Where the head keeps its state and the store of experiment runs.
+    #[arg(long, default_value = "/var/lib/nextmini/head")]
+    pub state_dir: PathBuf,
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    crate::host::require_root("nextmini serve")?;
+    let cfg = head::server::HeadConfig {
+        listen: args.listen,
+        port: args.port,
+        host: args.host.unwrap_or_else(crate::host::hostname),
+        state_dir: args.state_dir,
+    };
+    tokio::runtime::Runtime::new()?
+        .block_on(head::server::serve(cfg, crate::host::shutdown_signal()))?;
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+#[command(subcommand_precedence_over_arg = true)]
 pub struct ExpArgs {
     /// The head (host:port) [default: $NEXTMINI_HEAD, else 127.0.0.1:3900].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub head: Option<String>,
     /// Print JSON as the head returns it.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub words: Vec<String>,
+    /// The experiment: alone, create it (if new) and make it active; before a verb, act on it
+    /// instead of the active one.
+    pub name: Option<String>,
+    #[command(subcommand)]
+    pub verb: Option<ExpVerb>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExpVerb {
+    /// Place the experiment file's nodes on the experiment's hosts and launch them (or only
+    /// plan, with --dry-run); without a file, launch what is queued.
+    Launch {
+        file: Option<PathBuf>,
+        #[arg(long)]
+        dry_run: bool,
+        /// What "least loaded" means.
+        #[arg(long, value_parser = ["cpucommit", "memcommit", "netcommit"])]
+        load: Option<String>,
+    },
+    /// Move nodes in the stored dry run (every constraint is checked again).
+    Mv { nodes: String, host: String },
+    /// The stored dry run: node | host.
+    Dump,
+    /// On: a launch with a file only queues it, until a launch without one.
+    Queueing {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Run a command in a node, on whichever host holds it; its exit code is passed back.
+    Exec {
+        node: u32,
+        /// Seconds before the command is killed.
+        #[arg(long)]
+        timeout: Option<u64>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Hosts, placement, schedules, the controller's counts, lost nodes and links.
+    Status,
+    /// The experiment's hosts; add or remove some (ranges: kn[1-3], all).
+    Hosts {
+        #[command(subcommand)]
+        change: Option<HostsVerb>,
+    },
+    /// Remove an experiment from every host (this one, another by name, or all).
+    Clear { target: Option<String> },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum HostsVerb {
+    /// Add registered hosts (all or nothing).
+    Add { list: String },
+    /// Remove hosts (names it does not hold are ignored).
+    Del { list: String },
+}
+
+impl HostsVerb {
+    fn change(&self) -> HostsChange {
+        match self {
+            HostsVerb::Add { list } => HostsChange {
+                add: Some(list.clone()),
+                del: None,
+            },
+            HostsVerb::Del { list } => HostsChange {
+                add: None,
+                del: Some(list.clone()),
+            },
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -41,336 +136,204 @@ pub struct HostsArgs {
     pub head: Option<String>,
     #[arg(long)]
     pub json: bool,
-    /// `add LIST` or `del LIST` (for the active experiment); nothing: list the hosts.
-    pub words: Vec<String>,
+    #[command(subcommand)]
+    pub change: Option<HostsVerb>,
 }
 
-struct Client {
-    base: String,
-}
-
-impl Client {
-    fn new(head: &Option<String>) -> Client {
-        Client {
-            base: crate::head::head_url(head),
-        }
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<String> {
-        let url = format!("{}{path}", self.base);
-        let unreachable = || {
-            format!(
-                "the head at {} does not answer: start it with `nextmini serve`, or give --head",
-                self.base
-            )
-        };
-        let response = match (method, body) {
-            ("GET", _) => ureq::get(&url)
-                .config()
-                .http_status_as_error(false)
-                .build()
-                .call(),
-            (_, Some(b)) => ureq::post(&url)
-                .header("content-type", "application/json")
-                .config()
-                .http_status_as_error(false)
-                .build()
-                .send(b.to_string().as_str()),
-            (_, None) => ureq::post(&url)
-                .config()
-                .http_status_as_error(false)
-                .build()
-                .send_empty(),
-        };
-        let mut response = response.with_context(unreachable)?;
-        let status = response.status();
-        let text = response.body_mut().read_to_string()?;
-        if !status.is_success() {
-            bail!("{}", text.trim());
-        }
-        Ok(text)
-    }
-
-    fn json(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value> {
-        let text = self.call(method, path, body)?;
-        if text.trim().is_empty() {
-            return Ok(serde_json::Value::Null);
-        }
-        Ok(serde_json::from_str(&text)?)
-    }
-
-    fn active(&self) -> Result<String> {
-        let rows = self.json("GET", "/api/exps", None)?;
-        rows.as_array()
-            .and_then(|r| r.iter().find(|e| e["active"] == true))
-            .and_then(|e| e["name"].as_str())
-            .map(str::to_owned)
-            .context("the head has no active experiment")
-    }
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string(v)?);
+    Ok(())
 }
 
 /// Runs an `exp` command; the exit code is the command's for `exec`, else 0.
 pub fn exp(args: ExpArgs) -> Result<i32> {
-    let c = Client::new(&args.head);
-    let w: Vec<&str> = args.words.iter().map(String::as_str).collect();
-    match w.as_slice() {
-        [] => {
-            let rows = c.json("GET", "/api/exps", None)?;
-            if args.json {
-                println!("{rows}");
-                return Ok(0);
-            }
-            println!("| experiment | nodes | hosts | active |");
-            println!("|---|---:|---|---|");
-            for r in rows.as_array().into_iter().flatten() {
-                println!(
-                    "| {} | {} | {} | {} |",
-                    r["name"].as_str().unwrap_or(""),
-                    r["nodes"],
-                    r["hosts"].as_str().unwrap_or(""),
-                    if r["active"] == true { "*" } else { "" }
-                );
-            }
-            Ok(0)
-        }
-        ["clear", target] => {
-            let names: Vec<String> = if *target == "all" {
-                c.json("GET", "/api/exps", None)?
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|r| r["name"].as_str().map(str::to_owned))
-                    .collect()
-            } else {
-                vec![target.to_string()]
-            };
-            for name in names {
-                let r = c.json("POST", &format!("/api/exps/{name}/clear"), None)?;
-                report_clear(&name, &r, args.json);
-            }
-            Ok(0)
-        }
-        [verb, rest @ ..] if VERBS.contains(verb) => {
-            let name = c.active()?;
-            run_verb(&c, &name, verb, rest, args.json)
-        }
-        [name] => {
-            c.call("POST", &format!("/api/exps/{name}"), None)?;
+    let c = HeadClient::new(&head_addr(args.head.as_deref()));
+    let json = args.json;
+    let Some(verb) = args.verb else {
+        if let Some(name) = args.name {
+            c.switch(&name)?;
             println!("experiment {name} is active");
-            Ok(0)
+            return Ok(0);
         }
-        [name, verb, rest @ ..] if VERBS.contains(verb) => {
-            run_verb(&c, name, verb, rest, args.json)
+        let rows = c.experiments()?;
+        if json {
+            print_json(&rows)?;
+            return Ok(0);
         }
-        _ => bail!(
-            "usage: nextmini exp [<name>] [launch [FILE] [--dry-run] [--load L] | mv NODES HOST | dump | queueing on|off | status | exec NODE -- CMD | hosts [add|del LIST]] | nextmini exp clear <name|all>"
-        ),
-    }
-}
-
-fn report_clear(name: &str, r: &serde_json::Value, json: bool) {
-    if json {
-        println!("{r}");
-        return;
-    }
-    let list = |k: &str| {
-        r[k].as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .unwrap_or_default()
+        println!("| experiment | nodes | hosts | active |");
+        println!("|---|---:|---|---|");
+        for r in rows {
+            println!(
+                "| {} | {} | {} | {} |",
+                r.name,
+                r.nodes,
+                r.hosts,
+                if r.active { "*" } else { "" }
+            );
+        }
+        return Ok(0);
     };
-    println!("cleared {name} on [{}]", list("cleared"));
-    if !list("down").is_empty() {
-        println!(
-            "hosts down: [{}]; cleared there when they come back (or `nextmini cleanup --prefix {name}` on them)",
-            list("down")
-        );
+    // `exp clear NAME|all` names its target after the verb.
+    if let ExpVerb::Clear { target: Some(t) } = &verb {
+        let names: Vec<String> = if t == "all" {
+            c.experiments()?.into_iter().map(|e| e.name).collect()
+        } else {
+            vec![t.clone()]
+        };
+        for name in names {
+            report_clear(&name, &c.clear(&name)?, json)?;
+        }
+        return Ok(0);
     }
-    if r["complete"] == false {
-        println!("some hosts did not confirm within 30 s");
-    }
+    let name = match args.name {
+        Some(n) => n,
+        None => c.active()?,
+    };
+    run_verb(&c, &name, verb, json)
 }
 
-fn run_verb(c: &Client, name: &str, verb: &str, rest: &[&str], json: bool) -> Result<i32> {
-    match (verb, rest) {
-        ("exec", [node, rest @ ..]) => {
-            let node: u32 = node
-                .parse()
-                .with_context(|| format!("exec: {node:?} is not a node id"))?;
-            let (timeout, argv) = match rest {
-                ["--timeout", t, argv @ ..] => {
-                    (Some(t.parse::<u64>().context("--timeout: seconds")?), argv)
-                }
-                argv => (None, argv),
-            };
-            let argv: Vec<&str> = match argv {
-                ["--", a @ ..] => a.to_vec(),
-                a => a.to_vec(),
-            };
-            if argv.is_empty() {
-                bail!("exec: give a command: nextmini exp exec {node} -- ping -c 3 10.0.0.2");
-            }
-            let r = c.json(
-                "POST",
-                &format!("/api/exps/{name}/exec"),
-                Some(serde_json::json!({"node": node, "argv": argv, "timeout_s": timeout})),
+fn run_verb(c: &HeadClient, name: &str, verb: ExpVerb, json: bool) -> Result<i32> {
+    match verb {
+        ExpVerb::Exec {
+            node,
+            timeout,
+            command,
+        } => {
+            let r = c.exec(
+                name,
+                &ExecRequest {
+                    node,
+                    argv: command,
+                    timeout_s: timeout,
+                },
             )?;
-            print!("{}", r["stdout"].as_str().unwrap_or(""));
-            eprint!("{}", r["stderr"].as_str().unwrap_or(""));
-            Ok(r["code"].as_i64().unwrap_or(1) as i32)
+            print!("{}", r.stdout);
+            eprint!("{}", r.stderr);
+            return Ok(r.code);
         }
-        ("launch", args) => {
-            let (file, opts) = match args {
-                [f, rest @ ..] if !f.starts_with("--") => (Some(*f), rest),
-                rest => (None, rest),
-            };
+        ExpVerb::Launch {
+            file,
+            dry_run,
+            load,
+        } => {
             let text = file
+                .as_ref()
                 .map(|f| {
-                    std::fs::read_to_string(PathBuf::from(f))
-                        .with_context(|| format!("cannot read {f}"))
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("cannot read {}", f.display()))
                 })
                 .transpose()?;
-            let mut dry_run = false;
-            let mut load = None;
-            let mut it = opts.iter();
-            while let Some(o) = it.next() {
-                match *o {
-                    "--dry-run" => dry_run = true,
-                    "--load" => load = it.next().map(|s| s.to_string()),
-                    other => bail!("launch: unknown option {other:?} (use --dry-run, --load L)"),
-                }
-            }
-            let r = c.json(
-                "POST",
-                &format!("/api/exps/{name}/launch"),
-                Some(serde_json::json!({"file": text, "dry_run": dry_run, "load": load})),
+            let r = c.launch(
+                name,
+                &LaunchRequest {
+                    file: text,
+                    dry_run,
+                    load,
+                },
             )?;
-            print_plan(name, &r, json, dry_run || r["queued"] == true);
-            Ok(0)
+            print_plan(name, &r, json, dry_run || r.queued)?;
         }
-        ("queueing", [v @ ("on" | "off")]) => {
-            c.call(
-                "POST",
-                &format!("/api/exps/{name}/queueing"),
-                Some(serde_json::json!({ "on": *v == "on" })),
-            )?;
-            Ok(0)
-        }
-        ("dump", []) => {
-            let r = c.json("GET", &format!("/api/exps/{name}"), None)?;
-            let Some(plan) = r["dry_run"].as_object() else {
+        ExpVerb::Queueing { state } => c.queueing(name, state == "on")?,
+        ExpVerb::Dump => {
+            let doc = c.experiment(name)?;
+            let Some(plan) = doc.dry_run else {
                 bail!(
                     "no dry run of {name}: run `nextmini exp {name} launch FILE --dry-run` first"
                 );
             };
             if json {
-                println!("{}", r["dry_run"]);
-                return Ok(0);
+                return print_json(&plan).map(|()| 0);
             }
             println!("| node | host |");
             println!("|---:|---|");
             for (node, host) in plan {
-                println!("| {node} | {} |", host.as_str().unwrap_or(""));
+                println!("| {node} | {host} |");
             }
-            Ok(0)
         }
-        ("mv", [nodes, host]) => {
-            let r = c.json(
-                "POST",
-                &format!("/api/exps/{name}/mv"),
-                Some(serde_json::json!({"nodes": nodes, "host": host})),
-            )?;
-            print_plan(name, &r, json, true);
-            Ok(0)
+        ExpVerb::Mv { nodes, host } => {
+            let r = c.move_nodes(name, &MoveRequest { nodes, host })?;
+            print_plan(name, &r, json, true)?;
         }
-        ("status", []) => {
-            let r = c.json("GET", &format!("/api/exps/{name}"), None)?;
-            if json {
-                println!("{r}");
-                return Ok(0);
-            }
-            println!("experiment {name}: hosts {}", r["hosts"]);
-            if let Some(shares) = r["launch"]["shares"].as_object() {
-                println!("| host | nodes |");
-                println!("|---|---|");
-                for (h, ids) in shares {
-                    println!("| {h} | {} |", ids.as_str().unwrap_or(""));
-                }
-            }
-            println!("| start | end | state | launched | failures | total | hosts |");
-            println!("|---|---|---|---:|---:|---:|---:|");
-            for s in r["schedules"].as_array().into_iter().flatten() {
-                println!(
-                    "| {} | {} | {} | {} | {} | {} | {} |",
-                    utc(s["start"].as_u64()),
-                    utc(s["end"].as_u64()),
-                    s["state"].as_str().unwrap_or(""),
-                    s["launched"],
-                    s["failures"],
-                    s["total"],
-                    s["hosts"]
-                );
-            }
-            if let Some(port) = r["launch"]["port"].as_u64() {
-                let host = c
-                    .base
-                    .trim_start_matches("http://")
-                    .rsplit_once(':')
-                    .map_or("127.0.0.1", |(h, _)| h)
-                    .to_owned();
-                println!(
-                    "controller at {host}:{port} (nextmini link show --api {host}:{port}, link set … --api {host}:{port})"
-                );
-            }
-            if let Some(st) = r.get("status").filter(|v| !v.is_null()) {
-                println!(
-                    "controller: {} nodes, {} ready, {} failed, {} links up",
-                    st["nodes"], st["ready"], st["failed"], st["links_up"]
-                );
-            }
-            if let Some(lost) = r["failed_nodes"].as_array().filter(|a| !a.is_empty()) {
-                let ids: Vec<u32> = lost
-                    .iter()
-                    .filter_map(|v| v.as_u64())
-                    .map(|v| v as u32)
-                    .collect();
-                println!("lost nodes: {}", topology::ids::format_ids(&ids));
-            }
-            if let Some(lost) = r["lost_links"].as_array().filter(|a| !a.is_empty()) {
-                let links: Vec<&str> = lost.iter().filter_map(|v| v.as_str()).collect();
-                println!("links down: {}", links.join(" "));
-            }
-            Ok(0)
+        ExpVerb::Status => status(c, name, json)?,
+        ExpVerb::Hosts { change: None } => {
+            let doc = c.experiment(name)?;
+            println!("{}", serde_json::to_string(&doc.hosts)?);
         }
-        ("hosts", []) => {
-            let r = c.json("GET", &format!("/api/exps/{name}"), None)?;
-            println!("{}", r["hosts"]);
-            Ok(0)
-        }
-        ("hosts", [op @ ("add" | "del"), list]) => {
-            c.call(
-                "POST",
-                &format!("/api/exps/{name}/hosts"),
-                Some(serde_json::json!({ *op: list })),
-            )?;
-            Ok(0)
-        }
-        ("clear", []) => {
-            let r = c.json("POST", &format!("/api/exps/{name}/clear"), None)?;
-            report_clear(name, &r, json);
-            Ok(0)
-        }
-        _ => bail!("{verb}: wrong arguments; see `nextmini exp --help`"),
+        ExpVerb::Hosts {
+            change: Some(change),
+        } => c.change_hosts(name, &change.change())?,
+        ExpVerb::Clear { .. } => report_clear(name, &c.clear(name)?, json)?,
     }
+    Ok(0)
+}
+
+fn status(c: &HeadClient, name: &str, json: bool) -> Result<()> {
+    let r = c.experiment(name)?;
+    if json {
+        return print_json(&r);
+    }
+    println!(
+        "experiment {name}: hosts {}",
+        serde_json::to_string(&r.hosts)?
+    );
+    if let Some(l) = &r.launch {
+        println!("| host | nodes |");
+        println!("|---|---|");
+        for (h, ids) in &l.shares {
+            println!("| {h} | {ids} |");
+        }
+    }
+    println!("| start | end | state | launched | failures | total | hosts |");
+    println!("|---|---|---|---:|---:|---:|---:|");
+    for s in &r.schedules {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            utc(Some(s.start)),
+            utc(s.end),
+            s.state,
+            s.launched,
+            s.failures,
+            s.total,
+            s.hosts
+        );
+    }
+    if let Some(l) = &r.launch {
+        let host = c.http().host();
+        let port = l.port;
+        println!(
+            "controller at {host}:{port} (nextmini link show --api {host}:{port}, link set … --api {host}:{port})"
+        );
+    }
+    if let Some(st) = &r.status {
+        println!(
+            "controller: {} nodes, {} ready, {} failed, {} links up",
+            st.nodes, st.ready, st.failed, st.links_up
+        );
+    }
+    if !r.failed_nodes.is_empty() {
+        println!("lost nodes: {}", topology::ids::format_ids(&r.failed_nodes));
+    }
+    if !r.lost_links.is_empty() {
+        println!("links down: {}", r.lost_links.join(" "));
+    }
+    Ok(())
+}
+
+fn report_clear(name: &str, r: &head::api::ClearReport, json: bool) -> Result<()> {
+    if json {
+        return print_json(r);
+    }
+    println!("cleared {name} on [{}]", r.cleared.join(","));
+    if !r.down.is_empty() {
+        println!(
+            "hosts down: [{}]; cleared there when they come back (or `nextmini cleanup --prefix {name}` on them)",
+            r.down.join(",")
+        );
+    }
+    if !r.complete {
+        println!("some hosts did not confirm within 30 s");
+    }
+    Ok(())
 }
 
 /// Unix seconds as `2026-11-26 18:46:38Z` (civil date from days, Howard Hinnant's method).
@@ -397,69 +360,56 @@ fn utc(secs: Option<u64>) -> String {
     )
 }
 
-fn print_plan(name: &str, r: &serde_json::Value, json: bool, dry_run: bool) {
+fn print_plan(name: &str, r: &PlanDoc, json: bool, dry_run: bool) -> Result<()> {
     if json {
-        println!("{r}");
-        return;
+        return print_json(r);
     }
     println!(
         "{name}: {}{} links cross hosts",
-        if r["queued"] == true {
+        if r.queued {
             "queued (launch it with `nextmini exp launch`); "
         } else if dry_run {
             "dry run; "
         } else {
             "launched; "
         },
-        r["links_across_hosts"]
+        r.links_across_hosts
     );
     println!("| host | nodes |");
     println!("|---|---|");
-    for (h, ids) in r["hosts"].as_object().into_iter().flatten() {
-        let ids: Vec<u32> = ids
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_u64())
-            .map(|v| v as u32)
-            .collect();
-        println!("| {h} | {} |", topology::ids::format_ids(&ids));
+    for (h, ids) in &r.hosts {
+        println!("| {h} | {} |", topology::ids::format_ids(ids));
     }
+    Ok(())
 }
 
 pub fn hosts(args: HostsArgs) -> Result<()> {
-    let c = Client::new(&args.head);
-    let w: Vec<&str> = args.words.iter().map(String::as_str).collect();
-    match w.as_slice() {
-        [] => {
-            let rows = c.json("GET", "/api/hosts", None)?;
-            if args.json {
-                println!("{rows}");
-                return Ok(());
-            }
-            println!("| host | address | CPUs | memory | available | load | state | nodes |");
-            println!("|---|---|---:|---:|---:|---:|---|---:|");
-            for r in rows.as_array().into_iter().flatten() {
-                println!(
-                    "| {} | {} | {} | {} MiB | {} MiB | {:.2} | {} | {} |",
-                    r["name"].as_str().unwrap_or(""),
-                    r["addr"].as_str().unwrap_or(""),
-                    r["cpus"],
-                    r["mem_mib"],
-                    r["mem_available_mib"],
-                    r["load1"].as_f64().unwrap_or(0.0),
-                    if r["up"] == true { "up" } else { "down" },
-                    r["nodes"]
-                );
-            }
-            Ok(())
-        }
-        [op @ ("add" | "del"), list] => {
-            let name = c.active()?;
-            run_verb(&c, &name, "hosts", &[op, list], args.json).map(|_| ())
-        }
-        _ => bail!("usage: nextmini hosts [add|del LIST]"),
+    let c = HeadClient::new(&head_addr(args.head.as_deref()));
+    if let Some(change) = &args.change {
+        let name = c.active()?;
+        c.change_hosts(&name, &change.change())?;
+        return Ok(());
     }
+    let rows = c.hosts()?;
+    if args.json {
+        return print_json(&rows);
+    }
+    println!("| host | address | CPUs | memory | available | load | state | nodes |");
+    println!("|---|---|---:|---:|---:|---:|---|---:|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {} MiB | {} MiB | {:.2} | {} | {} |",
+            r.name,
+            r.addr,
+            r.cpus,
+            r.mem_mib,
+            r.mem_available_mib,
+            r.load1,
+            if r.up { "up" } else { "down" },
+            r.nodes
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

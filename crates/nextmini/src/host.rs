@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use hostnet::Prefix;
 
-pub const DEFAULT_PREFIX: &str = "nm";
+pub use controller::local::{DEFAULT_PREFIX, MemInfo};
 
 /// Fails with a clear line unless we run as root: namespaces, veths and bridges need
 /// CAP_SYS_ADMIN and CAP_NET_ADMIN.
@@ -45,23 +45,6 @@ pub fn cleanup(prefix: &str, netns_dir: &Path, dry_run: bool) -> Result<()> {
     Ok(())
 }
 
-/// Readings from `/proc/meminfo`, in bytes.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MemInfo {
-    pub available: u64,
-    pub slab: u64,
-}
-
-impl MemInfo {
-    pub fn read() -> MemInfo {
-        use hostnet::procfs::kib_field;
-        MemInfo {
-            available: kib_field("/proc/meminfo", "MemAvailable"),
-            slab: kib_field("/proc/meminfo", "Slab"),
-        }
-    }
-}
-
 /// A short description of this machine for benchmark headers.
 pub fn machine() -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -71,4 +54,28 @@ pub fn machine() -> String {
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default();
     format!("{cores} cores, {mem_gib:.1} GiB, Linux {kernel}")
+}
+
+/// This machine's name, for agents and heads that are not given one.
+pub fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// The accepted seeds' keys of a file, at `RUST_LOG=info`: why each changes nothing.
+pub fn log_notes(notes: &[experiment::seeds::Note]) {
+    for note in notes {
+        tracing::info!("{}: accepted, no effect: {}", note.key, note.what);
+    }
 }

@@ -1,12 +1,11 @@
-//! The `nextmini` command: a thin layer over the crates that do the work.
+//! The `nextmini` command: parses the command line and calls the crates that do the work.
 
+mod agent;
 mod bench;
-mod config;
 mod exp;
-mod head;
 mod host;
-mod ops;
 mod plumb;
+mod running;
 mod schedule;
 mod up;
 
@@ -14,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use controller::run::DEFAULT_STATE_DIR;
 
 #[derive(Parser)]
 #[command(name = "nextmini", version, about = "A network emulation testbed", long_about = None)]
@@ -34,12 +34,12 @@ enum Command {
     Up(up::UpArgs),
     /// Tear the running experiment down.
     Down {
-        #[arg(long, default_value = up::DEFAULT_STATE_DIR)]
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
     /// Nodes, links and state of the running experiment.
     Status {
-        #[arg(long, default_value = up::DEFAULT_STATE_DIR)]
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
     /// Run a command inside a node's namespace: nextmini exec 3 -- ping 10.0.0.7
@@ -47,16 +47,16 @@ enum Command {
         node_id: u32,
         #[arg(last = true, required = true)]
         command: Vec<String>,
-        #[arg(long, default_value = up::DEFAULT_STATE_DIR)]
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
     },
     /// Change the running experiment's links: nextmini link set 1-2 --delay 20ms --loss 1%
     #[command(subcommand)]
     Link(LinkCommand),
     /// The controller alone, for agents started separately.
-    Controller(ops::ControllerArgs),
+    Controller(agent::ControllerArgs),
     /// An agent: plumbs and runs this host's nodes for a controller.
-    Agent(ops::AgentArgs),
+    Agent(agent::AgentArgs),
     /// Create N node namespaces wired to bridges on this host and hold them until Ctrl-C.
     Plumb(plumb::PlumbArgs),
     /// Remove everything a run with this prefix left on this host (namespaces, veths, bridges).
@@ -72,7 +72,7 @@ enum Command {
         dry_run: bool,
     },
     /// The head: pools the hosts whose agents register with it and runs experiments on them.
-    Serve(head::ServeArgs),
+    Serve(exp::ServeArgs),
     /// The head's experiments: list, create/switch, launch, status, clear (see --help).
     Exp(exp::ExpArgs),
     /// The hosts registered with the head; add or remove hosts of the active experiment.
@@ -87,9 +87,9 @@ enum Command {
 #[derive(Subcommand)]
 enum LinkCommand {
     /// Set a link's rate, delay, jitter, loss, queue, or take it down or up.
-    Set(ops::LinkSetArgs),
+    Set(running::LinkSetArgs),
     /// Each direction's parameters and counters (packets sent, drops by cause, queue).
-    Show(ops::LinkShowArgs),
+    Show(running::LinkShowArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,71 +101,50 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let result = match cli.command {
-        Some(Command::Up(args)) => up::run(args),
-        Some(Command::Down { state_dir }) => ops::down(&state_dir),
-        Some(Command::Status { state_dir }) => ops::status(&state_dir),
+    let result: anyhow::Result<i32> = match cli.command {
+        Some(Command::Up(args)) => up::run(args).map(done),
+        Some(Command::Down { state_dir }) => running::down(&state_dir).map(done),
+        Some(Command::Status { state_dir }) => running::status(&state_dir).map(done),
         Some(Command::Exec {
             node_id,
             command,
             state_dir,
-        }) => match ops::exec(&state_dir, node_id, &command) {
-            Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
-            Err(e) => Err(e),
-        },
-        Some(Command::Link(LinkCommand::Set(args))) => ops::link_set(&args),
-        Some(Command::Link(LinkCommand::Show(args))) => ops::link_show(&args),
-        Some(Command::Controller(args)) => ops::controller(args),
-        Some(Command::Agent(args)) => ops::agent(args),
-        Some(Command::Plumb(args)) => plumb::run(args),
+        }) => running::exec(&state_dir, node_id, &command),
+        Some(Command::Link(LinkCommand::Set(args))) => running::link_set(&args).map(done),
+        Some(Command::Link(LinkCommand::Show(args))) => running::link_show(&args).map(done),
+        Some(Command::Controller(args)) => agent::controller(args).map(done),
+        Some(Command::Agent(args)) => agent::agent(args).map(done),
+        Some(Command::Plumb(args)) => plumb::run(args).map(done),
         Some(Command::Cleanup {
             prefix,
             netns_dir,
             dry_run,
-        }) => host::cleanup(&prefix, &netns_dir, dry_run),
-        Some(Command::Bench(cmd)) => bench::run(cmd),
-        Some(Command::Schedule(args)) => schedule::run(args),
-        Some(Command::Serve(args)) => head::serve(args),
-        Some(Command::Exp(args)) => match exp::exp(args) {
-            Ok(code) => return ExitCode::from(code.clamp(0, 255) as u8),
-            Err(e) => Err(e),
-        },
-        Some(Command::Hosts(args)) => exp::hosts(args),
+        }) => host::cleanup(&prefix, &netns_dir, dry_run).map(done),
+        Some(Command::Bench(cmd)) => bench::run(cmd).map(done),
+        Some(Command::Schedule(args)) => schedule::run(args).map(done),
+        Some(Command::Serve(args)) => exp::serve(args).map(done),
+        Some(Command::Exp(args)) => exp::exp(args),
+        Some(Command::Hosts(args)) => exp::hosts(args).map(done),
+        // The seeds' dataplane invocation: nextmini --config-path config.toml --n-nodes N
         None => match cli.config_path {
-            // The seeds' dataplane invocation: nextmini --config-path config.toml --n-nodes N
-            Some(path) => ops::agent(ops::AgentArgs {
-                controller: None,
-                config_path: Some(path),
-                n_nodes: cli.n_nodes,
-                node_id_offset: None,
-                nodes: None,
-                head: None,
-                link_port: None,
-                host: None,
-                fail_nodes: Vec::new(),
-                peers: Vec::new(),
-                local: None,
-                vni: 4242,
-                layout: ops::AgentLayout {
-                    prefix: host::DEFAULT_PREFIX.to_owned(),
-                    base: None,
-                    threads: 1,
-                    no_mount: false,
-                    ipv6: false,
-                },
-            }),
+            Some(path) => agent::agent(agent::AgentArgs::seeds(path, cli.n_nodes)).map(done),
             None => Err(anyhow::anyhow!(
                 "no command: try `nextmini up --topo ring,100 --exit-when-ready`, or `nextmini --help`"
             )),
         },
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A command that ran to its end: exit code 0 (`exec` passes its command's code instead).
+fn done(_: ()) -> i32 {
+    0
 }
 
 /// The error and its causes on one line, skipping a cause its parent already quotes.

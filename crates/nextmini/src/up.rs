@@ -1,28 +1,20 @@
-//! `nextmini up`: controller in this process, the host's nodes in an agent child process,
-//! progress while it wires, a summary when the topology is ready.
-//!
-//! The agent is a separate process so that each holds its own end of the thousands of
-//! control connections within one process's fd limit.
+//! `nextmini up`: an experiment on this host ([`controller::local::LocalRun`]), with progress
+//! bars while it wires and the summary when it is ready; `--detach` leaves it running in the
+//! background.
 
 use std::io::{BufRead, BufReader, IsTerminal};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use controller::coordinator::{Coordinator, Milestone, Settings};
-use controller::store::{RunFigures, RunStart, Store};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use serde::Serialize;
-use tokio::sync::mpsc;
-
-use crate::config::RunFile;
-use crate::host::{self, MemInfo};
+use controller::local::{LocalOptions, LocalRun, Progress, Wired};
+use controller::run::DEFAULT_STATE_DIR;
 use experiment::ExperimentFile;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-pub const DEFAULT_STATE_DIR: &str = "/var/lib/nextmini";
+use crate::host::{self, shutdown_signal};
 
 #[derive(Args, Debug, Clone)]
 pub struct UpArgs {
@@ -53,7 +45,7 @@ pub struct UpArgs {
     /// Defaults for every link, short form: rate=10mbit,delay=5ms,jitter=1ms,loss=1%,queue=100
     /// (on top of the file's [links]).
     #[arg(long)]
-    pub link: Option<String>,
+    pub link: Option<linkem::LinkChange>,
     /// No TUN devices and no forwarding: nodes and links only (the connection-only baseline).
     #[arg(long)]
     pub no_dataplane: bool,
@@ -84,62 +76,6 @@ pub struct UpArgs {
     pub fail_nodes: Vec<u32>,
 }
 
-/// The summary, as printed and as `--json` writes it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub name: String,
-    pub topology: String,
-    pub nodes: u32,
-    pub links: usize,
-    pub links_up: u32,
-    pub failed_nodes: u32,
-    pub plumb_seconds: f64,
-    pub wiring_seconds: f64,
-    pub total_seconds: f64,
-    pub mem_before_bytes: u64,
-    pub mem_after_bytes: u64,
-    pub mem_per_node_bytes: u64,
-    /// Kernel objects (slab) per node: steadier than MemAvailable, which also moves with page
-    /// cache and memory the kernel is still freeing from an earlier run.
-    pub slab_per_node_bytes: u64,
-    /// Kernel slab plus both processes' PSS, per node.
-    pub total_per_node_bytes: u64,
-    pub agent_pss_bytes: u64,
-    pub controller_pss_bytes: u64,
-    pub store: String,
-}
-
-fn gib(b: u64) -> String {
-    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
-}
-
-impl Summary {
-    pub fn table(&self) -> String {
-        let per_node_kib = self.mem_per_node_bytes as f64 / 1024.0;
-        format!(
-            "| Topology | Nodes | Links | Plumbing | Wiring Time | Memory Before | Memory After | Per Node | Slab + PSS per node | Agent PSS | Controller PSS |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
-             | {} | {} | {} | {:.2}s | {:.2}s | {} | {} | {:.0} KiB | {:.0} KiB | {:.1} MiB | {:.1} MiB |\n",
-            self.topology,
-            self.nodes,
-            self.links,
-            self.plumb_seconds,
-            self.wiring_seconds,
-            gib(self.mem_before_bytes),
-            gib(self.mem_after_bytes),
-            per_node_kib,
-            self.total_per_node_bytes as f64 / 1024.0,
-            self.agent_pss_bytes as f64 / (1u64 << 20) as f64,
-            self.controller_pss_bytes as f64 / (1u64 << 20) as f64,
-        )
-    }
-}
-
-/// Proportional set size of a process, from `/proc/<pid>/smaps_rollup`.
-pub fn pss_bytes(pid: u32) -> u64 {
-    hostnet::procfs::kib_field(format!("/proc/{pid}/smaps_rollup"), "Pss")
-}
-
 /// Reads the experiment from the arguments.
 fn experiment(args: &UpArgs) -> Result<experiment::Experiment> {
     let (mut file, path) = match (&args.file, &args.config_path, &args.topo) {
@@ -149,13 +85,9 @@ fn experiment(args: &UpArgs) -> Result<experiment::Experiment> {
             "give an experiment file (`nextmini up ring.toml`) or a preset (`--topo ring,100`)"
         ),
     };
-    for note in file.notes() {
-        tracing::info!("{}: {} (accepted, no effect)", note.key, note.what);
-    }
-    if let Some(short) = &args.link {
-        file.set_link_defaults(
-            linkem::LinkChange::from_short(short).with_context(|| format!("--link {short}"))?,
-        );
+    host::log_notes(&file.notes());
+    if let Some(change) = args.link {
+        file.set_link_defaults(change);
     }
     let mut exp = file.resolve_with_n_nodes(path, args.n_nodes)?;
     if args.no_dataplane {
@@ -200,6 +132,55 @@ pub fn run(args: UpArgs) -> Result<()> {
         .enable_all()
         .build()?
         .block_on(run_async(args, exp))
+}
+
+async fn run_async(args: UpArgs, exp: experiment::Experiment) -> Result<()> {
+    let n = exp.topology.n_nodes();
+    let opts = LocalOptions {
+        port: args.port,
+        prefix: args.prefix.clone(),
+        base: args.base,
+        no_mount: args.no_mount,
+        threads: args.threads,
+        db: args.db.clone(),
+        state_dir: args.state_dir.clone(),
+        fail_nodes: args.fail_nodes.clone(),
+        agent_program: std::env::current_exe()?,
+    };
+    let mut run = LocalRun::start(exp, opts).await?;
+    let bars = Bars::new(u64::from(n));
+    let mut ctrl_c = std::pin::pin!(shutdown_signal());
+    let wired = run
+        .wait_ready(|p| bars.show(p), async {
+            (&mut ctrl_c).await;
+            eprintln!("interrupted: tearing down");
+        })
+        .await;
+    bars.clear();
+    let summary = match wired? {
+        Wired::Ready(summary) => summary,
+        Wired::Interrupted => return Ok(()),
+    };
+    print!("{}", summary.table());
+    println!(
+        "{} links up, {} failed nodes; ready {:.2}s after start; store {}",
+        summary.links_up, summary.failed_nodes, summary.total_seconds, summary.store
+    );
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !args.exit_when_ready {
+        if std::env::var_os(DETACHED_ENV).is_some() {
+            println!("{READY_LINE}");
+            detach_stdout();
+        } else {
+            println!("running; Ctrl-C or `nextmini down` tears it down");
+        }
+        run.hold(ctrl_c).await?;
+    }
+    run.teardown().await?;
+    Ok(())
 }
 
 const DETACHED_ENV: &str = "NEXTMINI_DETACHED";
@@ -255,6 +236,15 @@ fn detach(args: &UpArgs) -> Result<()> {
     )
 }
 
+/// After a detached run is ready, nobody reads its stdout any more.
+fn detach_stdout() {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+}
+
 struct Bars {
     multi: Option<MultiProgress>,
     namespaces: ProgressBar,
@@ -290,318 +280,18 @@ impl Bars {
         }
     }
 
+    fn show(&self, p: Progress) {
+        match p {
+            Progress::Plumbed(n) => self.namespaces.set_position(u64::from(n)),
+            Progress::PlumbingDone => self.namespaces.finish(),
+            Progress::Connected(n) => self.connected.set_position(u64::from(n)),
+            Progress::Ready(n) => self.ready.set_position(u64::from(n)),
+        }
+    }
+
     fn clear(&self) {
         if let Some(m) = &self.multi {
             let _ = m.clear();
         }
-    }
-}
-
-async fn run_async(args: UpArgs, exp: experiment::Experiment) -> Result<()> {
-    let started = Instant::now();
-    let n = exp.topology.n_nodes();
-    let port = args.port.unwrap_or(exp.port);
-    std::fs::create_dir_all(&args.state_dir).with_context(|| {
-        format!(
-            "cannot create the state directory {}",
-            args.state_dir.display()
-        )
-    })?;
-    if let Ok(existing) = RunFile::load(&args.state_dir)
-        && Path::new(&format!("/proc/{}", existing.pid)).exists()
-    {
-        bail!(
-            "an experiment is already running from {} (pid {}, prefix {}): stop it with `nextmini down`, or use another --state-dir",
-            args.state_dir.display(),
-            existing.pid,
-            existing.prefix
-        );
-    }
-    // The controller holds one end of every node's control connection.
-    let fds = 1024 + u64::from(n);
-    if let Err(e) = hostnet::tuning::raise_nofile(fds) {
-        tracing::warn!("could not raise the open-file limit to {fds}: {e}");
-    }
-    let listener = controller::server::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?;
-    let port = listener.local_addr()?.port();
-
-    let db_url = args
-        .db
-        .clone()
-        .or(exp.db_url.clone())
-        .unwrap_or_else(|| default_db_url(&args.state_dir));
-    let Started {
-        handle,
-        store,
-        run_id,
-        writer,
-        mut milestones,
-    } = start_controller(&exp, listener, &db_url, false).await?;
-
-    let prefix = args
-        .prefix
-        .clone()
-        .or(exp.prefix.clone())
-        .unwrap_or_else(|| host::DEFAULT_PREFIX.to_owned());
-    let base = args
-        .base
-        .or(exp.underlay_base)
-        .unwrap_or(hostnet::plan::DEFAULT_BASE);
-    let no_mount = args.no_mount || exp.no_mount;
-    // Check the layout here, so a bad prefix or base is reported before anything starts.
-    hostnet::UnderlayPlan::new(hostnet::Prefix::new(&prefix)?, base, n, 0)?;
-
-    let mem_before = MemInfo::read();
-    let mut agent = tokio::process::Command::new(std::env::current_exe()?);
-    agent
-        .arg("agent")
-        .arg("--controller")
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["--n-nodes", &n.to_string()])
-        .args(["--prefix", &prefix])
-        .args(["--base", &base.to_string()])
-        .args(["--threads", &args.threads.to_string()])
-        .args(["--link-port", &exp.link_port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    if no_mount {
-        agent.arg("--no-mount");
-    }
-    for id in &args.fail_nodes {
-        agent.args(["--fail-node", &id.to_string()]);
-    }
-    let mut agent = agent.spawn().context("starting the agent")?;
-    let agent_pid = agent.id().unwrap_or(0);
-    // The agent's log lines pass through; its last error line explains an early exit.
-    let (agent_error_tx, mut agent_error) = tokio::sync::watch::channel(String::new());
-    let agent_stderr = agent.stderr.take().expect("piped");
-    tokio::spawn(async move {
-        use tokio::io::AsyncBufReadExt;
-        let mut lines = tokio::io::BufReader::new(agent_stderr).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(e) = line.strip_prefix("error: ") {
-                let _ = agent_error_tx.send(e.to_owned());
-            } else {
-                eprintln!("{line}");
-            }
-        }
-    });
-
-    let bars = Bars::new(u64::from(n));
-    let mut figures = RunFigures::default();
-    let mut ctrl_c = std::pin::pin!(shutdown_signal());
-    let wiring = loop {
-        tokio::select! {
-            m = milestones.recv() => {
-                let Some(m) = m else { bail!("the controller stopped") };
-                writer.record(&m);
-                match &m {
-                    Milestone::Plumbed { done } => bars.namespaces.set_position(u64::from(*done)),
-                    Milestone::PlumbingDone { seconds, .. } => {
-                        bars.namespaces.finish();
-                        figures.plumb_seconds = Some(*seconds);
-                    }
-                    Milestone::NodeConnected { connected, .. } => bars.connected.set_position(u64::from(*connected)),
-                    Milestone::NodeReady { ready, .. } => bars.ready.set_position(u64::from(*ready)),
-                    Milestone::NodeFailed { .. } => figures.failed_nodes += 1,
-                    Milestone::TopologyReady { wiring } => break *wiring,
-                    _ => {}
-                }
-            }
-            status = agent.wait() => {
-                bars.clear();
-                let reason = agent_error.borrow_and_update().clone();
-                let _ = writer.close().await;
-                let _ = store.finish_run(run_id, "failed", &figures).await;
-                if reason.is_empty() {
-                    bail!("the agent exited before the topology was ready ({})", status?);
-                }
-                bail!("{reason}");
-            }
-            _ = &mut ctrl_c => {
-                bars.clear();
-                eprintln!("interrupted: tearing down");
-                handle.down();
-                let _ = agent.wait().await;
-                let _ = writer.close().await;
-                let _ = store.finish_run(run_id, "interrupted", &figures).await;
-                return Ok(());
-            }
-        }
-    };
-    bars.clear();
-    let mem_after = MemInfo::read();
-    // The agent's plumbing report travels on its own connection and may come after the last
-    // node's; the summary needs it.
-    while figures.plumb_seconds.is_none() {
-        match milestones.recv().await {
-            Some(Milestone::PlumbingDone { seconds, .. }) => figures.plumb_seconds = Some(seconds),
-            Some(m) => writer.record(&m),
-            None => break,
-        }
-    }
-    let status = handle.status().await.context("the controller stopped")?;
-    let mem_per_node = mem_before.available.saturating_sub(mem_after.available) / u64::from(n);
-    let slab_per_node = mem_after.slab.saturating_sub(mem_before.slab) / u64::from(n);
-    let agent_pss = pss_bytes(agent_pid);
-    let controller_pss = pss_bytes(std::process::id());
-    figures.wiring_seconds = Some(wiring.as_secs_f64());
-    figures.mem_per_node_bytes = Some(mem_per_node);
-    figures.failed_nodes = status.failed;
-    let summary = Summary {
-        name: exp.name.clone(),
-        topology: exp.topology.label.clone(),
-        nodes: n,
-        links: exp.topology.n_links(),
-        links_up: status.links_up,
-        failed_nodes: status.failed,
-        plumb_seconds: figures.plumb_seconds.unwrap_or(0.0),
-        wiring_seconds: wiring.as_secs_f64(),
-        total_seconds: started.elapsed().as_secs_f64(),
-        mem_before_bytes: mem_before.available,
-        mem_after_bytes: mem_after.available,
-        mem_per_node_bytes: mem_per_node,
-        slab_per_node_bytes: slab_per_node,
-        total_per_node_bytes: slab_per_node + (agent_pss + controller_pss) / u64::from(n),
-        agent_pss_bytes: agent_pss,
-        controller_pss_bytes: controller_pss,
-        store: store.url().to_owned(),
-    };
-    print!("{}", summary.table());
-    println!(
-        "{} links up, {} failed nodes; ready {:.2}s after start; store {}",
-        summary.links_up, summary.failed_nodes, summary.total_seconds, summary.store
-    );
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    store.finish_run(run_id, "ready", &figures).await?;
-
-    let run_file = RunFile {
-        api: format!("http://127.0.0.1:{port}"),
-        prefix: prefix.clone(),
-        netns_dir: if no_mount {
-            PathBuf::new()
-        } else {
-            PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR)
-        },
-        pid: std::process::id(),
-        name: exp.name.clone(),
-    };
-    let run_path = RunFile::path(&args.state_dir);
-    if !args.exit_when_ready {
-        std::fs::write(&run_path, serde_json::to_string_pretty(&run_file)?)?;
-        if std::env::var_os(DETACHED_ENV).is_some() {
-            println!("{READY_LINE}");
-            detach_stdout();
-        } else {
-            println!("running; Ctrl-C or `nextmini down` tears it down");
-        }
-        let mut waiting = handle.clone();
-        tokio::select! {
-            _ = &mut ctrl_c => eprintln!("tearing down"),
-            _ = waiting.wait_down() => {}
-            status = agent.wait() => {
-                eprintln!("the agent exited ({}); tearing down", status?);
-            }
-        }
-    }
-    handle.down();
-    let teardown = Instant::now();
-    let agent_status = tokio::time::timeout(Duration::from_secs(300), agent.wait()).await;
-    let _ = std::fs::remove_file(&run_path);
-    let _ = writer.close().await;
-    store.finish_run(run_id, "down", &figures).await?;
-    store.close().await;
-    match agent_status {
-        Ok(Ok(s)) if s.success() => {
-            tracing::info!("torn down in {:.3} s", teardown.elapsed().as_secs_f64());
-            Ok(())
-        }
-        Ok(Ok(s)) => bail!(
-            "the agent failed while tearing down ({s}); run `nextmini cleanup --prefix {prefix}`"
-        ),
-        _ => {
-            bail!("the agent did not finish tearing down; run `nextmini cleanup --prefix {prefix}`")
-        }
-    }
-}
-
-/// The embedded store: SQLite in the state directory.
-pub fn default_db_url(state_dir: &Path) -> String {
-    format!("sqlite://{}", state_dir.join("nextmini.db").display())
-}
-
-/// A controller serving an experiment, with its store and the run recorded in it.
-pub struct Started {
-    pub handle: controller::server::ControllerHandle,
-    pub store: Store,
-    pub run_id: i64,
-    pub writer: controller::store::StoreWriter,
-    pub milestones: mpsc::UnboundedReceiver<Milestone>,
-}
-
-/// Opens the store, records the run and starts the controller on `listener`.
-pub async fn start_controller(
-    exp: &experiment::Experiment,
-    listener: tokio::net::TcpListener,
-    db_url: &str,
-    multi_host: bool,
-) -> Result<Started> {
-    let port = listener.local_addr()?.port();
-    let store = Store::open(db_url).await?;
-    let run_id = store
-        .begin_run(&RunStart {
-            topology: exp.topology.label.clone(),
-            nodes: exp.topology.n_nodes(),
-            links: exp.topology.n_links(),
-        })
-        .await?;
-    let writer = store.writer(run_id, exp.overlay_base);
-    let coordinator = Coordinator::new(
-        exp.topology.clone(),
-        Settings {
-            overlay_base: exp.overlay_base,
-            overlay_prefix_len: exp.overlay_prefix_len,
-            force_tcp: exp.force_tcp,
-            node_port: port,
-            multi_host,
-            dataplane: exp.dataplane,
-            mtu: exp.mtu,
-            links: exp.links.clone(),
-            metric: exp.metric,
-            explicit_routes: exp.explicit_routes.clone(),
-        },
-    );
-    let (milestones_tx, milestones) = mpsc::unbounded_channel();
-    let handle = controller::server::spawn(listener, coordinator, milestones_tx);
-    Ok(Started {
-        handle,
-        store,
-        run_id,
-        writer,
-        milestones,
-    })
-}
-
-/// After a detached run is ready, nobody reads its stdout any more.
-fn detach_stdout() {
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        let _ = nix::unistd::dup2_stdout(&null);
-    }
-}
-
-/// Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }

@@ -1,58 +1,59 @@
-//! `nextmini serve`: the head that pools hosts for experiments (minimega's namespaces). Host
-//! agents register over WebSocket (`/host`); experiments are created, given hosts, planned,
-//! launched and cleared over HTTP; each launched experiment gets its own controller on its own
-//! port, which the hosts' agent runs register with.
-//!
-//! ```text
-//! GET  /host                            WebSocket, a host agent's session
-//! GET  /api/hosts                       registered hosts: up or down, nodes held
-//! GET  /api/exps                        experiments: nodes, hosts, which is active
-//! POST /api/exps/{name}                 create (if new) and make active
-//! GET  /api/exps/{name}                 hosts, schedules, placement, controller status
-//! POST /api/exps/{name}/hosts           {"add": "kn[1-3]"} or {"del": "all"}
-//! POST /api/exps/{name}/launch          {"file": "<toml>", "dry_run": false, "load": "cpucommit"}
-//! POST /api/exps/{name}/mv              {"nodes": "5-6", "host": "kn2"} on the stored dry run
-//! POST /api/exps/{name}/queueing        {"on": true}: launches only queue until one without a file
-//! POST /api/exps/{name}/exec            {"node": 3, "argv": ["ping", "-c1", "10.0.0.7"]}: run in a node
-//! POST /api/exps/{name}/clear           remove it from every host
-//! ```
+//! The head's server (`nextmini serve`): host agents register over WebSocket (`/host`);
+//! experiments are created, given hosts, planned, launched and cleared over HTTP (see
+//! [`crate::api`]); each launched experiment gets its own controller on its own port, which
+//! the hosts' agent runs register with. The bookkeeping is [`crate::state::Head`]'s.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
-use clap::Args;
-use controller::coordinator::Milestone;
-use controller::head::{Head, HeadError, HostInfo};
+use controller::coordinator::{Milestone, NodeState};
+use experiment::ExperimentFile;
 use futures_util::{SinkExt, StreamExt};
 use proto::{HeadToHost, HostToHead};
 use tokio::sync::{mpsc, oneshot};
 
-use experiment::ExperimentFile;
+use crate::api::{
+    ClearReport, ExecRequest, ExecResult, ExperimentDoc, ExperimentRow, HostRow, HostsChange,
+    LaunchDoc, LaunchRequest, MoveRequest, PlanDoc, QueueingRequest,
+};
+use crate::state::{Head, HeadError, HostInfo};
 
-#[derive(Args, Debug)]
-pub struct ServeArgs {
-    #[arg(long, default_value = "0.0.0.0")]
+/// Where and how a head runs.
+#[derive(Debug, Clone)]
+pub struct HeadConfig {
     pub listen: Ipv4Addr,
-    #[arg(long, default_value_t = DEFAULT_HEAD_PORT)]
     pub port: u16,
-    /// This host's name: the default experiment's only host [default: the hostname].
-    #[arg(long)]
-    pub host: Option<String>,
-    /// Where the store of experiment runs lives.
-    #[arg(long, default_value = "/var/lib/nextmini/head")]
+    /// This host's name: the default experiment's only host.
+    pub host: String,
+    /// Where the head keeps its state and the store of experiment runs.
     pub state_dir: PathBuf,
 }
 
-pub const DEFAULT_HEAD_PORT: u16 = 3900;
+/// Why a head could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot create the state directory {}: {source}", dir.display())]
+    StateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not the head's state ({message}): move it away to start afresh", path.display())]
+    State { path: PathBuf, message: String },
+    #[error(transparent)]
+    Bind(#[from] controller::server::BindError),
+    #[error("the head's server stopped: {0}")]
+    Server(std::io::Error),
+}
 
 /// A launched experiment's live parts.
 struct Running {
@@ -76,7 +77,7 @@ struct Shared {
     /// The experiment file last given to each experiment (what a launch without one uses).
     texts: HashMap<String, String>,
     /// Commands running in nodes, by request, and who waits for their output.
-    execs: HashMap<u64, oneshot::Sender<serde_json::Value>>,
+    execs: HashMap<u64, oneshot::Sender<ExecResult>>,
     next_request: u64,
 }
 
@@ -117,27 +118,22 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-pub fn serve(args: ServeArgs) -> Result<()> {
-    crate::host::require_root("nextmini serve")?;
-    let host = args.host.clone().unwrap_or_else(|| {
-        nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "localhost".to_owned())
-    });
-    std::fs::create_dir_all(&args.state_dir)
-        .with_context(|| format!("cannot create {}", args.state_dir.display()))?;
-    let state_file = args.state_dir.join("head.json");
+/// Runs the head until `shutdown`; then clears every experiment on the hosts that are up.
+pub async fn serve(cfg: HeadConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&cfg.state_dir).map_err(|source| ServeError::StateDir {
+        dir: cfg.state_dir.clone(),
+        source,
+    })?;
+    let state_file = cfg.state_dir.join("head.json");
     let head = match std::fs::read(&state_file) {
         Ok(bytes) => {
-            let snapshot = serde_json::from_slice(&bytes).with_context(|| {
-                format!(
-                    "{} is not the head's state: move it away to start afresh",
-                    state_file.display()
-                )
+            let snapshot = serde_json::from_slice(&bytes).map_err(|e| ServeError::State {
+                path: state_file.clone(),
+                message: e.to_string(),
             })?;
-            Head::restore(&host, snapshot)
+            Head::restore(&cfg.host, snapshot)
         }
-        Err(_) => Head::new(&host),
+        Err(_) => Head::new(&cfg.host),
     };
     let app = App {
         state_file,
@@ -150,42 +146,40 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             execs: HashMap::new(),
             next_request: 1,
         })),
-        db_url: crate::up::default_db_url(&args.state_dir),
+        db_url: controller::run::default_db_url(&cfg.state_dir),
     };
-    tokio::runtime::Runtime::new()?.block_on(async move {
-        let listener = controller::server::bind(SocketAddr::from((args.listen, args.port))).await?;
-        eprintln!(
-            "head {host} listening on {}:{}; host agents: nextmini agent --head <this address>:{}",
-            args.listen, args.port, args.port
-        );
-        let router = axum::Router::new()
-            .route(proto::HOST_PATH, get(host_session))
-            .route("/api/hosts", get(api_hosts))
-            .route("/api/exps", get(api_exps))
-            .route("/api/exps/{name}", post(api_switch).get(api_exp))
-            .route("/api/exps/{name}/hosts", post(api_exp_hosts))
-            .route("/api/exps/{name}/launch", post(api_launch))
-            .route("/api/exps/{name}/mv", post(api_mv))
-            .route("/api/exps/{name}/queueing", post(api_queueing))
-            .route("/api/exps/{name}/exec", post(api_exec))
-            .route("/api/exps/{name}/clear", post(api_clear))
-            .with_state(app.clone());
-        tokio::select! {
-            r = axum::serve(listener, router) => r?,
-            () = crate::up::shutdown_signal() => {}
-        }
-        // Leaving: clear every experiment on the hosts that are up.
-        let names = app
-            .shared
-            .lock()
-            .expect("no panics hold it")
-            .head
-            .experiment_names();
-        for name in names {
-            let _ = clear(&app, &name).await;
-        }
-        Ok(())
-    })
+    let listener = controller::server::bind(SocketAddr::from((cfg.listen, cfg.port))).await?;
+    eprintln!(
+        "head {} listening on {}:{}; host agents: nextmini agent --head <this address>:{}",
+        cfg.host, cfg.listen, cfg.port, cfg.port
+    );
+    let router = axum::Router::new()
+        .route(proto::HOST_PATH, get(host_session))
+        .route("/api/hosts", get(api_hosts))
+        .route("/api/exps", get(api_exps))
+        .route("/api/exps/{name}", post(api_switch).get(api_exp))
+        .route("/api/exps/{name}/hosts", post(api_exp_hosts))
+        .route("/api/exps/{name}/launch", post(api_launch))
+        .route("/api/exps/{name}/mv", post(api_mv))
+        .route("/api/exps/{name}/queueing", post(api_queueing))
+        .route("/api/exps/{name}/exec", post(api_exec))
+        .route("/api/exps/{name}/clear", post(api_clear))
+        .with_state(app.clone());
+    tokio::select! {
+        r = axum::serve(listener, router) => r.map_err(ServeError::Server)?,
+        () = shutdown => {}
+    }
+    // Leaving: clear every experiment on the hosts that are up.
+    let names = app
+        .shared
+        .lock()
+        .expect("no panics hold it")
+        .head
+        .experiment_names();
+    for name in names {
+        let _ = clear(&app, &name).await;
+    }
+    Ok(())
 }
 
 struct ApiError(StatusCode, String);
@@ -211,7 +205,7 @@ fn bad(e: impl std::fmt::Display) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, e.to_string())
 }
 
-async fn api_hosts(State(app): State<App>) -> Json<Vec<controller::head::HostRow>> {
+async fn api_hosts(State(app): State<App>) -> Json<Vec<HostRow>> {
     Json(
         app.shared
             .lock()
@@ -221,7 +215,7 @@ async fn api_hosts(State(app): State<App>) -> Json<Vec<controller::head::HostRow
     )
 }
 
-async fn api_exps(State(app): State<App>) -> Json<Vec<controller::head::ExperimentRow>> {
+async fn api_exps(State(app): State<App>) -> Json<Vec<ExperimentRow>> {
     Json(
         app.shared
             .lock()
@@ -246,67 +240,62 @@ async fn api_switch(
 async fn api_exp(
     State(app): State<App>,
     UrlPath(name): UrlPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ExperimentDoc>, ApiError> {
     let (mut doc, handle) = {
         let s = app.shared.lock().expect("no panics hold it");
         let e = s.head.experiment(&name)?;
-        let launch = e.launch.as_ref().map(|l| {
-            serde_json::json!({
-                "prefix": l.prefix,
-                "underlay_base": l.base.to_string(),
-                "vni": l.vni,
-                "port": l.port,
-                "shares": l.shares.iter().map(|(h, ids)| (h.clone(), topology::ids::format_ids(ids))).collect::<BTreeMap<_, _>>(),
-            })
+        let launch = e.launch.as_ref().map(|l| LaunchDoc {
+            prefix: l.prefix.clone(),
+            underlay_base: l.base,
+            vni: l.vni,
+            port: l.port,
+            shares: l
+                .shares
+                .iter()
+                .map(|(h, ids)| (h.clone(), topology::ids::format_ids(ids)))
+                .collect(),
         });
-        let doc = serde_json::json!({
-            "name": name,
-            "hosts": e.hosts,
-            "load": e.load.to_string(),
-            "queueing": e.queueing,
-            "schedules": e.schedules,
-            "dry_run": e.dry_run.as_ref().map(|p| p.host_of.clone()),
-            "launch": launch,
-        });
+        let doc = ExperimentDoc {
+            name: name.clone(),
+            hosts: e.hosts.clone(),
+            load: e.load.to_string(),
+            queueing: e.queueing,
+            schedules: e.schedules.clone(),
+            dry_run: e.dry_run.as_ref().map(|p| p.host_of.clone()),
+            launch,
+            status: None,
+            failed_nodes: Vec::new(),
+            lost_links: Vec::new(),
+        };
         (doc, s.running.get(&name).map(|r| r.handle.clone()))
     };
     if let Some(h) = handle {
-        doc["status"] = serde_json::to_value(h.status().await).unwrap_or_default();
-        doc["failed_nodes"] = serde_json::to_value(
-            h.nodes()
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|n| n.state == "failed")
-                .map(|n| n.node_id)
-                .collect::<Vec<_>>(),
-        )
-        .unwrap_or_default();
+        doc.status = h.status().await;
+        doc.failed_nodes = h
+            .nodes()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| n.state == NodeState::Failed)
+            .map(|n| n.node_id)
+            .collect();
         // Links whose connection is down (a lost node's, or one taken down).
-        doc["lost_links"] = serde_json::to_value(
-            h.links()
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|l| !l.up)
-                .map(|l| format!("{}-{}", l.a, l.b))
-                .collect::<Vec<_>>(),
-        )
-        .unwrap_or_default();
+        doc.lost_links = h
+            .links()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| !l.up)
+            .map(|l| format!("{}-{}", l.a, l.b))
+            .collect();
     }
     Ok(Json(doc))
-}
-
-#[derive(serde::Deserialize)]
-struct HostsBody {
-    add: Option<String>,
-    del: Option<String>,
 }
 
 async fn api_exp_hosts(
     State(app): State<App>,
     UrlPath(name): UrlPath<String>,
-    Json(body): Json<HostsBody>,
+    Json(body): Json<HostsChange>,
 ) -> Result<StatusCode, ApiError> {
     let mut s = app.shared.lock().expect("no panics hold it");
     if let Some(list) = &body.add {
@@ -320,32 +309,25 @@ async fn api_exp_hosts(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(serde::Deserialize)]
-struct LaunchBody {
-    /// The experiment file; none launches what is queued (or dry-run) already.
-    file: Option<String>,
-    #[serde(default)]
-    dry_run: bool,
-    load: Option<String>,
-}
-
-/// The plan as JSON: host → node ids.
-fn plan_json(plan: &scheduler::Plan, edges: &[(u32, u32)]) -> serde_json::Value {
-    let mut by_host: BTreeMap<&String, Vec<u32>> = BTreeMap::new();
+/// A plan as the API shows it: node ids by host.
+fn plan_doc(plan: &scheduler::Plan, edges: &[(u32, u32)]) -> PlanDoc {
+    let mut hosts: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     for (id, h) in &plan.host_of {
-        by_host.entry(h).or_default().push(*id);
+        hosts.entry(h.clone()).or_default().push(*id);
     }
-    serde_json::json!({
-        "hosts": by_host.into_iter().map(|(h, ids)| (h.clone(), ids)).collect::<BTreeMap<_, _>>(),
-        "links_across_hosts": plan.cut_links(edges),
-    })
+    PlanDoc {
+        hosts,
+        links_across_hosts: plan.cut_links(edges),
+        queued: false,
+        launch: None,
+    }
 }
 
 async fn api_launch(
     State(app): State<App>,
     UrlPath(name): UrlPath<String>,
-    Json(body): Json<LaunchBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Json(body): Json<LaunchRequest>,
+) -> Result<Json<PlanDoc>, ApiError> {
     let path = format!("{name}.toml");
     let (text, queueing) = {
         let mut s = app.shared.lock().expect("no panics hold it");
@@ -382,8 +364,8 @@ async fn api_launch(
         plan
     };
     if dry_run {
-        let mut doc = plan_json(&plan, &edges);
-        doc["queued"] = (queueing && !body.dry_run).into();
+        let mut doc = plan_doc(&plan, &edges);
+        doc.queued = queueing && !body.dry_run;
         return Ok(Json(doc));
     }
     // The experiment's own controller, on a port of its own.
@@ -398,7 +380,7 @@ async fn api_launch(
     exp.prefix = Some(launch.prefix.clone());
     exp.underlay_base = Some(launch.base);
     exp.name = name.clone();
-    let started = match crate::up::start_controller(&exp, listener, &app.db_url, true).await {
+    let started = match controller::run::start(&exp, listener, &app.db_url, true).await {
         Ok(s) => s,
         Err(e) => {
             // Nothing was sent to the hosts: the launch failed everywhere, and can be cleared.
@@ -412,7 +394,7 @@ async fn api_launch(
             ));
         }
     };
-    let crate::up::Started {
+    let controller::run::Started {
         handle,
         writer,
         mut milestones,
@@ -474,19 +456,15 @@ async fn api_launch(
     }
     drop(s);
     app.save();
-    let mut doc = plan_json(&plan, &edges);
-    doc["port"] = port.into();
-    doc["prefix"] = launch.prefix.into();
-    doc["underlay_base"] = launch.base.to_string().into();
-    doc["vni"] = launch.vni.into();
+    let mut doc = plan_doc(&plan, &edges);
+    doc.launch = Some(LaunchDoc {
+        prefix: launch.prefix,
+        underlay_base: launch.base,
+        vni: launch.vni,
+        port,
+        shares: BTreeMap::new(),
+    });
     Ok(Json(doc))
-}
-
-#[derive(serde::Deserialize)]
-struct ExecBody {
-    node: u32,
-    argv: Vec<String>,
-    timeout_s: Option<u64>,
 }
 
 /// Runs a command in a node, on whichever host holds it; answers with its exit code and what
@@ -494,8 +472,8 @@ struct ExecBody {
 async fn api_exec(
     State(app): State<App>,
     UrlPath(name): UrlPath<String>,
-    Json(body): Json<ExecBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Json(body): Json<ExecRequest>,
+) -> Result<Json<ExecResult>, ApiError> {
     let timeout = Duration::from_secs(body.timeout_s.unwrap_or(60));
     let rx = {
         let mut s = app.shared.lock().expect("no panics hold it");
@@ -541,15 +519,10 @@ async fn api_exec(
     }
 }
 
-#[derive(serde::Deserialize)]
-struct QueueingBody {
-    on: bool,
-}
-
 async fn api_queueing(
     State(app): State<App>,
     UrlPath(name): UrlPath<String>,
-    Json(body): Json<QueueingBody>,
+    Json(body): Json<QueueingRequest>,
 ) -> Result<StatusCode, ApiError> {
     app.shared
         .lock()
@@ -560,17 +533,11 @@ async fn api_queueing(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(serde::Deserialize)]
-struct MvBody {
-    nodes: String,
-    host: String,
-}
-
 async fn api_mv(
     State(app): State<App>,
     UrlPath(name): UrlPath<String>,
-    Json(body): Json<MvBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    Json(body): Json<MoveRequest>,
+) -> Result<Json<PlanDoc>, ApiError> {
     let ids = topology::ids::parse_ids(&body.nodes).map_err(bad)?;
     let mut s = app.shared.lock().expect("no panics hold it");
     let (nodes, edges) = s
@@ -579,19 +546,19 @@ async fn api_mv(
         .cloned()
         .ok_or(HeadError::NoDryRun(name.clone()))?;
     let plan = s.head.move_nodes(&name, &nodes, &edges, &ids, &body.host)?;
-    Ok(Json(plan_json(&plan, &edges)))
+    Ok(Json(plan_doc(&plan, &edges)))
 }
 
 async fn api_clear(
     State(app): State<App>,
     UrlPath(name): UrlPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ClearReport>, ApiError> {
     Ok(Json(clear(&app, &name).await?))
 }
 
 /// Clears an experiment: every host that is up removes its share (waited for, up to 30 s),
 /// then its controller stops.
-async fn clear(app: &App, name: &str) -> Result<serde_json::Value, ApiError> {
+async fn clear(app: &App, name: &str) -> Result<ClearReport, ApiError> {
     let (done_rx, up, down) = {
         let mut s = app.shared.lock().expect("no panics hold it");
         let (up, down) = s.head.clear(name)?;
@@ -632,11 +599,11 @@ async fn clear(app: &App, name: &str) -> Result<serde_json::Value, ApiError> {
         r.recorder.abort();
     }
     app.save();
-    Ok(serde_json::json!({
-        "cleared": up,
-        "down": down,
-        "complete": complete,
-    }))
+    Ok(ClearReport {
+        cleared: up,
+        down,
+        complete,
+    })
 }
 
 async fn host_session(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
@@ -734,11 +701,7 @@ async fn host_task(app: App, socket: WebSocket) {
                     }
                     HostToHead::ExecDone { request, code, stdout, stderr } => {
                         if let Some(reply) = s.execs.remove(&request) {
-                            let _ = reply.send(serde_json::json!({
-                                "code": code,
-                                "stdout": stdout,
-                                "stderr": stderr,
-                            }));
+                            let _ = reply.send(ExecResult { code, stdout, stderr });
                         }
                     }
                     HostToHead::Load { load1, mem_available_mib } => {
@@ -768,13 +731,4 @@ async fn host_task(app: App, socket: WebSocket) {
             }
         }
     }
-}
-
-/// Where the CLI finds the head: `--head`, else `NEXTMINI_HEAD`, else this host.
-pub fn head_url(flag: &Option<String>) -> String {
-    let addr = flag
-        .clone()
-        .or_else(|| std::env::var("NEXTMINI_HEAD").ok())
-        .unwrap_or_else(|| format!("127.0.0.1:{DEFAULT_HEAD_PORT}"));
-    format!("http://{}", addr.trim_start_matches("http://"))
 }

@@ -49,6 +49,15 @@ pub enum ScheduleState {
     Completed,
 }
 
+impl std::fmt::Display for ScheduleState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ScheduleState::Launching => "launching",
+            ScheduleState::Completed => "completed",
+        })
+    }
+}
+
 /// One launch, as `schedule status` shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScheduleStat {

@@ -1,0 +1,180 @@
+//! One HTTP client for every command that talks to a controller or a head: JSON in and out,
+//! and errors that say what to do. [`ControllerClient`] is a controller's API, typed.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::coordinator::{LinkRow, NodeRow, Status};
+
+/// A failed call.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("the {what} at {base} does not answer ({message}): {hint}")]
+    Unreachable {
+        what: &'static str,
+        base: String,
+        message: String,
+        hint: &'static str,
+    },
+    /// The server's own words (a 4xx or 5xx answer).
+    #[error("{0}")]
+    Refused(String),
+    #[error("the {what} at {base} answered {path} with something unreadable: {message}")]
+    Unreadable {
+        what: &'static str,
+        base: String,
+        path: String,
+        message: String,
+    },
+}
+
+/// A JSON API at one address.
+#[derive(Debug, Clone)]
+pub struct Http {
+    base: String,
+    what: &'static str,
+    hint: &'static str,
+}
+
+impl Http {
+    /// `addr` is `host:port` or `http://host:port`; `what` and `hint` name the server and say
+    /// what to do when it does not answer.
+    pub fn new(addr: &str, what: &'static str, hint: &'static str) -> Http {
+        let bare = addr.trim_start_matches("http://").trim_end_matches('/');
+        Http {
+            base: format!("http://{bare}"),
+            what,
+            hint,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The host part of the address (for printing other ports of the same server).
+    pub fn host(&self) -> &str {
+        let bare = self.base.trim_start_matches("http://");
+        bare.rsplit_once(':').map_or(bare, |(h, _)| h)
+    }
+
+    fn call(&self, path: &str, body: Option<String>) -> Result<String, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let response = match body {
+            None => ureq::get(&url)
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .call(),
+            Some(b) => ureq::post(&url)
+                .header("content-type", "application/json")
+                .config()
+                .http_status_as_error(false)
+                .build()
+                .send(b.as_str()),
+        };
+        let mut response = response.map_err(|e| ClientError::Unreachable {
+            what: self.what,
+            base: self.base.clone(),
+            message: e.to_string(),
+            hint: self.hint,
+        })?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| self.unreadable(path, e))?;
+        if !status.is_success() {
+            let text = text.trim();
+            return Err(ClientError::Refused(if text.is_empty() {
+                format!("the {what} answered {status}", what = self.what)
+            } else {
+                text.to_owned()
+            }));
+        }
+        Ok(text)
+    }
+
+    fn unreadable(&self, path: &str, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Unreadable {
+            what: self.what,
+            base: self.base.clone(),
+            path: path.to_owned(),
+            message: e.to_string(),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, path: &str, text: &str) -> Result<T, ClientError> {
+        serde_json::from_str(text).map_err(|e| self.unreadable(path, e))
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let text = self.call(path, None)?;
+        self.decode(path, &text)
+    }
+
+    /// POSTs `body` as JSON and reads the answer as `T`.
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let body = serde_json::to_string(body).map_err(|e| self.unreadable(path, e))?;
+        let text = self.call(path, Some(body))?;
+        self.decode(path, &text)
+    }
+
+    /// POSTs `body` (or nothing) and ignores what comes back, but for errors.
+    pub fn post_only<B: Serialize>(&self, path: &str, body: Option<&B>) -> Result<(), ClientError> {
+        let body = match body {
+            Some(b) => serde_json::to_string(b).map_err(|e| self.unreadable(path, e))?,
+            None => String::new(),
+        };
+        self.call(path, Some(body)).map(|_| ())
+    }
+}
+
+/// A controller's API: the running experiment's state, and its links.
+#[derive(Debug, Clone)]
+pub struct ControllerClient(Http);
+
+impl ControllerClient {
+    pub fn new(addr: &str) -> ControllerClient {
+        ControllerClient(Http::new(
+            addr,
+            "controller",
+            "is the experiment still running?",
+        ))
+    }
+
+    pub fn http(&self) -> &Http {
+        &self.0
+    }
+
+    pub fn status(&self) -> Result<Status, ClientError> {
+        self.0.get("/api/status")
+    }
+
+    pub fn nodes(&self) -> Result<Vec<NodeRow>, ClientError> {
+        self.0.get("/api/nodes")
+    }
+
+    pub fn links(&self) -> Result<Vec<LinkRow>, ClientError> {
+        self.0.get("/api/links")
+    }
+
+    /// Changes link `a`-`b`, both directions; the new parameters from `a` to `b`.
+    pub fn set_link(
+        &self,
+        a: u32,
+        b: u32,
+        change: &linkem::LinkChange,
+    ) -> Result<linkem::LinkParams, ClientError> {
+        self.0.post(&format!("/api/links/{a}/{b}"), change)
+    }
+
+    /// Asks the run to tear down (it answers at once and tears down after).
+    pub fn down(&self) -> Result<(), ClientError> {
+        self.0.post_only::<()>("/api/down", None)
+    }
+}

@@ -1,0 +1,479 @@
+//! A whole experiment on this host (`nextmini up`): the controller in this process, the host's
+//! nodes in an agent process, the run recorded in the store, a summary when the topology is
+//! ready, and teardown.
+//!
+//! The agent is a separate process so that each holds its own end of the thousands of control
+//! connections within one process's fd limit.
+//!
+//! Calling order: [`LocalRun::start`], then [`LocalRun::wait_ready`] (progress arrives as
+//! [`Progress`]), then [`LocalRun::hold`] to keep it running, and [`LocalRun::teardown`]; an
+//! interruption before ready tears down inside `wait_ready`.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::coordinator::Milestone;
+use crate::run::{RunFile, Started};
+use crate::server::ControllerHandle;
+use crate::store::{RunFigures, RunState, Store, StoreWriter};
+
+/// The prefix of everything a run creates on the host when none is given.
+pub const DEFAULT_PREFIX: &str = "nm";
+
+/// How to run an experiment on this host.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    pub port: Option<u16>,
+    pub prefix: Option<String>,
+    pub base: Option<Ipv4Addr>,
+    pub no_mount: bool,
+    /// Creator threads for plumbing.
+    pub threads: usize,
+    /// Store URL (default: the experiment's `[db]`, else SQLite in the state directory).
+    pub db: Option<String>,
+    pub state_dir: PathBuf,
+    /// Fault injection: these nodes fail right after connecting.
+    pub fail_nodes: Vec<u32>,
+    /// The `nextmini` binary, run as `nextmini agent …` for the nodes.
+    pub agent_program: PathBuf,
+}
+
+/// Why a run could not start, or ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("cannot create the state directory {}: {source}", dir.display())]
+    StateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "an experiment is already running from {} (pid {pid}, prefix {prefix}): stop it with `nextmini down`, or use another --state-dir",
+        dir.display()
+    )]
+    AlreadyRunning {
+        dir: PathBuf,
+        pid: u32,
+        prefix: String,
+    },
+    #[error(transparent)]
+    Bind(#[from] crate::server::BindError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Prefix(#[from] hostnet::plan::PlanError),
+    #[error("cannot start the agent ({program}): {source}", program = program.display())]
+    Agent {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent's own last error line, or how it exited.
+    #[error("{0}")]
+    AgentFailed(String),
+    #[error("the controller stopped")]
+    ControllerStopped,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the agent {0}; run `nextmini cleanup --prefix {1}`")]
+    Teardown(String, String),
+}
+
+/// Progress while wiring, for progress bars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    Plumbed(u32),
+    PlumbingDone,
+    Connected(u32),
+    Ready(u32),
+}
+
+/// How wiring ended.
+#[derive(Debug)]
+pub enum Wired {
+    Ready(Box<Summary>),
+    /// Interrupted before it was ready; torn down.
+    Interrupted,
+}
+
+/// The summary, as printed and as `--json` writes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub name: String,
+    pub topology: String,
+    pub nodes: u32,
+    pub links: usize,
+    pub links_up: u32,
+    pub failed_nodes: u32,
+    pub plumb_seconds: f64,
+    pub wiring_seconds: f64,
+    pub total_seconds: f64,
+    pub mem_before_bytes: u64,
+    pub mem_after_bytes: u64,
+    pub mem_per_node_bytes: u64,
+    /// Kernel objects (slab) per node: steadier than MemAvailable, which also moves with page
+    /// cache and memory the kernel is still freeing from an earlier run.
+    pub slab_per_node_bytes: u64,
+    /// Kernel slab plus both processes' PSS, per node.
+    pub total_per_node_bytes: u64,
+    pub agent_pss_bytes: u64,
+    pub controller_pss_bytes: u64,
+    pub store: String,
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+impl Summary {
+    /// The seeds' wiring table, with nextmini's memory columns.
+    pub fn table(&self) -> String {
+        let per_node_kib = self.mem_per_node_bytes as f64 / 1024.0;
+        format!(
+            "| Topology | Nodes | Links | Plumbing | Wiring Time | Memory Before | Memory After | Per Node | Slab + PSS per node | Agent PSS | Controller PSS |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
+             | {} | {} | {} | {:.2}s | {:.2}s | {} | {} | {:.0} KiB | {:.0} KiB | {:.1} MiB | {:.1} MiB |\n",
+            self.topology,
+            self.nodes,
+            self.links,
+            self.plumb_seconds,
+            self.wiring_seconds,
+            gib(self.mem_before_bytes),
+            gib(self.mem_after_bytes),
+            per_node_kib,
+            self.total_per_node_bytes as f64 / 1024.0,
+            self.agent_pss_bytes as f64 / (1u64 << 20) as f64,
+            self.controller_pss_bytes as f64 / (1u64 << 20) as f64,
+        )
+    }
+}
+
+/// Readings from `/proc/meminfo`, in bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemInfo {
+    pub available: u64,
+    pub slab: u64,
+}
+
+impl MemInfo {
+    pub fn read() -> MemInfo {
+        use hostnet::procfs::kib_field;
+        MemInfo {
+            available: kib_field("/proc/meminfo", "MemAvailable"),
+            slab: kib_field("/proc/meminfo", "Slab"),
+        }
+    }
+}
+
+/// Proportional set size of a process, from `/proc/<pid>/smaps_rollup`.
+pub fn pss_bytes(pid: u32) -> u64 {
+    hostnet::procfs::kib_field(format!("/proc/{pid}/smaps_rollup"), "Pss")
+}
+
+/// A running experiment on this host.
+pub struct LocalRun {
+    exp: experiment::Experiment,
+    opts: LocalOptions,
+    started_at: Instant,
+    port: u16,
+    prefix: String,
+    no_mount: bool,
+    handle: ControllerHandle,
+    store: Store,
+    run_id: i64,
+    /// Taken when the run's rows are all written.
+    writer: Option<StoreWriter>,
+    milestones: mpsc::UnboundedReceiver<Milestone>,
+    agent: tokio::process::Child,
+    agent_pid: u32,
+    agent_error: watch::Receiver<String>,
+    mem_before: MemInfo,
+    figures: RunFigures,
+}
+
+impl LocalRun {
+    /// Starts the controller and the agent. Errors before anything was created.
+    pub async fn start(
+        exp: experiment::Experiment,
+        opts: LocalOptions,
+    ) -> Result<LocalRun, UpError> {
+        let started_at = Instant::now();
+        let n = exp.topology.n_nodes();
+        let dir = &opts.state_dir;
+        std::fs::create_dir_all(dir).map_err(|source| UpError::StateDir {
+            dir: dir.clone(),
+            source,
+        })?;
+        if let Ok(existing) = RunFile::load(dir)
+            && Path::new(&format!("/proc/{}", existing.pid)).exists()
+        {
+            return Err(UpError::AlreadyRunning {
+                dir: dir.clone(),
+                pid: existing.pid,
+                prefix: existing.prefix,
+            });
+        }
+        // The controller holds one end of every node's control connection.
+        let fds = 1024 + u64::from(n);
+        if let Err(e) = hostnet::tuning::raise_nofile(fds) {
+            tracing::warn!("could not raise the open-file limit to {fds}: {e}");
+        }
+        let port = opts.port.unwrap_or(exp.port);
+        let listener = crate::server::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?;
+        let port = listener.local_addr()?.port();
+        let db_url = opts
+            .db
+            .clone()
+            .or(exp.db_url.clone())
+            .unwrap_or_else(|| crate::run::default_db_url(dir));
+        let prefix = opts
+            .prefix
+            .clone()
+            .or(exp.prefix.clone())
+            .unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        let base = opts
+            .base
+            .or(exp.underlay_base)
+            .unwrap_or(hostnet::plan::DEFAULT_BASE);
+        let no_mount = opts.no_mount || exp.no_mount;
+        // Check the layout here, so a bad prefix or base is reported before anything starts.
+        hostnet::UnderlayPlan::new(hostnet::Prefix::new(&prefix)?, base, n, 0)?;
+        let Started {
+            handle,
+            store,
+            run_id,
+            writer,
+            milestones,
+        } = crate::run::start(&exp, listener, &db_url, false).await?;
+
+        let mem_before = MemInfo::read();
+        let mut agent = tokio::process::Command::new(&opts.agent_program);
+        agent
+            .arg("agent")
+            .arg("--controller")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["--n-nodes", &n.to_string()])
+            .args(["--prefix", &prefix])
+            .args(["--base", &base.to_string()])
+            .args(["--threads", &opts.threads.to_string()])
+            .args(["--link-port", &exp.link_port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if no_mount {
+            agent.arg("--no-mount");
+        }
+        for id in &opts.fail_nodes {
+            agent.args(["--fail-node", &id.to_string()]);
+        }
+        let mut agent = agent.spawn().map_err(|source| UpError::Agent {
+            program: opts.agent_program.clone(),
+            source,
+        })?;
+        let agent_pid = agent.id().unwrap_or(0);
+        // The agent's log lines pass through; its last error line explains an early exit.
+        let (agent_error_tx, agent_error) = watch::channel(String::new());
+        let agent_stderr = agent.stderr.take().expect("piped");
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(agent_stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(e) = line.strip_prefix("error: ") {
+                    let _ = agent_error_tx.send(e.to_owned());
+                } else {
+                    eprintln!("{line}");
+                }
+            }
+        });
+        Ok(LocalRun {
+            exp,
+            opts,
+            started_at,
+            port,
+            prefix,
+            no_mount,
+            handle,
+            store,
+            run_id,
+            writer: Some(writer),
+            milestones,
+            agent,
+            agent_pid,
+            agent_error,
+            mem_before,
+            figures: RunFigures::default(),
+        })
+    }
+
+    /// The controller's API address.
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until the topology is ready (or `interrupt` resolves: then it tears down).
+    pub async fn wait_ready(
+        &mut self,
+        mut progress: impl FnMut(Progress),
+        interrupt: impl Future<Output = ()>,
+    ) -> Result<Wired, UpError> {
+        let n = self.exp.topology.n_nodes();
+        let mut interrupt = std::pin::pin!(interrupt);
+        let wiring = loop {
+            tokio::select! {
+                m = self.milestones.recv() => {
+                    let Some(m) = m else { return Err(UpError::ControllerStopped) };
+                    self.record(&m);
+                    match &m {
+                        Milestone::Plumbed { done } => progress(Progress::Plumbed(*done)),
+                        Milestone::PlumbingDone { seconds, .. } => {
+                            progress(Progress::PlumbingDone);
+                            self.figures.plumb_seconds = Some(*seconds);
+                        }
+                        Milestone::NodeConnected { connected, .. } => progress(Progress::Connected(*connected)),
+                        Milestone::NodeReady { ready, .. } => progress(Progress::Ready(*ready)),
+                        Milestone::NodeFailed { .. } => self.figures.failed_nodes += 1,
+                        Milestone::TopologyReady { wiring } => break *wiring,
+                        _ => {}
+                    }
+                }
+                status = self.agent.wait() => {
+                    let reason = self.agent_error.borrow_and_update().clone();
+                    self.finish(RunState::Failed).await;
+                    return Err(UpError::AgentFailed(if reason.is_empty() {
+                        format!("the agent exited before the topology was ready ({})", status?)
+                    } else {
+                        reason
+                    }));
+                }
+                () = &mut interrupt => {
+                    self.handle.down();
+                    let _ = self.agent.wait().await;
+                    self.finish(RunState::Interrupted).await;
+                    return Ok(Wired::Interrupted);
+                }
+            }
+        };
+        let mem_after = MemInfo::read();
+        // The agent's plumbing report travels on its own connection and may come after the
+        // last node's; the summary needs it.
+        while self.figures.plumb_seconds.is_none() {
+            match self.milestones.recv().await {
+                Some(Milestone::PlumbingDone { seconds, .. }) => {
+                    self.figures.plumb_seconds = Some(seconds)
+                }
+                Some(m) => self.record(&m),
+                None => break,
+            }
+        }
+        let status = self
+            .handle
+            .status()
+            .await
+            .ok_or(UpError::ControllerStopped)?;
+        let before = self.mem_before;
+        let mem_per_node = before.available.saturating_sub(mem_after.available) / u64::from(n);
+        let slab_per_node = mem_after.slab.saturating_sub(before.slab) / u64::from(n);
+        let agent_pss = pss_bytes(self.agent_pid);
+        let controller_pss = pss_bytes(std::process::id());
+        self.figures.wiring_seconds = Some(wiring.as_secs_f64());
+        self.figures.mem_per_node_bytes = Some(mem_per_node);
+        self.figures.failed_nodes = status.failed;
+        self.store
+            .finish_run(self.run_id, RunState::Ready, &self.figures)
+            .await?;
+        Ok(Wired::Ready(Box::new(Summary {
+            name: self.exp.name.clone(),
+            topology: self.exp.topology.label.clone(),
+            nodes: n,
+            links: self.exp.topology.n_links(),
+            links_up: status.links_up,
+            failed_nodes: status.failed,
+            plumb_seconds: self.figures.plumb_seconds.unwrap_or(0.0),
+            wiring_seconds: wiring.as_secs_f64(),
+            total_seconds: self.started_at.elapsed().as_secs_f64(),
+            mem_before_bytes: before.available,
+            mem_after_bytes: mem_after.available,
+            mem_per_node_bytes: mem_per_node,
+            slab_per_node_bytes: slab_per_node,
+            total_per_node_bytes: slab_per_node + (agent_pss + controller_pss) / u64::from(n),
+            agent_pss_bytes: agent_pss,
+            controller_pss_bytes: controller_pss,
+            store: self.store.url().to_owned(),
+        })))
+    }
+
+    /// Writes the run file and keeps the run until `stop`, `nextmini down`, or the agent's
+    /// end.
+    pub async fn hold(&mut self, stop: impl Future<Output = ()>) -> Result<(), UpError> {
+        let run_file = RunFile {
+            api: self.api(),
+            prefix: self.prefix.clone(),
+            netns_dir: if self.no_mount {
+                PathBuf::new()
+            } else {
+                PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR)
+            },
+            pid: std::process::id(),
+            name: self.exp.name.clone(),
+        };
+        run_file.save(&self.opts.state_dir)?;
+        let mut waiting = self.handle.clone();
+        tokio::select! {
+            () = stop => eprintln!("tearing down"),
+            () = waiting.wait_down() => {}
+            status = self.agent.wait() => {
+                eprintln!("the agent exited ({}); tearing down", status?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Tears the run down and waits for the agent to remove everything.
+    pub async fn teardown(mut self) -> Result<(), UpError> {
+        self.handle.down();
+        let teardown = Instant::now();
+        let agent_status = tokio::time::timeout(Duration::from_secs(300), self.agent.wait()).await;
+        let _ = std::fs::remove_file(RunFile::path(&self.opts.state_dir));
+        let prefix = self.prefix.clone();
+        self.finish(RunState::Down).await;
+        self.store.clone().close().await;
+        match agent_status {
+            Ok(Ok(s)) if s.success() => {
+                tracing::info!("torn down in {:.3} s", teardown.elapsed().as_secs_f64());
+                Ok(())
+            }
+            Ok(Ok(s)) => Err(UpError::Teardown(
+                format!("failed while tearing down ({s})"),
+                prefix,
+            )),
+            _ => Err(UpError::Teardown(
+                "did not finish tearing down".into(),
+                prefix,
+            )),
+        }
+    }
+
+    fn record(&self, m: &Milestone) {
+        if let Some(w) = &self.writer {
+            w.record(m);
+        }
+    }
+
+    /// Writes what is queued and the run's final state.
+    async fn finish(&mut self, state: RunState) {
+        if let Some(w) = self.writer.take() {
+            let _ = w.close().await;
+        }
+        let _ = self
+            .store
+            .finish_run(self.run_id, state, &self.figures)
+            .await;
+    }
+}

@@ -1,0 +1,166 @@
+//! Starting a controller for an experiment: the store opened and the run recorded in it, the
+//! coordinator made from the experiment, the server listening; and the run file through which
+//! `down`, `status` and `exec` find a running experiment.
+
+use std::path::{Path, PathBuf};
+
+use tokio::sync::mpsc;
+
+use crate::coordinator::{Coordinator, Milestone, Settings};
+use crate::server::ControllerHandle;
+use crate::store::{RunStart, Store, StoreError, StoreWriter};
+
+/// The state directory when none is given: the store and the run file live here.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/nextmini";
+
+/// The embedded store: SQLite in the state directory.
+pub fn default_db_url(state_dir: &Path) -> String {
+    format!("sqlite://{}", state_dir.join("nextmini.db").display())
+}
+
+impl Settings {
+    /// The coordinator's settings for an experiment whose nodes reach it on `node_port`;
+    /// `multi_host` when agents on several hosts may register (links between them are TCP).
+    pub fn for_experiment(exp: &experiment::Experiment, node_port: u16, multi_host: bool) -> Self {
+        Settings {
+            overlay_base: exp.overlay_base,
+            overlay_prefix_len: exp.overlay_prefix_len,
+            force_tcp: exp.force_tcp,
+            node_port,
+            multi_host,
+            dataplane: exp.dataplane,
+            mtu: exp.mtu,
+            links: exp.links.clone(),
+            metric: exp.metric,
+            explicit_routes: exp.explicit_routes.clone(),
+        }
+    }
+}
+
+/// A controller serving an experiment, with its store and the run recorded in it.
+pub struct Started {
+    pub handle: ControllerHandle,
+    pub store: Store,
+    pub run_id: i64,
+    pub writer: StoreWriter,
+    pub milestones: mpsc::UnboundedReceiver<Milestone>,
+}
+
+/// Opens the store, records the run and starts the controller on `listener`.
+pub async fn start(
+    exp: &experiment::Experiment,
+    listener: tokio::net::TcpListener,
+    db_url: &str,
+    multi_host: bool,
+) -> Result<Started, StoreError> {
+    let port = listener.local_addr().map_err(StoreError::Io)?.port();
+    let store = Store::open(db_url).await?;
+    let run_id = store
+        .begin_run(&RunStart {
+            topology: exp.topology.label.clone(),
+            nodes: exp.topology.n_nodes(),
+            links: exp.topology.n_links(),
+        })
+        .await?;
+    let writer = store.writer(run_id, exp.overlay_base);
+    let coordinator = Coordinator::new(
+        exp.topology.clone(),
+        Settings::for_experiment(exp, port, multi_host),
+    );
+    let (milestones_tx, milestones) = mpsc::unbounded_channel();
+    let handle = crate::server::spawn(listener, coordinator, milestones_tx);
+    Ok(Started {
+        handle,
+        store,
+        run_id,
+        writer,
+        milestones,
+    })
+}
+
+/// The run's state file: where `down`, `status` and `exec` find the running experiment.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunFile {
+    /// The controller's API (`http://127.0.0.1:PORT`).
+    pub api: String,
+    pub prefix: String,
+    /// Where node namespaces are mounted (empty: not mounted).
+    pub netns_dir: PathBuf,
+    pub pid: u32,
+    pub name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunFileError {
+    #[error(
+        "no running experiment ({} not found): start one with `nextmini up <file>`",
+        path.display()
+    )]
+    Missing { path: PathBuf },
+    #[error("{} is damaged ({message}): remove it if no experiment runs", path.display())]
+    Damaged { path: PathBuf, message: String },
+}
+
+impl RunFile {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("run.json")
+    }
+
+    pub fn load(state_dir: &Path) -> Result<Self, RunFileError> {
+        let path = Self::path(state_dir);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|_| RunFileError::Missing { path: path.clone() })?;
+        serde_json::from_str(&text).map_err(|e| RunFileError::Damaged {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        std::fs::write(
+            Self::path(state_dir),
+            serde_json::to_string_pretty(self).map_err(std::io::Error::other)?,
+        )
+    }
+}
+
+/// Serves an experiment for agents started elsewhere (`nextmini controller`, the seeds' first
+/// terminal) until `shutdown` resolves or a teardown is asked for, recording the run.
+pub async fn serve(
+    exp: &experiment::Experiment,
+    listener: tokio::net::TcpListener,
+    db_url: &str,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StoreError> {
+    use crate::store::{RunFigures, RunState};
+    let Started {
+        mut handle,
+        store,
+        run_id,
+        writer,
+        mut milestones,
+    } = start(exp, listener, db_url, true).await?;
+    let recorder = tokio::spawn(async move {
+        let mut figures = RunFigures::default();
+        while let Some(m) = milestones.recv().await {
+            writer.record(&m);
+            match m {
+                Milestone::PlumbingDone { seconds, .. } => figures.plumb_seconds = Some(seconds),
+                Milestone::TopologyReady { wiring } => {
+                    figures.wiring_seconds = Some(wiring.as_secs_f64());
+                    let _ = store.finish_run(run_id, RunState::Ready, &figures).await;
+                }
+                _ => {}
+            }
+        }
+        let _ = writer.close().await;
+    });
+    tokio::select! {
+        () = shutdown => handle.down(),
+        () = handle.wait_down() => {}
+    }
+    recorder.abort();
+    // Give agents a moment to hear the shutdown before the sockets close.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    Ok(())
+}

@@ -1,0 +1,287 @@
+//! The commands on a running experiment: `status`, `down`, `exec`, `link set`, `link show`.
+//! They find it through the run file in the state directory, or talk to any controller with
+//! `--api` (for example a head's experiment).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use controller::client::ControllerClient;
+use controller::run::{DEFAULT_STATE_DIR, RunFile};
+
+use crate::host;
+
+/// A link, as two node ids: `1-2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkId(pub u32, pub u32);
+
+impl std::str::FromStr for LinkId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split_once('-')
+            .and_then(|(a, b)| Some(LinkId(a.trim().parse().ok()?, b.trim().parse().ok()?)))
+            .ok_or_else(|| format!("{s:?} is not a link: write it as two node ids, e.g. 1-2"))
+    }
+}
+
+/// What `link show` shows: a link (`1-2`) or every link of a node (`3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkOrNode {
+    Link(LinkId),
+    Node(u32),
+}
+
+impl std::str::FromStr for LinkOrNode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.parse::<u32>() {
+            Ok(n) => Ok(LinkOrNode::Node(n)),
+            Err(_) => s.parse().map(LinkOrNode::Link),
+        }
+    }
+}
+
+/// Which experiment a command talks to.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// A controller's address instead of the run in --state-dir (host:port), e.g. a head's
+    /// experiment at the port `nextmini exp status` shows.
+    #[arg(long)]
+    pub api: Option<String>,
+}
+
+impl Target {
+    fn client(&self) -> Result<ControllerClient> {
+        Ok(ControllerClient::new(&match &self.api {
+            Some(a) => a.clone(),
+            None => RunFile::load(&self.state_dir)?.api,
+        }))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct LinkSetArgs {
+    /// The link, as two node ids: 1-2.
+    pub link: LinkId,
+    /// Rate: 50mbit, 1gbit, 64kbit.
+    #[arg(long)]
+    pub rate: Option<linkem::Rate>,
+    /// Remove the rate limit.
+    #[arg(long, conflicts_with = "rate")]
+    pub unshaped: bool,
+    /// Propagation delay: 20ms, 250us.
+    #[arg(long)]
+    pub delay: Option<linkem::Span>,
+    #[arg(long)]
+    pub jitter: Option<linkem::Span>,
+    /// Random loss: 1%, 0.5%.
+    #[arg(long, conflicts_with = "gilbert_elliott")]
+    pub loss: Option<linkem::Fraction>,
+    /// Bursty loss: p,r,loss_good,loss_bad (good→bad and bad→good per packet, and the loss
+    /// in each state), e.g. 0.01,0.1,0%,50%.
+    #[arg(long = "gilbert-elliott", value_name = "P,R,GOOD,BAD")]
+    pub gilbert_elliott: Option<linkem::GilbertElliott>,
+    /// Queue limit in packets.
+    #[arg(long, conflicts_with = "queue_bytes")]
+    pub queue: Option<u32>,
+    /// Queue limit in bytes.
+    #[arg(long)]
+    pub queue_bytes: Option<u32>,
+    /// Queue discipline.
+    #[arg(long, value_parser = ["droptail", "red"])]
+    pub aqm: Option<String>,
+    /// Take the link down (traffic is rerouted where another path exists).
+    #[arg(long, conflicts_with = "up")]
+    pub down: bool,
+    #[arg(long)]
+    pub up: bool,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+impl LinkSetArgs {
+    /// The change the flags ask for, checked.
+    fn change(&self) -> Result<linkem::LinkChange> {
+        let change = linkem::LinkChange {
+            rate: self.rate,
+            unshaped: self.unshaped,
+            delay: self.delay,
+            jitter: self.jitter,
+            reorder: None,
+            loss: self.loss,
+            gilbert_elliott: self.gilbert_elliott,
+            queue: self.queue,
+            queue_bytes: self.queue_bytes,
+            aqm: self.aqm.as_deref().map(|a| match a {
+                "red" => linkem::Aqm::RED,
+                _ => linkem::Aqm::DropTail,
+            }),
+            up: (self.down || self.up).then_some(self.up),
+        };
+        change.check()?;
+        Ok(change)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct LinkShowArgs {
+    /// Only these links: 1-2, or a node id for every link of that node.
+    pub links: Vec<LinkOrNode>,
+    #[command(flatten)]
+    pub target: Target,
+}
+
+/// Changes a link of the running experiment, both directions, while traffic flows.
+pub fn link_set(args: &LinkSetArgs) -> Result<()> {
+    let LinkId(a, b) = args.link;
+    let params = args.target.client()?.set_link(a, b, &args.change()?)?;
+    println!("link {a}-{b}: {}", params.describe());
+    Ok(())
+}
+
+/// Each direction of the running experiment's links: parameters and counters.
+pub fn link_show(args: &LinkShowArgs) -> Result<()> {
+    let rows = args.target.client()?.links()?;
+    let wanted = |a: u32, b: u32| {
+        args.links.is_empty()
+            || args.links.iter().any(|w| match *w {
+                LinkOrNode::Link(LinkId(x, y)) => (x.min(y), x.max(y)) == (a, b),
+                LinkOrNode::Node(n) => n == a || n == b,
+            })
+    };
+    println!(
+        "| link | up | rate | delay | loss | sent | sent bytes | dropped (down/loss/queue/red) | queue |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mut shown = 0;
+    for r in rows.iter().filter(|r| wanted(r.a, r.b)) {
+        for (from, to, d) in [(r.a, r.b, &r.a_to_b), (r.b, r.a, &r.b_to_a)] {
+            let (p, c, queue) = (&d.params, &d.counters.counters, d.counters.queue_packets);
+            println!(
+                "| {from}→{to} | {} | {} | {} | {} | {} | {} | {}/{}/{}/{} | {} |",
+                if r.up && p.up { "up" } else { "down" },
+                p.rate
+                    .map_or_else(|| "unshaped".to_owned(), |r| r.to_string()),
+                p.delay,
+                linkem::format_percent(p.loss.mean()),
+                c.delivered_packets,
+                c.delivered_bytes,
+                c.dropped_down,
+                c.dropped_loss,
+                c.dropped_queue,
+                c.dropped_red,
+                queue,
+            );
+        }
+        shown += 1;
+    }
+    if shown == 0 && !args.links.is_empty() {
+        bail!("no such link in the experiment");
+    }
+    Ok(())
+}
+
+pub fn status(state_dir: &Path) -> Result<()> {
+    let run = RunFile::load(state_dir)?;
+    let s = ControllerClient::new(&run.api).status()?;
+    println!(
+        "experiment {} (prefix {}, pid {})",
+        run.name, run.prefix, run.pid
+    );
+    println!(
+        "| state | topology | nodes | connected | ready | failed | links | links up | wiring time |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let wiring = s
+        .wiring_seconds
+        .map_or_else(|| "-".to_owned(), |w| format!("{w:.2}s"));
+    println!(
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {wiring} |",
+        serde_json::to_value(s.phase)?.as_str().unwrap_or("?"),
+        s.topology,
+        s.nodes,
+        s.connected,
+        s.ready,
+        s.failed,
+        s.links,
+        s.links_up,
+    );
+    Ok(())
+}
+
+pub fn down(state_dir: &Path) -> Result<()> {
+    host::require_root("nextmini down")?;
+    let run = RunFile::load(state_dir)?;
+    // Watch the run's process before asking, so its exit can't be missed.
+    let pidfd = pidfd_open(run.pid);
+    ControllerClient::new(&run.api).down()?;
+    // No pidfd: the process is gone already.
+    if let Some(fd) = pidfd {
+        let mut fds = [nix::poll::PollFd::new(
+            std::os::fd::AsFd::as_fd(&fd),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let timeout = nix::poll::PollTimeout::try_from(300_000i32).expect("fits");
+        if nix::poll::poll(&mut fds, timeout)? == 0 {
+            bail!("the experiment did not finish tearing down within 5 minutes");
+        }
+    }
+    println!("experiment {} is down", run.name);
+    Ok(())
+}
+
+/// A process's pidfd: readable when it exits. None when it is gone already.
+fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Some(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) })
+}
+
+/// Runs a command inside a node's namespace; returns its exit code.
+pub fn exec(state_dir: &Path, node_id: u32, command: &[String]) -> Result<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    host::require_root("nextmini exec")?;
+    let run = RunFile::load(state_dir)?;
+    if run.netns_dir.as_os_str().is_empty() {
+        bail!(
+            "experiment {} keeps its namespaces without mounts (no_mount): exec needs them mounted",
+            run.name
+        );
+    }
+    let Some((program, rest)) = command.split_first() else {
+        bail!("give a command: nextmini exec {node_id} -- ping 10.0.0.1");
+    };
+    let path = run.netns_dir.join(format!("{}{node_id}", run.prefix));
+    let (mut cmd, _netns) = hostnet::netns::command_in(&path, program)
+        .with_context(|| format!("node {node_id} is not part of experiment {}", run.name))?;
+    let status = cmd
+        .args(rest)
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_and_nodes_read_as_written() {
+        assert_eq!("1-2".parse::<LinkId>(), Ok(LinkId(1, 2)));
+        assert!("1-".parse::<LinkId>().unwrap_err().contains("e.g. 1-2"));
+        assert_eq!("7".parse::<LinkOrNode>(), Ok(LinkOrNode::Node(7)));
+        assert_eq!(
+            "3-4".parse::<LinkOrNode>(),
+            Ok(LinkOrNode::Link(LinkId(3, 4)))
+        );
+        assert!("x".parse::<LinkOrNode>().is_err());
+    }
+}
