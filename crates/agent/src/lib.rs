@@ -7,6 +7,7 @@
 
 pub mod host;
 mod node;
+pub mod options;
 mod relay;
 pub mod session;
 

@@ -122,6 +122,16 @@ pub enum NodeState {
     Failed,
 }
 
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Wiring => "wiring",
+            Phase::Ready => "ready",
+            Phase::Down => "down",
+        })
+    }
+}
+
 impl NodeState {
     pub fn as_str(self) -> &'static str {
         match self {

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod coordinator;
 pub mod local;
+pub mod render;
 pub mod run;
 pub mod server;
 pub mod store;

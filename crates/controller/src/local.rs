@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+use hostnet::procfs::MemInfo;
+
 use crate::coordinator::Milestone;
 use crate::run::{RunFile, Started};
 use crate::server::ControllerHandle;
@@ -151,23 +153,6 @@ impl Summary {
             self.agent_pss_bytes as f64 / (1u64 << 20) as f64,
             self.controller_pss_bytes as f64 / (1u64 << 20) as f64,
         )
-    }
-}
-
-/// Readings from `/proc/meminfo`, in bytes.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct MemInfo {
-    pub available: u64,
-    pub slab: u64,
-}
-
-impl MemInfo {
-    pub fn read() -> MemInfo {
-        use hostnet::procfs::kib_field;
-        MemInfo {
-            available: kib_field("/proc/meminfo", "MemAvailable"),
-            slab: kib_field("/proc/meminfo", "Slab"),
-        }
     }
 }
 

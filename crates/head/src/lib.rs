@@ -9,5 +9,7 @@
 
 pub mod api;
 pub mod client;
+pub mod offline;
+pub mod render;
 pub mod server;
 pub mod state;

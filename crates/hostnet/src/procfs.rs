@@ -19,6 +19,22 @@ pub fn kib_field(path: impl AsRef<Path>, key: &str) -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
+/// Readings from `/proc/meminfo`, in bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemInfo {
+    pub available: u64,
+    pub slab: u64,
+}
+
+impl MemInfo {
+    pub fn read() -> MemInfo {
+        MemInfo {
+            available: kib_field("/proc/meminfo", "MemAvailable"),
+            slab: kib_field("/proc/meminfo", "Slab"),
+        }
+    }
+}
+
 /// `MemAvailable` of `/proc/meminfo`, in bytes.
 pub fn mem_available() -> u64 {
     kib_field("/proc/meminfo", "MemAvailable")

@@ -4,13 +4,12 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use controller::run::DEFAULT_STATE_DIR;
 use experiment::{DataplaneFile, ExperimentFile};
 
 use crate::host;
-use crate::plumb::LayoutArgs;
 
 #[derive(Args, Debug)]
 pub struct ControllerArgs {
@@ -153,23 +152,9 @@ pub struct AgentLayout {
     pub ipv6: bool,
 }
 
-/// The source address this host uses to reach `to` (the kernel's route choice; no packet is
-/// sent).
-fn local_address_towards(to: SocketAddr) -> Result<Ipv4Addr> {
-    let probe = std::net::UdpSocket::bind("0.0.0.0:0")?;
-    probe
-        .connect(to)
-        .with_context(|| format!("no route to the controller at {to}: give --local"))?;
-    match probe.local_addr()?.ip() {
-        std::net::IpAddr::V4(a) if !a.is_loopback() => Ok(a),
-        other => bail!(
-            "this host reaches the controller from {other}, which its peers can't use: give --local"
-        ),
-    }
-}
-
 pub fn agent(args: AgentArgs) -> Result<()> {
     host::require_root("nextmini agent")?;
+    let name = args.host.clone().unwrap_or_else(host::hostname);
     if let Some(head) = &args.head {
         let head: SocketAddr = head
             .trim_start_matches("http://")
@@ -177,13 +162,13 @@ pub fn agent(args: AgentArgs) -> Result<()> {
             .with_context(|| format!("--head {head} is not host:port"))?;
         let cfg = agent::host::HostConfig {
             head,
-            name: args.host.clone().unwrap_or_else(host::hostname),
+            name,
             link_port: args.link_port.unwrap_or(experiment::DEFAULT_LINK_PORT),
             threads: args.layout.threads,
             netns_dir: PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
         };
         return tokio::runtime::Runtime::new()?
-            .block_on(agent::host::serve(cfg, crate::host::shutdown_signal()))
+            .block_on(agent::host::serve(cfg, host::shutdown_signal()))
             .map_err(Into::into);
     }
     let file = match &args.config_path {
@@ -191,77 +176,32 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         None => DataplaneFile::default(),
     };
     host::log_notes(&file.notes());
-    let ids = match args.nodes.as_deref() {
-        Some(list) => {
-            Some(topology::ids::parse_ids(list).map_err(|e| anyhow::anyhow!("--nodes: {e}"))?)
-        }
-        // The seeds' single-node mode: this agent hosts node `node_id`.
-        None if args.n_nodes.is_none() => file.single_node()?.map(|id| vec![id]),
-        None => None,
-    };
-    let n = match &ids {
-        Some(ids) => ids.len() as u32,
-        None => args.n_nodes.or(file.n_nodes).context(
-            "how many nodes? give --n-nodes N (or n_nodes in --config-path), or --nodes 1-4,9",
-        )?,
-    };
-    let offset = args.node_id_offset.or(file.node_id_offset).unwrap_or(0);
-    let controller: SocketAddr = match &args.controller {
-        Some(c) => c
-            .trim_start_matches("ws://")
-            .trim_end_matches('/')
-            .parse()
-            .with_context(|| format!("--controller {c} is not host:port"))?,
-        None => file
-            .controller()?
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], experiment::DEFAULT_PORT))),
-    };
-    let layout = LayoutArgs {
-        prefix: args.layout.prefix.clone(),
-        base: args
-            .layout
-            .base
-            .or(file.underlay_base())
-            .unwrap_or(hostnet::plan::DEFAULT_BASE),
-        node_id_offset: offset,
+    let cfg = agent::options::AgentOptions {
+        controller: args.controller,
+        n_nodes: args.n_nodes,
+        node_id_offset: args.node_id_offset,
+        nodes: args
+            .nodes
+            .as_deref()
+            .map(topology::ids::parse_ids)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--nodes: {e}"))?,
+        link_port: args.link_port,
+        host: name,
+        fail_nodes: args.fail_nodes,
+        peers: args.peers,
+        local: args.local,
+        vni: args.vni,
+        prefix: args.layout.prefix,
+        base: args.layout.base,
         threads: args.layout.threads,
         no_mount: args.layout.no_mount,
-        netns_dir: PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
         ipv6: args.layout.ipv6,
-    };
-    let mut spec = match &ids {
-        Some(ids) => layout.spec_for_ids(ids)?,
-        None => layout.spec(n)?,
-    };
-    if !args.peers.is_empty() {
-        let local = match args.local {
-            Some(l) => l,
-            None => local_address_towards(controller)?,
-        };
-        if args.peers.contains(&local) {
-            bail!("--peers lists this host's own address {local}: give the other hosts only");
-        }
-        spec.tunnel = Some(hostnet::TunnelSpec {
-            vni: args.vni,
-            local,
-            peers: args.peers.clone(),
-            port: 4789,
-        });
+        netns_dir: PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
     }
-    let host_name = args.host.clone().unwrap_or_else(host::hostname);
-    let cfg = agent::AgentConfig {
-        controller,
-        host: host_name,
-        spec,
-        link_port: args
-            .link_port
-            .or(file.link_port()?)
-            .unwrap_or(experiment::DEFAULT_LINK_PORT),
-        fail_nodes: args.fail_nodes.clone(),
-        tun_devices: file.local_interface(),
-    };
-    let report = tokio::runtime::Runtime::new()?
-        .block_on(agent::run(cfg, crate::host::shutdown_signal()))?;
+    .resolve(&file)?;
+    let report =
+        tokio::runtime::Runtime::new()?.block_on(agent::run(cfg, host::shutdown_signal()))?;
     tracing::info!(
         "agent done: {} nodes ({} failed), plumbed in {:.3} s, torn down in {:.3} s",
         report.nodes,

@@ -158,18 +158,8 @@ pub fn exp(args: ExpArgs) -> Result<i32> {
         let rows = c.experiments()?;
         if json {
             print_json(&rows)?;
-            return Ok(0);
-        }
-        println!("| experiment | nodes | hosts | active |");
-        println!("|---|---:|---|---|");
-        for r in rows {
-            println!(
-                "| {} | {} | {} | {} |",
-                r.name,
-                r.nodes,
-                r.hosts,
-                if r.active { "*" } else { "" }
-            );
+        } else {
+            print!("{}", head::render::experiments(&rows));
         }
         return Ok(0);
     };
@@ -244,17 +234,19 @@ fn run_verb(c: &HeadClient, name: &str, verb: ExpVerb, json: bool) -> Result<i32
             if json {
                 return print_json(&plan).map(|()| 0);
             }
-            println!("| node | host |");
-            println!("|---:|---|");
-            for (node, host) in plan {
-                println!("| {node} | {host} |");
-            }
+            print!("{}", head::render::dry_run(&plan));
         }
         ExpVerb::Mv { nodes, host } => {
             let r = c.move_nodes(name, &MoveRequest { nodes, host })?;
             print_plan(name, &r, json, true)?;
         }
-        ExpVerb::Status => status(c, name, json)?,
+        ExpVerb::Status => {
+            let r = c.experiment(name)?;
+            if json {
+                return print_json(&r).map(|()| 0);
+            }
+            print!("{}", head::render::status(&r, c.http().host()));
+        }
         ExpVerb::Hosts { change: None } => {
             let doc = c.experiment(name)?;
             println!("{}", serde_json::to_string(&doc.hosts)?);
@@ -267,119 +259,19 @@ fn run_verb(c: &HeadClient, name: &str, verb: ExpVerb, json: bool) -> Result<i32
     Ok(0)
 }
 
-fn status(c: &HeadClient, name: &str, json: bool) -> Result<()> {
-    let r = c.experiment(name)?;
-    if json {
-        return print_json(&r);
-    }
-    println!(
-        "experiment {name}: hosts {}",
-        serde_json::to_string(&r.hosts)?
-    );
-    if let Some(l) = &r.launch {
-        println!("| host | nodes |");
-        println!("|---|---|");
-        for (h, ids) in &l.shares {
-            println!("| {h} | {ids} |");
-        }
-    }
-    println!("| start | end | state | launched | failures | total | hosts |");
-    println!("|---|---|---|---:|---:|---:|---:|");
-    for s in &r.schedules {
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            utc(Some(s.start)),
-            utc(s.end),
-            s.state,
-            s.launched,
-            s.failures,
-            s.total,
-            s.hosts
-        );
-    }
-    if let Some(l) = &r.launch {
-        let host = c.http().host();
-        let port = l.port;
-        println!(
-            "controller at {host}:{port} (nextmini link show --api {host}:{port}, link set … --api {host}:{port})"
-        );
-    }
-    if let Some(st) = &r.status {
-        println!(
-            "controller: {} nodes, {} ready, {} failed, {} links up",
-            st.nodes, st.ready, st.failed, st.links_up
-        );
-    }
-    if !r.failed_nodes.is_empty() {
-        println!("lost nodes: {}", topology::ids::format_ids(&r.failed_nodes));
-    }
-    if !r.lost_links.is_empty() {
-        println!("links down: {}", r.lost_links.join(" "));
-    }
-    Ok(())
-}
-
 fn report_clear(name: &str, r: &head::api::ClearReport, json: bool) -> Result<()> {
     if json {
         return print_json(r);
     }
-    println!("cleared {name} on [{}]", r.cleared.join(","));
-    if !r.down.is_empty() {
-        println!(
-            "hosts down: [{}]; cleared there when they come back (or `nextmini cleanup --prefix {name}` on them)",
-            r.down.join(",")
-        );
-    }
-    if !r.complete {
-        println!("some hosts did not confirm within 30 s");
-    }
+    print!("{}", head::render::clear(name, r));
     Ok(())
-}
-
-/// Unix seconds as `2026-11-26 18:46:38Z` (civil date from days, Howard Hinnant's method).
-fn utc(secs: Option<u64>) -> String {
-    let Some(secs) = secs else {
-        return "-".to_owned();
-    };
-    let days = (secs / 86_400) as i64;
-    let rest = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
 }
 
 fn print_plan(name: &str, r: &PlanDoc, json: bool, dry_run: bool) -> Result<()> {
     if json {
         return print_json(r);
     }
-    println!(
-        "{name}: {}{} links cross hosts",
-        if r.queued {
-            "queued (launch it with `nextmini exp launch`); "
-        } else if dry_run {
-            "dry run; "
-        } else {
-            "launched; "
-        },
-        r.links_across_hosts
-    );
-    println!("| host | nodes |");
-    println!("|---|---|");
-    for (h, ids) in &r.hosts {
-        println!("| {h} | {} |", topology::ids::format_ids(ids));
-    }
+    print!("{}", head::render::plan(name, r, dry_run));
     Ok(())
 }
 
@@ -394,31 +286,6 @@ pub fn hosts(args: HostsArgs) -> Result<()> {
     if args.json {
         return print_json(&rows);
     }
-    println!("| host | address | CPUs | memory | available | load | state | nodes |");
-    println!("|---|---|---:|---:|---:|---:|---|---:|");
-    for r in rows {
-        println!(
-            "| {} | {} | {} | {} MiB | {} MiB | {:.2} | {} | {} |",
-            r.name,
-            r.addr,
-            r.cpus,
-            r.mem_mib,
-            r.mem_available_mib,
-            r.load1,
-            if r.up { "up" } else { "down" },
-            r.nodes
-        );
-    }
+    print!("{}", head::render::hosts(&rows));
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unix_seconds_read_as_utc() {
-        assert_eq!(super::utc(Some(0)), "1970-01-01 00:00:00Z");
-        assert_eq!(super::utc(Some(1_795_718_798)), "2026-11-26 18:46:38Z");
-        assert_eq!(super::utc(Some(951_782_400)), "2000-02-29 00:00:00Z");
-        assert_eq!(super::utc(None), "-");
-    }
 }

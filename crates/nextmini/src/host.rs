@@ -5,7 +5,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use hostnet::Prefix;
 
-pub use controller::local::{DEFAULT_PREFIX, MemInfo};
+pub use controller::local::DEFAULT_PREFIX;
+pub use hostnet::procfs::MemInfo;
 
 /// Fails with a clear line unless we run as root: namespaces, veths and bridges need
 /// CAP_SYS_ADMIN and CAP_NET_ADMIN.
@@ -43,17 +44,6 @@ pub fn cleanup(prefix: &str, netns_dir: &Path, dry_run: bool) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// A short description of this machine for benchmark headers.
-pub fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_gib =
-        hostnet::procfs::kib_field("/proc/meminfo", "MemTotal") as f64 / (1u64 << 30) as f64;
-    let kernel = nix::sys::utsname::uname()
-        .map(|u| u.release().to_string_lossy().into_owned())
-        .unwrap_or_default();
-    format!("{cores} cores, {mem_gib:.1} GiB, Linux {kernel}")
 }
 
 /// This machine's name, for agents and heads that are not given one.

@@ -51,12 +51,6 @@ impl LayoutArgs {
         )?)
     }
 
-    /// The spec for exactly these node ids (a scheduler's share for this host).
-    pub fn spec_for_ids(&self, ids: &[u32]) -> Result<FabricSpec> {
-        let prefix = Prefix::new(&self.prefix)?;
-        self.spec_of(UnderlayPlan::with_ids(prefix, self.base, ids)?)
-    }
-
     fn spec_of(&self, plan: UnderlayPlan) -> Result<FabricSpec> {
         Ok(FabricSpec {
             plan,

@@ -151,35 +151,11 @@ pub fn link_show(args: &LinkShowArgs) -> Result<()> {
                 LinkOrNode::Node(n) => n == a || n == b,
             })
     };
-    println!(
-        "| link | up | rate | delay | loss | sent | sent bytes | dropped (down/loss/queue/red) | queue |"
-    );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
-    let mut shown = 0;
-    for r in rows.iter().filter(|r| wanted(r.a, r.b)) {
-        for (from, to, d) in [(r.a, r.b, &r.a_to_b), (r.b, r.a, &r.b_to_a)] {
-            let (p, c, queue) = (&d.params, &d.counters.counters, d.counters.queue_packets);
-            println!(
-                "| {from}→{to} | {} | {} | {} | {} | {} | {} | {}/{}/{}/{} | {} |",
-                if r.up && p.up { "up" } else { "down" },
-                p.rate
-                    .map_or_else(|| "unshaped".to_owned(), |r| r.to_string()),
-                p.delay,
-                linkem::format_percent(p.loss.mean()),
-                c.delivered_packets,
-                c.delivered_bytes,
-                c.dropped_down,
-                c.dropped_loss,
-                c.dropped_queue,
-                c.dropped_red,
-                queue,
-            );
-        }
-        shown += 1;
-    }
-    if shown == 0 && !args.links.is_empty() {
+    let shown: Vec<_> = rows.iter().filter(|r| wanted(r.a, r.b)).collect();
+    if shown.is_empty() && !args.links.is_empty() {
         bail!("no such link in the experiment");
     }
+    print!("{}", controller::render::links(shown));
     Ok(())
 }
 
@@ -190,24 +166,7 @@ pub fn status(state_dir: &Path) -> Result<()> {
         "experiment {} (prefix {}, pid {})",
         run.name, run.prefix, run.pid
     );
-    println!(
-        "| state | topology | nodes | connected | ready | failed | links | links up | wiring time |"
-    );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
-    let wiring = s
-        .wiring_seconds
-        .map_or_else(|| "-".to_owned(), |w| format!("{w:.2}s"));
-    println!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {wiring} |",
-        serde_json::to_value(s.phase)?.as_str().unwrap_or("?"),
-        s.topology,
-        s.nodes,
-        s.connected,
-        s.ready,
-        s.failed,
-        s.links,
-        s.links_up,
-    );
+    print!("{}", controller::render::status(&s));
     Ok(())
 }
 

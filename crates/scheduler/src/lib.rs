@@ -22,6 +22,7 @@
 //!   depth-first walk, whichever cuts fewer links), so neighbours stay together and few links
 //!   cross hosts.
 
+pub mod bench;
 pub mod ranges;
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
