@@ -107,7 +107,7 @@ pub async fn serve(cfg: HostConfig, shutdown: impl Future<Output = ()>) -> Resul
                             let spec = match launch_spec(&cfg, addr, &prefix, base, vni, &node_ids, peers) {
                                 Ok(s) => s,
                                 Err(e) => {
-                                    let _ = send(&mut sink, &HostToHead::Launched { experiment, error: Some(e) }).await;
+                                    let _ = send(&mut sink, &HostToHead::Launched { experiment, error: Some(e.to_string()) }).await;
                                     continue;
                                 }
                             };
@@ -199,22 +199,33 @@ type Sink = futures_util::stream::SplitSink<
 type Incoming =
     futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>;
 
-async fn connect(cfg: &HostConfig) -> Result<(Sink, Incoming, Ipv4Addr), String> {
-    let stream = tokio::net::TcpStream::connect(cfg.head)
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = match stream.local_addr().map_err(|e| e.to_string())?.ip() {
+/// Why a session with the head could not be had.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("this host reaches the head over IPv6 ({0}): use IPv4")]
+    Ipv6(std::net::Ipv6Addr),
+    #[error("{0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("the head closed the session")]
+    Closed,
+    #[error("the head refused this host: {0}")]
+    Refused(String),
+    #[error("the head answered {0} to hello")]
+    Unexpected(String),
+    #[error("{0}")]
+    Decode(#[from] proto::ProtoError),
+}
+
+async fn connect(cfg: &HostConfig) -> Result<(Sink, Incoming, Ipv4Addr), SessionError> {
+    let stream = tokio::net::TcpStream::connect(cfg.head).await?;
+    let addr = match stream.local_addr()?.ip() {
         IpAddr::V4(a) => a,
-        IpAddr::V6(a) => {
-            return Err(format!(
-                "this host reaches the head over IPv6 ({a}): use IPv4"
-            ));
-        }
+        IpAddr::V6(a) => return Err(SessionError::Ipv6(a)),
     };
     let url = format!("ws://{}{}", cfg.head, proto::HOST_PATH);
-    let (ws, _) = tokio_tungstenite::client_async(url, stream)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
     let (mut sink, mut incoming) = ws.split();
     let hello = HostToHead::Hello {
         version: proto::VERSION,
@@ -224,18 +235,16 @@ async fn connect(cfg: &HostConfig) -> Result<(Sink, Incoming, Ipv4Addr), String>
         addr,
     };
     if !send(&mut sink, &hello).await {
-        return Err("the head closed the session".into());
+        return Err(SessionError::Closed);
     }
     match incoming.next().await {
         Some(Ok(Message::Binary(b))) => match proto::decode::<HeadToHost>(&b) {
             Ok(HeadToHost::Accepted) => Ok((sink, incoming, addr)),
-            Ok(HeadToHost::Rejected { reason }) => {
-                Err(format!("the head refused this host: {reason}"))
-            }
-            Ok(other) => Err(format!("the head answered {other:?} to hello")),
-            Err(e) => Err(e.to_string()),
+            Ok(HeadToHost::Rejected { reason }) => Err(SessionError::Refused(reason)),
+            Ok(other) => Err(SessionError::Unexpected(format!("{other:?}"))),
+            Err(e) => Err(e.into()),
         },
-        _ => Err("the head closed the session".into()),
+        _ => Err(SessionError::Closed),
     }
 }
 
@@ -247,9 +256,9 @@ fn launch_spec(
     vni: u32,
     node_ids: &[u32],
     peers: Vec<Ipv4Addr>,
-) -> Result<FabricSpec, String> {
-    let prefix = Prefix::new(prefix).map_err(|e| e.to_string())?;
-    let plan = UnderlayPlan::with_ids(prefix, base, node_ids).map_err(|e| e.to_string())?;
+) -> Result<FabricSpec, hostnet::plan::PlanError> {
+    let prefix = Prefix::new(prefix)?;
+    let plan = UnderlayPlan::with_ids(prefix, base, node_ids)?;
     let mut spec = FabricSpec::new(plan);
     spec.netns_dir = Some(cfg.netns_dir.clone());
     spec.threads = cfg.threads;
@@ -267,10 +276,12 @@ fn launch_spec(
 /// Runs `argv` inside the namespace mounted at `path`; returns the exit code and what it
 /// printed.
 async fn run_in_node(path: PathBuf, argv: Vec<String>, timeout: Duration) -> (i32, String, String) {
-    use std::os::fd::AsRawFd;
     use std::os::unix::process::ExitStatusExt;
-    let netns = match std::fs::File::open(&path) {
-        Ok(f) => f,
+    let Some((program, args)) = argv.split_first() else {
+        return (127, String::new(), "no command given".to_owned());
+    };
+    let (mut cmd, _netns) = match hostnet::netns::command_in(&path, program) {
+        Ok(c) => c,
         Err(e) => {
             return (
                 127,
@@ -279,24 +290,9 @@ async fn run_in_node(path: PathBuf, argv: Vec<String>, timeout: Duration) -> (i3
             );
         }
     };
-    let Some((program, args)) = argv.split_first() else {
-        return (127, String::new(), "no command given".to_owned());
-    };
-    let fd = netns.as_raw_fd();
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    // SAFETY: setns is async-signal-safe, and `netns` keeps the fd open until the child has
-    // been spawned (it lives until this function returns).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    cmd.args(args).stdin(std::process::Stdio::null());
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
     match tokio::time::timeout(timeout, cmd.output()).await {
         Ok(Ok(out)) => (
             out.status

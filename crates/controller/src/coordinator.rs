@@ -41,6 +41,51 @@ pub struct Settings {
     pub explicit_routes: Vec<topology::routing::ExplicitRoute>,
 }
 
+/// Why an agent was refused (the agent is told the same words).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    #[error("an agent must register first")]
+    NotRegister,
+    #[error(
+        "agent speaks protocol version {agent}, the controller {controller}: run the same nextmini build on both"
+    )]
+    Version { agent: u32, controller: u32 },
+    #[error("the agent has no nodes: give it --n-nodes or --nodes")]
+    NoNodes,
+    #[error(
+        "the agent has nodes {ids} but the topology ({topology}) has {total} nodes (1..={total}): set the agent's n_nodes and node_id_offset (or --nodes) to fit (--n-nodes {total} for one host)"
+    )]
+    OutOfRange {
+        ids: String,
+        topology: String,
+        total: u32,
+    },
+    #[error(
+        "nodes {ids} are already on agent {agent}: give each host its own nodes (node_id_offset or --nodes)"
+    )]
+    Taken { ids: String, agent: AgentId },
+}
+
+/// Why a node's hello was refused (the node is told the same words).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    #[error("a node must say hello first")]
+    NotHello,
+    #[error("node speaks protocol version {node}, the controller {controller}")]
+    Version { node: u32, controller: u32 },
+    #[error("node {node} is not in the topology, which has nodes 1..={total}")]
+    NotInTopology { node: u32, total: u32 },
+    #[error("node {0} is connected already")]
+    AlreadyConnected(u32),
+}
+
+/// A change to something the topology lacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("there is no link {a}-{b} in {topology}")]
+    NoLink { a: u32, b: u32, topology: String },
+}
+
 /// Something to deliver or to tell the world.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -260,7 +305,7 @@ impl Coordinator {
         &mut self,
         agent: AgentId,
         msg: &proto::AgentToController,
-    ) -> Result<(), String> {
+    ) -> Result<(), RegisterError> {
         let proto::AgentToController::Register {
             version,
             host,
@@ -270,7 +315,7 @@ impl Coordinator {
             ..
         } = msg
         else {
-            return Err("an agent must register first".to_owned());
+            return Err(RegisterError::NotRegister);
         };
         // A block by count and offset (the seeds' way), or any set a scheduler gave it.
         let ids: Vec<u32> = if node_ids.is_empty() {
@@ -288,7 +333,7 @@ impl Coordinator {
             self.out.push_back(Output::Agent(
                 agent,
                 ControllerToAgent::Rejected {
-                    reason: reason.clone(),
+                    reason: reason.to_string(),
                 },
             ));
             return verdict;
@@ -314,23 +359,23 @@ impl Coordinator {
         Ok(())
     }
 
-    fn check_agent(&self, version: u32, ids: &[u32]) -> Result<(), String> {
+    fn check_agent(&self, version: u32, ids: &[u32]) -> Result<(), RegisterError> {
         if version != proto::VERSION {
-            return Err(format!(
-                "agent speaks protocol version {version}, the controller {}: run the same nextmini build on both",
-                proto::VERSION
-            ));
+            return Err(RegisterError::Version {
+                agent: version,
+                controller: proto::VERSION,
+            });
         }
         let total = self.topology.n_nodes();
         let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
-            return Err("the agent has no nodes: give it --n-nodes or --nodes".to_owned());
+            return Err(RegisterError::NoNodes);
         };
         if first == 0 || last > total {
-            return Err(format!(
-                "the agent has nodes {} but the topology ({}) has {total} nodes (1..={total}): set the agent's n_nodes and node_id_offset (or --nodes) to fit (--n-nodes {total} for one host)",
-                topology::ids::format_ids(ids),
-                self.topology.label
-            ));
+            return Err(RegisterError::OutOfRange {
+                ids: topology::ids::format_ids(ids),
+                topology: self.topology.label.clone(),
+                total,
+            });
         }
         let taken: Vec<u32> = ids
             .iter()
@@ -342,12 +387,59 @@ impl Coordinator {
             .and_then(|&id| self.slot(id))
             .and_then(|s| s.agent)
         {
-            return Err(format!(
-                "nodes {} are already on agent {other}: give each host its own nodes (node_id_offset or --nodes)",
-                topology::ids::format_ids(&taken)
-            ));
+            return Err(RegisterError::Taken {
+                ids: topology::ids::format_ids(&taken),
+                agent: other,
+            });
         }
         Ok(())
+    }
+
+    /// Any message from an agent's session.
+    pub fn handle_agent_message(
+        &mut self,
+        now: Instant,
+        agent: AgentId,
+        msg: proto::AgentToController,
+    ) -> Result<(), RegisterError> {
+        use proto::AgentToController as A;
+        match msg {
+            A::Register { .. } => return self.handle_agent_register(agent, &msg),
+            A::Plumbed { done } => self.handle_agent_plumbed(agent, done),
+            A::PlumbingDone {
+                seconds,
+                mem_available_before,
+                mem_available_after,
+            } => self.handle_agent_plumbing_done(
+                agent,
+                seconds,
+                mem_available_before,
+                mem_available_after,
+            ),
+            A::NodeFailed { node, reason } => self.handle_node_failed(now, node, reason),
+            A::Failed { reason } => {
+                tracing::error!("agent {agent} failed: {reason}");
+                self.handle_agent_gone(now, agent);
+            }
+            A::TornDown { seconds } => {
+                tracing::info!("agent {agent} tore its nodes down in {seconds:.3} s");
+            }
+        }
+        Ok(())
+    }
+
+    /// Any message from a welcomed node's session (its hello goes to
+    /// [`Coordinator::handle_node_hello`]).
+    pub fn handle_node_message(&mut self, now: Instant, node: u32, msg: proto::NodeToController) {
+        use proto::NodeToController as N;
+        match msg {
+            N::LinkUp { peer } => self.handle_link_up(node, peer),
+            N::LinkDown { peer } => self.handle_link_down(node, peer),
+            N::Ready => self.handle_node_ready(now, node),
+            N::LinkStats { links } => self.handle_link_stats(node, links),
+            N::Failed { reason } => self.handle_node_failed(now, node, reason),
+            N::Hello { .. } => tracing::warn!("node {node} said hello twice"),
+        }
     }
 
     pub fn handle_agent_plumbed(&mut self, agent: AgentId, done: u32) {
@@ -400,7 +492,7 @@ impl Coordinator {
         &mut self,
         now: Instant,
         msg: &proto::NodeToController,
-    ) -> Result<u32, String> {
+    ) -> Result<u32, HelloError> {
         let proto::NodeToController::Hello {
             version,
             node_id,
@@ -408,22 +500,23 @@ impl Coordinator {
             link_port,
         } = *msg
         else {
-            return Err("a node must say hello first".to_owned());
+            return Err(HelloError::NotHello);
         };
         if version != proto::VERSION {
-            return Err(format!(
-                "node speaks protocol version {version}, the controller {}",
-                proto::VERSION
-            ));
+            return Err(HelloError::Version {
+                node: version,
+                controller: proto::VERSION,
+            });
         }
         let total = self.topology.n_nodes();
         let Some(slot) = self.slot_mut(node_id) else {
-            return Err(format!(
-                "node {node_id} is not in the topology, which has nodes 1..={total}"
-            ));
+            return Err(HelloError::NotInTopology {
+                node: node_id,
+                total,
+            });
         };
         if slot.connected {
-            return Err(format!("node {node_id} is connected already"));
+            return Err(HelloError::AlreadyConnected(node_id));
         }
         slot.connected = true;
         slot.link_addr = Some(SocketAddrV4::new(underlay_addr, link_port));
@@ -692,12 +785,13 @@ impl Coordinator {
         a: u32,
         b: u32,
         change: &LinkChange,
-    ) -> Result<LinkParams, String> {
+    ) -> Result<LinkParams, ChangeError> {
         if self.edge_index(a, b).is_none() {
-            return Err(format!(
-                "there is no link {a}-{b} in {}",
-                self.topology.label
-            ));
+            return Err(ChangeError::NoLink {
+                a,
+                b,
+                topology: self.topology.label.clone(),
+            });
         }
         let was_up = self.settings.links.params(a, b).up;
         for (from, to) in [(a, b), (b, a)] {
@@ -848,7 +942,12 @@ mod tests {
         )
     }
 
-    fn register(c: &mut Coordinator, agent: AgentId, n: u32, offset: u32) -> Result<(), String> {
+    fn register(
+        c: &mut Coordinator,
+        agent: AgentId,
+        n: u32,
+        offset: u32,
+    ) -> Result<(), RegisterError> {
         c.handle_agent_register(
             agent,
             &AgentToController::Register {
@@ -863,7 +962,11 @@ mod tests {
         )
     }
 
-    fn register_ids(c: &mut Coordinator, agent: AgentId, ids: &[u32]) -> Result<(), String> {
+    fn register_ids(
+        c: &mut Coordinator,
+        agent: AgentId,
+        ids: &[u32],
+    ) -> Result<(), RegisterError> {
         c.handle_agent_register(
             agent,
             &AgentToController::Register {
@@ -1024,23 +1127,24 @@ mod tests {
     #[test]
     fn bad_agents_and_hellos_are_refused_with_reasons() {
         let mut c = coordinator(10, false);
-        let e = register(&mut c, 1, 20, 0).unwrap_err();
+        let e = register(&mut c, 1, 20, 0).unwrap_err().to_string();
         assert!(e.contains("has 10") && e.contains("--n-nodes 10"), "{e}");
         register(&mut c, 2, 5, 0).unwrap();
-        let e = register(&mut c, 3, 5, 3).unwrap_err();
+        let e = register(&mut c, 3, 5, 3).unwrap_err().to_string();
         assert!(e.contains("nodes 4-5 are already on agent 2"), "{e}");
         // Any set of ids, as a scheduler hands them out.
-        let e = register_ids(&mut c, 4, &[6, 8, 11]).unwrap_err();
+        let e = register_ids(&mut c, 4, &[6, 8, 11]).unwrap_err().to_string();
         assert!(e.contains("6,8,11") && e.contains("(1..=10)"), "{e}");
         register_ids(&mut c, 4, &[10, 6, 8]).unwrap();
         register_ids(&mut c, 5, &[7, 9]).unwrap();
         let t0 = Instant::now();
-        let e = c.handle_node_hello(t0, &hello(11)).unwrap_err();
+        let e = c.handle_node_hello(t0, &hello(11)).unwrap_err().to_string();
         assert!(e.contains("not in the topology"), "{e}");
         c.handle_node_hello(t0, &hello(1)).unwrap();
         assert!(
             c.handle_node_hello(t0, &hello(1))
                 .unwrap_err()
+                .to_string()
                 .contains("already")
         );
         let old = NodeToController::Hello {
@@ -1052,6 +1156,7 @@ mod tests {
         assert!(
             c.handle_node_hello(t0, &old)
                 .unwrap_err()
+                .to_string()
                 .contains("version")
         );
     }
@@ -1110,6 +1215,7 @@ mod tests {
         assert!(
             c.handle_set_link(1, 3, &down)
                 .unwrap_err()
+                .to_string()
                 .contains("no link 1-3")
         );
     }

@@ -27,7 +27,9 @@ use proto::{AgentToController, ControllerToAgent, ControllerToNode, NodeToContro
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::coordinator::{AgentId, Coordinator, LinkRow, Milestone, NodeRow, Output, Status};
+use crate::coordinator::{
+    AgentId, ChangeError, Coordinator, HelloError, LinkRow, Milestone, NodeRow, Output, Status,
+};
 
 /// Control messages are small; a few KiB of buffer per session keeps thousands of sessions
 /// cheap (tungstenite's default read buffer is 128 KiB).
@@ -43,7 +45,7 @@ enum Input {
     Hello {
         msg: NodeToController,
         tx: mpsc::UnboundedSender<ControllerToNode>,
-        reply: oneshot::Sender<Result<u32, String>>,
+        reply: oneshot::Sender<Result<u32, HelloError>>,
     },
     Node {
         id: u32,
@@ -57,7 +59,7 @@ enum Input {
         a: u32,
         b: u32,
         change: proto::LinkChange,
-        reply: oneshot::Sender<Result<proto::LinkParams, String>>,
+        reply: oneshot::Sender<Result<proto::LinkParams, ChangeError>>,
     },
     Down,
 }
@@ -150,33 +152,8 @@ async fn run_coordinator(
                 if let Some(tx) = tx {
                     agents.insert(id, tx);
                 }
-                match msg {
-                    AgentToController::Register { .. } => {
-                        if let Err(reason) = c.handle_agent_register(id, &msg) {
-                            tracing::error!("agent rejected: {reason}");
-                        }
-                    }
-                    AgentToController::Plumbed { done } => c.handle_agent_plumbed(id, done),
-                    AgentToController::PlumbingDone {
-                        seconds,
-                        mem_available_before,
-                        mem_available_after,
-                    } => c.handle_agent_plumbing_done(
-                        id,
-                        seconds,
-                        mem_available_before,
-                        mem_available_after,
-                    ),
-                    AgentToController::NodeFailed { node, reason } => {
-                        c.handle_node_failed(now, node, reason)
-                    }
-                    AgentToController::Failed { reason } => {
-                        tracing::error!("agent {id} failed: {reason}");
-                        c.handle_agent_gone(now, id);
-                    }
-                    AgentToController::TornDown { seconds } => {
-                        tracing::info!("agent {id} tore its nodes down in {seconds:.3} s");
-                    }
+                if let Err(reason) = c.handle_agent_message(now, id, msg) {
+                    tracing::error!("agent rejected: {reason}");
                 }
             }
             Input::AgentGone(id) => {
@@ -190,16 +167,7 @@ async fn run_coordinator(
                 }
                 let _ = reply.send(verdict);
             }
-            Input::Node { id, msg } => match msg {
-                NodeToController::LinkUp { peer } => c.handle_link_up(id, peer),
-                NodeToController::LinkDown { peer } => c.handle_link_down(id, peer),
-                NodeToController::Ready => c.handle_node_ready(now, id),
-                NodeToController::LinkStats { links } => c.handle_link_stats(id, links),
-                NodeToController::Failed { reason } => c.handle_node_failed(now, id, reason),
-                NodeToController::Hello { .. } => {
-                    tracing::warn!("node {id} said hello twice");
-                }
-            },
+            Input::Node { id, msg } => c.handle_node_message(now, id, msg),
             Input::NodeGone(id) => {
                 nodes.remove(&id);
                 c.handle_node_gone(now, id);
@@ -332,7 +300,7 @@ async fn api_set_link(
     });
     match rx.await {
         Ok(Ok(params)) => Json(params).into_response(),
-        Ok(Err(reason)) => (axum::http::StatusCode::BAD_REQUEST, reason).into_response(),
+        Ok(Err(e)) => (axum::http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
         Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }
@@ -417,9 +385,12 @@ async fn node_session(socket: WebSocket, tx: mpsc::UnboundedSender<Input>) {
     }
     let id = match verdict.await {
         Ok(Ok(id)) => id,
-        Ok(Err(reason)) => {
-            tracing::warn!("node refused: {reason}");
-            let bytes = proto::encode(&ControllerToNode::Rejected { reason }).expect("encodes");
+        Ok(Err(e)) => {
+            tracing::warn!("node refused: {e}");
+            let bytes = proto::encode(&ControllerToNode::Rejected {
+                reason: e.to_string(),
+            })
+            .expect("encodes");
             let _ = sink.send(Message::Binary(bytes.into())).await;
             return;
         }
