@@ -962,11 +962,7 @@ mod tests {
         )
     }
 
-    fn register_ids(
-        c: &mut Coordinator,
-        agent: AgentId,
-        ids: &[u32],
-    ) -> Result<(), RegisterError> {
+    fn register_ids(c: &mut Coordinator, agent: AgentId, ids: &[u32]) -> Result<(), RegisterError> {
         c.handle_agent_register(
             agent,
             &AgentToController::Register {
@@ -1133,7 +1129,9 @@ mod tests {
         let e = register(&mut c, 3, 5, 3).unwrap_err().to_string();
         assert!(e.contains("nodes 4-5 are already on agent 2"), "{e}");
         // Any set of ids, as a scheduler hands them out.
-        let e = register_ids(&mut c, 4, &[6, 8, 11]).unwrap_err().to_string();
+        let e = register_ids(&mut c, 4, &[6, 8, 11])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("6,8,11") && e.contains("(1..=10)"), "{e}");
         register_ids(&mut c, 4, &[10, 6, 8]).unwrap();
         register_ids(&mut c, 5, &[7, 9]).unwrap();

@@ -55,7 +55,7 @@ pub enum Hop<P> {
 }
 
 /// Why a packet was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
     /// Not an IPv4 packet (the kernel's IPv6 chatter on a TUN device), or malformed.
     NotIpv4,

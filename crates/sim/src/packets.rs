@@ -1,0 +1,43 @@
+//! The packets the simulated host stacks send: ICMP echoes and small UDP datagrams.
+
+use std::net::Ipv4Addr;
+
+use dataplane::packet::{ICMP, UDP, checksum};
+
+/// An IPv4 packet with a valid header checksum.
+pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, protocol: u8, payload: &[u8]) -> Vec<u8> {
+    let total = 20 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = ttl;
+    p[9] = protocol;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let c = checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p[20..].copy_from_slice(payload);
+    p
+}
+
+/// An ICMP echo request (`kind` 8) or reply (0).
+pub fn echo(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, kind: u8, ident: u16, seq: u16) -> Vec<u8> {
+    let mut icmp = vec![0u8; 8];
+    icmp[0] = kind;
+    icmp[4..6].copy_from_slice(&ident.to_be_bytes());
+    icmp[6..8].copy_from_slice(&seq.to_be_bytes());
+    let c = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4(src, dst, ttl, ICMP, &icmp)
+}
+
+/// A UDP datagram of `size` bytes in all (IP header included), carrying `word` first.
+pub fn udp(src: Ipv4Addr, dst: Ipv4Addr, ports: (u16, u16), word: u64, size: usize) -> Vec<u8> {
+    let len = size.max(20 + 8 + 8) - 20;
+    let mut u = vec![0u8; len];
+    u[0..2].copy_from_slice(&ports.0.to_be_bytes());
+    u[2..4].copy_from_slice(&ports.1.to_be_bytes());
+    u[4..6].copy_from_slice(&(len as u16).to_be_bytes());
+    u[8..16].copy_from_slice(&word.to_be_bytes());
+    ipv4(src, dst, 64, UDP, &u)
+}
