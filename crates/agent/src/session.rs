@@ -13,7 +13,7 @@
 //! `Ready`; `Closed` from any of them. The node says ready once; links that go down and come
 //! back later are reported, and the node stays ready.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -107,23 +107,36 @@ pub enum Action {
     Close(SessionEnd),
 }
 
-struct Neighbour {
-    transport: Transport,
-    params: LinkParams,
+/// Where a neighbour's link stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkState {
+    /// Not up yet, and its peer has not failed: the node waits for it.
+    Waiting,
+    Up,
+    /// Went down, or its peer failed.
+    Gone,
 }
 
+struct Neighbour {
+    id: u32,
+    transport: Transport,
+    params: LinkParams,
+    link: LinkState,
+}
+
+/// See the module documentation for the calling order.
 pub struct NodeSession {
     cfg: SessionConfig,
     state: State,
-    neighbours: BTreeMap<u32, Neighbour>,
-    /// Neighbours whose link is not up yet (and whose peer has not failed).
-    pending: BTreeSet<u32>,
-    /// Links that are up.
-    up: BTreeSet<u32>,
+    /// Sorted by id (a node has few neighbours; a vector costs less than a map for each of
+    /// thousands of nodes).
+    neighbours: Vec<Neighbour>,
+    /// Neighbours in [`LinkState::Waiting`].
+    waiting: usize,
     dataplane: bool,
     next_report: Option<Instant>,
     reported: Vec<LinkCounters>,
-    actions: std::collections::VecDeque<Action>,
+    actions: VecDeque<Action>,
 }
 
 impl NodeSession {
@@ -138,9 +151,8 @@ impl NodeSession {
         NodeSession {
             cfg,
             state: State::AwaitingWelcome,
-            neighbours: BTreeMap::new(),
-            pending: BTreeSet::new(),
-            up: BTreeSet::new(),
+            neighbours: Vec::new(),
+            waiting: 0,
             dataplane: false,
             next_report: None,
             reported: Vec::new(),
@@ -158,7 +170,29 @@ impl NodeSession {
 
     #[must_use]
     pub fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        let action = self.actions.pop_front();
+        if self.actions.is_empty() && self.actions.capacity() > 2 {
+            // Welcomes queue many actions at once; idle nodes should not keep the room.
+            self.actions = VecDeque::new();
+        }
+        action
+    }
+
+    fn neighbour(&mut self, id: u32) -> Option<&mut Neighbour> {
+        let i = self.neighbours.binary_search_by_key(&id, |n| n.id).ok()?;
+        Some(&mut self.neighbours[i])
+    }
+
+    /// Moves a neighbour's link to `to`, keeping the count of those waiting.
+    fn set_link_state(&mut self, id: u32, to: LinkState) -> Option<LinkState> {
+        let n = self.neighbour(id)?;
+        let from = std::mem::replace(&mut n.link, to);
+        match (from == LinkState::Waiting, to == LinkState::Waiting) {
+            (true, false) => self.waiting -= 1,
+            (false, true) => self.waiting += 1,
+            _ => {}
+        }
+        Some(from)
     }
 
     /// When [`NodeSession::handle_timeout`] wants to be called next.
@@ -213,15 +247,19 @@ impl NodeSession {
                 }
                 let me = self.cfg.node_id;
                 let mut accept = false;
+                self.neighbours = neighbours
+                    .iter()
+                    .map(|n| Neighbour {
+                        id: n.id,
+                        transport: n.transport,
+                        params: n.egress,
+                        link: LinkState::Waiting,
+                    })
+                    .collect();
+                self.neighbours.sort_by_key(|n| n.id);
+                self.neighbours.dedup_by_key(|n| n.id);
+                self.waiting = self.neighbours.len();
                 for n in &neighbours {
-                    self.pending.insert(n.id);
-                    self.neighbours.insert(
-                        n.id,
-                        Neighbour {
-                            transport: n.transport,
-                            params: n.egress,
-                        },
-                    );
                     if dials(n.transport) {
                         // The higher id dials when the controller says; the lower one accepts.
                         accept |= n.id > me;
@@ -238,7 +276,7 @@ impl NodeSession {
                 }
                 self.check_ready();
             }
-            ControllerToNode::Dial { peer, addr } => match self.neighbours.get(&peer) {
+            ControllerToNode::Dial { peer, addr } => match self.neighbour(peer) {
                 Some(n) => {
                     let transport = n.transport;
                     self.push(Action::Connect {
@@ -258,15 +296,21 @@ impl NodeSession {
                 }
             }
             ControllerToNode::SetLink { peer, change } => {
-                if let Some(n) = self.neighbours.get_mut(&peer) {
+                let dataplane = self.dataplane;
+                if let Some(n) = self.neighbour(peer) {
                     n.params = change.apply(n.params);
-                    if self.dataplane && self.up.contains(&peer) {
+                    if dataplane && n.link == LinkState::Up {
                         self.push(Action::ChangeLink { peer, change });
                     }
                 }
             }
             ControllerToNode::PeerFailed { peer } => {
-                self.pending.remove(&peer);
+                if self
+                    .neighbour(peer)
+                    .is_some_and(|n| n.link == LinkState::Waiting)
+                {
+                    self.set_link_state(peer, LinkState::Gone);
+                }
                 self.check_ready();
             }
             ControllerToNode::TopologyReady => {
@@ -281,15 +325,15 @@ impl NodeSession {
         if self.state == State::Closed {
             return;
         }
-        if !self.pending.remove(&peer) {
+        let Some(params) = self
+            .neighbour(peer)
+            .filter(|n| n.link == LinkState::Waiting)
+            .map(|n| n.params)
+        else {
             self.push(Action::Discard { peer });
             return;
-        }
-        let params = self
-            .neighbours
-            .get(&peer)
-            .map_or_else(LinkParams::default, |n| n.params);
-        self.up.insert(peer);
+        };
+        self.set_link_state(peer, LinkState::Up);
         self.push(Action::Attach { peer, params });
         self.push(Action::Send(NodeToController::LinkUp { peer }));
         self.check_ready();
@@ -297,9 +341,12 @@ impl NodeSession {
 
     /// The link to `peer` went down (its connection closed).
     pub fn handle_link_down(&mut self, peer: u32) {
-        if self.state == State::Closed || !self.up.remove(&peer) {
+        if self.state == State::Closed
+            || self.neighbour(peer).is_none_or(|n| n.link != LinkState::Up)
+        {
             return;
         }
+        self.set_link_state(peer, LinkState::Gone);
         self.push(Action::Detach { peer });
         self.push(Action::Send(NodeToController::LinkDown { peer }));
     }
@@ -345,7 +392,7 @@ impl NodeSession {
     }
 
     fn check_ready(&mut self) {
-        if self.state == State::Wiring && self.pending.is_empty() {
+        if self.state == State::Wiring && self.waiting == 0 {
             self.state = State::Ready;
             self.push(Action::Send(NodeToController::Ready));
             self.push(Action::StopAccepting);

@@ -44,7 +44,7 @@ enum Input {
     AgentGone(AgentId),
     Hello {
         msg: NodeToController,
-        tx: mpsc::UnboundedSender<ControllerToNode>,
+        tx: mpsc::UnboundedSender<Vec<u8>>,
         reply: oneshot::Sender<Result<u32, HelloError>>,
     },
     Node {
@@ -143,7 +143,9 @@ async fn run_coordinator(
     milestones: mpsc::UnboundedSender<Milestone>,
     down: watch::Sender<bool>,
 ) {
-    let mut nodes: HashMap<u32, mpsc::UnboundedSender<ControllerToNode>> = HashMap::new();
+    // Messages to nodes travel encoded: a node session's channel then holds bytes, not the
+    // largest message's size in every slot of its blocks (thousands of sessions).
+    let mut nodes: HashMap<u32, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
     let mut agents: HashMap<AgentId, mpsc::UnboundedSender<ControllerToAgent>> = HashMap::new();
     while let Some(input) = rx.recv().await {
         let now = Instant::now();
@@ -206,7 +208,7 @@ async fn run_coordinator(
             match out {
                 Output::Node(id, m) => {
                     if let Some(tx) = nodes.get(&id) {
-                        let _ = tx.send(m);
+                        let _ = tx.send(proto::encode(&m).expect("control messages encode"));
                     }
                 }
                 Output::Agent(id, m) => {
@@ -371,7 +373,7 @@ async fn node_session(socket: WebSocket, tx: mpsc::UnboundedSender<Input>) {
         },
         _ => return,
     };
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ControllerToNode>();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let (reply, verdict) = oneshot::channel();
     if tx
         .send(Input::Hello {
@@ -409,8 +411,7 @@ async fn node_session(socket: WebSocket, tx: mpsc::UnboundedSender<Input>) {
                 }
             }
             outgoing = out_rx.recv() => {
-                let Some(msg) = outgoing else { break };
-                let bytes = proto::encode(&msg).expect("control messages encode");
+                let Some(bytes) = outgoing else { break };
                 if sink.send(Message::Binary(bytes.into())).await.is_err() {
                     break;
                 }

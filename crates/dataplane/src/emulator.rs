@@ -24,7 +24,7 @@ type Wake = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub(crate) async fn emulate(
     mut link: linkem::Link<Frame>,
     mut from_forwarder: mpsc::Receiver<Frame>,
-    mut changes: mpsc::UnboundedReceiver<LinkChange>,
+    mut changes: mpsc::UnboundedReceiver<Box<LinkChange>>,
     to_peer: mpsc::Sender<Frame>,
     pacer: Pacer,
     counters: Arc<Mutex<proto::LinkCounters>>,

@@ -66,8 +66,9 @@ pub struct Dataplane {
     tun: tun_rs::AsyncDevice,
     forwarder: RwLock<Forwarder>,
     egress: RwLock<HashMap<u32, mpsc::Sender<Frame>>>,
-    /// Parameter changes for each link's emulator.
-    emulators: RwLock<HashMap<u32, mpsc::UnboundedSender<LinkChange>>>,
+    /// Parameter changes for each link's emulator. Boxed: a channel allocates room for 32
+    /// messages up front, and a change is 160 bytes (two links a node, thousands of nodes).
+    emulators: RwLock<HashMap<u32, mpsc::UnboundedSender<Box<LinkChange>>>>,
     /// Each link's counters, kept current by its emulator.
     counters: RwLock<HashMap<u32, Arc<Mutex<proto::LinkCounters>>>>,
     pacer: Pacer,
@@ -203,7 +204,7 @@ impl Dataplane {
     /// is.
     pub fn set_link(&self, peer: u32, change: LinkChange) {
         if let Some(tx) = self.emulators.read().expect("no panics hold it").get(&peer) {
-            let _ = tx.send(change);
+            let _ = tx.send(Box::new(change));
         }
     }
 
