@@ -84,7 +84,7 @@ pub struct AgentArgs {
     /// This host's node ids when they are not one block, e.g. 1-4,9 (as `nextmini schedule`
     /// prints them).
     #[arg(long)]
-    pub nodes: Option<String>,
+    pub nodes: Option<crate::host::NodeIds>,
     /// Port where nodes accept TCP links [default: 8080].
     #[arg(long)]
     pub link_port: Option<u16>,
@@ -180,12 +180,7 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         controller: args.controller,
         n_nodes: args.n_nodes,
         node_id_offset: args.node_id_offset,
-        nodes: args
-            .nodes
-            .as_deref()
-            .map(topology::ids::parse_ids)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("--nodes: {e}"))?,
+        nodes: args.nodes.map(|n| n.ids),
         link_port: args.link_port,
         host: name,
         fail_nodes: args.fail_nodes,

@@ -23,6 +23,8 @@ use clap::{Args, Subcommand};
 use head::api::{ExecRequest, HostsChange, LaunchRequest, MoveRequest, PlanDoc};
 use head::client::{DEFAULT_HEAD_PORT, HeadClient, head_addr};
 
+use crate::host::{HostList, NodeIds};
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     #[arg(long, default_value = "0.0.0.0")]
@@ -79,7 +81,7 @@ pub enum ExpVerb {
         load: Option<String>,
     },
     /// Move nodes in the stored dry run (every constraint is checked again).
-    Mv { nodes: String, host: String },
+    Mv { nodes: NodeIds, host: String },
     /// The stored dry run: node | host.
     Dump,
     /// On: a launch with a file only queues it, until a launch without one.
@@ -110,21 +112,21 @@ pub enum ExpVerb {
 #[derive(Subcommand, Debug, Clone)]
 pub enum HostsVerb {
     /// Add registered hosts (all or nothing).
-    Add { list: String },
+    Add { list: HostList },
     /// Remove hosts (names it does not hold are ignored).
-    Del { list: String },
+    Del { list: HostList },
 }
 
 impl HostsVerb {
     fn change(&self) -> HostsChange {
         match self {
             HostsVerb::Add { list } => HostsChange {
-                add: Some(list.clone()),
+                add: Some(list.0.clone()),
                 del: None,
             },
             HostsVerb::Del { list } => HostsChange {
                 add: None,
-                del: Some(list.clone()),
+                del: Some(list.0.clone()),
             },
         }
     }
@@ -237,7 +239,13 @@ fn run_verb(c: &HeadClient, name: &str, verb: ExpVerb, json: bool) -> Result<i32
             print!("{}", head::render::dry_run(&plan));
         }
         ExpVerb::Mv { nodes, host } => {
-            let r = c.move_nodes(name, &MoveRequest { nodes, host })?;
+            let r = c.move_nodes(
+                name,
+                &MoveRequest {
+                    nodes: nodes.written,
+                    host,
+                },
+            )?;
             print_plan(name, &r, json, true)?;
         }
         ExpVerb::Status => {

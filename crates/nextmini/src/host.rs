@@ -69,3 +69,33 @@ pub fn log_notes(notes: &[experiment::seeds::Note]) {
         tracing::info!("{}: accepted, no effect: {}", note.key, note.what);
     }
 }
+
+/// A list of hosts as written, with ranges (`kn[008-011],kn020`, `10.1.0.[1-3]`, `all`),
+/// checked when the command line is read and passed on as written.
+#[derive(Debug, Clone)]
+pub struct HostList(pub String);
+
+impl std::str::FromStr for HostList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        scheduler::ranges::split_list(s).map_err(|e| e.to_string())?;
+        Ok(HostList(s.to_owned()))
+    }
+}
+
+/// Node ids as written (`1-4,9`), checked when the command line is read.
+#[derive(Debug, Clone)]
+pub struct NodeIds {
+    pub written: String,
+    pub ids: Vec<u32>,
+}
+
+impl std::str::FromStr for NodeIds {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(NodeIds {
+            written: s.to_owned(),
+            ids: topology::ids::parse_ids(s)?,
+        })
+    }
+}

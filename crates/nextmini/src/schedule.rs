@@ -14,7 +14,7 @@ pub struct ScheduleArgs {
     pub file: PathBuf,
     /// The hosts, by address or name, with ranges: 10.1.0.[1-3], kn[008-011].
     #[arg(long)]
-    pub hosts: String,
+    pub hosts: crate::host::HostList,
     /// CPUs of each host [default: this machine's].
     #[arg(long)]
     pub cpus: Option<u32>,
@@ -39,7 +39,7 @@ pub struct ScheduleArgs {
 pub fn run(args: ScheduleArgs) -> Result<()> {
     let exp = ExperimentFile::load(&args.file)?.resolve(Some(&args.file))?;
     let hosts = head::offline::Hosts {
-        list: args.hosts.clone(),
+        list: args.hosts.0.clone(),
         cpus: args
             .cpus
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32)),
