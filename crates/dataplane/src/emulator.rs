@@ -60,7 +60,7 @@ pub(crate) async fn emulate(
                 }
                 None => return,
             },
-            Some(change) = changes.recv() => link.apply(&change),
+            Some(change) = changes.recv() => link.apply(Instant::now(), &change),
             () = async { timer.as_mut().expect("guarded by is_some").1.as_mut().await }, if timer.is_some() => fired = true,
         }
         // A fired wake-up is spent: its future must not be polled again.

@@ -147,9 +147,15 @@ impl tun_rs::ExpandBuffer for Frame {
     }
 }
 
-impl linkem::ByteLen for Frame {
+impl linkem::Packet for Frame {
     fn len_bytes(&self) -> usize {
         self.wire_len()
+    }
+
+    /// Its 5-tuple's hash, and its DSCP as its weight.
+    fn flow(&self) -> (u64, u32) {
+        crate::packet::Ipv4Packet::new_checked(self.ip())
+            .map_or((0, 1), |p| (p.flow_hash(), p.weight()))
     }
 }
 

@@ -66,6 +66,17 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         usize::from(self.bytes()[field::VER_IHL] & 0x0f) * 4
     }
 
+    /// The DiffServ code point (the upper six bits of the TOS byte): a flow's weight under
+    /// weighted round robin.
+    pub fn dscp(&self) -> u8 {
+        self.bytes()[1] >> 2
+    }
+
+    /// The weight of this packet's flow under weighted round robin: its DSCP, at least 1.
+    pub fn weight(&self) -> u32 {
+        u32::from(self.dscp()).max(1)
+    }
+
     pub fn ttl(&self) -> u8 {
         self.bytes()[field::TTL]
     }

@@ -52,10 +52,50 @@ pub struct ExperimentFile {
     pub multicast_pool_base: Option<Spanned<toml::Value>>,
     pub multicast_pool_mask: Option<Spanned<toml::Value>>,
     pub flow_transport: Option<Spanned<String>>,
+    /// `"fifo"` or `"wrr"`: how every link direction picks its next packet.
     pub scheduler_type: Option<Spanned<String>>,
-    pub link_rates: Option<Spanned<toml::Value>>,
+    /// The seeds' token buckets per link direction.
+    pub link_rates: Option<Vec<LinkRateEntry>>,
     pub flows: Option<Spanned<toml::Value>>,
     pub nodes: Option<Spanned<Vec<SeedsNode>>>,
+}
+
+/// `[[link_rates]]` of the seeds' controller config: the rate and token bucket of the
+/// direction `src_node_id` → `dst_node_id`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRateEntry {
+    pub src_node_id: u32,
+    pub dst_node_id: u32,
+    /// Bytes per second (the seeds' unit), or a rate as tc writes it (`"8mbit"`).
+    pub rate: BytesPerSecond,
+    /// The token bucket's depth in bytes.
+    pub bucket_size: Option<u32>,
+}
+
+/// A rate written as a number of bytes per second (the seeds' way) or with units.
+#[derive(Debug, Clone, Copy)]
+pub struct BytesPerSecond(pub linkem::Rate);
+
+impl<'de> Deserialize<'de> for BytesPerSecond {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Number(u64),
+            Text(String),
+        }
+        let rate = match Repr::deserialize(d)? {
+            Repr::Number(n) => n
+                .checked_mul(8)
+                .and_then(linkem::Rate::from_bps)
+                .ok_or_else(|| {
+                    serde::de::Error::custom(format!("rate = {n}: give a rate above 0 bytes/s"))
+                })?,
+            Repr::Text(t) => t.parse().map_err(serde::de::Error::custom)?,
+        };
+        Ok(BytesPerSecond(rate))
+    }
 }
 
 /// `[[nodes]]` of the seeds' controller config.
@@ -338,6 +378,13 @@ impl ExperimentFile {
     /// The link plan: `[links]` defaults, then each `[[link]]` on top.
     fn link_plan(&self, topology: &Topology) -> Result<LinkPlan, String> {
         let mut plan = LinkPlan::unshaped();
+        if self
+            .scheduler_type
+            .as_ref()
+            .is_some_and(|s| s.get_ref() == "wrr")
+        {
+            plan.default.scheduler = linkem::Scheduler::Wrr;
+        }
         if let Some(c) = &self.links {
             plan.default = c.apply(plan.default);
         }
@@ -381,6 +428,22 @@ impl ExperimentFile {
                 }
                 plan.change(a, b, &o.change);
             }
+        }
+        for (i, r) in self.link_rates.iter().flatten().enumerate() {
+            let (a, b) = (r.src_node_id, r.dst_node_id);
+            if !topology.has_edge(a, b) {
+                return Err(format!(
+                    "[[link_rates]] #{}: there is no link between nodes {a} and {b} in {}",
+                    i + 1,
+                    topology.label
+                ));
+            }
+            let change = LinkChange {
+                rate: Some(r.rate.0),
+                burst: r.bucket_size,
+                ..Default::default()
+            };
+            plan.change(a, b, &change);
         }
         Ok(plan)
     }

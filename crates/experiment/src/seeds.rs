@@ -473,7 +473,7 @@ pub(crate) fn check_controller(f: &ExperimentFile) -> Result<(), (usize, String)
         ));
     }
     if let Some(v) = &f.scheduler_type
-        && v.get_ref() != "fifo"
+        && !matches!(v.get_ref().as_str(), "fifo" | "wrr")
     {
         return Err((
             v.span().start,
@@ -483,9 +483,6 @@ pub(crate) fn check_controller(f: &ExperimentFile) -> Result<(), (usize, String)
                 Some(&format!("{:?}", v.get_ref())),
             ),
         ));
-    }
-    if let Some(v) = &f.link_rates {
-        return Err((v.span().start, refused(Controller, "[[link_rates]]", None)));
     }
     if let Some(v) = &f.flows {
         return Err((v.span().start, refused(Controller, "[[flows]]", None)));

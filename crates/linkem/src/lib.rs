@@ -3,24 +3,31 @@
 //! Calling order: hand every packet to [`Link::handle_arrival`] with the time it arrived; ask
 //! [`Link::poll_timeout`] when the next packet is due and wake up then; call
 //! [`Link::poll_departure`] with the current time until it returns `None`, and send what it
-//! yields. Parameters may change at any time with [`Link::set_params`]; packets already
-//! scheduled keep their times.
+//! yields (with weighted round robin, `poll_timeout` also says when the transmitter frees and
+//! the next packet must be chosen). Parameters may change at any time with
+//! [`Link::set_params`]; packets already scheduled keep their times.
 //!
 //! The model, in the order a packet meets it:
 //! 1. **up/down**: a packet arriving on a link that is down is dropped.
 //! 2. **loss**: Bernoulli, or Gilbert–Elliott (a good and a bad state with their own loss
 //!    rates), drawn from a seeded generator so any run can be repeated exactly.
-//! 3. **queue**: packets wait for the transmitter in a FIFO limited in packets or bytes;
-//!    a full queue drops the arrival (drop-tail), or RED drops early as the average grows.
+//! 3. **queue**: packets wait for the transmitter, limited in packets or bytes; a full queue
+//!    drops (drop-tail), or RED drops early as the average grows. First in, first out, or
+//!    with weighted round robin one queue per flow served by the flows' weights (a full queue
+//!    then drops from the flow with the longest queue for its weight).
 //! 4. **rate**: the transmitter sends at `rate` bits/s; a packet of `L` bytes occupies it for
-//!    exactly `8L/rate` seconds, so departure times are exact, not rounded to a timer.
+//!    exactly `8L/rate` seconds, so departure times are exact, not rounded to a timer. With a
+//!    burst, a token bucket of that many bytes lets a burst leave at once after a pause.
 //! 5. **delay and jitter**: a packet arrives at the far end `delay ± jitter` after it was
 //!    sent; without `reorder` it never overtakes the one before it.
 
 mod params;
+mod sched;
 pub mod units;
 
-pub use params::{Aqm, GilbertElliott, LinkChange, LinkError, LinkParams, Loss, QueueLimit};
+pub use params::{
+    Aqm, GilbertElliott, LinkChange, LinkError, LinkParams, Loss, QueueLimit, Scheduler,
+};
 pub use units::{
     Fraction, Rate, Span, UnitError, format_duration, format_percent, format_rate, parse_duration,
     parse_percent, parse_rate,
@@ -32,6 +39,8 @@ use std::time::{Duration, Instant};
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use crate::sched::Drr;
 
 /// Why a packet was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +56,8 @@ pub enum Drop {
 pub enum Verdict {
     /// It will leave the far end at this time.
     Scheduled(Instant),
+    /// It waits for its turn on the transmitter (weighted round robin decides when).
+    Queued,
     Dropped(Drop),
 }
 
@@ -69,18 +80,25 @@ impl Counters {
     }
 }
 
-/// Anything with a length in bytes can cross a link.
-pub trait ByteLen {
+/// What crosses a link: anything with a length, and for the weighted scheduler a flow and its
+/// weight.
+pub trait Packet {
     fn len_bytes(&self) -> usize;
+
+    /// The flow this packet belongs to (a hash of its 5-tuple) and its weight (at least 1):
+    /// with [`Scheduler::Wrr`] each flow has its own queue, served by weight.
+    fn flow(&self) -> (u64, u32) {
+        (0, 1)
+    }
 }
 
-impl ByteLen for Vec<u8> {
+impl Packet for Vec<u8> {
     fn len_bytes(&self) -> usize {
         self.len()
     }
 }
 
-impl ByteLen for usize {
+impl Packet for usize {
     fn len_bytes(&self) -> usize {
         *self
     }
@@ -91,11 +109,18 @@ pub struct Link<P> {
     params: LinkParams,
     rng: ChaCha8Rng,
     bad_state: bool,
-    /// Transmit-finish times and sizes of packets queued or being sent, oldest first.
+    /// Transmit-finish times and sizes of packets in or queued for the transmitter, oldest
+    /// first (first in, first out: times are known when they arrive).
     backlog: VecDeque<(Instant, usize)>,
     backlog_bytes: usize,
+    /// Packets waiting for the transmitter by flow (weighted round robin: the order is decided
+    /// when the transmitter is free).
+    waiting: Drr<P>,
     /// When the transmitter is free again.
     busy_until: Option<Instant>,
+    /// The token bucket (with a burst): bytes of credit at `tokens_at`.
+    tokens: f64,
+    tokens_at: Option<Instant>,
     /// RED's average queue length, in packets or bytes as the limit counts.
     red_avg: f64,
     /// Packets in flight to the far end, by delivery time (then arrival order).
@@ -128,7 +153,7 @@ impl<P> Ord for Slot<P> {
 /// RED's averaging weight per arrival.
 const RED_WEIGHT: f64 = 0.002;
 
-impl<P: ByteLen> Link<P> {
+impl<P: Packet> Link<P> {
     pub fn new(params: LinkParams, seed: u64) -> Self {
         Link {
             params,
@@ -136,7 +161,10 @@ impl<P: ByteLen> Link<P> {
             bad_state: false,
             backlog: VecDeque::new(),
             backlog_bytes: 0,
+            waiting: Drr::default(),
             busy_until: None,
+            tokens: 0.0,
+            tokens_at: None,
             red_avg: 0.0,
             in_flight: BinaryHeap::new(),
             last_delivery: None,
@@ -149,14 +177,23 @@ impl<P: ByteLen> Link<P> {
         &self.params
     }
 
-    /// New parameters from now on; packets already accepted keep their schedule.
-    pub fn set_params(&mut self, params: LinkParams) {
+    /// New parameters from now on (`now` is when they take effect); packets already accepted
+    /// keep their schedule. Leaving weighted round robin sends what waits in flow order.
+    pub fn set_params(&mut self, now: Instant, params: LinkParams) {
+        let was_wrr = self.params.scheduler == Scheduler::Wrr;
+        self.transmit(now);
         self.params = params;
+        if was_wrr && params.scheduler == Scheduler::Fifo {
+            // Everything waiting is scheduled now, in the order the scheduler would have taken.
+            while let Some((arrived, p)) = self.waiting.pop() {
+                let _ = self.send(arrived.max(self.busy_until.unwrap_or(arrived)), p);
+            }
+        }
     }
 
-    /// Makes a change from now on (see [`Link::set_params`]).
-    pub fn apply(&mut self, change: &LinkChange) {
-        self.params = change.apply(self.params);
+    /// Makes a change from `now` on (see [`Link::set_params`]).
+    pub fn apply(&mut self, now: Instant, change: &LinkChange) {
+        self.set_params(now, change.apply(self.params));
     }
 
     pub fn counters(&self) -> Counters {
@@ -165,13 +202,14 @@ impl<P: ByteLen> Link<P> {
 
     /// Packets waiting for or in the transmitter at `now`.
     pub fn queue_depth(&mut self, now: Instant) -> usize {
+        self.transmit(now);
         self.expire_backlog(now);
-        self.backlog.len()
+        self.backlog.len() + self.waiting.packets()
     }
 
     /// Packets accepted and not yet delivered.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
+        self.in_flight.len() + self.waiting.packets()
     }
 
     fn expire_backlog(&mut self, now: Instant) {
@@ -203,58 +241,48 @@ impl<P: ByteLen> Link<P> {
         }
     }
 
-    /// Takes an arriving packet.
-    pub fn handle_arrival(&mut self, now: Instant, packet: P) -> Verdict {
+    /// When a packet of `len` bytes that may start at `start` has left the transmitter: at the
+    /// rate, and with a burst, as soon as the token bucket holds its bytes.
+    fn finish_time(&mut self, start: Instant, len: usize) -> Instant {
+        let Some(rate) = self.params.rate else {
+            return start;
+        };
+        let nanos_for = |bytes: f64| -> Duration {
+            let n = (bytes * 8e9 / rate.bps() as f64).ceil();
+            Duration::from_nanos(n.clamp(0.0, u64::MAX as f64) as u64)
+        };
+        let Some(burst) = self.params.burst else {
+            let nanos = (len as u128 * 8 * 1_000_000_000).div_ceil(u128::from(rate.bps()));
+            return start + Duration::from_nanos(nanos.min(u128::from(u64::MAX)) as u64);
+        };
+        // A bucket smaller than a packet still lets one packet through per refill.
+        let depth = (burst as usize).max(len) as f64;
+        let credit = match self.tokens_at {
+            None => depth,
+            Some(at) => {
+                let refill =
+                    start.saturating_duration_since(at).as_secs_f64() * rate.bps() as f64 / 8.0;
+                (self.tokens + refill).min(depth)
+            }
+        };
+        if credit >= len as f64 {
+            self.tokens = credit - len as f64;
+            self.tokens_at = Some(start);
+            start
+        } else {
+            let finish = start + nanos_for(len as f64 - credit);
+            self.tokens = 0.0;
+            self.tokens_at = Some(finish);
+            finish
+        }
+    }
+
+    /// Puts a packet on the wire at `start`; returns when it reaches the far end.
+    fn send(&mut self, start: Instant, packet: P) -> Instant {
         let len = packet.len_bytes();
-        self.counters.arrived_packets += 1;
-        self.counters.arrived_bytes += len as u64;
-        if !self.params.up {
-            self.counters.dropped_down += 1;
-            return Verdict::Dropped(Drop::Down);
-        }
-        if self.lost() {
-            self.counters.dropped_loss += 1;
-            return Verdict::Dropped(Drop::Loss);
-        }
-        self.expire_backlog(now);
-        let (occupancy, limit, this) = match self.params.queue {
-            QueueLimit::Packets(n) => (self.backlog.len(), n as usize, 1),
-            QueueLimit::Bytes(n) => (self.backlog_bytes, n as usize, len),
-        };
-        if let Aqm::Red { min, max, max_p } = self.params.aqm {
-            self.red_avg = (1.0 - RED_WEIGHT) * self.red_avg + RED_WEIGHT * occupancy as f64;
-            let fill = self.red_avg / limit.max(1) as f64;
-            let drop = if fill >= max {
-                true
-            } else if fill > min {
-                let p = max_p * (fill - min) / (max - min);
-                self.rng.random_bool(p.clamp(0.0, 1.0))
-            } else {
-                false
-            };
-            if drop {
-                self.counters.dropped_red += 1;
-                return Verdict::Dropped(Drop::Red);
-            }
-        }
-        if occupancy + this > limit {
-            self.counters.dropped_queue += 1;
-            return Verdict::Dropped(Drop::QueueFull);
-        }
-        // The transmitter: exact finish time at the current rate.
-        let start = match self.busy_until {
-            Some(t) if t > now => t,
-            _ => now,
-        };
-        let finish = match self.params.rate {
-            Some(rate) => {
-                let nanos = (len as u128 * 8 * 1_000_000_000).div_ceil(u128::from(rate.bps()));
-                start + Duration::from_nanos(nanos.min(u128::from(u64::MAX)) as u64)
-            }
-            None => start,
-        };
+        let finish = self.finish_time(start, len);
         self.busy_until = Some(finish);
-        if finish > now {
+        if finish > start {
             self.backlog.push_back((finish, len));
             self.backlog_bytes += len;
         }
@@ -278,18 +306,105 @@ impl<P: ByteLen> Link<P> {
         self.seq += 1;
         self.in_flight
             .push(Reverse((deliver, self.seq, Slot(packet))));
-        Verdict::Scheduled(deliver)
+        deliver
     }
 
-    /// When the next packet is due at the far end.
+    /// Weighted round robin: every packet whose turn on the transmitter has come by `now`
+    /// goes on the wire, chosen when the transmitter frees.
+    fn transmit(&mut self, now: Instant) {
+        while !self.waiting.is_empty() && self.busy_until.is_none_or(|b| b <= now) {
+            let (arrived, p) = self.waiting.pop().expect("not empty");
+            let start = self.busy_until.map_or(arrived, |b| b.max(arrived));
+            let _ = self.send(start, p);
+        }
+    }
+
+    /// Takes an arriving packet.
+    pub fn handle_arrival(&mut self, now: Instant, packet: P) -> Verdict {
+        let len = packet.len_bytes();
+        self.counters.arrived_packets += 1;
+        self.counters.arrived_bytes += len as u64;
+        if !self.params.up {
+            self.counters.dropped_down += 1;
+            return Verdict::Dropped(Drop::Down);
+        }
+        if self.lost() {
+            self.counters.dropped_loss += 1;
+            return Verdict::Dropped(Drop::Loss);
+        }
+        self.transmit(now);
+        self.expire_backlog(now);
+        let (occupancy, limit, this) = match self.params.queue {
+            QueueLimit::Packets(n) => (self.backlog.len() + self.waiting.packets(), n as usize, 1),
+            QueueLimit::Bytes(n) => (self.backlog_bytes + self.waiting.bytes(), n as usize, len),
+        };
+        if let Aqm::Red { min, max, max_p } = self.params.aqm {
+            self.red_avg = (1.0 - RED_WEIGHT) * self.red_avg + RED_WEIGHT * occupancy as f64;
+            let fill = self.red_avg / limit.max(1) as f64;
+            let drop = if fill >= max {
+                true
+            } else if fill > min {
+                let p = max_p * (fill - min) / (max - min);
+                self.rng.random_bool(p.clamp(0.0, 1.0))
+            } else {
+                false
+            };
+            if drop {
+                self.counters.dropped_red += 1;
+                return Verdict::Dropped(Drop::Red);
+            }
+        }
+        match self.params.scheduler {
+            Scheduler::Fifo => {
+                if occupancy + this > limit {
+                    self.counters.dropped_queue += 1;
+                    return Verdict::Dropped(Drop::QueueFull);
+                }
+                let start = self.busy_until.map_or(now, |b| b.max(now));
+                Verdict::Scheduled(self.send(start, packet))
+            }
+            Scheduler::Wrr => {
+                if occupancy + this > limit {
+                    // Full: the flow with the longest queue for its weight loses a packet: the
+                    // arrival, if that is its own flow.
+                    let (flow, weight) = packet.flow();
+                    let mine = self.waiting.weighted_backlog(flow, weight, len);
+                    match self.waiting.longest() {
+                        Some((other, theirs)) if other != flow && theirs > mine => {
+                            self.waiting.drop_tail(other);
+                            self.counters.dropped_queue += 1;
+                        }
+                        _ => {
+                            self.counters.dropped_queue += 1;
+                            return Verdict::Dropped(Drop::QueueFull);
+                        }
+                    }
+                }
+                self.waiting.push(now, packet);
+                self.transmit(now);
+                Verdict::Queued
+            }
+        }
+    }
+
+    /// When to call [`Link::poll_departure`] next: a packet due at the far end, or the
+    /// transmitter freeing while packets wait.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.in_flight.peek().map(|Reverse((t, _, _))| *t)
+        let due = self.in_flight.peek().map(|Reverse((t, _, _))| *t);
+        let next_turn = (!self.waiting.is_empty())
+            .then_some(self.busy_until)
+            .flatten();
+        match (due, next_turn) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next packet due by `now`, if any.
     #[must_use]
     pub fn poll_departure(&mut self, now: Instant) -> Option<P> {
+        self.transmit(now);
         match self.in_flight.peek() {
             Some(Reverse((t, _, _))) if *t <= now => {}
             _ => return None,
@@ -638,13 +753,13 @@ mod tests {
         let mut link = Link::new(LinkParams::default(), 1);
         let mut down = *link.params();
         down.up = false;
-        link.set_params(down);
+        link.set_params(t0, down);
         assert_eq!(
             link.handle_arrival(t0, 10usize),
             Verdict::Dropped(Drop::Down)
         );
         down.up = true;
-        link.set_params(down);
+        link.set_params(t0, down);
         assert_eq!(link.handle_arrival(t0, 10usize), Verdict::Scheduled(t0));
         let c = link.counters();
         assert_eq!((c.arrived_packets, c.dropped_down, c.dropped()), (2, 1, 1));
@@ -664,14 +779,169 @@ mod tests {
             link.handle_arrival(t0, 1000usize),
             Verdict::Scheduled(t0 + ms(1))
         );
-        link.apply(&LinkChange {
-            rate: rate(4_000_000),
-            ..Default::default()
-        });
+        link.apply(
+            t0,
+            &LinkChange {
+                rate: rate(4_000_000),
+                ..Default::default()
+            },
+        );
         // Waits for the first packet, then takes 2 ms at the new rate.
         assert_eq!(
             link.handle_arrival(t0, 1000usize),
             Verdict::Scheduled(t0 + ms(3))
         );
+    }
+
+    #[test]
+    fn a_token_bucket_lets_a_burst_through_then_paces_at_the_rate() {
+        let t0 = Instant::now();
+        // 8 Mbit/s (1,000,000 bytes/s) with a 10,000-byte bucket, as the seeds' link_rates
+        // write it: ten 1,000-byte packets leave at once, the eleventh 1 ms later.
+        let mut link = Link::new(
+            LinkParams {
+                rate: rate(8_000_000),
+                burst: Some(10_000),
+                ..Default::default()
+            },
+            1,
+        );
+        let times: Vec<Instant> = (0..12)
+            .map(|_| match link.handle_arrival(t0, 1000usize) {
+                Verdict::Scheduled(t) => t,
+                v => panic!("{v:?}"),
+            })
+            .collect();
+        assert!(times[..10].iter().all(|&t| t == t0));
+        assert_eq!(times[10] - t0, ms(1));
+        assert_eq!(times[11] - t0, ms(2));
+        // After a pause the bucket refills, but never beyond its depth.
+        let later = t0 + Duration::from_secs(1);
+        let refilled: Vec<Instant> = (0..11)
+            .map(|_| match link.handle_arrival(later, 1000usize) {
+                Verdict::Scheduled(t) => t,
+                v => panic!("{v:?}"),
+            })
+            .collect();
+        assert!(refilled[..10].iter().all(|&t| t == later));
+        assert_eq!(refilled[10] - later, ms(1));
+        // Over a long run the rate holds exactly.
+        let mut link = Link::new(
+            LinkParams {
+                rate: rate(8_000_000),
+                burst: Some(10_000),
+                queue: QueueLimit::Packets(100_000),
+                ..Default::default()
+            },
+            1,
+        );
+        for _ in 0..10_010 {
+            let _ = link.handle_arrival(t0, 1000usize);
+        }
+        let last = drain(&mut link).last().unwrap().1;
+        assert_eq!(
+            last - t0,
+            Duration::from_secs(10),
+            "10,000 packets after the burst"
+        );
+    }
+
+    /// A packet of a flow with a weight, for the weighted scheduler.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    struct Weighted {
+        flow: u64,
+        weight: u32,
+    }
+
+    impl Packet for Weighted {
+        fn len_bytes(&self) -> usize {
+            1500
+        }
+        fn flow(&self) -> (u64, u32) {
+            (self.flow, self.weight)
+        }
+    }
+
+    #[test]
+    fn weighted_round_robin_shares_a_bottleneck_by_weight() {
+        let t0 = Instant::now();
+        // 12 Mbit/s: a 1,500-byte packet every millisecond. Both flows offer twice that.
+        let mut link: Link<Weighted> = Link::new(
+            LinkParams {
+                rate: rate(12_000_000),
+                delay: span(ms(5)),
+                queue: QueueLimit::Packets(200),
+                scheduler: Scheduler::Wrr,
+                ..Default::default()
+            },
+            1,
+        );
+        let mut delivered = [0u32; 2];
+        let mut now = t0;
+        for i in 0..20_000u64 {
+            now = t0 + Duration::from_micros(250 * i);
+            for (flow, weight) in [(1, 1), (2, 3)] {
+                let _ = link.handle_arrival(now, Weighted { flow, weight });
+            }
+            while let Some(t) = link.poll_timeout().filter(|t| *t <= now) {
+                while let Some(p) = link.poll_departure(t) {
+                    delivered[(p.flow - 1) as usize] += 1;
+                }
+            }
+        }
+        let total = f64::from(delivered[0] + delivered[1]);
+        // 5 s at one packet per ms, less the first 5 ms of delay.
+        assert!((total - 4995.0).abs() <= 2.0, "{total} delivered");
+        let heavy = f64::from(delivered[1]) / total;
+        assert!((heavy - 0.75).abs() < 0.01, "weight 3 of 4 got {heavy}");
+        assert!(link.counters().dropped_queue > 0);
+        assert!(link.queue_depth(now) <= 200);
+        // The light flow alone gets the whole link: a packet a millisecond, none lost.
+        let mut alone: Link<Weighted> = Link::new(*link.params(), 2);
+        for i in 0..1000u64 {
+            let _ = alone.handle_arrival(t0 + ms(i), Weighted { flow: 1, weight: 1 });
+        }
+        assert_eq!(alone.counters().dropped(), 0);
+        let mut last = t0;
+        while let Some(t) = alone.poll_timeout() {
+            while alone.poll_departure(t).is_some() {
+                last = t;
+            }
+        }
+        assert_eq!(last - t0, Duration::from_secs(1) + ms(5));
+    }
+
+    #[test]
+    fn leaving_round_robin_sends_what_waits_in_order() {
+        let t0 = Instant::now();
+        let mut link: Link<Weighted> = Link::new(
+            LinkParams {
+                rate: rate(12_000_000),
+                scheduler: Scheduler::Wrr,
+                ..Default::default()
+            },
+            1,
+        );
+        for _ in 0..10 {
+            assert_eq!(
+                link.handle_arrival(t0, Weighted { flow: 1, weight: 1 }),
+                Verdict::Queued
+            );
+        }
+        link.apply(
+            t0,
+            &LinkChange {
+                scheduler: Some(Scheduler::Fifo),
+                ..Default::default()
+            },
+        );
+        assert_eq!(link.in_flight(), 10);
+        let mut n = 0;
+        while let Some(t) = link.poll_timeout() {
+            while link.poll_departure(t).is_some() {
+                n += 1;
+            }
+        }
+        assert_eq!(n, 10);
     }
 }

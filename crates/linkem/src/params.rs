@@ -165,11 +165,27 @@ impl<'de> Deserialize<'de> for Aqm {
     }
 }
 
+/// How the transmitter picks the next packet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduler {
+    /// First in, first out (the seeds' `scheduler_type = "fifo"`).
+    #[default]
+    Fifo,
+    /// Weighted round robin by flow (the seeds' `"wrr"`): a queue per flow (5-tuple), served
+    /// in proportion to the flow's weight.
+    Wrr,
+}
+
 /// A link direction's parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LinkParams {
     /// None is unshaped: packets leave as fast as they come.
     pub rate: Option<Rate>,
+    /// A token bucket of this many bytes in front of the rate (the seeds' `bucket_size`):
+    /// after a pause, that much leaves at once. None: packets are spaced at the rate.
+    #[serde(default)]
+    pub burst: Option<u32>,
     pub delay: Span,
     /// Each packet's delay varies by up to this much either way.
     pub jitter: Span,
@@ -179,6 +195,8 @@ pub struct LinkParams {
     pub loss: Loss,
     pub queue: QueueLimit,
     pub aqm: Aqm,
+    #[serde(default)]
+    pub scheduler: Scheduler,
     pub up: bool,
 }
 
@@ -187,12 +205,14 @@ impl Default for LinkParams {
     fn default() -> Self {
         LinkParams {
             rate: None,
+            burst: None,
             delay: Span::ZERO,
             jitter: Span::ZERO,
             reorder: false,
             loss: Loss::None,
             queue: QueueLimit::DEFAULT,
             aqm: Aqm::DropTail,
+            scheduler: Scheduler::Fifo,
             up: true,
         }
     }
@@ -201,7 +221,10 @@ impl Default for LinkParams {
 impl LinkParams {
     /// Whether the link does more than delay: then packets cross it one by one, as on a wire.
     pub fn shapes(&self) -> bool {
-        self.rate.is_some() || !self.jitter.is_zero() || self.loss != Loss::None
+        self.rate.is_some()
+            || !self.jitter.is_zero()
+            || self.loss != Loss::None
+            || self.scheduler == Scheduler::Wrr
     }
 
     /// One line for people: `rate 100mbit, delay 5ms, jitter 0, loss 1%, queue 1000 packets, up`.
@@ -222,12 +245,19 @@ impl LinkParams {
             QueueLimit::Bytes(b) => format!("{b} bytes"),
         };
         format!(
-            "rate {}, delay {}, jitter {}, {loss}, queue {queue}{}, {}",
+            "rate {}{}, delay {}, jitter {}, {loss}, queue {queue}{}{}, {}",
             self.rate
                 .map_or_else(|| "unshaped".to_owned(), |r| r.to_string()),
+            self.burst
+                .map_or_else(String::new, |b| format!(" (burst {b} bytes)")),
             self.delay,
             self.jitter,
             if self.aqm.is_red() { " (RED)" } else { "" },
+            if self.scheduler == Scheduler::Wrr {
+                ", weighted round robin"
+            } else {
+                ""
+            },
             if self.up { "up" } else { "down" }
         )
     }
@@ -241,6 +271,9 @@ impl LinkParams {
 pub struct LinkChange {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<Rate>,
+    /// A token bucket of this many bytes (0: none, packets spaced at the rate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
     /// Remove the rate limit.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub unshaped: bool,
@@ -264,6 +297,9 @@ pub struct LinkChange {
     pub queue_bytes: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aqm: Option<Aqm>,
+    /// `"fifo"` or `"wrr"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<Scheduler>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub up: Option<bool>,
 }
@@ -273,6 +309,7 @@ pub struct LinkChange {
 #[serde(deny_unknown_fields)]
 struct RawChange {
     rate: Option<Rate>,
+    burst: Option<u32>,
     #[serde(default)]
     unshaped: bool,
     delay: Option<Span>,
@@ -283,6 +320,7 @@ struct RawChange {
     queue: Option<u32>,
     queue_bytes: Option<u32>,
     aqm: Option<Aqm>,
+    scheduler: Option<Scheduler>,
     up: Option<bool>,
 }
 
@@ -320,6 +358,7 @@ impl TryFrom<RawChange> for LinkChange {
     fn try_from(r: RawChange) -> Result<Self, LinkError> {
         let change = LinkChange {
             rate: r.rate,
+            burst: r.burst,
             unshaped: r.unshaped,
             delay: r.delay,
             jitter: r.jitter,
@@ -329,6 +368,7 @@ impl TryFrom<RawChange> for LinkChange {
             queue: r.queue,
             queue_bytes: r.queue_bytes,
             aqm: r.aqm,
+            scheduler: r.scheduler,
             up: r.up,
         };
         change.check()?;
@@ -388,6 +428,20 @@ impl LinkChange {
                 "loss" => c.loss = Some(value.parse()?),
                 "queue" => c.queue = Some(number("queue")?),
                 "queue_bytes" => c.queue_bytes = Some(number("queue_bytes")?),
+                "burst" => c.burst = Some(number("burst")?),
+                "scheduler" => {
+                    c.scheduler = Some(match value {
+                        "fifo" => Scheduler::Fifo,
+                        "wrr" => Scheduler::Wrr,
+                        _ => {
+                            return Err(LinkError::Value {
+                                key: "scheduler",
+                                value: value.to_owned(),
+                                reason: "use fifo or wrr".into(),
+                            });
+                        }
+                    })
+                }
                 "aqm" => {
                     c.aqm = Some(match value {
                         "red" => Aqm::RED,
@@ -423,6 +477,7 @@ impl LinkChange {
             } else {
                 later.rate.or(self.rate)
             },
+            burst: later.burst.or(self.burst),
             unshaped: later.unshaped || (self.unshaped && later.rate.is_none()),
             delay: later.delay.or(self.delay),
             jitter: later.jitter.or(self.jitter),
@@ -448,6 +503,7 @@ impl LinkChange {
                 later.queue_bytes.or(self.queue_bytes)
             },
             aqm: later.aqm.or(self.aqm),
+            scheduler: later.scheduler.or(self.scheduler),
             up: later.up.or(self.up),
         }
     }
@@ -459,6 +515,9 @@ impl LinkChange {
         }
         if let Some(r) = self.rate {
             p.rate = Some(r);
+        }
+        if let Some(b) = self.burst {
+            p.burst = (b > 0).then_some(b);
         }
         if let Some(d) = self.delay {
             p.delay = d;
@@ -483,6 +542,9 @@ impl LinkChange {
         }
         if let Some(a) = self.aqm {
             p.aqm = a;
+        }
+        if let Some(s) = self.scheduler {
+            p.scheduler = s;
         }
         if let Some(u) = self.up {
             p.up = u;

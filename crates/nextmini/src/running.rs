@@ -68,6 +68,9 @@ pub struct LinkSetArgs {
     /// Rate: 50mbit, 1gbit, 64kbit.
     #[arg(long)]
     pub rate: Option<linkem::Rate>,
+    /// A token bucket of this many bytes in front of the rate (0: none).
+    #[arg(long)]
+    pub burst: Option<u32>,
     /// Remove the rate limit.
     #[arg(long, conflicts_with = "rate")]
     pub unshaped: bool,
@@ -92,6 +95,10 @@ pub struct LinkSetArgs {
     /// Queue discipline.
     #[arg(long, value_parser = ["droptail", "red"])]
     pub aqm: Option<String>,
+    /// How the transmitter picks the next packet: fifo, or wrr (a queue per flow, served by
+    /// the flows' weights: their DSCP).
+    #[arg(long, value_parser = ["fifo", "wrr"])]
+    pub scheduler: Option<String>,
     /// Take the link down (traffic is rerouted where another path exists).
     #[arg(long, conflicts_with = "up")]
     pub down: bool,
@@ -106,6 +113,7 @@ impl LinkSetArgs {
     fn change(&self) -> Result<linkem::LinkChange> {
         let change = linkem::LinkChange {
             rate: self.rate,
+            burst: self.burst,
             unshaped: self.unshaped,
             delay: self.delay,
             jitter: self.jitter,
@@ -117,6 +125,10 @@ impl LinkSetArgs {
             aqm: self.aqm.as_deref().map(|a| match a {
                 "red" => linkem::Aqm::RED,
                 _ => linkem::Aqm::DropTail,
+            }),
+            scheduler: self.scheduler.as_deref().map(|s| match s {
+                "wrr" => linkem::Scheduler::Wrr,
+                _ => linkem::Scheduler::Fifo,
             }),
             up: (self.down || self.up).then_some(self.up),
         };

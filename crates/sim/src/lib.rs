@@ -497,7 +497,7 @@ impl Sim {
                 }
                 Action::ChangeLink { peer, change } => {
                     if let Some(l) = self.nodes[id as usize - 1].links.get_mut(&peer) {
-                        l.emulator.apply(&change);
+                        l.emulator.apply(now, &change);
                     }
                 }
                 Action::ReadCounters => {
