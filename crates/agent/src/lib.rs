@@ -5,6 +5,7 @@
 //! One process for all of a host's nodes is the main lever for speed and memory: a node costs
 //! a task, a control socket and its links, not a process with its own runtime.
 
+mod flows;
 pub mod host;
 mod node;
 pub mod options;

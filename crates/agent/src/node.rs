@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-use crate::session::{Action, NodeSession, SessionConfig, SessionEnd};
+use crate::session::{Action, FlowEvent, NodeSession, SessionConfig, SessionEnd};
 
 /// What a node task needs to know about its node.
 #[derive(Debug, Clone)]
@@ -81,6 +81,10 @@ struct Links {
     dataplane: Option<Arc<Dataplane>>,
     /// The TUN reader: ends with the node.
     tun_reader: Option<AbortOnDrop>,
+    /// The node's overlay address, once it has a TUN device.
+    overlay: Option<Ipv4Addr>,
+    /// Taking flows, and flows being sent: they end with the node.
+    flows: Vec<AbortOnDrop>,
 }
 
 pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError> {
@@ -131,6 +135,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
         fail: ctx.fail,
     });
     let (events_tx, mut events) = mpsc::unbounded_channel::<LinkEvent>();
+    let (flow_tx, mut flow_events) = mpsc::unbounded_channel::<FlowEvent>();
     let mut links = Links::default();
     let mut accepting: Vec<AbortOnDrop> = Vec::new();
     let mut permit = Some(permit);
@@ -165,6 +170,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                             );
                             links.tun_reader = Some(dp.start());
                             links.dataplane = Some(dp);
+                            links.overlay = Some(overlay_addr);
                         }
                         Err(e) => session.handle_dataplane_failed(e.to_string()),
                     }
@@ -228,6 +234,36 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                         .unwrap_or_default();
                     session.handle_counters(counters);
                 }
+                Action::AcceptFlows { port } => {
+                    let event = match links.overlay {
+                        Some(addr) => match crate::flows::listen(
+                            &shared.factory,
+                            ctx.netns.clone(),
+                            SocketAddrV4::new(addr, port),
+                            flow_tx.clone(),
+                        )
+                        .await
+                        {
+                            Ok(guard) => {
+                                links.flows.push(guard);
+                                FlowEvent::Listening
+                            }
+                            Err(e) => FlowEvent::NotListening {
+                                reason: format!("cannot listen on {addr}:{port}: {e}"),
+                            },
+                        },
+                        None => FlowEvent::NotListening {
+                            reason: "it has no TUN device".into(),
+                        },
+                    };
+                    session.handle_flow_event(event);
+                }
+                Action::StartFlow(order) => links.flows.push(crate::flows::start(
+                    shared.factory.clone(),
+                    ctx.netns.clone(),
+                    order,
+                    flow_tx.clone(),
+                )),
                 Action::Close(end) => return Err(NodeError::Ended { node, end }),
             }
         }
@@ -252,6 +288,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                 }
                 LinkEvent::Down(peer) => session.handle_link_down(peer),
             },
+            Some(event) = flow_events.recv() => session.handle_flow_event(event),
             () = sleep_until(timeout), if timeout.is_some() => {
                 session.handle_timeout(std::time::Instant::now());
             }

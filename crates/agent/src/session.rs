@@ -103,6 +103,13 @@ pub enum Action {
     },
     /// Read the link counters and hand them to [`NodeSession::handle_counters`].
     ReadCounters,
+    /// Take flows on the node's overlay address at `port`; report with
+    /// [`NodeSession::handle_flow_event`] (`FlowEvent::Listening`, then each received flow).
+    AcceptFlows {
+        port: u16,
+    },
+    /// Start a flow; report its events with [`NodeSession::handle_flow_event`].
+    StartFlow(proto::FlowOrder),
     /// The session is over.
     Close(SessionEnd),
 }
@@ -317,6 +324,18 @@ impl NodeSession {
                 tracing::debug!("node {}: topology ready", self.cfg.node_id);
             }
             ControllerToNode::Rejected { reason } => self.close(SessionEnd::Rejected(reason)),
+            ControllerToNode::AcceptFlows { port } => self.push(Action::AcceptFlows { port }),
+            ControllerToNode::StartFlow { flow } => {
+                if self.dataplane {
+                    self.push(Action::StartFlow(flow));
+                } else {
+                    let id = flow.id;
+                    self.handle_flow_event(FlowEvent::Failed {
+                        id,
+                        reason: "the node has no TUN device".into(),
+                    });
+                }
+            }
         }
     }
 
@@ -397,6 +416,84 @@ impl NodeSession {
             self.push(Action::Send(NodeToController::Ready));
             self.push(Action::StopAccepting);
         }
+    }
+}
+
+/// What happens to a node's flows, as its glue reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FlowEvent {
+    /// The node takes flows now.
+    Listening,
+    /// The node can't take flows.
+    NotListening {
+        reason: String,
+    },
+    Started {
+        id: u64,
+        local_port: u16,
+        start_ns: u64,
+    },
+    Sent {
+        id: u64,
+        bytes: u64,
+        end_ns: u64,
+        tcp: proto::TcpStats,
+    },
+    Received {
+        id: u64,
+        bytes: u64,
+        first_ns: u64,
+        last_ns: u64,
+    },
+    Failed {
+        id: u64,
+        reason: String,
+    },
+}
+
+impl NodeSession {
+    /// A flow event: reported to the controller.
+    pub fn handle_flow_event(&mut self, event: FlowEvent) {
+        if self.state == State::Closed {
+            return;
+        }
+        let msg = match event {
+            FlowEvent::Listening => NodeToController::FlowsAccepted,
+            FlowEvent::NotListening { reason } => NodeToController::FlowsRefused { reason },
+            FlowEvent::Started {
+                id,
+                local_port,
+                start_ns,
+            } => NodeToController::FlowStarted {
+                id,
+                local_port,
+                start_ns,
+            },
+            FlowEvent::Sent {
+                id,
+                bytes,
+                end_ns,
+                tcp,
+            } => NodeToController::FlowSent {
+                id,
+                bytes,
+                end_ns,
+                tcp,
+            },
+            FlowEvent::Received {
+                id,
+                bytes,
+                first_ns,
+                last_ns,
+            } => NodeToController::FlowReceived {
+                id,
+                bytes,
+                first_ns,
+                last_ns,
+            },
+            FlowEvent::Failed { id, reason } => NodeToController::FlowFailed { id, reason },
+        };
+        self.push(Action::Send(msg));
     }
 }
 

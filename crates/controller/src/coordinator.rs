@@ -13,6 +13,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 pub use experiment::LinkPlan;
+
+use crate::flows::{FlowOutput, FlowRow, FlowTable};
 use proto::{ControllerToAgent, ControllerToNode, LinkChange, LinkParams, Neighbour, Transport};
 use topology::Topology;
 use topology::routing::Metric;
@@ -39,6 +41,8 @@ pub struct Settings {
     pub metric: topology::routing::Metric,
     /// Routes pinned by the experiment file (`[[routes]]`), checked against the topology.
     pub explicit_routes: Vec<topology::routing::ExplicitRoute>,
+    /// Where nodes take generated flows.
+    pub flow_port: u16,
 }
 
 /// Why an agent was refused (the agent is told the same words).
@@ -144,6 +148,8 @@ pub enum Milestone {
         agent: AgentId,
         lost_nodes: u32,
     },
+    /// A generated flow changed state.
+    Flow(Box<FlowRow>),
 }
 
 /// Where a run is.
@@ -239,7 +245,19 @@ pub struct Coordinator {
     first_hello: Option<Instant>,
     wiring: Option<Duration>,
     phase: Phase,
+    flows: FlowTable,
     out: VecDeque<Output>,
+}
+
+/// A flow that can't be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddFlowError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("flows need the dataplane (the experiment runs without TUN devices)")]
+    NoDataplane,
+    #[error("the run is being torn down")]
+    Down,
 }
 
 impl Coordinator {
@@ -260,7 +278,6 @@ impl Coordinator {
             adjacency: topology.adjacency(),
             link_ends: vec![0; topology.n_links()],
             topology,
-            settings,
             agents: BTreeMap::new(),
             nodes: vec![NodeSlot::default(); n],
             connected: 0,
@@ -270,7 +287,9 @@ impl Coordinator {
             first_hello: None,
             wiring: None,
             phase: Phase::Wiring,
+            flows: FlowTable::new(settings.flow_port, settings.overlay_base),
             out: VecDeque::new(),
+            settings,
         }
     }
 
@@ -439,6 +458,85 @@ impl Coordinator {
             N::LinkStats { links } => self.handle_link_stats(node, links),
             N::Failed { reason } => self.handle_node_failed(now, node, reason),
             N::Hello { .. } => tracing::warn!("node {node} said hello twice"),
+            N::FlowsAccepted => self.flows.handle_accepted(node),
+            N::FlowsRefused { reason } => self.flows.handle_refused(node, &reason),
+            N::FlowStarted {
+                id,
+                local_port,
+                start_ns,
+            } => self.flows.handle_started(node, id, local_port, start_ns),
+            N::FlowSent { id, bytes, tcp, .. } => self.flows.handle_sent(node, id, bytes, tcp),
+            N::FlowReceived {
+                id,
+                bytes,
+                first_ns,
+                last_ns,
+            } => self
+                .flows
+                .handle_received(node, id, bytes, first_ns, last_ns),
+            N::FlowFailed { id, reason } => self.flows.fail(id, format!("node {node}: {reason}")),
+        }
+        self.drain_flows();
+    }
+
+    /// Adds a flow (its id is the store's) to start `start` after the topology is ready, or
+    /// after `now` once it is.
+    pub fn handle_add_flow(
+        &mut self,
+        now: Instant,
+        id: u64,
+        src: u32,
+        dst: u32,
+        spec: proto::FlowSpec,
+        start: Duration,
+    ) -> Result<(), AddFlowError> {
+        if !self.settings.dataplane {
+            return Err(AddFlowError::NoDataplane);
+        }
+        if self.phase == Phase::Down {
+            return Err(AddFlowError::Down);
+        }
+        experiment::flows::check_flow(&self.topology, src, dst, &spec)
+            .map_err(AddFlowError::Invalid)?;
+        self.flows.add(now, id, src, dst, spec, start);
+        self.drain_flows();
+        Ok(())
+    }
+
+    /// When [`Coordinator::handle_timeout`] wants to be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.flows.poll_timeout()
+    }
+
+    /// Starts what is due by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let nodes = &self.nodes;
+        self.flows.handle_timeout(now, |n| {
+            n.checked_sub(1)
+                .and_then(|i| nodes.get(i as usize))
+                .is_some_and(|s| s.connected && !s.failed)
+        });
+        self.drain_flows();
+    }
+
+    /// Every flow and what is known of it.
+    pub fn flow_rows(&self) -> Vec<FlowRow> {
+        self.flows.rows().cloned().collect()
+    }
+
+    pub fn flow(&self, id: u64) -> Option<&FlowRow> {
+        self.flows.get(id)
+    }
+
+    fn drain_flows(&mut self) {
+        while let Some(o) = self.flows.poll_output() {
+            match o {
+                FlowOutput::Node(n, m) => self.out.push_back(Output::Node(n, m)),
+                FlowOutput::Changed(row) => {
+                    self.out.push_back(Output::Milestone(Milestone::Flow(row)))
+                }
+            }
         }
     }
 
@@ -714,6 +812,8 @@ impl Coordinator {
             }
         }
         self.emit(Milestone::NodeFailed { node, reason });
+        self.flows.handle_node_failed(node);
+        self.drain_flows();
     }
 
     fn check_ready(&mut self, now: Instant) {
@@ -734,6 +834,8 @@ impl Coordinator {
             }
         }
         self.emit(Milestone::TopologyReady { wiring });
+        self.flows.handle_ready(now);
+        self.drain_flows();
     }
 
     pub fn status(&self) -> Status {
@@ -938,6 +1040,7 @@ mod tests {
                 links: LinkPlan::unshaped(),
                 metric: Metric::Hops,
                 explicit_routes: Vec::new(),
+                flow_port: proto::DEFAULT_FLOW_PORT,
             },
         )
     }

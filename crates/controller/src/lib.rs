@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod coordinator;
+pub mod flows;
 pub mod local;
 pub mod render;
 pub mod run;

@@ -33,6 +33,7 @@ impl Settings {
             links: exp.links.clone(),
             metric: exp.metric,
             explicit_routes: exp.explicit_routes.clone(),
+            flow_port: exp.flow_port,
         }
     }
 }

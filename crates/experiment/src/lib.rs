@@ -15,8 +15,10 @@
 
 mod dataplane_file;
 mod file;
+pub mod flows;
 mod links;
 pub mod seeds;
+pub mod workload;
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ pub use file::{
     DbTable, ExperimentFile, LinkOverride, NodesTable, PlacementEntry, PortValue, RouteEntry,
     RouteShape, RoutingTable,
 };
+pub use flows::PlannedFlow;
 pub use linkem::{LinkChange, LinkParams};
 pub use links::LinkPlan;
 use topology::Topology;
@@ -170,6 +173,10 @@ pub struct Experiment {
     pub explicit_routes: Vec<ExplicitRoute>,
     /// Each node's demands and constraints for placement over hosts (`[[placement]]`).
     pub placement: Vec<scheduler::NodeReq>,
+    /// Flows to start once the topology is ready (`[[flows]]`, `[[workload]]`), by start.
+    pub flows: Vec<flows::PlannedFlow>,
+    /// Where nodes take generated flows.
+    pub flow_port: u16,
 }
 
 /// The prefix length of a contiguous mask.

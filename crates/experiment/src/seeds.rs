@@ -484,9 +484,6 @@ pub(crate) fn check_controller(f: &ExperimentFile) -> Result<(), (usize, String)
             ),
         ));
     }
-    if let Some(v) = &f.flows {
-        return Err((v.span().start, refused(Controller, "[[flows]]", None)));
-    }
     if let Some(nodes) = &f.nodes
         && let Some(n) = nodes
             .get_ref()

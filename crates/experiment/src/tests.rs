@@ -91,11 +91,6 @@ fn refused_seeds_keys_name_their_line_and_say_why() {
         ("protocol = \"quic\"\n", 1, "not supported yet"),
         ("flow_transport = \"lossless_unicast\"\n", 1, "lossless"),
         (
-            "[[flows]]\nsrc_node_id = 1\ndst_node_id = 2\n",
-            1,
-            "does not generate flows",
-        ),
-        (
             "[[nodes]]\nnode_id = 3\noperating_mode = \"max\"\n",
             1,
             "max mode",
@@ -361,4 +356,55 @@ fn the_seeds_link_rates_and_scheduler_act_on_the_links() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("above 0"), "{err}");
+}
+
+#[test]
+fn the_seeds_flows_and_workloads_resolve_into_one_list_by_start() {
+    let e = resolve(&format!(
+        "flow_transport = \"tcp\"\n[[flows]]\nsrc_node_id = 1\ndst_node_id = 4\nflow_spec = {{ flow_len = {{ Bytes = 1000000 }}, flow_rate = 125000, flow_weight = 3, transport = \"tcp\" }}\nstart = \"2s\"\n[[flows]]\nsrc_node_id = 2\ndst_node_id = 5\nflow_spec = {{ flow_len = {{ Duration = 1.5 }}, cc = \"bbr\" }}\n[[workload]]\nload = 0.1\nrate = \"100mbit\"\nsizes = {{ fixed = \"1MB\" }}\nendpoints = {{ list = [[3, 6]] }}\nduration = \"1s\"\nseed = 1\n{RING6}"
+    ))
+    .unwrap();
+    assert_eq!(e.flows[0].src, 2, "the flow at 0 s comes first");
+    assert_eq!(e.flows[0].spec.flow_len, proto::FlowLen::Duration(1.5));
+    assert_eq!(e.flows[0].spec.cc.as_deref(), Some("bbr"));
+    let seeded = e.flows.iter().find(|f| f.src == 1).unwrap();
+    assert_eq!(
+        (seeded.start, seeded.spec.flow_rate, seeded.spec.flow_weight),
+        (std::time::Duration::from_secs(2), Some(125_000), Some(3))
+    );
+    assert!(e.flows.iter().any(|f| (f.src, f.dst) == (3, 6)));
+    assert!(e.flows.windows(2).all(|w| w[0].start <= w[1].start));
+    assert_eq!(e.flow_port, proto::DEFAULT_FLOW_PORT);
+    for (bad, expect) in [
+        (
+            "src_node_id = 1\ndst_node_id = 9\nflow_spec = { flow_len = { Bytes = 1 } }",
+            "dst_node_id = 9",
+        ),
+        (
+            "src_node_id = 1\ndst_node_id = 1\nflow_spec = { flow_len = { Bytes = 1 } }",
+            "itself",
+        ),
+        (
+            "src_node_id = 1\ndst_node_id = 2\nflow_spec = { flow_len = { Bytes = 1 }, flow_weight = 99 }",
+            "1 to 63",
+        ),
+        (
+            "src_node_id = 1\ndst_node_id = 2\nflow_spec = { flow_len = { Bytes = 0 } }",
+            "0 bytes",
+        ),
+    ] {
+        let e = resolve(&format!("[[flows]]\n{bad}\n{RING6}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("[[flows]] #1") && e.contains(expect),
+            "{bad}: {e}"
+        );
+    }
+    let e = resolve(&format!(
+        "[[flows]]\nsrc_node_id = 1\ndst_node_id = 2\nflow_spec = {{ flow_len = {{ Bytes = 1 }} }}\n[node_settings]\ndataplane = false\n{RING6}"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("flows need the dataplane"), "{e}");
 }

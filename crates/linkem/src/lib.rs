@@ -29,8 +29,8 @@ pub use params::{
     Aqm, GilbertElliott, LinkChange, LinkError, LinkParams, Loss, QueueLimit, Scheduler,
 };
 pub use units::{
-    Fraction, Rate, Span, UnitError, format_duration, format_percent, format_rate, parse_duration,
-    parse_percent, parse_rate,
+    Bytes, Fraction, Rate, Span, UnitError, format_duration, format_percent, format_rate,
+    parse_bytes, parse_duration, parse_percent, parse_rate,
 };
 
 use std::cmp::Reverse;

@@ -142,6 +142,75 @@ pub fn format_percent(p: f64) -> String {
     format!("{}%", text.trim_end_matches('0').trim_end_matches('.'))
 }
 
+/// A number of bytes: `1500`, `64KB`, `10MB`, `1.5GB` (powers of 1,000), `64KiB`, `1MiB`
+/// (powers of 1,024).
+pub fn parse_bytes(s: &str) -> Result<u64, UnitError> {
+    let err = || UnitError {
+        value: s.to_owned(),
+        what: "a size",
+        example: "\"1500\", \"64KB\", \"10MB\" or \"1MiB\"",
+    };
+    let (number, unit) = split(s);
+    let value: f64 = number.parse().map_err(|_| err())?;
+    let factor = match unit {
+        "" | "B" | "b" => 1.0,
+        "KB" | "kB" | "kb" => 1e3,
+        "MB" | "mb" => 1e6,
+        "GB" | "gb" => 1e9,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(err()),
+    };
+    let bytes = value * factor;
+    if !bytes.is_finite() || !(0.0..=1e15).contains(&bytes) {
+        return Err(err());
+    }
+    Ok(bytes.round() as u64)
+}
+
+/// A number of bytes, read as written (`"10MB"`) or as a plain number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bytes(pub u64);
+
+impl std::str::FromStr for Bytes {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
+        parse_bytes(s).map(Bytes)
+    }
+}
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, scale) in [("GB", 1e9), ("MB", 1e6), ("KB", 1e3)] {
+            if self.0 as f64 >= scale {
+                let text = format!("{:.3}", self.0 as f64 / scale);
+                let text = text.trim_end_matches('0').trim_end_matches('.');
+                return write!(f, "{text}{unit}");
+            }
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UnitVisitor {
+            what: "a size",
+            example: "\"10MB\" or 1500",
+            parse: |s| parse_bytes(s).map(Bytes),
+            number: |v, _| (0.0..=1e15).contains(&v).then(|| Bytes(v.round() as u64)),
+            binary: false,
+        })
+    }
+}
+
 /// A link rate in bits per second (never zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rate(u64);
@@ -415,6 +484,20 @@ mod tests {
         for d in ["5ms", "1.5ms", "250us", "2s", "0", "20ms"] {
             assert_eq!(format_duration(parse_duration(d).unwrap()), d);
         }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("1500"), Ok(1500));
+        assert_eq!(parse_bytes("64KB"), Ok(64_000));
+        assert_eq!(parse_bytes("10MB"), Ok(10_000_000));
+        assert_eq!(parse_bytes("1.5GB"), Ok(1_500_000_000));
+        assert_eq!(parse_bytes("1MiB"), Ok(1_048_576));
+        for bad in ["ten", "5 parsecs", "-1MB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Bytes(10_000_000).to_string(), "10MB");
+        assert_eq!(Bytes(1500).to_string(), "1.5KB");
     }
 
     #[test]

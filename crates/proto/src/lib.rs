@@ -10,9 +10,13 @@
 //!
 //! Nothing in this exchange waits on a timer: every step answers a message.
 
+mod flows;
+
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
+
+pub use flows::{DEFAULT_FLOW_PORT, FlowLen, FlowOrder, FlowSpec, FlowTransport, TcpStats};
 
 /// Bumped on any incompatible change; both hellos carry it.
 pub const VERSION: u32 = 1;
@@ -89,6 +93,37 @@ pub enum NodeToController {
     Failed {
         reason: String,
     },
+    /// The node takes flows now (after `AcceptFlows`).
+    FlowsAccepted,
+    /// The node can't take flows.
+    FlowsRefused {
+        reason: String,
+    },
+    /// A flow's connection is open: from this node's `local_port`, at `start_ns` (Unix time).
+    FlowStarted {
+        id: u64,
+        local_port: u16,
+        start_ns: u64,
+    },
+    /// A flow this node sent is over: everything was sent and the receiver closed.
+    FlowSent {
+        id: u64,
+        bytes: u64,
+        end_ns: u64,
+        tcp: TcpStats,
+    },
+    /// A flow this node received is over (its sender closed).
+    FlowReceived {
+        id: u64,
+        bytes: u64,
+        first_ns: u64,
+        last_ns: u64,
+    },
+    /// A flow could not run.
+    FlowFailed {
+        id: u64,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -127,6 +162,14 @@ pub enum ControllerToNode {
     TopologyReady,
     Rejected {
         reason: String,
+    },
+    /// Take flows on the overlay address at `port`; answer `FlowsAccepted`.
+    AcceptFlows {
+        port: u16,
+    },
+    /// Start a flow to another node.
+    StartFlow {
+        flow: FlowOrder,
     },
 }
 

@@ -1,11 +1,15 @@
 //! The nodes' host stacks, as far as the simulator needs them: answering pings, noting the
-//! answers to its own probes (echo replies and ICMP errors), and a window-limited bulk sender
-//! with a receiver that acknowledges every packet.
+//! answers to its own probes (echo replies and ICMP errors), and streams: a window-limited
+//! sender whose every packet the receiver acknowledges. A bulk transfer is a stream without an
+//! end; a generated flow is a stream of its bytes (or its duration) that reports to its node's
+//! session as the agent's real flows do. Streams do not recover losses: simulations give their
+//! links queues deep enough for their windows.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use agent::session::FlowEvent;
 use dataplane::packet::{ICMP, Ipv4Packet, UDP};
 
 use crate::packets;
@@ -26,28 +30,73 @@ pub struct BulkId(u16);
 /// Probes in flight are keyed by (sender, ident, seq).
 pub type ProbeKey = (u32, u16, u16);
 
-struct Bulk {
+/// Data bytes a stream packet carries (1,500 bytes in all: IP, UDP and the stream header).
+const DATA: u64 = 1500 - 20 - 8 - HEADER as u64;
+/// Stream header: kind (1), last (1), data length (4), stream port (2).
+const HEADER: usize = 8;
+const ACK: usize = 48;
+const KIND_DATA: u8 = 1;
+const KIND_ACK: u8 = 2;
+
+/// Unix time of the simulation's start, so flows' times look like the real ones.
+const EPOCH_NS: u64 = 1_800_000_000_000_000_000;
+
+struct Stream {
+    src_node: u32,
+    dst_node: u32,
     src: Ipv4Addr,
     dst: Ipv4Addr,
+    sport: u16,
+    dport: u16,
+    /// A generated flow's id (it reports); none for a bulk transfer.
+    flow: Option<u64>,
+    /// Bytes to send; none: without end.
+    total: Option<u64>,
+    /// Sending stops at this time (a flow given by duration).
+    until: Option<Instant>,
+    tos: u8,
     window: u32,
     cwnd: u32,
-    next_seq: u64,
-    received_bytes: u64,
+    in_flight: u32,
+    sent: u64,
+    acked: u64,
+    done_sending: bool,
+    // The receiver's side: data bytes, and whole IP packets' bytes.
+    received: u64,
+    received_wire: u64,
+    first_at: Option<Instant>,
 }
 
-const DATA_PORT: u16 = 5002;
-const PACKET: usize = 1500;
-const ACK: usize = 48;
+/// What a host stack does in answer to a packet: packets to send, and flow events for the
+/// sessions of these nodes.
+#[derive(Default)]
+pub struct Answer {
+    pub packets: Vec<(u32, Vec<u8>)>,
+    pub events: Vec<(u32, FlowEvent)>,
+}
 
 #[derive(Default)]
 pub struct HostStack {
+    t0: Option<Instant>,
     next_seq: u16,
     sent: HashMap<ProbeKey, Instant>,
     answers: HashMap<ProbeKey, PingReply>,
-    bulks: Vec<Bulk>,
+    /// Streams by their source port (unique in a simulation).
+    streams: HashMap<u16, Stream>,
+    next_bulk: u16,
+    /// Nodes whose host stack takes flows.
+    listening: HashMap<u32, u16>,
 }
 
 impl HostStack {
+    pub fn start_clock(&mut self, t0: Instant) {
+        self.t0 = Some(t0);
+    }
+
+    fn unix_ns(&self, now: Instant) -> u64 {
+        EPOCH_NS + self.t0.map_or(0, |t0| (now - t0).as_nanos() as u64)
+    }
+
     /// An echo request from `node` to `to`; the key finds its answer.
     pub fn echo_request(
         &mut self,
@@ -74,62 +123,109 @@ impl HostStack {
         self.answers.remove(&key)
     }
 
-    /// Starts a bulk transfer: the first packets to send.
-    pub fn start_bulk(
-        &mut self,
-        src: Ipv4Addr,
-        dst: Ipv4Addr,
-        window: u32,
-    ) -> (BulkId, Vec<Vec<u8>>) {
-        let id = BulkId(self.bulks.len() as u16);
-        let mut b = Bulk {
-            src,
-            dst,
-            window,
-            cwnd: 10.min(window),
-            next_seq: 0,
-            received_bytes: 0,
-        };
-        let first = (0..b.cwnd).map(|_| b.next_packet(id)).collect();
-        self.bulks.push(b);
+    /// Starts a bulk transfer without end: the first packets to send.
+    pub fn start_bulk(&mut self, src: u32, dst: u32, window: u32) -> (BulkId, Vec<Vec<u8>>) {
+        let id = BulkId(self.next_bulk);
+        self.next_bulk += 1;
+        let sport = 10_000 + id.0;
+        let first = self.open(Stream::new(
+            src, dst, sport, 5002, None, None, None, 0, window,
+        ));
         (id, first)
     }
 
     pub fn bulk_received(&self, id: BulkId) -> u64 {
-        self.bulks[id.0 as usize].received_bytes
+        self.streams
+            .get(&(10_000 + id.0))
+            .map_or(0, |s| s.received_wire)
     }
 
-    /// `node` received `packet`: what it sends in answer.
-    pub fn receive(&mut self, now: Instant, node: u32, packet: &[u8]) -> Vec<Vec<u8>> {
-        let Ok(p) = Ipv4Packet::new_checked(packet) else {
-            return Vec::new();
+    /// `node` takes flows on `port`.
+    pub fn listen(&mut self, node: u32, port: u16) {
+        self.listening.insert(node, port);
+    }
+
+    /// Starts a generated flow from `src`: the first packets, and its start for the session.
+    pub fn start_flow(
+        &mut self,
+        now: Instant,
+        src: u32,
+        order: &proto::FlowOrder,
+        window: u32,
+    ) -> Answer {
+        let sport = 20_000 + (order.id % 40_000) as u16;
+        let (total, until) = match order.spec.flow_len {
+            proto::FlowLen::Bytes(b) => (Some(b), None),
+            proto::FlowLen::Duration(s) => (None, Some(now + Duration::from_secs_f64(s))),
         };
-        match p.protocol() {
-            ICMP => self.icmp(now, node, &p),
-            UDP => self.udp(&p),
-            _ => Vec::new(),
+        let tos = order.spec.flow_weight.map_or(0, |w| (w << 2) as u8);
+        let first = self.open(Stream::new(
+            src,
+            order.dst,
+            sport,
+            order.port,
+            Some(order.id),
+            total,
+            until,
+            tos,
+            window,
+        ));
+        Answer {
+            packets: first.into_iter().map(|p| (src, p)).collect(),
+            events: vec![(
+                src,
+                FlowEvent::Started {
+                    id: order.id,
+                    local_port: sport,
+                    start_ns: self.unix_ns(now),
+                },
+            )],
         }
     }
 
-    fn icmp(&mut self, now: Instant, node: u32, p: &Ipv4Packet<&[u8]>) -> Vec<Vec<u8>> {
+    fn open(&mut self, mut s: Stream) -> Vec<Vec<u8>> {
+        let first = (0..s.cwnd).filter_map(|_| s.next_packet(None)).collect();
+        self.streams.insert(s.sport, s);
+        first
+    }
+
+    /// `node` received `packet`: what happens in answer.
+    pub fn receive(&mut self, now: Instant, node: u32, packet: &[u8]) -> Answer {
+        let mut answer = Answer::default();
+        let Ok(p) = Ipv4Packet::new_checked(packet) else {
+            return answer;
+        };
+        match p.protocol() {
+            ICMP => {
+                if let Some(reply) = self.icmp(now, node, &p) {
+                    answer.packets.push((node, reply));
+                }
+            }
+            UDP => self.stream_packet(now, node, &p, &mut answer),
+            _ => {}
+        }
+        answer
+    }
+
+    fn icmp(&mut self, now: Instant, node: u32, p: &Ipv4Packet<&[u8]>) -> Option<Vec<u8>> {
         let icmp = p.payload();
         if icmp.len() < 8 {
-            return Vec::new();
+            return None;
         }
         let word = |at: usize| u16::from_be_bytes([icmp[at], icmp[at + 1]]);
         match icmp[0] {
             // The kernel answers echo requests.
-            8 => vec![packets::echo(
+            8 => Some(packets::echo(
                 p.dst_addr(),
                 p.src_addr(),
                 64,
                 0,
                 word(4),
                 word(6),
-            )],
+            )),
             0 => {
                 self.note(now, (node, word(4), word(6)), p.src_addr(), true);
-                Vec::new()
+                None
             }
             // An error quotes the original header and 8 bytes: our echo's ident and seq.
             3 | 11 if icmp.len() >= 8 + 20 + 8 => {
@@ -144,9 +240,9 @@ impl HostStack {
                     );
                     self.note(now, key, p.src_addr(), false);
                 }
-                Vec::new()
+                None
             }
-            _ => Vec::new(),
+            _ => None,
         }
     }
 
@@ -160,47 +256,162 @@ impl HostStack {
         }
     }
 
-    fn udp(&mut self, p: &Ipv4Packet<&[u8]>) -> Vec<Vec<u8>> {
-        let Some((sport, dport)) = p.ports() else {
-            return Vec::new();
-        };
-        if dport == DATA_PORT {
-            // Data: count it and acknowledge it.
-            let Some(b) = self.bulks.get_mut(usize::from(sport.wrapping_sub(10_000))) else {
-                return Vec::new();
-            };
-            b.received_bytes += p.header().len() as u64 + p.payload().len() as u64;
-            return vec![packets::udp(
-                p.dst_addr(),
-                p.src_addr(),
-                (DATA_PORT, sport),
-                0,
-                ACK,
-            )];
+    fn stream_packet(
+        &mut self,
+        now: Instant,
+        node: u32,
+        p: &Ipv4Packet<&[u8]>,
+        answer: &mut Answer,
+    ) {
+        let u = p.payload();
+        if u.len() < 8 + HEADER {
+            return;
         }
-        // An acknowledgement: the window moves, and grows until it is full.
-        let Some(b) = self.bulks.get_mut(usize::from(dport.wrapping_sub(10_000))) else {
-            return Vec::new();
+        let h = &u[8..8 + HEADER];
+        let (kind, last) = (h[0], h[1] == 1);
+        let data = u64::from(u32::from_be_bytes([h[2], h[3], h[4], h[5]]));
+        let sport = u16::from_be_bytes([h[6], h[7]]);
+        let unix = self.unix_ns(now);
+        let Some(s) = self.streams.get_mut(&sport) else {
+            return;
         };
-        let id = BulkId(dport - 10_000);
-        let mut out = vec![b.next_packet(id)];
-        if b.cwnd < b.window {
-            b.cwnd += 1;
-            out.push(b.next_packet(id));
+        match kind {
+            KIND_DATA if node == s.dst_node => {
+                if s.flow.is_some() && self.listening.get(&node) != Some(&s.dport) {
+                    return; // nobody takes flows here
+                }
+                s.first_at.get_or_insert(now);
+                s.received += data;
+                s.received_wire += (p.header().len() + p.payload().len()) as u64;
+                answer.packets.push((node, s.ack()));
+                if last && let Some(id) = s.flow {
+                    let first = s.first_at.unwrap_or(now);
+                    answer.events.push((
+                        node,
+                        FlowEvent::Received {
+                            id,
+                            bytes: s.received,
+                            first_ns: unix - (now - first).as_nanos() as u64,
+                            last_ns: unix,
+                        },
+                    ));
+                }
+            }
+            KIND_ACK if node == s.src_node => {
+                s.in_flight = s.in_flight.saturating_sub(1);
+                s.acked += 1;
+                // The window moves, and grows until it is full.
+                let mut sends = 1;
+                if s.cwnd < s.window {
+                    s.cwnd += 1;
+                    sends = 2;
+                }
+                for _ in 0..sends {
+                    if let Some(packet) = s.next_packet(Some(now)) {
+                        answer.packets.push((node, packet));
+                    }
+                }
+                if s.done_sending
+                    && s.in_flight == 0
+                    && let Some(id) = s.flow
+                {
+                    answer.events.push((
+                        node,
+                        FlowEvent::Sent {
+                            id,
+                            bytes: s.sent,
+                            end_ns: unix,
+                            tcp: proto::TcpStats::default(),
+                        },
+                    ));
+                    s.flow = None; // reported once
+                }
+            }
+            _ => {}
         }
-        out
     }
 }
 
-impl Bulk {
-    fn next_packet(&mut self, id: BulkId) -> Vec<u8> {
-        self.next_seq += 1;
-        packets::udp(
+impl Stream {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        src_node: u32,
+        dst_node: u32,
+        sport: u16,
+        dport: u16,
+        flow: Option<u64>,
+        total: Option<u64>,
+        until: Option<Instant>,
+        tos: u8,
+        window: u32,
+    ) -> Stream {
+        Stream {
+            src_node,
+            dst_node,
+            src: crate::overlay(src_node),
+            dst: crate::overlay(dst_node),
+            sport,
+            dport,
+            flow,
+            total,
+            until,
+            tos,
+            window,
+            cwnd: 10.min(window),
+            in_flight: 0,
+            sent: 0,
+            acked: 0,
+            done_sending: false,
+            received: 0,
+            received_wire: 0,
+            first_at: None,
+        }
+    }
+
+    /// The next data packet, unless the stream has sent everything (or its time is up).
+    fn next_packet(&mut self, now: Option<Instant>) -> Option<Vec<u8>> {
+        if self.done_sending || self.in_flight >= self.cwnd {
+            return None;
+        }
+        let expired = matches!((self.until, now), (Some(until), Some(now)) if now >= until);
+        let data = match self.total {
+            Some(total) => (total - self.sent).min(DATA),
+            None => DATA,
+        };
+        let last = expired || self.total.is_some_and(|t| self.sent + data >= t);
+        let data = if expired { 0 } else { data };
+        self.sent += data;
+        self.in_flight += 1;
+        if last {
+            self.done_sending = true;
+        }
+        let mut header = [0u8; HEADER];
+        header[0] = KIND_DATA;
+        header[1] = u8::from(last);
+        header[2..6].copy_from_slice(&(data as u32).to_be_bytes());
+        header[6..8].copy_from_slice(&self.sport.to_be_bytes());
+        let size = 20 + 8 + HEADER + data as usize;
+        Some(packets::udp_with(
             self.src,
             self.dst,
-            (10_000 + id.0, DATA_PORT),
-            self.next_seq,
-            PACKET,
+            (self.sport, self.dport),
+            self.tos,
+            &header,
+            size,
+        ))
+    }
+
+    fn ack(&self) -> Vec<u8> {
+        let mut header = [0u8; HEADER];
+        header[0] = KIND_ACK;
+        header[6..8].copy_from_slice(&self.sport.to_be_bytes());
+        packets::udp_with(
+            self.dst,
+            self.src,
+            (self.dport, self.sport),
+            self.tos,
+            &header,
+            ACK,
         )
     }
 }

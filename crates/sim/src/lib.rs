@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use agent::session::{Action, NodeSession, SessionConfig, SessionEnd};
+use agent::session::{Action, FlowEvent, NodeSession, SessionConfig, SessionEnd};
 use controller::coordinator::{
     AgentId, Coordinator, LinkPlan, Milestone, Output, Settings, Status,
 };
@@ -55,6 +55,9 @@ pub struct SimSpec {
     pub control_delay: Duration,
     /// Time a dialled link takes to come up.
     pub dial_delay: Duration,
+    /// Packets a generated flow may have unacknowledged (it starts at 10 and grows by one per
+    /// acknowledgement).
+    pub flow_window: u32,
 }
 
 impl SimSpec {
@@ -71,6 +74,7 @@ impl SimSpec {
             fail: Vec::new(),
             control_delay: Duration::from_micros(50),
             dial_delay: Duration::from_micros(200),
+            flow_window: 1000,
         }
     }
 
@@ -112,6 +116,8 @@ enum Event {
     SessionTimer(u32),
     /// A node's host stack sends a packet into the node's TUN device.
     Inject(u32, Vec<u8>),
+    /// The coordinator's timeout (flows due).
+    CoordinatorTimer,
 }
 
 struct Scheduled {
@@ -137,9 +143,36 @@ impl Ord for Scheduled {
     }
 }
 
+/// A packet as it crosses the simulated network: the IP packet, with its flow for the
+/// weighted scheduler.
+struct SimPacket(Vec<u8>);
+
+impl linkem::Packet for SimPacket {
+    fn len_bytes(&self) -> usize {
+        self.0.len()
+    }
+
+    fn flow(&self) -> (u64, u32) {
+        dataplane::packet::Ipv4Packet::new_checked(&self.0[..])
+            .map_or((0, 1), |p| (p.flow_hash(), p.weight()))
+    }
+}
+
+impl dataplane::forward::IpBuffer for SimPacket {
+    fn ip(&self) -> &[u8] {
+        &self.0
+    }
+    fn ip_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+    fn from_ip(ip: &[u8]) -> Self {
+        SimPacket(ip.to_vec())
+    }
+}
+
 /// One direction of a link, as the node that sends on it holds it.
 struct SimLink {
-    emulator: linkem::Link<Vec<u8>>,
+    emulator: linkem::Link<SimPacket>,
     /// The earliest emulator event queued.
     wake: Option<Instant>,
 }
@@ -166,6 +199,7 @@ pub struct Sim {
     /// Local links one end has asked for.
     half_paired: HashSet<(u32, u32)>,
     milestones: Vec<(Instant, Milestone)>,
+    coordinator_timer: Option<Instant>,
     host: host::HostStack,
     /// Packets the forwarders dropped, by reason.
     pub dropped: HashMap<dataplane::forward::DropReason, u64>,
@@ -204,6 +238,7 @@ impl Sim {
                 links: spec.links.clone(),
                 metric: spec.metric,
                 explicit_routes: spec.explicit_routes.clone(),
+                flow_port: proto::DEFAULT_FLOW_PORT,
             },
         );
         let nodes = (1..=n)
@@ -231,7 +266,12 @@ impl Sim {
             seq: 0,
             half_paired: HashSet::new(),
             milestones: Vec::new(),
-            host: host::HostStack::default(),
+            coordinator_timer: None,
+            host: {
+                let mut h = host::HostStack::default();
+                h.start_clock(t0);
+                h
+            },
             dropped: HashMap::new(),
             steps: 0,
             spec,
@@ -421,6 +461,22 @@ impl Sim {
             }
             Event::Emulator(id, peer) => self.emulate(id, peer),
             Event::Inject(id, packet) => self.route(id, packet, false),
+            Event::CoordinatorTimer => {
+                self.coordinator_timer = None;
+                self.coordinator.handle_timeout(now);
+                self.deliver_outputs();
+            }
+        }
+        self.keep_coordinator_timer();
+    }
+
+    /// Keeps one wake-up queued for the coordinator's next timeout.
+    fn keep_coordinator_timer(&mut self) {
+        if let Some(at) = self.coordinator.poll_timeout()
+            && self.coordinator_timer != Some(at)
+        {
+            self.coordinator_timer = Some(at);
+            self.schedule(at.max(self.now), Event::CoordinatorTimer);
         }
     }
 
@@ -454,6 +510,16 @@ impl Sim {
                         Some(Forwarder::new(id, overlay_addr, prefix_len));
                 }
                 Action::Accept | Action::StopAccepting | Action::Discard { .. } => {}
+                Action::AcceptFlows { port } => {
+                    self.host.listen(id, port);
+                    self.nodes[id as usize - 1]
+                        .session
+                        .handle_flow_event(FlowEvent::Listening);
+                }
+                Action::StartFlow(order) => {
+                    let answer = self.host.start_flow(now, id, &order, self.spec.flow_window);
+                    self.take_answer(answer);
+                }
                 Action::Connect {
                     peer, transport, ..
                 } => {
@@ -564,8 +630,10 @@ impl Sim {
             return;
         };
         let links = &node.links;
-        match forwarder.forward(packet, from_link, |peer| links.contains_key(&peer)) {
-            Hop::Tun(p) => self.deliver_up(id, p),
+        match forwarder.forward(SimPacket(packet), from_link, |peer| {
+            links.contains_key(&peer)
+        }) {
+            Hop::Tun(p) => self.deliver_up(id, p.0),
             Hop::Link(peer, p) => {
                 let now = self.now;
                 let link = node.links.get_mut(&peer).expect("asked above");
@@ -600,15 +668,27 @@ impl Sim {
             self.schedule(t, Event::Emulator(id, peer));
         }
         for p in due {
-            self.route(peer, p, true);
+            self.route(peer, p.0, true);
         }
     }
 
     /// A packet for `node` itself: its host stack takes it.
     fn deliver_up(&mut self, id: u32, packet: Vec<u8>) {
+        let answer = self.host.receive(self.now, id, &packet);
+        self.take_answer(answer);
+    }
+
+    /// Sends what a host stack answered, and hands flow events to the sessions.
+    fn take_answer(&mut self, answer: host::Answer) {
         let now = self.now;
-        for reply in self.host.receive(now, id, &packet) {
-            self.schedule(now, Event::Inject(id, reply));
+        for (node, p) in answer.packets {
+            self.schedule(now, Event::Inject(node, p));
+        }
+        for (node, event) in answer.events {
+            self.nodes[node as usize - 1]
+                .session
+                .handle_flow_event(event);
+            self.after_session(node);
         }
     }
 
@@ -646,7 +726,7 @@ impl Sim {
     /// Starts a bulk transfer from `src` to `dst`: 1,500-byte packets, each acknowledged, at
     /// most `window` unacknowledged (it starts at 10 and grows by one per acknowledgement).
     pub fn start_bulk(&mut self, src: u32, dst: u32, window: u32) -> BulkId {
-        let (id, packets) = self.host.start_bulk(overlay(src), overlay(dst), window);
+        let (id, packets) = self.host.start_bulk(src, dst, window);
         for p in packets {
             self.schedule(self.now, Event::Inject(src, p));
         }
@@ -656,6 +736,54 @@ impl Sim {
     /// Bytes of a bulk transfer delivered to its receiver so far (whole IP packets).
     pub fn bulk_received(&self, id: BulkId) -> u64 {
         self.host.bulk_received(id)
+    }
+
+    /// Adds a flow as the API does (the id stands for the store's).
+    pub fn add_flow(
+        &mut self,
+        id: u64,
+        src: u32,
+        dst: u32,
+        spec: proto::FlowSpec,
+        start: Duration,
+    ) -> Result<(), String> {
+        self.coordinator
+            .handle_add_flow(self.now, id, src, dst, spec, start)
+            .map_err(|e| e.to_string())?;
+        self.deliver_outputs();
+        self.keep_coordinator_timer();
+        Ok(())
+    }
+
+    /// Adds an experiment's flows (`[[flows]]`, `[[workload]]`) with ids from 1, as a run
+    /// does with the ids its store gives them.
+    pub fn add_experiment_flows(&mut self, exp: &experiment::Experiment) -> Result<(), String> {
+        for (i, f) in exp.flows.iter().enumerate() {
+            self.add_flow(i as u64 + 1, f.src, f.dst, f.spec.clone(), f.start)?;
+        }
+        Ok(())
+    }
+
+    /// Every flow and what is known of it.
+    pub fn flows(&self) -> Vec<controller::flows::FlowRow> {
+        self.coordinator.flow_rows()
+    }
+
+    /// Runs until every flow is finished or failed (at most `limit` more of virtual time).
+    pub fn run_until_flows_done(&mut self, limit: Duration) -> bool {
+        use controller::flows::FlowState::{Failed, Finished};
+        let deadline = self.now + limit;
+        let done = |s: &Sim| {
+            s.coordinator
+                .flow_rows()
+                .iter()
+                .all(|f| matches!(f.state, Finished | Failed))
+        };
+        if done(self) {
+            return true;
+        }
+        self.run_while(deadline, |s| !done(s));
+        done(self)
     }
 
     /// The dial address the controller gave, for tests of the control protocol.

@@ -6,9 +6,22 @@ use dataplane::packet::{ICMP, UDP, checksum};
 
 /// An IPv4 packet with a valid header checksum.
 pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, protocol: u8, payload: &[u8]) -> Vec<u8> {
+    ipv4_tos(src, dst, ttl, 0, protocol, payload)
+}
+
+/// The same, with a TOS byte (its upper six bits are the DSCP).
+pub fn ipv4_tos(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    tos: u8,
+    protocol: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let total = 20 + payload.len();
     let mut p = vec![0u8; total];
     p[0] = 0x45;
+    p[1] = tos;
     p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     p[8] = ttl;
     p[9] = protocol;
@@ -31,13 +44,21 @@ pub fn echo(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, kind: u8, ident: u16, seq: u1
     ipv4(src, dst, ttl, ICMP, &icmp)
 }
 
-/// A UDP datagram of `size` bytes in all (IP header included), carrying `word` first.
-pub fn udp(src: Ipv4Addr, dst: Ipv4Addr, ports: (u16, u16), word: u64, size: usize) -> Vec<u8> {
-    let len = size.max(20 + 8 + 8) - 20;
+/// A UDP datagram of `size` bytes in all (IP header included) with `tos`, carrying `head`
+/// first.
+pub fn udp_with(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ports: (u16, u16),
+    tos: u8,
+    head: &[u8],
+    size: usize,
+) -> Vec<u8> {
+    let len = size.max(20 + 8 + head.len()) - 20;
     let mut u = vec![0u8; len];
     u[0..2].copy_from_slice(&ports.0.to_be_bytes());
     u[2..4].copy_from_slice(&ports.1.to_be_bytes());
     u[4..6].copy_from_slice(&(len as u16).to_be_bytes());
-    u[8..16].copy_from_slice(&word.to_be_bytes());
-    ipv4(src, dst, 64, UDP, &u)
+    u[8..8 + head.len()].copy_from_slice(head);
+    ipv4_tos(src, dst, 64, tos, UDP, &u)
 }
