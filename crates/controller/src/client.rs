@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::coordinator::{LinkRow, NodeRow, Status};
+use crate::flows::FlowRow;
 
 /// A failed call.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +172,20 @@ impl ControllerClient {
         change: &linkem::LinkChange,
     ) -> Result<linkem::LinkParams, ClientError> {
         self.0.post(&format!("/api/links/{a}/{b}"), change)
+    }
+
+    /// Every generated flow and what is known of it.
+    pub fn flows(&self) -> Result<Vec<FlowRow>, ClientError> {
+        self.0.get("/api/flows")
+    }
+
+    /// Adds a flow; its id.
+    pub fn add_flow(&self, flow: &experiment::flows::FlowEntry) -> Result<u64, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Added {
+            id: u64,
+        }
+        self.0.post::<_, Added>("/api/flows", flow).map(|a| a.id)
     }
 
     /// Asks the run to tear down (it answers at once and tears down after).

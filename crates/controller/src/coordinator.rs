@@ -479,6 +479,22 @@ impl Coordinator {
         self.drain_flows();
     }
 
+    /// Whether a flow would be taken.
+    pub fn check_flow(
+        &self,
+        src: u32,
+        dst: u32,
+        spec: &proto::FlowSpec,
+    ) -> Result<(), AddFlowError> {
+        if !self.settings.dataplane {
+            return Err(AddFlowError::NoDataplane);
+        }
+        if self.phase == Phase::Down {
+            return Err(AddFlowError::Down);
+        }
+        experiment::flows::check_flow(&self.topology, src, dst, spec).map_err(AddFlowError::Invalid)
+    }
+
     /// Adds a flow (its id is the store's) to start `start` after the topology is ready, or
     /// after `now` once it is.
     pub fn handle_add_flow(
@@ -490,14 +506,7 @@ impl Coordinator {
         spec: proto::FlowSpec,
         start: Duration,
     ) -> Result<(), AddFlowError> {
-        if !self.settings.dataplane {
-            return Err(AddFlowError::NoDataplane);
-        }
-        if self.phase == Phase::Down {
-            return Err(AddFlowError::Down);
-        }
-        experiment::flows::check_flow(&self.topology, src, dst, &spec)
-            .map_err(AddFlowError::Invalid)?;
+        self.check_flow(src, dst, &spec)?;
         self.flows.add(now, id, src, dst, spec, start);
         self.drain_flows();
         Ok(())

@@ -180,6 +180,19 @@ pub struct LocalRun {
     agent_error: watch::Receiver<String>,
     mem_before: MemInfo,
     figures: RunFigures,
+    /// Flows not finished or failed yet (from the flows' milestones).
+    unfinished_flows: std::collections::HashSet<u64>,
+    /// Whether any flow was seen: `until flows done` waits for one.
+    any_flow: bool,
+}
+
+/// How long [`LocalRun::hold`] keeps the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Until `nextmini down`, the stop future or the agent's end.
+    UntilDown,
+    /// Also ends once every flow has finished or failed.
+    UntilFlowsDone,
 }
 
 impl LocalRun {
@@ -294,6 +307,8 @@ impl LocalRun {
             agent_error,
             mem_before,
             figures: RunFigures::default(),
+            unfinished_flows: Default::default(),
+            any_flow: false,
         })
     }
 
@@ -396,7 +411,11 @@ impl LocalRun {
 
     /// Writes the run file and keeps the run until `stop`, `nextmini down`, or the agent's
     /// end.
-    pub async fn hold(&mut self, stop: impl Future<Output = ()>) -> Result<(), UpError> {
+    pub async fn hold(
+        &mut self,
+        stop: impl Future<Output = ()>,
+        hold: Hold,
+    ) -> Result<(), UpError> {
         let run_file = RunFile {
             api: self.api(),
             prefix: self.prefix.clone(),
@@ -410,14 +429,34 @@ impl LocalRun {
         };
         run_file.save(&self.opts.state_dir)?;
         let mut waiting = self.handle.clone();
-        tokio::select! {
-            () = stop => eprintln!("tearing down"),
-            () = waiting.wait_down() => {}
-            status = self.agent.wait() => {
-                eprintln!("the agent exited ({}); tearing down", status?);
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            if hold == Hold::UntilFlowsDone && self.any_flow && self.unfinished_flows.is_empty() {
+                eprintln!("every flow has finished; tearing down");
+                break;
+            }
+            tokio::select! {
+                m = self.milestones.recv() => match m {
+                    Some(m) => self.record(&m),
+                    None => break,
+                },
+                () = &mut stop => {
+                    eprintln!("tearing down");
+                    break;
+                }
+                () = waiting.wait_down() => break,
+                status = self.agent.wait() => {
+                    eprintln!("the agent exited ({}); tearing down", status?);
+                    break;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Every flow and what is known of it.
+    pub async fn flows(&self) -> Vec<crate::flows::FlowRow> {
+        self.handle.flows().await.unwrap_or_default()
     }
 
     /// Tears the run down and waits for the agent to remove everything.
@@ -445,7 +484,16 @@ impl LocalRun {
         }
     }
 
-    fn record(&self, m: &Milestone) {
+    fn record(&mut self, m: &Milestone) {
+        if let Milestone::Flow(f) = m {
+            use crate::flows::FlowState;
+            self.any_flow = true;
+            if matches!(f.state, FlowState::Finished | FlowState::Failed) {
+                self.unfinished_flows.remove(&f.id);
+            } else {
+                self.unfinished_flows.insert(f.id);
+            }
+        }
         if let Some(w) = &self.writer {
             w.record(m);
         }

@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::coordinator::{LinkRow, Status};
+use crate::flows::FlowRow;
 
 /// Each direction of these links: up or down, parameters, what was sent, drops by cause, queue.
 pub fn links<'a>(rows: impl IntoIterator<Item = &'a LinkRow>) -> String {
@@ -43,5 +44,69 @@ pub fn status(s: &Status) -> String {
          |---|---|---:|---:|---:|---:|---:|---:|---:|\n\
          | {} | {} | {} | {} | {} | {} | {} | {} | {wiring} |\n",
         s.phase, s.topology, s.nodes, s.connected, s.ready, s.failed, s.links, s.links_up,
+    )
+}
+
+/// Flows: ends, size, state, and once finished their completion time and TCP figures.
+pub fn flows<'a>(rows: impl IntoIterator<Item = &'a FlowRow>) -> String {
+    let mut out = String::from(
+        "| flow | src | dst | size | rate | weight | cc | state | start | bytes | fct | throughput | retrans | srtt | cwnd |\n\
+         |---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let dash = || "-".to_owned();
+    for f in rows {
+        let size = match f.spec.flow_len {
+            proto::FlowLen::Bytes(b) => linkem::Bytes(b).to_string(),
+            proto::FlowLen::Duration(s) => format!("{s}s"),
+        };
+        let state = match &f.failure {
+            Some(why) => format!("{} ({why})", f.state.as_str()),
+            None => f.state.as_str().to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {size} | {} | {} | {} | {state} | {:.3}s | {} | {} | {} | {} | {} | {} |",
+            f.id,
+            f.src,
+            f.dst,
+            f.spec
+                .flow_rate
+                .map_or_else(dash, |r| linkem::format_rate(r.saturating_mul(8))),
+            f.spec.flow_weight.unwrap_or(1),
+            f.spec.cc.as_deref().unwrap_or("-"),
+            f.start_offset,
+            f.bytes.map_or_else(dash, |b| b.to_string()),
+            f.fct_seconds.map_or_else(dash, |s| format!("{s:.3}s")),
+            f.throughput_bps
+                .map_or_else(dash, |b| linkem::format_rate(b as u64)),
+            f.tcp.map_or_else(dash, |t| t.retransmits.to_string()),
+            f.tcp
+                .map_or_else(dash, |t| format!("{:.1}ms", f64::from(t.srtt_us) / 1e3)),
+            f.tcp.map_or_else(dash, |t| t.cwnd.to_string()),
+        );
+    }
+    out
+}
+
+/// One line on a set of flows: how many finished, and their completion times' percentiles.
+pub fn flow_summary(rows: &[FlowRow]) -> String {
+    let mut fcts: Vec<f64> = rows.iter().filter_map(|f| f.fct_seconds).collect();
+    let failed = rows
+        .iter()
+        .filter(|f| f.state == crate::flows::FlowState::Failed)
+        .count();
+    if fcts.is_empty() {
+        return format!("{} flows, none finished, {failed} failed", rows.len());
+    }
+    fcts.sort_by(f64::total_cmp);
+    let pick = |q: f64| fcts[((fcts.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "{} flows: {} finished, {failed} failed; completion time mean {:.3}s, p50 {:.3}s, p99 {:.3}s, max {:.3}s",
+        rows.len(),
+        fcts.len(),
+        fcts.iter().sum::<f64>() / fcts.len() as f64,
+        pick(0.5),
+        pick(0.99),
+        fcts[fcts.len() - 1],
     )
 }

@@ -64,12 +64,38 @@ pub async fn start(
         })
         .await?;
     let writer = store.writer(run_id, exp.overlay_base);
-    let coordinator = Coordinator::new(
+    let mut coordinator = Coordinator::new(
         exp.topology.clone(),
         Settings::for_experiment(exp, port, multi_host),
     );
+    // The experiment's flows get their rows (and so their ids) before anything runs; they
+    // wait in the coordinator until the topology is ready.
+    if !exp.flows.is_empty() {
+        let rows: Vec<_> = exp
+            .flows
+            .iter()
+            .map(|f| (f.src, f.dst, f.spec.clone(), f.start))
+            .collect();
+        let ids = store.insert_flows(run_id, &rows).await?;
+        let now = std::time::Instant::now();
+        for (id, f) in ids.into_iter().zip(&exp.flows) {
+            if let Err(e) =
+                coordinator.handle_add_flow(now, id, f.src, f.dst, f.spec.clone(), f.start)
+            {
+                tracing::warn!("flow {id} of the experiment refused: {e}");
+            }
+        }
+    }
     let (milestones_tx, milestones) = mpsc::unbounded_channel();
-    let handle = crate::server::spawn(listener, coordinator, milestones_tx);
+    let handle = crate::server::spawn(
+        listener,
+        coordinator,
+        milestones_tx,
+        Some((store.clone(), run_id)),
+    );
+    if store.is_postgres() {
+        crate::store::listen::spawn(store.clone(), run_id, handle.clone()).await?;
+    }
     Ok(Started {
         handle,
         store,

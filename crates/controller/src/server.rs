@@ -9,13 +9,15 @@
 //! GET  /api/links   every link: up or not, each direction's parameters and counters
 //! POST /api/links/{a}/{b}  change a link (JSON LinkChange), both directions
 //! POST /api/down    tear the run down
+//! GET  /api/flows   every generated flow: state, times, bytes, completion time, TCP figures
+//! POST /api/flows   add a flow, as [[flows]] writes one ({"src_node_id": 1, …}); its id
 //! ```
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
@@ -28,8 +30,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::coordinator::{
-    AgentId, ChangeError, Coordinator, HelloError, LinkRow, Milestone, NodeRow, Output, Status,
+    AddFlowError, AgentId, ChangeError, Coordinator, HelloError, LinkRow, Milestone, NodeRow,
+    Output, Status,
 };
+use crate::flows::FlowRow;
+use crate::store::Store;
 
 /// Control messages are small; a few KiB of buffer per session keeps thousands of sessions
 /// cheap (tungstenite's default read buffer is 128 KiB).
@@ -61,6 +66,22 @@ enum Input {
         change: proto::LinkChange,
         reply: oneshot::Sender<Result<proto::LinkParams, ChangeError>>,
     },
+    /// Would this flow be taken? (Asked before its row is made.)
+    CheckFlow {
+        src: u32,
+        dst: u32,
+        spec: proto::FlowSpec,
+        reply: oneshot::Sender<Result<(), AddFlowError>>,
+    },
+    AddFlow {
+        id: u64,
+        src: u32,
+        dst: u32,
+        spec: proto::FlowSpec,
+        start: Duration,
+        reply: Option<oneshot::Sender<Result<(), AddFlowError>>>,
+    },
+    Flows(oneshot::Sender<Vec<FlowRow>>),
     Down,
 }
 
@@ -90,6 +111,35 @@ impl ControllerHandle {
         rx.await.ok()
     }
 
+    /// Adds a flow that has its row in the store already (its id is the row's).
+    pub async fn add_flow(
+        &self,
+        id: u64,
+        src: u32,
+        dst: u32,
+        spec: proto::FlowSpec,
+        start: Duration,
+    ) -> Option<Result<(), AddFlowError>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Input::AddFlow {
+                id,
+                src,
+                dst,
+                spec,
+                start,
+                reply: Some(reply),
+            })
+            .ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn flows(&self) -> Option<Vec<FlowRow>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::Flows(reply)).ok()?;
+        rx.await.ok()
+    }
+
     /// Asks every agent to tear down; `wait_down` resolves then.
     pub fn down(&self) {
         let _ = self.tx.send(Input::Down);
@@ -99,19 +149,29 @@ impl ControllerHandle {
     pub async fn wait_down(&mut self) {
         let _ = self.down.wait_for(|d| *d).await;
     }
+
+    /// Resolves once a teardown was asked for or the controller is gone.
+    pub async fn stopped(&self) {
+        let mut down = self.down.clone();
+        let _ = down.wait_for(|d| *d).await;
+    }
 }
 
 #[derive(Clone)]
 struct AppState {
     tx: mpsc::UnboundedSender<Input>,
     next_agent: Arc<AtomicU64>,
+    /// The store and the run: flows get their ids there.
+    run: Option<(Store, i64)>,
 }
 
-/// Starts the controller on `listener`. Milestones go to `milestones` as they happen.
+/// Starts the controller on `listener`. Milestones go to `milestones` as they happen; flows
+/// added through the API get their rows in `run`'s store.
 pub fn spawn(
     listener: TcpListener,
     coordinator: Coordinator,
     milestones: mpsc::UnboundedSender<Milestone>,
+    run: Option<(Store, i64)>,
 ) -> ControllerHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let (down_tx, down_rx) = watch::channel(false);
@@ -119,6 +179,7 @@ pub fn spawn(
     let state = AppState {
         tx: tx.clone(),
         next_agent: Arc::new(AtomicU64::new(1)),
+        run,
     };
     let app = Router::new()
         .route(proto::AGENT_PATH, get(agent_ws))
@@ -128,6 +189,7 @@ pub fn spawn(
         .route("/api/links", get(api_links))
         .route("/api/links/{a}/{b}", post(api_set_link))
         .route("/api/down", post(api_down))
+        .route("/api/flows", get(api_flows).post(api_add_flow))
         .with_state(state);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -147,7 +209,19 @@ async fn run_coordinator(
     // largest message's size in every slot of its blocks (thousands of sessions).
     let mut nodes: HashMap<u32, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
     let mut agents: HashMap<AgentId, mpsc::UnboundedSender<ControllerToAgent>> = HashMap::new();
-    while let Some(input) = rx.recv().await {
+    loop {
+        let timeout = c.poll_timeout();
+        let input = tokio::select! {
+            input = rx.recv() => match input {
+                Some(i) => i,
+                None => break,
+            },
+            () = sleep_until(timeout), if timeout.is_some() => {
+                c.handle_timeout(Instant::now());
+                deliver(&mut c, &nodes, &agents, &milestones);
+                continue;
+            }
+        };
         let now = Instant::now();
         match input {
             Input::Agent { id, msg, tx } => {
@@ -195,6 +269,33 @@ async fn run_coordinator(
                 }
                 let _ = reply.send(result);
             }
+            Input::CheckFlow {
+                src,
+                dst,
+                spec,
+                reply,
+            } => {
+                let _ = reply.send(c.check_flow(src, dst, &spec));
+            }
+            Input::AddFlow {
+                id,
+                src,
+                dst,
+                spec,
+                start,
+                reply,
+            } => {
+                let result = c.handle_add_flow(now, id, src, dst, spec, start);
+                if let Err(e) = &result {
+                    tracing::warn!("flow {id} refused: {e}");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+            }
+            Input::Flows(reply) => {
+                let _ = reply.send(c.flow_rows());
+            }
             Input::Down => {
                 c.handle_shutdown();
                 tracing::info!("teardown requested; telling {} agent(s)", agents.len());
@@ -204,22 +305,38 @@ async fn run_coordinator(
                 let _ = down.send(true);
             }
         }
-        while let Some(out) = c.poll_output() {
-            match out {
-                Output::Node(id, m) => {
-                    if let Some(tx) = nodes.get(&id) {
-                        let _ = tx.send(proto::encode(&m).expect("control messages encode"));
-                    }
+        deliver(&mut c, &nodes, &agents, &milestones);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// Delivers what the coordinator decided.
+fn deliver(
+    c: &mut Coordinator,
+    nodes: &HashMap<u32, mpsc::UnboundedSender<Vec<u8>>>,
+    agents: &HashMap<AgentId, mpsc::UnboundedSender<ControllerToAgent>>,
+    milestones: &mpsc::UnboundedSender<Milestone>,
+) {
+    while let Some(out) = c.poll_output() {
+        match out {
+            Output::Node(id, m) => {
+                if let Some(tx) = nodes.get(&id) {
+                    let _ = tx.send(proto::encode(&m).expect("control messages encode"));
                 }
-                Output::Agent(id, m) => {
-                    if let Some(tx) = agents.get(&id) {
-                        let _ = tx.send(m);
-                    }
+            }
+            Output::Agent(id, m) => {
+                if let Some(tx) = agents.get(&id) {
+                    let _ = tx.send(m);
                 }
-                Output::Milestone(m) => {
-                    log_milestone(&m);
-                    let _ = milestones.send(m);
-                }
+            }
+            Output::Milestone(m) => {
+                log_milestone(&m);
+                let _ = milestones.send(m);
             }
         }
     }
@@ -304,6 +421,62 @@ async fn api_set_link(
         Ok(Ok(params)) => Json(params).into_response(),
         Ok(Err(e)) => (axum::http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
         Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+async fn api_flows(State(s): State<AppState>) -> Response {
+    let (reply, rx) = oneshot::channel();
+    let _ = s.tx.send(Input::Flows(reply));
+    match rx.await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+/// `POST /api/flows`: a flow as `[[flows]]` writes it; answers its id.
+async fn api_add_flow(
+    State(s): State<AppState>,
+    Json(entry): Json<experiment::flows::FlowEntry>,
+) -> Response {
+    use axum::http::StatusCode;
+    let (src, dst, spec) = (entry.src_node_id, entry.dst_node_id, entry.flow_spec);
+    let start = entry.start.map_or(Duration::ZERO, |s| s.duration());
+    let Some((store, run)) = &s.run else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this controller has no store",
+        )
+            .into_response();
+    };
+    let (reply, rx) = oneshot::channel();
+    let _ = s.tx.send(Input::CheckFlow {
+        src,
+        dst,
+        spec: spec.clone(),
+        reply,
+    });
+    match rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(_) => return StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+    let id = match store.insert_flow(*run, src, dst, &spec, start).await {
+        Ok(id) => id,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    let (reply, rx) = oneshot::channel();
+    let _ = s.tx.send(Input::AddFlow {
+        id,
+        src,
+        dst,
+        spec,
+        start,
+        reply: Some(reply),
+    });
+    match rx.await {
+        Ok(Ok(())) => Json(serde_json::json!({ "id": id })).into_response(),
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }
 

@@ -5,19 +5,20 @@ use std::time::Duration;
 
 use linkem::Span;
 use proto::{FlowLen, FlowSpec};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use topology::Topology;
 
 use crate::workload::Workload;
 
-/// `[[flows]]`: one flow, the seeds' way.
-#[derive(Debug, Clone, Deserialize)]
+/// `[[flows]]`: one flow, the seeds' way (also the body of `POST /api/flows`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowEntry {
     pub src_node_id: u32,
     pub dst_node_id: u32,
     pub flow_spec: FlowSpec,
     /// When it starts, after the topology is ready (default: at once, the seeds' rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<Span>,
 }
 

@@ -3,6 +3,7 @@
 mod agent;
 mod bench;
 mod exp;
+mod flow;
 mod host;
 mod plumb;
 mod running;
@@ -53,6 +54,9 @@ enum Command {
     /// Change the running experiment's links: nextmini link set 1-2 --delay 20ms --loss 1%
     #[command(subcommand)]
     Link(LinkCommand),
+    /// Generated flows: nextmini flow add 1 8 --bytes 10MB, nextmini flow list
+    #[command(subcommand)]
+    Flow(flow::FlowCommand),
     /// The controller alone, for agents started separately.
     Controller(agent::ControllerArgs),
     /// An agent: plumbs and runs this host's nodes for a controller.
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
         }) => running::exec(&state_dir, node_id, &command),
         Some(Command::Link(LinkCommand::Set(args))) => running::link_set(&args).map(done),
         Some(Command::Link(LinkCommand::Show(args))) => running::link_show(&args).map(done),
+        Some(Command::Flow(cmd)) => flow::run(cmd).map(done),
         Some(Command::Controller(args)) => agent::controller(args).map(done),
         Some(Command::Agent(args)) => agent::agent(args).map(done),
         Some(Command::Plumb(args)) => plumb::run(args).map(done),

@@ -53,7 +53,7 @@ pub struct Target {
 }
 
 impl Target {
-    fn client(&self) -> Result<ControllerClient> {
+    pub fn client(&self) -> Result<ControllerClient> {
         Ok(ControllerClient::new(&match &self.api {
             Some(a) => a.clone(),
             None => RunFile::load(&self.state_dir)?.api,

@@ -9,7 +9,7 @@ use std::process::Stdio;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use controller::local::{LocalOptions, LocalRun, Progress, Wired};
+use controller::local::{Hold, LocalOptions, LocalRun, Progress, Wired};
 use controller::run::DEFAULT_STATE_DIR;
 use experiment::ExperimentFile;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -65,6 +65,10 @@ pub struct UpArgs {
     /// Return once the topology is ready and leave it running until `nextmini down`.
     #[arg(long, conflicts_with = "exit_when_ready")]
     pub detach: bool,
+    /// Tear down once every flow ([[flows]], [[workload]], `flow add`) has finished or
+    /// failed, and print their completion times.
+    #[arg(long, conflicts_with_all = ["exit_when_ready", "detach"])]
+    pub until_flows_done: bool,
     /// Write the summary as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -177,7 +181,17 @@ async fn run_async(args: UpArgs, exp: experiment::Experiment) -> Result<()> {
         } else {
             println!("running; Ctrl-C or `nextmini down` tears it down");
         }
-        run.hold(ctrl_c).await?;
+        let hold = if args.until_flows_done {
+            Hold::UntilFlowsDone
+        } else {
+            Hold::UntilDown
+        };
+        run.hold(ctrl_c, hold).await?;
+        let flows = run.flows().await;
+        if !flows.is_empty() {
+            print!("{}", controller::render::flows(&flows));
+            println!("{}", controller::render::flow_summary(&flows));
+        }
     }
     run.teardown().await?;
     Ok(())

@@ -8,9 +8,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
-use tokio::sync::mpsc;
 
-use crate::coordinator::{Milestone, NodeState};
+mod flows;
+pub mod listen;
+mod writer;
+
+pub use writer::StoreWriter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,6 +60,9 @@ impl RunState {
 pub struct Store {
     pool: AnyPool,
     url: String,
+    /// The URL as given (with its password): a PostgreSQL listener opens its own connection.
+    connect_url: String,
+    postgres: bool,
 }
 
 /// A run's row, as written when it starts.
@@ -109,15 +115,27 @@ impl Store {
                 url: redact(&url),
                 source,
             })?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        // One schema in each backend's own SQL (PostgreSQL also gets its notify triggers).
+        if sqlite {
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        } else {
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        }
         Ok(Store {
             pool,
             url: redact(&url),
+            connect_url: url,
+            postgres: !sqlite,
         })
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Whether this is PostgreSQL (which announces scripts' inserts).
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
     }
 
     /// Starts a run: clears the previous run's nodes and links, records the new run.
@@ -197,11 +215,9 @@ impl Store {
             .collect())
     }
 
-    /// A writer for this run's node and link rows.
+    /// A writer for this run's rows (nodes, links, flows, metrics), in the background.
     pub fn writer(&self, run: i64, overlay_base: std::net::Ipv4Addr) -> StoreWriter {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(write_batches(self.pool.clone(), run, overlay_base, rx));
-        StoreWriter { tx, task }
+        StoreWriter::start(self.pool.clone(), run, overlay_base)
     }
 
     pub async fn close(self) {
@@ -214,120 +230,6 @@ pub enum Table {
     Nodes,
     Links,
     Runs,
-}
-
-/// Queues rows for the background writer.
-pub struct StoreWriter {
-    tx: mpsc::UnboundedSender<Row>,
-    task: tokio::task::JoinHandle<Result<(), StoreError>>,
-}
-
-#[derive(Debug)]
-enum Row {
-    Node {
-        id: u32,
-        underlay: Option<String>,
-        state: NodeState,
-    },
-    Link {
-        a: u32,
-        b: u32,
-        up: bool,
-    },
-}
-
-impl StoreWriter {
-    /// Records what a milestone changes, if anything.
-    pub fn record(&self, m: &Milestone) {
-        let row = match m {
-            Milestone::NodeConnected {
-                node,
-                underlay_addr,
-                ..
-            } => Row::Node {
-                id: *node,
-                underlay: Some(underlay_addr.to_string()),
-                state: NodeState::Connected,
-            },
-            Milestone::NodeReady { node, .. } => Row::Node {
-                id: *node,
-                underlay: None,
-                state: NodeState::Ready,
-            },
-            Milestone::NodeFailed { node, .. } => Row::Node {
-                id: *node,
-                underlay: None,
-                state: NodeState::Failed,
-            },
-            Milestone::LinkUp { a, b, .. } => Row::Link {
-                a: *a,
-                b: *b,
-                up: true,
-            },
-            Milestone::LinkDown { a, b } => Row::Link {
-                a: *a,
-                b: *b,
-                up: false,
-            },
-            _ => return,
-        };
-        let _ = self.tx.send(row);
-    }
-
-    /// Writes what is queued and stops.
-    pub async fn close(self) -> Result<(), StoreError> {
-        drop(self.tx);
-        self.task
-            .await
-            .unwrap_or_else(|e| Err(StoreError::Query(sqlx::Error::Protocol(e.to_string()))))
-    }
-}
-
-async fn write_batches(
-    pool: AnyPool,
-    run: i64,
-    overlay_base: std::net::Ipv4Addr,
-    mut rx: mpsc::UnboundedReceiver<Row>,
-) -> Result<(), StoreError> {
-    let mut batch = Vec::with_capacity(1024);
-    while rx.recv_many(&mut batch, 1024).await > 0 {
-        let mut tx = pool.begin().await?;
-        for row in batch.drain(..) {
-            match row {
-                Row::Node {
-                    id,
-                    underlay,
-                    state,
-                } => {
-                    sqlx::query(
-                        "INSERT INTO nodes (id, run_id, underlay_addr, overlay_addr, state) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (id) DO UPDATE SET state = excluded.state, underlay_addr = COALESCE(excluded.underlay_addr, nodes.underlay_addr), run_id = excluded.run_id",
-                    )
-                    .bind(i64::from(id))
-                    .bind(run)
-                    .bind(underlay)
-                    .bind(proto::overlay_addr(overlay_base, id).to_string())
-                    .bind(state.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Row::Link { a, b, up } => {
-                    sqlx::query(
-                        "INSERT INTO links (a, b, run_id, up) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (a, b) DO UPDATE SET up = excluded.up, run_id = excluded.run_id",
-                    )
-                    .bind(i64::from(a))
-                    .bind(i64::from(b))
-                    .bind(run)
-                    .bind(up)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-        }
-        tx.commit().await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
