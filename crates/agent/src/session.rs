@@ -297,9 +297,15 @@ impl NodeSession {
                     self.cfg.node_id
                 ),
             },
-            ControllerToNode::Routes { routes, pinned } => {
+            ControllerToNode::Routes {
+                routes,
+                pinned,
+                version,
+            } => {
                 if self.dataplane {
                     self.push(Action::SetRoutes { routes, pinned });
+                    // Actions run in order: the confirmation leaves once the table is set.
+                    self.push(Action::Send(NodeToController::RoutesApplied { version }));
                 }
             }
             ControllerToNode::SetLink { peer, change } => {
@@ -687,14 +693,19 @@ mod tests {
             ControllerToNode::Routes {
                 routes: routes.clone(),
                 pinned: vec![],
+                version: 7,
             },
         );
+        // The table first, then the confirmation of its version.
         assert_eq!(
             drain(&mut s),
-            vec![Action::SetRoutes {
-                routes,
-                pinned: vec![]
-            }]
+            vec![
+                Action::SetRoutes {
+                    routes,
+                    pinned: vec![]
+                },
+                Action::Send(NodeToController::RoutesApplied { version: 7 })
+            ]
         );
     }
 

@@ -5,7 +5,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::coordinator::{LinkRow, NodeRow, Status};
+use crate::coordinator::{PathRow, RouteFilter, RouteRequest, RouteRow};
 use crate::flows::FlowRow;
+use crate::server::RouteApplied;
 
 /// A failed call.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +188,31 @@ impl ControllerClient {
             id: u64,
         }
         self.0.post::<_, Added>("/api/flows", flow).map(|a| a.id)
+    }
+
+    /// Pins a route; answers once every node it changed has it in place.
+    pub fn set_route(&self, req: &RouteRequest) -> Result<RouteApplied, ClientError> {
+        self.0.post("/api/routes", req)
+    }
+
+    pub fn clear_routes(&self, filter: &RouteFilter) -> Result<RouteApplied, ClientError> {
+        self.0.post("/api/routes/clear", filter)
+    }
+
+    pub fn routes(&self) -> Result<Vec<RouteRow>, ClientError> {
+        self.0.get("/api/routes")
+    }
+
+    /// Where traffic from `src` to `dst` (of one flow) goes now.
+    pub fn route_path(
+        &self,
+        src: u32,
+        dst: u32,
+        flow: Option<u64>,
+    ) -> Result<PathRow, ClientError> {
+        let flow = flow.map_or_else(String::new, |f| format!("&flow={f}"));
+        self.0
+            .get(&format!("/api/routes/path?src={src}&dst={dst}{flow}"))
     }
 
     /// Asks the run to tear down (it answers at once and tears down after).

@@ -19,6 +19,9 @@ use proto::{ControllerToAgent, ControllerToNode, LinkChange, LinkParams, Neighbo
 use topology::Topology;
 use topology::routing::Metric;
 
+mod routes;
+pub use routes::{PathRow, RouteChange, RouteError, RouteFilter, RouteRequest, RouteRow};
+
 pub type AgentId = u64;
 
 /// Settings the controller hands out.
@@ -150,6 +153,12 @@ pub enum Milestone {
     },
     /// A generated flow changed state.
     Flow(Box<FlowRow>),
+    /// Every node sent the routes of `version` has them in place.
+    RoutesApplied {
+        version: u64,
+        nodes: usize,
+        elapsed: Duration,
+    },
 }
 
 /// Where a run is.
@@ -246,6 +255,11 @@ pub struct Coordinator {
     wiring: Option<Duration>,
     phase: Phase,
     flows: FlowTable,
+    /// The latest version of routes sent, and the changes not yet confirmed by every node.
+    route_version: u64,
+    route_waits: BTreeMap<u64, routes::RouteWait>,
+    /// Routes asked for single flows, by flow id (set once the flow's connection is open).
+    flow_routes: BTreeMap<u64, routes::RouteRequest>,
     out: VecDeque<Output>,
 }
 
@@ -288,6 +302,9 @@ impl Coordinator {
             wiring: None,
             phase: Phase::Wiring,
             flows: FlowTable::new(settings.flow_port, settings.overlay_base),
+            route_version: 0,
+            route_waits: BTreeMap::new(),
+            flow_routes: BTreeMap::new(),
             out: VecDeque::new(),
             settings,
         }
@@ -460,11 +477,15 @@ impl Coordinator {
             N::Hello { .. } => tracing::warn!("node {node} said hello twice"),
             N::FlowsAccepted => self.flows.handle_accepted(node),
             N::FlowsRefused { reason } => self.flows.handle_refused(node, &reason),
+            N::RoutesApplied { version } => self.handle_routes_applied(now, node, version),
             N::FlowStarted {
                 id,
                 local_port,
                 start_ns,
-            } => self.flows.handle_started(node, id, local_port, start_ns),
+            } => {
+                self.flows.handle_started(node, id, local_port, start_ns);
+                self.flow_started_route(now, id);
+            }
             N::FlowSent { id, bytes, tcp, .. } => self.flows.handle_sent(node, id, bytes, tcp),
             N::FlowReceived {
                 id,
@@ -664,7 +685,7 @@ impl Coordinator {
             .as_ref()
             .and_then(|r| r.tables().get(node_id as usize - 1))
         {
-            let message = to_routes(table);
+            let message = to_routes(table, self.route_version);
             self.out.push_back(Output::Node(node_id, message));
         }
         // TCP links: once both ends are known, the higher id dials the lower.
@@ -792,7 +813,7 @@ impl Coordinator {
         self.phase = Phase::Down;
     }
 
-    fn fail(&mut self, _now: Instant, node: u32, reason: String) {
+    fn fail(&mut self, now: Instant, node: u32, reason: String) {
         if self.phase == Phase::Down {
             return;
         }
@@ -812,7 +833,7 @@ impl Coordinator {
             self.handle_link_down(node, peer);
             self.handle_link_down(peer, node);
             // Traffic goes round a failed node where another way exists.
-            self.update_routes(node, peer);
+            self.update_routes(now, node, peer);
             if self.slot(peer).is_some_and(|s| s.connected && !s.failed) {
                 self.out.push_back(Output::Node(
                     peer,
@@ -821,6 +842,7 @@ impl Coordinator {
             }
         }
         self.emit(Milestone::NodeFailed { node, reason });
+        self.forget_route_waits(now, node);
         self.flows.handle_node_failed(node);
         self.drain_flows();
     }
@@ -893,6 +915,7 @@ impl Coordinator {
     /// whose tables changed.
     pub fn handle_set_link(
         &mut self,
+        now: Instant,
         a: u32,
         b: u32,
         change: &LinkChange,
@@ -922,7 +945,7 @@ impl Coordinator {
         if let Some(router) = &self.router
             && (params.up != was_up || router.metric() == Metric::Delay)
         {
-            self.update_routes(a, b);
+            self.update_routes(now, a, b);
         }
         Ok(params)
     }
@@ -938,17 +961,14 @@ impl Coordinator {
     }
 
     /// Tells the router about link a–b as it is now and sends the tables that changed.
-    fn update_routes(&mut self, a: u32, b: u32) {
+    fn update_routes(&mut self, now: Instant, a: u32, b: u32) {
         let (ab, ba) = (self.route_weight(a, b), self.route_weight(b, a));
         let Some(router) = &mut self.router else {
             return;
         };
-        for id in router.set_link(a, b, ab, ba) {
-            let s = &self.nodes[id as usize - 1];
-            if s.connected && !s.failed {
-                let message = to_routes(&router.tables()[id as usize - 1]);
-                self.out.push_back(Output::Node(id, message));
-            }
+        let changed = router.set_link(a, b, ab, ba);
+        if !changed.is_empty() {
+            self.send_routes(now, changed);
         }
     }
 
@@ -997,10 +1017,11 @@ fn link_weight(params: &LinkParams) -> Option<u64> {
 }
 
 /// A node's table as the message that replaces its routes.
-fn to_routes(table: &topology::routing::RouteTable) -> ControllerToNode {
+fn to_routes(table: &topology::routing::RouteTable, version: u64) -> ControllerToNode {
     ControllerToNode::Routes {
         routes: table.entries.clone(),
         pinned: table.pinned.clone(),
+        version,
     }
 }
 
@@ -1288,7 +1309,7 @@ mod tests {
         }
         drain(&mut c);
         let delay = LinkChange::from_short("delay=20ms").unwrap();
-        let params = c.handle_set_link(1, 2, &delay).unwrap();
+        let params = c.handle_set_link(t0, 1, 2, &delay).unwrap();
         assert_eq!(params.delay, linkem::Span::from_millis(20));
         let out = drain(&mut c);
         assert_eq!(
@@ -1311,7 +1332,7 @@ mod tests {
             up: Some(false),
             ..Default::default()
         };
-        c.handle_set_link(2, 1, &down).unwrap();
+        c.handle_set_link(t0, 2, 1, &down).unwrap();
         let out = drain(&mut c);
         let routes_of = |id| {
             to_node(&out, id).into_iter().find_map(|m| match m {
@@ -1323,7 +1344,7 @@ mod tests {
         let to2 = r1.iter().find(|r| r.first <= 2 && 2 <= r.last).unwrap();
         assert_eq!(to2.next_hops, vec![6]);
         assert!(
-            c.handle_set_link(1, 3, &down)
+            c.handle_set_link(t0, 1, 3, &down)
                 .unwrap_err()
                 .to_string()
                 .contains("no link 1-3")
@@ -1353,7 +1374,7 @@ mod tests {
         let out = drain(&mut c);
         let routes_of = |out: &[Output], id| {
             to_node(out, id).into_iter().find_map(|m| match m {
-                ControllerToNode::Routes { routes, pinned } => Some((routes, pinned)),
+                ControllerToNode::Routes { routes, pinned, .. } => Some((routes, pinned)),
                 _ => None,
             })
         };
@@ -1361,6 +1382,7 @@ mod tests {
         assert_eq!(
             pinned,
             vec![proto::PinnedRoute {
+                flow: None,
                 src: 4,
                 dst: 2,
                 next_hops: vec![2]
@@ -1368,7 +1390,7 @@ mod tests {
         );
         // 1-2 becomes 20 ms: by delay, 1 reaches 2 round the other five links (5 ms).
         let slower = LinkChange::from_short("delay=20ms").unwrap();
-        c.handle_set_link(1, 2, &slower).unwrap();
+        c.handle_set_link(t0, 1, 2, &slower).unwrap();
         let out = drain(&mut c);
         let (r1, _) = routes_of(&out, 1).expect("node 1 gets new routes");
         let to2 = r1.iter().find(|r| r.first <= 2 && 2 <= r.last).unwrap();

@@ -117,6 +117,10 @@ pub struct FlowTable {
     out: std::collections::VecDeque<FlowOutput>,
     port: u16,
     overlay_base: Option<Ipv4Addr>,
+    /// Open connections by their 5-tuple's hash (routes for one flow) and by their source
+    /// node and port (the dataplane's per-flow counters).
+    by_hash: std::collections::HashMap<u64, u64>,
+    by_source: std::collections::HashMap<(u32, u16), u64>,
 }
 
 impl FlowTable {
@@ -150,9 +154,27 @@ impl FlowTable {
 
     /// The flow with this source port from `src` (its 5-tuple's sender side).
     pub fn by_port(&self, src: u32, port: u16) -> Option<&FlowRow> {
-        self.flows
-            .values()
-            .find(|f| f.src == src && f.local_port == Some(port))
+        self.by_source
+            .get(&(src, port))
+            .and_then(|id| self.flows.get(id))
+    }
+
+    /// The hash of a flow's 5-tuple (the dataplane's [`topology::routing::flow_hash`]), once
+    /// its connection is open.
+    pub fn hash_of(&self, id: u64) -> Option<u64> {
+        let f = self.flows.get(&id)?;
+        let base = self.overlay_base?;
+        Some(topology::routing::flow_hash(
+            proto::overlay_addr(base, f.src),
+            proto::overlay_addr(base, f.dst),
+            6,
+            Some((f.local_port?, self.port)),
+        ))
+    }
+
+    /// The flow whose 5-tuple has this hash.
+    pub fn id_of_hash(&self, hash: u64) -> Option<u64> {
+        self.by_hash.get(&hash).copied()
     }
 
     fn changed(&mut self, id: u64) {
@@ -294,6 +316,10 @@ impl FlowTable {
         };
         f.local_port = Some(local_port);
         f.start_ns = Some(start_ns);
+        self.by_source.insert((node, local_port), id);
+        if let Some(hash) = self.hash_of(id) {
+            self.by_hash.insert(hash, id);
+        }
         self.set_state(id, FlowState::Running);
     }
 

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::coordinator::{LinkRow, Status};
+use crate::coordinator::{LinkRow, PathRow, RouteRow, Status};
 use crate::flows::FlowRow;
 
 /// Each direction of these links: up or down, parameters, what was sent, drops by cause, queue.
@@ -109,4 +109,52 @@ pub fn flow_summary(rows: &[FlowRow]) -> String {
         pick(0.99),
         fcts[fcts.len() - 1],
     )
+}
+
+fn edges_text(edges: &[(u32, u32)]) -> String {
+    edges
+        .iter()
+        .map(|(a, b)| format!("{a}-{b}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The pinned routes.
+pub fn routes<'a>(rows: impl IntoIterator<Item = &'a RouteRow>) -> String {
+    let mut out = String::from("| src | dst | flow | edges | state |\n|---:|---:|---:|---|---|\n");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            r.src,
+            r.dst,
+            r.flow.map_or_else(|| "all".to_owned(), |f| f.to_string()),
+            edges_text(&r.edges),
+            if r.waiting {
+                "waits for the flow"
+            } else if r.live {
+                "in place"
+            } else {
+                "a link is down: shortest paths meanwhile"
+            },
+        );
+    }
+    out
+}
+
+/// Where traffic between two nodes goes.
+pub fn path(p: &PathRow) -> String {
+    let mut out = format!("{} -> {}: {}\n", p.src, p.dst, edges_text(&p.edges));
+    if let Some(flow) = p.flow {
+        match &p.path {
+            Some(path) => {
+                let nodes: Vec<String> = path.iter().map(u32::to_string).collect();
+                let _ = writeln!(out, "flow {flow}: {}", nodes.join(" -> "));
+            }
+            None => {
+                let _ = writeln!(out, "flow {flow}: no connection open yet");
+            }
+        }
+    }
+    out
 }

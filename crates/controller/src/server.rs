@@ -11,6 +11,11 @@
 //! POST /api/down    tear the run down
 //! GET  /api/flows   every generated flow: state, times, bytes, completion time, TCP figures
 //! POST /api/flows   add a flow, as [[flows]] writes one ({"src_node_id": 1, …}); its id
+//! GET  /api/routes  the pinned routes
+//! POST /api/routes  pin a route ({"src": 1, "dst": 8, "edges": [[1, 3], [3, 8]], "flow": 4});
+//!                   answers once every node it changed has it in place
+//! POST /api/routes/clear   unpin routes ({"src": 1, "dst": 8}, {} for all)
+//! GET  /api/routes/path?src=1&dst=8[&flow=4]   where that traffic goes now
 //! ```
 
 use std::collections::HashMap;
@@ -31,7 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::coordinator::{
     AddFlowError, AgentId, ChangeError, Coordinator, HelloError, LinkRow, Milestone, NodeRow,
-    Output, Status,
+    Output, PathRow, RouteChange, RouteError, RouteFilter, RouteRequest, RouteRow, Status,
 };
 use crate::flows::FlowRow;
 use crate::store::Store;
@@ -82,8 +87,42 @@ enum Input {
         reply: Option<oneshot::Sender<Result<(), AddFlowError>>>,
     },
     Flows(oneshot::Sender<Vec<FlowRow>>),
+    /// Route changes answer once applied (every node they went to confirmed).
+    SetRoute {
+        req: RouteRequest,
+        reply: oneshot::Sender<Result<RouteApplied, RouteError>>,
+    },
+    UnsetRoute {
+        req: RouteRequest,
+        reply: oneshot::Sender<RouteApplied>,
+    },
+    ClearRoutes {
+        filter: RouteFilter,
+        reply: oneshot::Sender<RouteApplied>,
+    },
+    Routes(oneshot::Sender<Vec<RouteRow>>),
+    RoutePath {
+        src: u32,
+        dst: u32,
+        flow: Option<u64>,
+        reply: oneshot::Sender<Result<PathRow, RouteError>>,
+    },
     Down,
 }
+
+/// A route change in place: its version, the nodes that got new tables, and the time from
+/// the request to the last node's confirmation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RouteApplied {
+    pub version: u64,
+    pub nodes: usize,
+    pub applied_ms: f64,
+    /// A flow's route, kept until the flow opens its connection.
+    pub waits_for_flow: bool,
+}
+
+/// Who waits for which route version.
+type RouteWaiters = HashMap<u64, Vec<(RouteChange, Instant, oneshot::Sender<RouteApplied>)>>;
 
 /// A handle on a running controller.
 #[derive(Clone)]
@@ -140,6 +179,26 @@ impl ControllerHandle {
         rx.await.ok()
     }
 
+    /// Pins a route; resolves once every node it changed has it in place.
+    pub async fn set_route(&self, req: RouteRequest) -> Option<Result<RouteApplied, RouteError>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::SetRoute { req, reply }).ok()?;
+        rx.await.ok()
+    }
+
+    /// Unpins `req`'s route if it is the one pinned for its ends and flow.
+    pub async fn unset_route(&self, req: RouteRequest) -> Option<RouteApplied> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::UnsetRoute { req, reply }).ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn clear_routes(&self, filter: RouteFilter) -> Option<RouteApplied> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::ClearRoutes { filter, reply }).ok()?;
+        rx.await.ok()
+    }
+
     /// Asks every agent to tear down; `wait_down` resolves then.
     pub fn down(&self) {
         let _ = self.tx.send(Input::Down);
@@ -190,6 +249,9 @@ pub fn spawn(
         .route("/api/links/{a}/{b}", post(api_set_link))
         .route("/api/down", post(api_down))
         .route("/api/flows", get(api_flows).post(api_add_flow))
+        .route("/api/routes", get(api_routes).post(api_set_route))
+        .route("/api/routes/clear", post(api_clear_routes))
+        .route("/api/routes/path", get(api_route_path))
         .with_state(state);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -209,6 +271,7 @@ async fn run_coordinator(
     // largest message's size in every slot of its blocks (thousands of sessions).
     let mut nodes: HashMap<u32, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
     let mut agents: HashMap<AgentId, mpsc::UnboundedSender<ControllerToAgent>> = HashMap::new();
+    let mut waiters: RouteWaiters = HashMap::new();
     loop {
         let timeout = c.poll_timeout();
         let input = tokio::select! {
@@ -218,7 +281,7 @@ async fn run_coordinator(
             },
             () = sleep_until(timeout), if timeout.is_some() => {
                 c.handle_timeout(Instant::now());
-                deliver(&mut c, &nodes, &agents, &milestones);
+                deliver(&mut c, &nodes, &agents, &milestones, &mut waiters);
                 continue;
             }
         };
@@ -263,7 +326,7 @@ async fn run_coordinator(
                 change,
                 reply,
             } => {
-                let result = c.handle_set_link(a, b, &change);
+                let result = c.handle_set_link(now, a, b, &change);
                 if let Ok(params) = &result {
                     tracing::info!("link {a}-{b}: {}", params.describe());
                 }
@@ -296,6 +359,57 @@ async fn run_coordinator(
             Input::Flows(reply) => {
                 let _ = reply.send(c.flow_rows());
             }
+            Input::SetRoute { req, reply } => match c.handle_set_route(now, req) {
+                Ok(change) if change.waits_for_flow => {
+                    // A route for a flow that has not started is kept; nothing to wait for.
+                    let _ = reply.send(Ok(RouteApplied {
+                        version: change.version,
+                        nodes: 0,
+                        applied_ms: 0.0,
+                        waits_for_flow: true,
+                    }));
+                }
+                Ok(change) => {
+                    let (done, rx) = oneshot::channel();
+                    waiters
+                        .entry(change.version)
+                        .or_default()
+                        .push((change, now, done));
+                    tokio::spawn(async move {
+                        if let Ok(applied) = rx.await {
+                            let _ = reply.send(Ok(applied));
+                        }
+                    });
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Input::UnsetRoute { req, reply } => {
+                let change = c.handle_unset_route(now, &req);
+                waiters
+                    .entry(change.version)
+                    .or_default()
+                    .push((change, now, reply));
+            }
+            Input::ClearRoutes { filter, reply } => {
+                let change = c.handle_clear_routes(now, filter);
+                waiters
+                    .entry(change.version)
+                    .or_default()
+                    .push((change, now, reply));
+            }
+            Input::Routes(reply) => {
+                let _ = reply.send(c.route_rows());
+            }
+            Input::RoutePath {
+                src,
+                dst,
+                flow,
+                reply,
+            } => {
+                let _ = reply.send(c.route_path(src, dst, flow));
+            }
             Input::Down => {
                 c.handle_shutdown();
                 tracing::info!("teardown requested; telling {} agent(s)", agents.len());
@@ -305,7 +419,7 @@ async fn run_coordinator(
                 let _ = down.send(true);
             }
         }
-        deliver(&mut c, &nodes, &agents, &milestones);
+        deliver(&mut c, &nodes, &agents, &milestones, &mut waiters);
     }
 }
 
@@ -321,6 +435,7 @@ fn deliver(
     nodes: &HashMap<u32, mpsc::UnboundedSender<Vec<u8>>>,
     agents: &HashMap<AgentId, mpsc::UnboundedSender<ControllerToAgent>>,
     milestones: &mpsc::UnboundedSender<Milestone>,
+    waiters: &mut RouteWaiters,
 ) {
     while let Some(out) = c.poll_output() {
         match out {
@@ -336,6 +451,17 @@ fn deliver(
             }
             Output::Milestone(m) => {
                 log_milestone(&m);
+                if let Milestone::RoutesApplied { version, .. } = m {
+                    let now = Instant::now();
+                    for (change, since, reply) in waiters.remove(&version).unwrap_or_default() {
+                        let _ = reply.send(RouteApplied {
+                            version,
+                            nodes: change.nodes.len(),
+                            applied_ms: now.duration_since(since).as_secs_f64() * 1e3,
+                            waits_for_flow: change.waits_for_flow,
+                        });
+                    }
+                }
                 let _ = milestones.send(m);
             }
         }
@@ -374,6 +500,14 @@ fn log_milestone(m: &Milestone) {
             tracing::info!("agent {agent} disconnected ({lost_nodes} nodes lost)")
         }
         Milestone::LinkDown { a, b } => tracing::debug!("link {a}-{b} down"),
+        Milestone::RoutesApplied {
+            version,
+            nodes,
+            elapsed,
+        } if *nodes > 0 => tracing::info!(
+            "routes v{version} in place at {nodes} node(s) in {:.1} ms",
+            elapsed.as_secs_f64() * 1e3
+        ),
         _ => {}
     }
 }
@@ -477,6 +611,92 @@ async fn api_add_flow(
         Ok(Ok(())) => Json(serde_json::json!({ "id": id })).into_response(),
         Ok(Err(e)) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
         Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+async fn api_routes(State(s): State<AppState>) -> Response {
+    let (reply, rx) = oneshot::channel();
+    let _ = s.tx.send(Input::Routes(reply));
+    match rx.await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+/// How long a route change may wait for its nodes' confirmations.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `POST /api/routes`: pins a route, records it in the store; answers once applied.
+async fn api_set_route(State(s): State<AppState>, Json(req): Json<RouteRequest>) -> Response {
+    use axum::http::StatusCode;
+    let (reply, rx) = oneshot::channel();
+    let _ = s.tx.send(Input::SetRoute {
+        req: req.clone(),
+        reply,
+    });
+    match tokio::time::timeout(ROUTE_TIMEOUT, rx).await {
+        Ok(Ok(Ok(applied))) => {
+            if let Some((store, run)) = &s.run
+                && let Err(e) = store.record_route(*run, &req).await
+            {
+                tracing::warn!("route {}->{} not recorded: {e}", req.src, req.dst);
+            }
+            Json(applied).into_response()
+        }
+        Ok(Ok(Err(e))) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Ok(Err(_)) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "not every node confirmed the new routes within 30 s: see `nextmini status` for failed nodes",
+        )
+            .into_response(),
+    }
+}
+
+async fn api_clear_routes(State(s): State<AppState>, Json(filter): Json<RouteFilter>) -> Response {
+    use axum::http::StatusCode;
+    let (reply, rx) = oneshot::channel();
+    let _ = s.tx.send(Input::ClearRoutes { filter, reply });
+    match tokio::time::timeout(ROUTE_TIMEOUT, rx).await {
+        Ok(Ok(applied)) => {
+            if let Some((store, run)) = &s.run
+                && let Err(e) = store.clear_routes(*run, &filter).await
+            {
+                tracing::warn!("cleared routes not recorded: {e}");
+            }
+            Json(applied).into_response()
+        }
+        Ok(Err(_)) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "not every node confirmed the new routes within 30 s",
+        )
+            .into_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct PathQuery {
+    src: u32,
+    dst: u32,
+    flow: Option<u64>,
+}
+
+async fn api_route_path(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<PathQuery>,
+) -> Response {
+    let (reply, rx) = oneshot::channel();
+    let _ = s.tx.send(Input::RoutePath {
+        src: q.src,
+        dst: q.dst,
+        flow: q.flow,
+        reply,
+    });
+    match rx.await {
+        Ok(Ok(row)) => Json(row).into_response(),
+        Ok(Err(e)) => (axum::http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }
 

@@ -340,6 +340,7 @@ mod tests {
         let mut f = node2();
         let mut table = f.table().clone();
         table.pinned.push(PinnedEntry {
+            flow: None,
             src: 1,
             dst: 3,
             next_hops: vec![4],

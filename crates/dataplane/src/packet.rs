@@ -126,21 +126,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// A hash of the flow (addresses, protocol, ports): the same at every hop, so a flow
     /// keeps one path through equal-cost routes.
     pub fn flow_hash(&self) -> u64 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |bytes: &[u8]| {
-            for b in bytes {
-                h ^= u64::from(*b);
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        };
-        eat(&self.bytes()[field::SRC]);
-        eat(&self.bytes()[field::DST]);
-        eat(&[self.protocol()]);
-        if let Some((src, dst)) = self.ports() {
-            eat(&src.to_be_bytes());
-            eat(&dst.to_be_bytes());
-        }
-        h
+        topology::routing::flow_hash(
+            self.src_addr(),
+            self.dst_addr(),
+            self.protocol(),
+            self.ports(),
+        )
     }
 
     pub fn into_inner(self) -> T {

@@ -6,6 +6,7 @@ mod exp;
 mod flow;
 mod host;
 mod plumb;
+mod route;
 mod running;
 mod schedule;
 mod up;
@@ -57,6 +58,9 @@ enum Command {
     /// Generated flows: nextmini flow add 1 8 --bytes 10MB, nextmini flow list
     #[command(subcommand)]
     Flow(flow::FlowCommand),
+    /// Routes while running: nextmini route set 1 8 --path 1,3,7,8, route clear, route show
+    #[command(subcommand)]
+    Route(route::RouteCommand),
     /// The controller alone, for agents started separately.
     Controller(agent::ControllerArgs),
     /// An agent: plumbs and runs this host's nodes for a controller.
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
         Some(Command::Link(LinkCommand::Set(args))) => running::link_set(&args).map(done),
         Some(Command::Link(LinkCommand::Show(args))) => running::link_show(&args).map(done),
         Some(Command::Flow(cmd)) => flow::run(cmd).map(done),
+        Some(Command::Route(cmd)) => route::run(cmd).map(done),
         Some(Command::Controller(args)) => agent::controller(args).map(done),
         Some(Command::Agent(args)) => agent::agent(args).map(done),
         Some(Command::Plumb(args)) => plumb::run(args).map(done),

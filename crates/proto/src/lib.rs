@@ -93,6 +93,10 @@ pub enum NodeToController {
     Failed {
         reason: String,
     },
+    /// The routes of this version (and every earlier one) are in the node's table.
+    RoutesApplied {
+        version: u64,
+    },
     /// The node takes flows now (after `AcceptFlows`).
     FlowsAccepted,
     /// The node can't take flows.
@@ -138,12 +142,15 @@ pub enum ControllerToNode {
         /// MTU of the node's TUN device.
         mtu: u16,
     },
-    /// The node's whole forwarding table, replacing the previous one.
+    /// The node's whole forwarding table, replacing the previous one; the node confirms
+    /// `version` once it is in place (`RoutesApplied`).
     Routes {
         routes: Vec<Route>,
         /// Source-specific routes, looked up before `routes`.
         #[serde(default)]
         pinned: Vec<PinnedRoute>,
+        #[serde(default)]
+        version: u64,
     },
     /// A change to the direction from this node to `peer`, made at once.
     SetLink {

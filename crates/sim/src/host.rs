@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use agent::session::FlowEvent;
-use dataplane::packet::{ICMP, Ipv4Packet, UDP};
+use dataplane::packet::{ICMP, Ipv4Packet, TCP};
 
 use crate::packets;
 
@@ -30,8 +30,8 @@ pub struct BulkId(u16);
 /// Probes in flight are keyed by (sender, ident, seq).
 pub type ProbeKey = (u32, u16, u16);
 
-/// Data bytes a stream packet carries (1,500 bytes in all: IP, UDP and the stream header).
-const DATA: u64 = 1500 - 20 - 8 - HEADER as u64;
+/// Data bytes a stream packet carries (1,500 bytes in all: IP, TCP and the stream header).
+const DATA: u64 = 1500 - 20 - packets::TCP_HEADER as u64 - HEADER as u64;
 /// Stream header: kind (1), last (1), data length (4), stream port (2).
 const HEADER: usize = 8;
 const ACK: usize = 48;
@@ -201,7 +201,7 @@ impl HostStack {
                     answer.packets.push((node, reply));
                 }
             }
-            UDP => self.stream_packet(now, node, &p, &mut answer),
+            TCP => self.stream_packet(now, node, &p, &mut answer),
             _ => {}
         }
         answer
@@ -264,10 +264,11 @@ impl HostStack {
         answer: &mut Answer,
     ) {
         let u = p.payload();
-        if u.len() < 8 + HEADER {
+        const AT: usize = packets::TCP_HEADER;
+        if u.len() < AT + HEADER {
             return;
         }
-        let h = &u[8..8 + HEADER];
+        let h = &u[AT..AT + HEADER];
         let (kind, last) = (h[0], h[1] == 1);
         let data = u64::from(u32::from_be_bytes([h[2], h[3], h[4], h[5]]));
         let sport = u16::from_be_bytes([h[6], h[7]]);
@@ -390,8 +391,8 @@ impl Stream {
         header[1] = u8::from(last);
         header[2..6].copy_from_slice(&(data as u32).to_be_bytes());
         header[6..8].copy_from_slice(&self.sport.to_be_bytes());
-        let size = 20 + 8 + HEADER + data as usize;
-        Some(packets::udp_with(
+        let size = 20 + packets::TCP_HEADER + HEADER + data as usize;
+        Some(packets::tcp_with(
             self.src,
             self.dst,
             (self.sport, self.dport),
@@ -405,7 +406,7 @@ impl Stream {
         let mut header = [0u8; HEADER];
         header[0] = KIND_ACK;
         header[6..8].copy_from_slice(&self.sport.to_be_bytes());
-        packets::udp_with(
+        packets::tcp_with(
             self.dst,
             self.src,
             (self.dport, self.sport),

@@ -602,10 +602,47 @@ impl Sim {
         let change = LinkChange::from_short(change).map_err(|e| e.to_string())?;
         let params = self
             .coordinator
-            .handle_set_link(a, b, &change)
+            .handle_set_link(self.now, a, b, &change)
             .map_err(|e| e.to_string())?;
         self.deliver_outputs();
         Ok(params)
+    }
+
+    /// Pins a route, as `nextmini route set` does; it is applied once the nodes confirm
+    /// ([`Sim::routes_applied`]).
+    pub fn set_route(
+        &mut self,
+        req: controller::coordinator::RouteRequest,
+    ) -> Result<controller::coordinator::RouteChange, String> {
+        let change = self
+            .coordinator
+            .handle_set_route(self.now, req)
+            .map_err(|e| e.to_string())?;
+        self.deliver_outputs();
+        Ok(change)
+    }
+
+    /// Unpins routes, as `nextmini route clear` does.
+    pub fn clear_routes(
+        &mut self,
+        filter: controller::coordinator::RouteFilter,
+    ) -> controller::coordinator::RouteChange {
+        let change = self.coordinator.handle_clear_routes(self.now, filter);
+        self.deliver_outputs();
+        change
+    }
+
+    /// When the routes of `version` were in place at every node they went to, measured from
+    /// the change, and how many nodes that was.
+    pub fn routes_applied(&self, version: u64) -> Option<(Duration, usize)> {
+        self.milestones.iter().find_map(|(_, m)| match m {
+            Milestone::RoutesApplied {
+                version: v,
+                nodes,
+                elapsed,
+            } if *v == version => Some((*elapsed, *nodes)),
+            _ => None,
+        })
     }
 
     /// A node's agent loses it (its session ends without a word).

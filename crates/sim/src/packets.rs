@@ -1,8 +1,8 @@
-//! The packets the simulated host stacks send: ICMP echoes and small UDP datagrams.
+//! The packets the simulated host stacks send: ICMP echoes and TCP-numbered stream segments.
 
 use std::net::Ipv4Addr;
 
-use dataplane::packet::{ICMP, UDP, checksum};
+use dataplane::packet::{ICMP, TCP, checksum};
 
 /// An IPv4 packet with a valid header checksum.
 pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, protocol: u8, payload: &[u8]) -> Vec<u8> {
@@ -44,9 +44,14 @@ pub fn echo(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, kind: u8, ident: u16, seq: u1
     ipv4(src, dst, ttl, ICMP, &icmp)
 }
 
-/// A UDP datagram of `size` bytes in all (IP header included) with `tos`, carrying `head`
-/// first.
-pub fn udp_with(
+/// Bytes of the TCP header a stream segment carries (no options).
+pub const TCP_HEADER: usize = 20;
+
+/// A TCP segment of `size` bytes in all (IP header included) with `tos`, carrying `head`
+/// first: the ports, an ACK flag and a window, so that the dataplane sees a TCP flow's
+/// 5-tuple (the simulator's streams stand for the TCP connections of generated flows; their
+/// sequence numbers are not kept).
+pub fn tcp_with(
     src: Ipv4Addr,
     dst: Ipv4Addr,
     ports: (u16, u16),
@@ -54,11 +59,13 @@ pub fn udp_with(
     head: &[u8],
     size: usize,
 ) -> Vec<u8> {
-    let len = size.max(20 + 8 + head.len()) - 20;
-    let mut u = vec![0u8; len];
-    u[0..2].copy_from_slice(&ports.0.to_be_bytes());
-    u[2..4].copy_from_slice(&ports.1.to_be_bytes());
-    u[4..6].copy_from_slice(&(len as u16).to_be_bytes());
-    u[8..8 + head.len()].copy_from_slice(head);
-    ipv4_tos(src, dst, 64, tos, UDP, &u)
+    let len = size.max(20 + TCP_HEADER + head.len()) - 20;
+    let mut t = vec![0u8; len];
+    t[0..2].copy_from_slice(&ports.0.to_be_bytes());
+    t[2..4].copy_from_slice(&ports.1.to_be_bytes());
+    t[12] = (TCP_HEADER as u8 / 4) << 4;
+    t[13] = 0x10; // ACK
+    t[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
+    t[TCP_HEADER..TCP_HEADER + head.len()].copy_from_slice(head);
+    ipv4_tos(src, dst, 64, tos, TCP, &t)
 }

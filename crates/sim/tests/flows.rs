@@ -18,8 +18,8 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
 
-/// A stream packet carries 1,464 bytes of data in 1,500 on the wire.
-const EFFICIENCY: f64 = 1464.0 / 1500.0;
+/// A stream packet carries 1,452 bytes of data in 1,500 on the wire.
+const EFFICIENCY: f64 = 1452.0 / 1500.0;
 
 #[test]
 fn a_seeds_shaped_experiment_runs_its_flows_at_the_configured_rates() {

@@ -26,16 +26,52 @@ pub struct RouteEntry {
     pub next_hops: Vec<u32>,
 }
 
-/// Traffic from `src` to `dst` leaves through `next_hops`, whatever the shortest path says.
-/// The controller sends these as they are (`proto::PinnedRoute`).
+/// Traffic from `src` to `dst` leaves through `next_hops`, whatever the shortest path says;
+/// with `flow`, only the flow of that [`flow_hash`]. The controller sends these as they are
+/// (`proto::PinnedRoute`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PinnedEntry {
     pub src: u32,
     pub dst: u32,
+    #[serde(default)]
+    pub flow: Option<u64>,
     pub next_hops: Vec<u32>,
 }
 
-/// A node's forwarding table, sorted by destination; pinned entries sorted by (src, dst).
+impl PinnedEntry {
+    fn key(&self) -> (u32, u32, Option<u64>) {
+        (self.src, self.dst, self.flow)
+    }
+}
+
+/// A flow's hash (FNV-1a over addresses, protocol and, for TCP and UDP, ports): the same at
+/// every hop, so a flow keeps one path through equal-cost routes, and a route can be pinned
+/// for one flow.
+pub fn flow_hash(
+    src: std::net::Ipv4Addr,
+    dst: std::net::Ipv4Addr,
+    protocol: u8,
+    ports: Option<(u16, u16)>,
+) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(&src.octets());
+    eat(&dst.octets());
+    eat(&[protocol]);
+    if let Some((s, d)) = ports {
+        eat(&s.to_be_bytes());
+        eat(&d.to_be_bytes());
+    }
+    h
+}
+
+/// A node's forwarding table, sorted by destination; pinned entries sorted by (src, dst,
+/// flow), a route for every flow of a pair before those for one flow.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteTable {
     pub entries: Vec<RouteEntry>,
@@ -50,15 +86,21 @@ impl RouteTable {
         (e.first <= dst).then_some(e.next_hops.as_slice())
     }
 
-    /// Next hops for traffic from `src` to `dst`: a pinned route first, else the table.
-    pub fn lookup_from(&self, src: u32, dst: u32) -> Option<&[u32]> {
-        match self
-            .pinned
-            .binary_search_by(|p| (p.src, p.dst).cmp(&(src, dst)))
-        {
-            Ok(i) => Some(self.pinned[i].next_hops.as_slice()),
-            Err(_) => self.lookup(dst),
+    /// Next hops for the flow `flow_hash` from `src` to `dst`: a route pinned for the flow,
+    /// else one pinned for the pair, else the table.
+    pub fn lookup_from(&self, src: u32, dst: u32, flow_hash: u64) -> Option<&[u32]> {
+        if self.pinned.is_empty() {
+            return self.lookup(dst);
         }
+        let find = |flow| {
+            self.pinned
+                .binary_search_by(|p| p.key().cmp(&(src, dst, flow)))
+                .ok()
+                .map(|i| self.pinned[i].next_hops.as_slice())
+        };
+        find(Some(flow_hash))
+            .or_else(|| find(None))
+            .or_else(|| self.lookup(dst))
     }
 
     /// The next hop for a flow: the same flow hash picks the same hop at every node.
@@ -68,7 +110,7 @@ impl RouteTable {
 
     /// The next hop for a flow from `src`, pinned routes first.
     pub fn next_hop_from(&self, src: u32, dst: u32, flow_hash: u64) -> Option<u32> {
-        pick(self.lookup_from(src, dst)?, flow_hash)
+        pick(self.lookup_from(src, dst, flow_hash)?, flow_hash)
     }
 
     fn push(&mut self, dst: u32, hops: &[u32]) {
@@ -176,6 +218,8 @@ pub struct ExplicitRoute {
     pub dst: u32,
     /// Directed edges of the route.
     pub edges: Vec<(u32, u32)>,
+    /// Only for the flow of this [`flow_hash`] (else every flow from `src` to `dst`).
+    pub flow: Option<u64>,
 }
 
 impl ExplicitRoute {
@@ -243,6 +287,7 @@ impl ExplicitRoute {
                     src: *src,
                     dst: *dst,
                     edges,
+                    flow: None,
                 })
             }
             ([_], sinks) => Err(format!(
@@ -308,6 +353,93 @@ impl Router {
 
     pub fn metric(&self) -> Metric {
         self.metric
+    }
+
+    /// The routes pinned by the user, live or waiting for a link to come back.
+    pub fn explicit(&self) -> &[ExplicitRoute] {
+        &self.explicit
+    }
+
+    /// Pins `route` (replacing the route of the same source, destination and flow). Returns
+    /// the nodes whose tables changed, ascending: none when it was pinned already.
+    pub fn set_explicit(&mut self, route: ExplicitRoute) -> Vec<u32> {
+        let key = (route.src, route.dst, route.flow);
+        match self
+            .explicit
+            .iter_mut()
+            .find(|r| (r.src, r.dst, r.flow) == key)
+        {
+            Some(r) if *r == route => return Vec::new(),
+            Some(r) => *r = route,
+            None => self.explicit.push(route),
+        }
+        self.repin()
+    }
+
+    /// Unpins the routes that `keep` refuses. Returns the nodes whose tables changed.
+    pub fn clear_explicit(&mut self, keep: impl Fn(&ExplicitRoute) -> bool) -> Vec<u32> {
+        let before = self.explicit.len();
+        self.explicit.retain(|r| keep(r));
+        if self.explicit.len() == before {
+            return Vec::new();
+        }
+        self.repin()
+    }
+
+    fn repin(&mut self) -> Vec<u32> {
+        self.pin()
+            .into_iter()
+            .zip(1..)
+            .filter_map(|(changed, id)| changed.then_some(id))
+            .collect()
+    }
+
+    /// The path traffic of `flow_hash` takes from `src` to `dst` by the tables (pinned routes
+    /// included), as nodes; None when it does not arrive (no route, or a loop).
+    pub fn path(&self, src: u32, dst: u32, flow_hash: u64) -> Option<Vec<u32>> {
+        let mut path = vec![src];
+        let mut at = src;
+        while at != dst {
+            let next = self
+                .tables
+                .get(at as usize - 1)?
+                .next_hop_from(src, dst, flow_hash)?;
+            if path.contains(&next) {
+                return None;
+            }
+            path.push(next);
+            at = next;
+        }
+        Some(path)
+    }
+
+    /// Every link direction traffic from `src` to `dst` may take (all equal-cost branches;
+    /// routes pinned for single flows aside: [`Router::path`] shows those), ascending.
+    pub fn edges(&self, src: u32, dst: u32) -> Vec<(u32, u32)> {
+        let mut edges = Vec::new();
+        let mut seen = vec![false; self.tables.len()];
+        let mut stack = vec![src];
+        while let Some(at) = stack.pop() {
+            if at == dst || std::mem::replace(&mut seen[at as usize - 1], true) {
+                continue;
+            }
+            let table = &self.tables[at as usize - 1];
+            let pinned = table
+                .pinned
+                .iter()
+                .find(|p| (p.src, p.dst, p.flow) == (src, dst, None));
+            let hops = match pinned {
+                Some(p) => &p.next_hops[..],
+                None => table.lookup(dst).unwrap_or(&[]),
+            };
+            for &h in hops {
+                edges.push((at, h));
+                stack.push(h);
+            }
+        }
+        edges.sort_unstable();
+        edges.dedup();
+        edges
     }
 
     fn weight_of(&self, w: u64) -> u64 {
@@ -466,12 +598,13 @@ impl Router {
                 let list = &mut pinned[a as usize - 1];
                 match list
                     .iter_mut()
-                    .find(|p| p.src == route.src && p.dst == route.dst)
+                    .find(|p| p.key() == (route.src, route.dst, route.flow))
                 {
                     Some(p) => p.next_hops.push(b),
                     None => list.push(PinnedEntry {
                         src: route.src,
                         dst: route.dst,
+                        flow: route.flow,
                         next_hops: vec![b],
                     }),
                 }
@@ -485,7 +618,7 @@ impl Router {
                     p.next_hops.sort_unstable();
                     p.next_hops.dedup();
                 }
-                list.sort_by_key(|p| (p.src, p.dst));
+                list.sort_by_key(PinnedEntry::key);
                 let changed = table.pinned != list;
                 table.pinned = list;
                 changed
@@ -685,8 +818,8 @@ mod tests {
         let t = Topology::new("diamond", 4, [(1, 2), (2, 4), (1, 3), (3, 4)]).unwrap();
         let dag = ExplicitRoute::dag(vec![(1, 2), (2, 4), (1, 3), (3, 4)]).unwrap();
         let r = Router::new(&t, Metric::Hops, |_, _| Some(0), vec![dag]);
-        assert_eq!(r.tables()[0].lookup_from(1, 4), Some(&[2, 3][..]));
-        assert_eq!(r.tables()[1].lookup_from(1, 4), Some(&[4][..]));
+        assert_eq!(r.tables()[0].lookup_from(1, 4, 0), Some(&[2, 3][..]));
+        assert_eq!(r.tables()[1].lookup_from(1, 4, 0), Some(&[4][..]));
     }
 
     #[test]
@@ -770,5 +903,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn routes_pinned_at_run_time_change_only_the_nodes_on_them() {
+        let t = Preset::Ring { n: 8 }.build().unwrap();
+        let mut r = Router::new(&t, Metric::Hops, |_, _| Some(0), Vec::new());
+        let hash = 7;
+        assert_eq!(r.path(1, 3, hash), Some(vec![1, 2, 3]));
+        // The long way round: only the nodes that forward differently hear of it.
+        let long = ExplicitRoute::path(&[1, 8, 7, 6, 5, 4, 3]).unwrap();
+        assert_eq!(r.set_explicit(long.clone()), vec![1, 4, 5, 6, 7, 8]);
+        assert_eq!(r.path(1, 3, hash), Some(vec![1, 8, 7, 6, 5, 4, 3]));
+        assert!(
+            r.set_explicit(long).is_empty(),
+            "pinning it again changes nothing"
+        );
+        // Other sources keep their shortest paths.
+        assert_eq!(r.path(2, 3, hash), Some(vec![2, 3]));
+        assert_eq!(r.clear_explicit(|_| false), vec![1, 4, 5, 6, 7, 8]);
+        assert_eq!(r.path(1, 3, hash), Some(vec![1, 2, 3]));
+        assert!(r.clear_explicit(|_| false).is_empty());
+    }
+
+    #[test]
+    fn a_route_pinned_for_one_flow_leaves_the_others_alone() {
+        let t = Preset::Ring { n: 6 }.build().unwrap();
+        let mut r = Router::new(&t, Metric::Hops, |_, _| Some(0), Vec::new());
+        let (a, b) = (
+            flow_hash(
+                [10, 0, 0, 1].into(),
+                [10, 0, 0, 3].into(),
+                6,
+                Some((40000, 47000)),
+            ),
+            flow_hash(
+                [10, 0, 0, 1].into(),
+                [10, 0, 0, 3].into(),
+                6,
+                Some((40001, 47000)),
+            ),
+        );
+        let mut one = ExplicitRoute::path(&[1, 6, 5, 4, 3]).unwrap();
+        one.flow = Some(a);
+        r.set_explicit(one);
+        assert_eq!(r.path(1, 3, a), Some(vec![1, 6, 5, 4, 3]));
+        assert_eq!(r.path(1, 3, b), Some(vec![1, 2, 3]));
+        // A route for the pair moves the others; the flow's own still wins.
+        r.set_explicit(ExplicitRoute::path(&[1, 2, 3]).unwrap());
+        assert_eq!(r.path(1, 3, a), Some(vec![1, 6, 5, 4, 3]));
+        assert_eq!(r.edges(1, 3), vec![(1, 2), (2, 3)]);
+        assert_eq!(
+            r.edges(1, 4),
+            vec![(1, 2), (1, 6), (2, 3), (3, 4), (5, 4), (6, 5)]
+        );
     }
 }

@@ -167,6 +167,9 @@ pub(super) async fn update(tx: &mut Transaction<'_, Any>, f: &FlowRow) -> Result
     sqlx::query(
         "UPDATE flows SET state = $1, is_finished = $2, local_port = $3, start_ns = $4, finish_ns = $5, fct_seconds = $6, bytes = $7, throughput_bps = $8, retransmits = $9, srtt_us = $10, cwnd = $11, failure = $12 WHERE id = $13",
     )
+    // Not prepared once per connection: through sqlx's Any driver a NULL is declared with
+    // another type than the later value, and PostgreSQL then misreads it.
+    .persistent(false)
     .bind(f.state.as_str())
     .bind(finished)
     .bind(f.local_port.map(i64::from))

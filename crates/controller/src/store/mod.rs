@@ -11,6 +11,7 @@ use sqlx::any::AnyPoolOptions;
 
 mod flows;
 pub mod listen;
+mod routes;
 mod writer;
 
 pub use writer::StoreWriter;

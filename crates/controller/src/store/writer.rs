@@ -91,6 +91,23 @@ async fn write_batches(
 ) -> Result<(), StoreError> {
     let mut batch = Vec::with_capacity(1024);
     while rx.recv_many(&mut batch, 1024).await > 0 {
+        // A batch the store refuses is lost, not the run: say so and go on.
+        let rows = batch.len();
+        if let Err(e) = write_batch(&pool, run, overlay_base, &mut batch).await {
+            tracing::error!("store: {rows} rows not written: {e}");
+        }
+        batch.clear();
+    }
+    Ok(())
+}
+
+async fn write_batch(
+    pool: &AnyPool,
+    run: i64,
+    overlay_base: std::net::Ipv4Addr,
+    batch: &mut Vec<Row>,
+) -> Result<(), StoreError> {
+    {
         let mut tx = pool.begin().await?;
         for row in batch.drain(..) {
             match row {
