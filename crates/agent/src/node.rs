@@ -227,12 +227,13 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                     }
                 }
                 Action::ReadCounters => {
-                    let counters = links
+                    let time_ns = dataplane::unix_ns();
+                    let (counters, (flows, apps)) = links
                         .dataplane
                         .as_ref()
-                        .map(|dp| dp.link_counters())
+                        .map(|dp| (dp.link_counters(), dp.take_flows(time_ns)))
                         .unwrap_or_default();
-                    session.handle_counters(counters);
+                    session.handle_counters(counters, flows, apps, time_ns);
                 }
                 Action::AcceptFlows { port } => {
                     let event = match links.overlay {

@@ -17,13 +17,16 @@ use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
+use proto::monitor::{AppFlowEvent, FlowBytes};
 use proto::{
     ControllerToNode, LinkChange, LinkCounters, LinkParams, NodeToController, PinnedRoute, Route,
     Transport,
 };
 
-/// How often a node reports its link counters (when they changed).
-pub const STATS_EVERY: Duration = Duration::from_secs(1);
+/// How often a node reports its link counters (when they changed) unless the experiment's
+/// metrics interval says otherwise.
+pub const STATS_EVERY: Duration =
+    Duration::from_millis(proto::monitor::DEFAULT_METRICS_INTERVAL_MS as u64);
 
 /// What the session knows about its node before it starts.
 #[derive(Debug, Clone)]
@@ -142,6 +145,8 @@ pub struct NodeSession {
     waiting: usize,
     dataplane: bool,
     next_report: Option<Instant>,
+    /// How often counters are read and reported (the experiment's metrics interval).
+    report_every: Duration,
     reported: Vec<LinkCounters>,
     actions: VecDeque<Action>,
 }
@@ -162,6 +167,7 @@ impl NodeSession {
             waiting: 0,
             dataplane: false,
             next_report: None,
+            report_every: STATS_EVERY,
             reported: Vec::new(),
             actions: [Action::Send(hello)].into(),
         }
@@ -230,6 +236,7 @@ impl NodeSession {
                 overlay_prefix_len,
                 dataplane,
                 mtu,
+                metrics_interval_ms,
                 ..
             } => {
                 if self.state != State::AwaitingWelcome {
@@ -245,7 +252,10 @@ impl NodeSession {
                 }
                 if dataplane && self.cfg.tun_device {
                     self.dataplane = true;
-                    self.next_report = Some(now + STATS_EVERY);
+                    self.report_every = Duration::from_millis(u64::from(
+                        metrics_interval_ms.max(proto::monitor::MIN_METRICS_INTERVAL_MS),
+                    ));
+                    self.next_report = Some(now + self.report_every);
                     self.push(Action::StartDataplane {
                         overlay_addr,
                         prefix_len: overlay_prefix_len,
@@ -400,19 +410,31 @@ impl NodeSession {
             && now >= at
             && self.state != State::Closed
         {
-            self.next_report = Some(now + STATS_EVERY);
+            self.next_report = Some(now + self.report_every);
             self.push(Action::ReadCounters);
         }
     }
 
-    /// The counters read after [`Action::ReadCounters`]: reported when they changed.
-    pub fn handle_counters(&mut self, counters: Vec<LinkCounters>) {
-        if self.state == State::Closed || counters == self.reported {
+    /// What was read after [`Action::ReadCounters`] (at Unix time `time_ns`): reported when
+    /// the counters changed or there is anything per flow.
+    pub fn handle_counters(
+        &mut self,
+        counters: Vec<LinkCounters>,
+        flows: Vec<FlowBytes>,
+        app_flows: Vec<AppFlowEvent>,
+        time_ns: u64,
+    ) {
+        if self.state == State::Closed
+            || (counters == self.reported && flows.is_empty() && app_flows.is_empty())
+        {
             return;
         }
         self.reported = counters.clone();
         self.push(Action::Send(NodeToController::LinkStats {
             links: counters,
+            flows,
+            app_flows,
+            time_ns,
         }));
     }
 
@@ -542,6 +564,7 @@ mod tests {
                 })
                 .collect(),
             dataplane,
+            metrics_interval_ms: 1000,
             mtu: 1500,
         }
     }
@@ -728,13 +751,50 @@ mod tests {
             queue_packets: 3,
             ..Default::default()
         }];
-        s.handle_counters(c.clone());
+        s.handle_counters(c.clone(), vec![], vec![], 7);
         assert_eq!(
             sent(&drain(&mut s)),
-            vec![NodeToController::LinkStats { links: c.clone() }]
+            vec![NodeToController::LinkStats {
+                links: c.clone(),
+                flows: vec![],
+                app_flows: vec![],
+                time_ns: 7
+            }]
         );
-        s.handle_counters(c);
+        s.handle_counters(c.clone(), vec![], vec![], 8);
         assert!(drain(&mut s).is_empty(), "unchanged counters are not sent");
+        // Traffic of a flow is, whatever the counters.
+        let flow = FlowBytes {
+            peer: 1,
+            key: proto::monitor::FlowKey {
+                src: Ipv4Addr::new(10, 0, 0, 2),
+                dst: Ipv4Addr::new(10, 0, 0, 1),
+                protocol: 6,
+                sport: 40000,
+                dport: 5201,
+            },
+            bytes: 1500,
+            packets: 1,
+        };
+        s.handle_counters(c, vec![flow], vec![], 9);
+        assert_eq!(drain(&mut s).len(), 1);
+    }
+
+    #[test]
+    fn the_experiment_sets_how_often_counters_are_read() {
+        let t0 = Instant::now();
+        let mut s = NodeSession::new(cfg(2));
+        let mut w = welcome(&[(1, Transport::Local)], true);
+        if let ControllerToNode::Welcome {
+            metrics_interval_ms,
+            ..
+        } = &mut w
+        {
+            *metrics_interval_ms = 250;
+        }
+        s.handle_message(t0, w);
+        drain(&mut s);
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_millis(250)));
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct Settings {
     pub explicit_routes: Vec<topology::routing::ExplicitRoute>,
     /// Where nodes take generated flows.
     pub flow_port: u16,
+    /// How often nodes report their counters.
+    pub metrics_interval_ms: u32,
 }
 
 /// Why an agent was refused (the agent is told the same words).
@@ -153,6 +155,8 @@ pub enum Milestone {
     },
     /// A generated flow changed state.
     Flow(Box<FlowRow>),
+    /// A node's report: its links' and flows' traffic over the interval.
+    Metrics(Box<crate::metrics::MetricsReport>),
     /// Every node sent the routes of `version` has them in place.
     RoutesApplied {
         version: u64,
@@ -233,6 +237,9 @@ pub struct Status {
     pub links_up: u32,
     pub wiring_seconds: Option<f64>,
     pub agents: usize,
+    /// Generated flows by state.
+    #[serde(default)]
+    pub flows: BTreeMap<String, usize>,
 }
 
 pub struct Coordinator {
@@ -241,6 +248,8 @@ pub struct Coordinator {
     router: Option<topology::routing::Router>,
     /// Latest counters per link direction (from, to).
     counters: std::collections::HashMap<(u32, u32), proto::LinkCounters>,
+    /// When each node last reported (Unix time, nanoseconds).
+    report_times: std::collections::HashMap<u32, u64>,
     adjacency: Vec<Vec<u32>>,
     settings: Settings,
     agents: BTreeMap<AgentId, AgentSlot>,
@@ -289,6 +298,7 @@ impl Coordinator {
         Coordinator {
             router,
             counters: Default::default(),
+            report_times: Default::default(),
             adjacency: topology.adjacency(),
             link_ends: vec![0; topology.n_links()],
             topology,
@@ -472,7 +482,12 @@ impl Coordinator {
             N::LinkUp { peer } => self.handle_link_up(node, peer),
             N::LinkDown { peer } => self.handle_link_down(node, peer),
             N::Ready => self.handle_node_ready(now, node),
-            N::LinkStats { links } => self.handle_link_stats(node, links),
+            N::LinkStats {
+                links,
+                flows,
+                app_flows,
+                time_ns,
+            } => self.handle_link_stats(node, links, flows, app_flows, time_ns),
             N::Failed { reason } => self.handle_node_failed(now, node, reason),
             N::Hello { .. } => tracing::warn!("node {node} said hello twice"),
             N::FlowsAccepted => self.flows.handle_accepted(node),
@@ -678,6 +693,7 @@ impl Coordinator {
                 neighbours: neighbours.clone(),
                 dataplane: self.settings.dataplane,
                 mtu: self.settings.mtu,
+                metrics_interval_ms: self.settings.metrics_interval_ms,
             },
         ));
         if let Some(table) = self
@@ -882,6 +898,12 @@ impl Coordinator {
             links_up: self.links_up,
             wiring_seconds: self.wiring.map(|d| d.as_secs_f64()),
             agents: self.agents.len(),
+            flows: self
+                .flows
+                .counts()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
         }
     }
 
@@ -972,12 +994,92 @@ impl Coordinator {
         }
     }
 
-    /// A node's latest link counters, one entry per link direction it sends on.
-    pub fn handle_link_stats(&mut self, node: u32, links: Vec<proto::LinkCounters>) {
+    /// A node's report: its link counters (kept for `link show`), and what its links carried
+    /// per flow and its applications' connections, as rows for the store.
+    pub fn handle_link_stats(
+        &mut self,
+        node: u32,
+        links: Vec<proto::LinkCounters>,
+        flows: Vec<proto::monitor::FlowBytes>,
+        app_flows: Vec<proto::monitor::AppFlowEvent>,
+        time_ns: u64,
+    ) {
+        use crate::metrics::{AppFlowRow, FlowSample, MetricsReport, link_sample, node_of};
+        let interval_ns = self.report_times.insert(node, time_ns).map_or(
+            u64::from(self.settings.metrics_interval_ms) * 1_000_000,
+            |t| time_ns.saturating_sub(t),
+        );
+        let mut report = MetricsReport {
+            node,
+            time_ns,
+            links: Vec::with_capacity(links.len()),
+            flows: Vec::with_capacity(flows.len()),
+            apps: Vec::with_capacity(app_flows.len()),
+        };
         for c in links {
-            if self.edge_index(node, c.peer).is_some() {
-                self.counters.insert((node, c.peer), c);
+            if self.edge_index(node, c.peer).is_none() {
+                continue;
             }
+            let rate = self
+                .settings
+                .links
+                .params(node, c.peer)
+                .rate
+                .map(|r| r.bps());
+            let previous = self.counters.insert((node, c.peer), c);
+            let sample = link_sample(node, previous.as_ref(), &c, rate, interval_ns);
+            if sample.packets > 0 || sample.queue_packets > 0 || sample.dropped_queue > 0 {
+                report.links.push(sample);
+            }
+        }
+        let (base, n) = (self.settings.overlay_base, self.topology.n_nodes());
+        let port = self.settings.flow_port;
+        for f in flows {
+            // A generated flow: its data towards the flow port, its acknowledgements back.
+            let ends = |addr| node_of(base, n, addr);
+            let flow = if f.key.protocol != 6 {
+                None
+            } else if f.key.dport == port {
+                ends(f.key.src).and_then(|s| self.flows.by_port(s, f.key.sport))
+            } else if f.key.sport == port {
+                ends(f.key.dst).and_then(|d| self.flows.by_port(d, f.key.dport))
+            } else {
+                None
+            };
+            report.flows.push(FlowSample {
+                key: f.key,
+                flow: flow.map(|r| r.id),
+                local: node,
+                remote: f.peer,
+                bytes: f.bytes,
+                packets: f.packets,
+            });
+        }
+        for e in app_flows {
+            report.apps.push(match e {
+                proto::monitor::AppFlowEvent::Started { key, at_ns } => {
+                    let dst = node_of(base, n, key.dst).unwrap_or(0);
+                    let route = self
+                        .router
+                        .as_ref()
+                        .filter(|_| dst != 0)
+                        .and_then(|r| r.path(node, dst, key.hash()))
+                        .map(|p| p.iter().map(u32::to_string).collect::<Vec<_>>().join("-"));
+                    AppFlowRow::Started {
+                        key,
+                        src: node,
+                        dst,
+                        at_ns,
+                        route,
+                    }
+                }
+                proto::monitor::AppFlowEvent::Finished { key, at_ns, bytes } => {
+                    AppFlowRow::Finished { key, at_ns, bytes }
+                }
+            });
+        }
+        if !(report.links.is_empty() && report.flows.is_empty() && report.apps.is_empty()) {
+            self.emit(Milestone::Metrics(Box::new(report)));
         }
     }
 
@@ -1071,6 +1173,7 @@ mod tests {
                 metric: Metric::Hops,
                 explicit_routes: Vec::new(),
                 flow_port: proto::DEFAULT_FLOW_PORT,
+                metrics_interval_ms: 1000,
             },
         )
     }

@@ -6,6 +6,7 @@ pub mod client;
 pub mod coordinator;
 pub mod flows;
 pub mod local;
+pub mod metrics;
 pub mod render;
 pub mod run;
 pub mod server;

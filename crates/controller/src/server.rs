@@ -16,6 +16,7 @@
 //!                   answers once every node it changed has it in place
 //! POST /api/routes/clear   unpin routes ({"src": 1, "dst": 8}, {} for all)
 //! GET  /api/routes/path?src=1&dst=8[&flow=4]   where that traffic goes now
+//! GET  /metrics     Prometheus text: links, nodes, flows, completion times, route changes
 //! ```
 
 use std::collections::HashMap;
@@ -222,6 +223,7 @@ struct AppState {
     next_agent: Arc<AtomicU64>,
     /// The store and the run: flows get their ids there.
     run: Option<(Store, i64)>,
+    prometheus: Arc<crate::metrics::Prometheus>,
 }
 
 /// Starts the controller on `listener`. Milestones go to `milestones` as they happen; flows
@@ -234,11 +236,19 @@ pub fn spawn(
 ) -> ControllerHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let (down_tx, down_rx) = watch::channel(false);
-    tokio::spawn(run_coordinator(coordinator, rx, milestones, down_tx));
+    let prometheus = Arc::new(crate::metrics::Prometheus::new());
+    tokio::spawn(run_coordinator(
+        coordinator,
+        rx,
+        milestones,
+        down_tx,
+        prometheus.clone(),
+    ));
     let state = AppState {
         tx: tx.clone(),
         next_agent: Arc::new(AtomicU64::new(1)),
         run,
+        prometheus,
     };
     let app = Router::new()
         .route(proto::AGENT_PATH, get(agent_ws))
@@ -252,6 +262,7 @@ pub fn spawn(
         .route("/api/routes", get(api_routes).post(api_set_route))
         .route("/api/routes/clear", post(api_clear_routes))
         .route("/api/routes/path", get(api_route_path))
+        .route("/metrics", get(prometheus_metrics))
         .with_state(state);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -266,6 +277,7 @@ async fn run_coordinator(
     mut rx: mpsc::UnboundedReceiver<Input>,
     milestones: mpsc::UnboundedSender<Milestone>,
     down: watch::Sender<bool>,
+    prometheus: Arc<crate::metrics::Prometheus>,
 ) {
     // Messages to nodes travel encoded: a node session's channel then holds bytes, not the
     // largest message's size in every slot of its blocks (thousands of sessions).
@@ -281,7 +293,7 @@ async fn run_coordinator(
             },
             () = sleep_until(timeout), if timeout.is_some() => {
                 c.handle_timeout(Instant::now());
-                deliver(&mut c, &nodes, &agents, &milestones, &mut waiters);
+                deliver(&mut c, &nodes, &agents, &milestones, &mut waiters, &prometheus);
                 continue;
             }
         };
@@ -419,7 +431,14 @@ async fn run_coordinator(
                 let _ = down.send(true);
             }
         }
-        deliver(&mut c, &nodes, &agents, &milestones, &mut waiters);
+        deliver(
+            &mut c,
+            &nodes,
+            &agents,
+            &milestones,
+            &mut waiters,
+            &prometheus,
+        );
     }
 }
 
@@ -436,6 +455,7 @@ fn deliver(
     agents: &HashMap<AgentId, mpsc::UnboundedSender<ControllerToAgent>>,
     milestones: &mpsc::UnboundedSender<Milestone>,
     waiters: &mut RouteWaiters,
+    prometheus: &crate::metrics::Prometheus,
 ) {
     while let Some(out) = c.poll_output() {
         match out {
@@ -451,6 +471,7 @@ fn deliver(
             }
             Output::Milestone(m) => {
                 log_milestone(&m);
+                prometheus.record(&m);
                 if let Milestone::RoutesApplied { version, .. } = m {
                     let now = Instant::now();
                     for (change, since, reply) in waiters.remove(&version).unwrap_or_default() {
@@ -696,6 +717,23 @@ async fn api_route_path(
     match rx.await {
         Ok(Ok(row)) => Json(row).into_response(),
         Ok(Err(e)) => (axum::http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+async fn prometheus_metrics(State(s): State<AppState>) -> Response {
+    let (reply, rx) = oneshot::channel();
+    let _ = s.tx.send(Input::Status(reply));
+    match rx.await {
+        Ok(status) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            s.prometheus.encode(&status),
+        )
+            .into_response(),
         Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
 }

@@ -27,9 +27,11 @@ pub(crate) async fn emulate(
     mut changes: mpsc::UnboundedReceiver<Box<LinkChange>>,
     to_peer: mpsc::Sender<Frame>,
     pacer: Pacer,
-    counters: Arc<Mutex<proto::LinkCounters>>,
+    meter: Arc<Mutex<crate::LinkMeter>>,
 ) {
-    let peer = counters.lock().expect("no panics hold it").peer;
+    let peer = meter.lock().expect("no panics hold it").counters.peer;
+    // What left in one pass, by flow: counted under one lock after the pass.
+    let mut departed: Vec<(proto::monitor::FlowKey, u64)> = Vec::new();
     // One pending wake-up for the current deadline, kept while the deadline stays: arrivals
     // that don't change it register nothing new with the pacer.
     let mut timer: Option<(Instant, Wake)> = None;
@@ -72,16 +74,24 @@ pub(crate) async fn emulate(
         let clock = Instant::now();
         let now = clock + HANDOFF;
         while let Some(p) = link.poll_departure(now) {
+            if let Some(key) = crate::monitor::flow_key(p.ip()) {
+                departed.push((key, linkem::Packet::len_bytes(&p) as u64));
+            }
             if to_peer.send(p).await.is_err() {
                 return;
             }
         }
-        // What `nextmini link show` reports: kept current here, read about once a second.
+        // What `nextmini link show` and the metrics report: kept current here, read every
+        // metrics interval.
         let queue_packets = link.queue_depth(clock) as u64;
-        *counters.lock().expect("no panics hold it") = proto::LinkCounters {
+        let mut m = meter.lock().expect("no panics hold it");
+        m.counters = proto::LinkCounters {
             peer,
             counters: link.counters(),
             queue_packets,
         };
+        for (key, bytes) in departed.drain(..) {
+            m.flows.record(key, bytes);
+        }
     }
 }

@@ -13,6 +13,7 @@
 pub mod emulator;
 pub mod forward;
 pub mod frame;
+pub mod monitor;
 pub mod pacer;
 pub mod packet;
 pub mod sockets;
@@ -23,6 +24,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, RwLock};
 
+use proto::monitor::{AppFlowEvent, FlowBytes};
 use proto::{LinkChange, LinkParams};
 use tokio::sync::mpsc;
 use topology::routing::RouteTable;
@@ -61,6 +63,19 @@ impl forward::IpBuffer for Frame {
     }
 }
 
+/// A link direction's counters and per-flow bytes, shared by its emulator and the reports.
+pub(crate) struct LinkMeter {
+    pub counters: proto::LinkCounters,
+    pub flows: monitor::FlowMeter,
+}
+
+/// Now, as Unix time in nanoseconds.
+pub fn unix_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
 /// One node's dataplane: its TUN device, its forwarding state, and an emulator per link.
 pub struct Dataplane {
     tun: tun_rs::AsyncDevice,
@@ -70,7 +85,9 @@ pub struct Dataplane {
     /// messages up front, and a change is 160 bytes (two links a node, thousands of nodes).
     emulators: RwLock<HashMap<u32, mpsc::UnboundedSender<Box<LinkChange>>>>,
     /// Each link's counters, kept current by its emulator.
-    counters: RwLock<HashMap<u32, Arc<Mutex<proto::LinkCounters>>>>,
+    counters: RwLock<HashMap<u32, Arc<Mutex<LinkMeter>>>>,
+    /// The applications' connections from this node, seen as they leave its TUN device.
+    app_flows: Mutex<monitor::AppFlows>,
     pacer: Pacer,
 }
 
@@ -88,6 +105,7 @@ impl Dataplane {
             egress: RwLock::new(HashMap::new()),
             emulators: RwLock::new(HashMap::new()),
             counters: RwLock::new(HashMap::new()),
+            app_flows: Mutex::new(monitor::AppFlows::default()),
             pacer,
         })
     }
@@ -164,9 +182,12 @@ impl Dataplane {
             .expect("no panics hold it")
             .insert(peer, to_emulator);
         let link = linkem::Link::new(params, seed);
-        let counters = Arc::new(Mutex::new(proto::LinkCounters {
-            peer,
-            ..Default::default()
+        let counters = Arc::new(Mutex::new(LinkMeter {
+            counters: proto::LinkCounters {
+                peer,
+                ..Default::default()
+            },
+            flows: monitor::FlowMeter::default(),
         }));
         self.counters
             .write()
@@ -215,10 +236,27 @@ impl Dataplane {
             .read()
             .expect("no panics hold it")
             .values()
-            .map(|c| *c.lock().expect("no panics hold it"))
+            .map(|c| c.lock().expect("no panics hold it").counters)
             .collect();
         all.sort_by_key(|c| c.peer);
         all
+    }
+
+    /// What each link carried per flow since the last call, and the applications'
+    /// connections that opened or closed; `now_ns` is Unix time.
+    pub fn take_flows(&self, now_ns: u64) -> (Vec<FlowBytes>, Vec<AppFlowEvent>) {
+        let mut flows = Vec::new();
+        for c in self.counters.read().expect("no panics hold it").values() {
+            let mut meter = c.lock().expect("no panics hold it");
+            let peer = meter.counters.peer;
+            meter.flows.take(peer, &mut flows);
+        }
+        let mut apps = Vec::new();
+        self.app_flows
+            .lock()
+            .expect("no panics hold it")
+            .take(now_ns, &mut apps);
+        (flows, apps)
     }
 
     pub fn detach(&self, peer: u32) {
@@ -235,6 +273,12 @@ impl Dataplane {
     /// Routes one packet, from the TUN device or from a link; what is for this node's TUN
     /// device is left in `to_tun`.
     pub fn forward(&self, packet: Frame, from_link: bool, to_tun: &mut TunWriter) {
+        if !from_link {
+            self.app_flows
+                .lock()
+                .expect("no panics hold it")
+                .observe(unix_ns(), packet.ip());
+        }
         let mut link = None;
         let hop = {
             let egress = self.egress.read().expect("no panics hold it");
@@ -247,7 +291,15 @@ impl Dataplane {
                 })
         };
         match (hop, link) {
-            (Hop::Tun(p), _) => to_tun.push(p),
+            (Hop::Tun(p), _) => {
+                if from_link && monitor::AppFlows::closes(p.ip()) {
+                    self.app_flows
+                        .lock()
+                        .expect("no panics hold it")
+                        .observe_incoming(unix_ns(), p.ip());
+                }
+                to_tun.push(p)
+            }
             // A full emulator input is a drop, as a full interface queue is.
             (Hop::Link(_, p), Some(tx)) => {
                 let _ = tx.try_send(p);

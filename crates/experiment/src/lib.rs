@@ -177,6 +177,8 @@ pub struct Experiment {
     pub flows: Vec<flows::PlannedFlow>,
     /// Where nodes take generated flows.
     pub flow_port: u16,
+    /// How often nodes report their counters (`metrics_collection_interval`).
+    pub metrics_interval: std::time::Duration,
 }
 
 /// The prefix length of a contiguous mask.

@@ -351,7 +351,7 @@ pub const SEED_KEYS: &[SeedKey] = &[
         Dataplane,
         "metrics_collection_interval",
         Accepted,
-        "nodes report link counters about once a second",
+        "the experiment file's metrics_collection_interval sets it for every node",
     ),
     k(
         Dataplane,

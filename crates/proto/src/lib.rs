@@ -11,6 +11,7 @@
 //! Nothing in this exchange waits on a timer: every step answers a message.
 
 mod flows;
+pub mod monitor;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -85,9 +86,18 @@ pub enum NodeToController {
     },
     /// Every link of the node is up.
     Ready,
-    /// The node's link counters, sent about once a second while they change.
+    /// The node's link counters (since each link came up), sent every metrics interval
+    /// while they change, with what its links carried per flow in the interval and the
+    /// applications' connections that opened or closed; `time_ns` is when they were read
+    /// (Unix time).
     LinkStats {
         links: Vec<LinkCounters>,
+        #[serde(default)]
+        flows: Vec<monitor::FlowBytes>,
+        #[serde(default)]
+        app_flows: Vec<monitor::AppFlowEvent>,
+        #[serde(default)]
+        time_ns: u64,
     },
     /// The node gave up; the run goes on without it.
     Failed {
@@ -141,6 +151,9 @@ pub enum ControllerToNode {
         dataplane: bool,
         /// MTU of the node's TUN device.
         mtu: u16,
+        /// How often the node reports its counters.
+        #[serde(default = "monitor::metrics_interval_default")]
+        metrics_interval_ms: u32,
     },
     /// The node's whole forwarding table, replacing the previous one; the node confirms
     /// `version` once it is in place (`RoutesApplied`).
@@ -334,7 +347,12 @@ mod tests {
             },
             queue_packets: 1,
         };
-        let msg = NodeToController::LinkStats { links: vec![c] };
+        let msg = NodeToController::LinkStats {
+            links: vec![c],
+            flows: vec![],
+            app_flows: vec![],
+            time_ns: 1,
+        };
         assert_eq!(
             decode::<NodeToController>(&encode(&msg).unwrap()).unwrap(),
             msg
@@ -376,6 +394,7 @@ mod tests {
             }],
             dataplane: true,
             mtu: 1500,
+            metrics_interval_ms: 250,
         };
         assert_eq!(decode::<ControllerToNode>(&encode(&w).unwrap()).unwrap(), w);
         let a = ControllerToAgent::Accepted {

@@ -39,7 +39,7 @@ const KIND_DATA: u8 = 1;
 const KIND_ACK: u8 = 2;
 
 /// Unix time of the simulation's start, so flows' times look like the real ones.
-const EPOCH_NS: u64 = 1_800_000_000_000_000_000;
+pub(crate) const EPOCH_NS: u64 = 1_800_000_000_000_000_000;
 
 struct Stream {
     src_node: u32,
@@ -381,11 +381,19 @@ impl Stream {
         };
         let last = expired || self.total.is_some_and(|t| self.sent + data >= t);
         let data = if expired { 0 } else { data };
+        let first = self.sent == 0 && self.in_flight == 0;
         self.sent += data;
         self.in_flight += 1;
         if last {
             self.done_sending = true;
         }
+        // The first segment opens the connection and the last closes it, as SYN and FIN do,
+        // so that the dataplane's monitor sees it start and finish.
+        let flags = match (first, last) {
+            (_, true) => packets::FIN | packets::ACK,
+            (true, false) => packets::SYN,
+            _ => packets::ACK,
+        };
         let mut header = [0u8; HEADER];
         header[0] = KIND_DATA;
         header[1] = u8::from(last);
@@ -397,6 +405,7 @@ impl Stream {
             self.dst,
             (self.sport, self.dport),
             self.tos,
+            flags,
             &header,
             size,
         ))
@@ -411,6 +420,7 @@ impl Stream {
             self.src,
             (self.dport, self.sport),
             self.tos,
+            packets::ACK,
             &header,
             ACK,
         )

@@ -58,6 +58,8 @@ pub struct SimSpec {
     /// Packets a generated flow may have unacknowledged (it starts at 10 and grows by one per
     /// acknowledgement).
     pub flow_window: u32,
+    /// How often nodes report their counters.
+    pub metrics_interval: Duration,
 }
 
 impl SimSpec {
@@ -75,6 +77,7 @@ impl SimSpec {
             control_delay: Duration::from_micros(50),
             dial_delay: Duration::from_micros(200),
             flow_window: 1000,
+            metrics_interval: Duration::from_secs(1),
         }
     }
 
@@ -86,6 +89,7 @@ impl SimSpec {
             explicit_routes: exp.explicit_routes.clone(),
             force_tcp: exp.force_tcp,
             dataplane: exp.dataplane,
+            metrics_interval: exp.metrics_interval,
             ..SimSpec::new(exp.topology.clone())
         }
     }
@@ -173,6 +177,8 @@ impl dataplane::forward::IpBuffer for SimPacket {
 /// One direction of a link, as the node that sends on it holds it.
 struct SimLink {
     emulator: linkem::Link<SimPacket>,
+    /// Bytes per flow since the node last reported.
+    flows: dataplane::monitor::FlowMeter,
     /// The earliest emulator event queued.
     wake: Option<Instant>,
 }
@@ -185,6 +191,8 @@ struct SimNode {
     timer: Option<Instant>,
     /// What the controller told this node, in order.
     received: Vec<(Instant, ControllerToNode)>,
+    /// The host's own connections, as the dataplane sees them leave.
+    apps: dataplane::monitor::AppFlows,
 }
 
 /// A simulated run. See the crate documentation.
@@ -239,6 +247,7 @@ impl Sim {
                 metric: spec.metric,
                 explicit_routes: spec.explicit_routes.clone(),
                 flow_port: proto::DEFAULT_FLOW_PORT,
+                metrics_interval_ms: spec.metrics_interval.as_millis() as u32,
             },
         );
         let nodes = (1..=n)
@@ -255,6 +264,7 @@ impl Sim {
                 links: BTreeMap::new(),
                 timer: None,
                 received: Vec::new(),
+                apps: Default::default(),
             })
             .collect();
         let mut sim = Sim {
@@ -305,6 +315,11 @@ impl Sim {
     }
 
     /// Virtual time since the start.
+    /// The Unix time the simulated hosts read at `at` (a fixed epoch plus virtual time).
+    fn unix_ns(&self, at: Instant) -> u64 {
+        host::EPOCH_NS + (at - self.t0).as_nanos() as u64
+    }
+
     pub fn elapsed(&self) -> Duration {
         self.now - self.t0
     }
@@ -545,6 +560,7 @@ impl Sim {
                             peer,
                             SimLink {
                                 emulator: linkem::Link::new(params, seed),
+                                flows: Default::default(),
                                 wake: None,
                             },
                         );
@@ -567,17 +583,24 @@ impl Sim {
                     }
                 }
                 Action::ReadCounters => {
+                    let time_ns = self.unix_ns(now);
                     let node = &mut self.nodes[id as usize - 1];
+                    let mut flows = Vec::new();
                     let counters = node
                         .links
                         .iter_mut()
-                        .map(|(&peer, l)| proto::LinkCounters {
-                            peer,
-                            counters: l.emulator.counters(),
-                            queue_packets: l.emulator.queue_depth(now) as u64,
+                        .map(|(&peer, l)| {
+                            l.flows.take(peer, &mut flows);
+                            proto::LinkCounters {
+                                peer,
+                                counters: l.emulator.counters(),
+                                queue_packets: l.emulator.queue_depth(now) as u64,
+                            }
                         })
                         .collect();
-                    node.session.handle_counters(counters);
+                    let mut apps = Vec::new();
+                    node.apps.take(time_ns, &mut apps);
+                    node.session.handle_counters(counters, flows, apps, time_ns);
                 }
                 Action::Close(end) => {
                     let node = &mut self.nodes[id as usize - 1];
@@ -662,7 +685,11 @@ impl Sim {
 
     /// Routes a packet at `node`: from its TUN device, or arriving from a link.
     fn route(&mut self, id: u32, packet: Vec<u8>, from_link: bool) {
+        let time_ns = self.unix_ns(self.now);
         let node = &mut self.nodes[id as usize - 1];
+        if !from_link {
+            node.apps.observe(time_ns, &packet);
+        }
         let Some(forwarder) = &node.forwarder else {
             return;
         };
@@ -698,6 +725,9 @@ impl Sim {
         link.wake = None;
         let mut due = Vec::new();
         while let Some(p) = link.emulator.poll_departure(now) {
+            if let Some(key) = dataplane::monitor::flow_key(&p.0) {
+                link.flows.record(key, p.0.len() as u64);
+            }
             due.push(p);
         }
         if let Some(t) = link.emulator.poll_timeout() {

@@ -46,16 +46,21 @@ pub fn echo(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, kind: u8, ident: u16, seq: u1
 
 /// Bytes of the TCP header a stream segment carries (no options).
 pub const TCP_HEADER: usize = 20;
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const ACK: u8 = 0x10;
 
-/// A TCP segment of `size` bytes in all (IP header included) with `tos`, carrying `head`
-/// first: the ports, an ACK flag and a window, so that the dataplane sees a TCP flow's
-/// 5-tuple (the simulator's streams stand for the TCP connections of generated flows; their
-/// sequence numbers are not kept).
+/// A TCP segment of `size` bytes in all (IP header included) with `tos` and `flags`, carrying
+/// `head` first: the ports, flags and a window, so that the dataplane sees a TCP flow's
+/// 5-tuple open and close (the simulator's streams stand for the TCP connections of
+/// generated flows; their sequence numbers are not kept).
+#[allow(clippy::too_many_arguments)]
 pub fn tcp_with(
     src: Ipv4Addr,
     dst: Ipv4Addr,
     ports: (u16, u16),
     tos: u8,
+    flags: u8,
     head: &[u8],
     size: usize,
 ) -> Vec<u8> {
@@ -64,7 +69,7 @@ pub fn tcp_with(
     t[0..2].copy_from_slice(&ports.0.to_be_bytes());
     t[2..4].copy_from_slice(&ports.1.to_be_bytes());
     t[12] = (TCP_HEADER as u8 / 4) << 4;
-    t[13] = 0x10; // ACK
+    t[13] = flags;
     t[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
     t[TCP_HEADER..TCP_HEADER + head.len()].copy_from_slice(head);
     ipv4_tos(src, dst, 64, tos, TCP, &t)

@@ -177,3 +177,83 @@ fn flows_added_while_running_start_at_once_and_flows_to_failed_nodes_fail() {
         flows[1]
     );
 }
+
+#[test]
+fn nodes_report_each_link_and_each_flow_every_interval() {
+    let exp = experiment(
+        r#"
+metrics_collection_interval = "250ms"
+
+[topology]
+type = "line"
+line_config = { n_nodes = 3 }
+
+[links]
+rate = "20mbit"
+delay = "1ms"
+queue = 5000
+
+[[flows]]
+src_node_id = 1
+dst_node_id = 3
+flow_spec = { flow_len = { Bytes = 2000000 } }
+"#,
+    );
+    let mut s = Sim::new(SimSpec::from_experiment(&exp));
+    s.add_experiment_flows(&exp).unwrap();
+    s.run_until_ready(secs(1.0)).unwrap();
+    assert!(s.run_until_flows_done(secs(30.0)));
+    // Counters keep being read for a while after the last byte.
+    s.run_for(secs(1.0));
+    let reports: Vec<&controller::metrics::MetricsReport> = s
+        .milestones()
+        .filter_map(|(_, m)| match m {
+            controller::coordinator::Milestone::Metrics(r) => Some(&**r),
+            _ => None,
+        })
+        .collect();
+    // Node 2 forwards 2→3: its samples add up to what that link delivered, 250 ms apart.
+    let two: Vec<_> = reports.iter().filter(|r| r.node == 2).collect();
+    let on_2_3: u64 = two
+        .iter()
+        .flat_map(|r| &r.links)
+        .filter(|l| l.dst == 3)
+        .map(|l| l.bytes)
+        .sum();
+    assert_eq!(on_2_3, s.counters(2, 3).unwrap().delivered_bytes);
+    assert!(
+        two.windows(2)
+            .all(|w| w[1].time_ns - w[0].time_ns >= 250_000_000)
+    );
+    // A full link is fully used.
+    let busiest = two
+        .iter()
+        .flat_map(|r| &r.links)
+        .filter(|l| l.dst == 3)
+        .filter_map(|l| l.utilization)
+        .fold(0.0, f64::max);
+    assert!(busiest > 0.95 && busiest < 1.05, "{busiest}");
+    // Per flow and link: the generated flow's bytes, attributed to it, on both links.
+    let flow_bytes = |local, remote| -> u64 {
+        reports
+            .iter()
+            .flat_map(|r| &r.flows)
+            .filter(|f| f.flow == Some(1) && (f.local, f.remote) == (local, remote))
+            .map(|f| f.bytes)
+            .sum()
+    };
+    let fct = s.flows()[0].clone();
+    assert!(flow_bytes(1, 2) >= 2_000_000, "{}", flow_bytes(1, 2));
+    assert_eq!(flow_bytes(1, 2), flow_bytes(2, 3));
+    // Its acknowledgements, going back, count for it too.
+    assert!(flow_bytes(3, 2) > 0);
+    // The source's dataplane saw the connection open, on its path, and close.
+    let apps: Vec<_> = reports.iter().flat_map(|r| &r.apps).collect();
+    assert!(apps.iter().any(|a| matches!(a,
+        controller::metrics::AppFlowRow::Started { src: 1, dst: 3, route: Some(r), .. } if r == "1-2-3")));
+    assert!(
+        apps.iter()
+            .any(|a| matches!(a, controller::metrics::AppFlowRow::Finished { bytes, .. } if *bytes >= 2_000_000)),
+        "{apps:?} {fct:?}"
+    );
+}

@@ -11,6 +11,7 @@ use sqlx::any::AnyPoolOptions;
 
 mod flows;
 pub mod listen;
+mod metrics;
 mod routes;
 mod writer;
 

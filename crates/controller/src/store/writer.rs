@@ -27,6 +27,7 @@ enum Row {
         up: bool,
     },
     Flow(Box<FlowRow>),
+    Metrics(Box<crate::metrics::MetricsReport>),
 }
 
 impl StoreWriter {
@@ -69,6 +70,7 @@ impl StoreWriter {
                 up: false,
             },
             Milestone::Flow(f) => Row::Flow(f.clone()),
+            Milestone::Metrics(r) => Row::Metrics(r.clone()),
             _ => return,
         };
         let _ = self.tx.send(row);
@@ -83,14 +85,17 @@ impl StoreWriter {
     }
 }
 
+/// Rows taken together into one transaction (a report of a node is one row).
+const BATCH: usize = 4096;
+
 async fn write_batches(
     pool: AnyPool,
     run: i64,
     overlay_base: std::net::Ipv4Addr,
     mut rx: mpsc::UnboundedReceiver<Row>,
 ) -> Result<(), StoreError> {
-    let mut batch = Vec::with_capacity(1024);
-    while rx.recv_many(&mut batch, 1024).await > 0 {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
         // A batch the store refuses is lost, not the run: say so and go on.
         let rows = batch.len();
         if let Err(e) = write_batch(&pool, run, overlay_base, &mut batch).await {
@@ -109,6 +114,7 @@ async fn write_batch(
 ) -> Result<(), StoreError> {
     {
         let mut tx = pool.begin().await?;
+        let mut reports = Vec::new();
         for row in batch.drain(..) {
             match row {
                 Row::Node {
@@ -141,8 +147,10 @@ async fn write_batch(
                     .await?;
                 }
                 Row::Flow(f) => super::flows::update(&mut tx, &f).await?,
+                Row::Metrics(r) => reports.push(r),
             }
         }
+        super::metrics::write(&mut tx, run, &reports).await?;
         tx.commit().await?;
     }
     Ok(())
