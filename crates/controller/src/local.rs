@@ -430,12 +430,29 @@ impl LocalRun {
         run_file.save(&self.opts.state_dir)?;
         let mut waiting = self.handle.clone();
         let mut stop = std::pin::pin!(stop);
+        // Once every flow is done, the nodes' next reports still carry their last bytes.
+        let mut last_reports: Option<tokio::time::Instant> = None;
         loop {
-            if hold == Hold::UntilFlowsDone && self.any_flow && self.unfinished_flows.is_empty() {
-                eprintln!("every flow has finished; tearing down");
-                break;
+            if hold == Hold::UntilFlowsDone
+                && last_reports.is_none()
+                && self.any_flow
+                && self.unfinished_flows.is_empty()
+            {
+                eprintln!("every flow has finished; tearing down after the last reports");
+                last_reports = Some(
+                    tokio::time::Instant::now()
+                        + self.exp.metrics_interval
+                        + Duration::from_millis(200),
+                );
             }
+            let until_reported = async {
+                match last_reports {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = until_reported => break,
                 m = self.milestones.recv() => match m {
                     Some(m) => self.record(&m),
                     None => break,

@@ -158,3 +158,103 @@ pub fn path(p: &PathRow) -> String {
     }
     out
 }
+
+/// Seconds since the run started (its id is its start in Unix milliseconds).
+fn since_start(run: i64, time_ns: i64) -> f64 {
+    (time_ns as f64 / 1e6 - run as f64) / 1e3
+}
+
+/// A rate from bytes over the time since the previous sample of the same series.
+fn rate(bytes: i64, previous_ns: Option<i64>, time_ns: i64) -> String {
+    match previous_ns {
+        Some(p) if time_ns > p => {
+            linkem::format_rate((bytes as f64 * 8e9 / (time_ns - p) as f64) as u64)
+        }
+        _ => "-".to_owned(),
+    }
+}
+
+/// A link's samples over time, both directions.
+pub fn link_points(run: i64, points: &[crate::store::LinkPoint]) -> String {
+    let mut out = String::from(
+        "| time | link | bytes | rate | packets | dropped | queue | utilisation |\n|---:|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut last = std::collections::HashMap::new();
+    for p in points {
+        let previous = last.insert((p.src, p.dst), p.time_ns);
+        let _ = writeln!(
+            out,
+            "| {:.2}s | {}→{} | {} | {} | {} | {} | {} | {} |",
+            since_start(run, p.time_ns),
+            p.src,
+            p.dst,
+            p.bytes,
+            rate(p.bytes, previous, p.time_ns),
+            p.packets,
+            p.dropped,
+            p.queue_packets,
+            p.utilization
+                .map_or_else(|| "-".to_owned(), |u| format!("{:.1}%", u * 100.0)),
+        );
+    }
+    out
+}
+
+/// A link direction's totals over a window.
+#[derive(Default)]
+struct LinkTotal {
+    bytes: i64,
+    packets: i64,
+    dropped: i64,
+    max_queue: i64,
+    peak_utilization: f64,
+}
+
+/// Each link direction's totals over a window of samples.
+pub fn link_totals(points: &[crate::store::LinkPoint]) -> String {
+    let mut totals: std::collections::BTreeMap<(u32, u32), LinkTotal> = Default::default();
+    for p in points {
+        let t = totals.entry((p.src, p.dst)).or_default();
+        t.bytes += p.bytes;
+        t.packets += p.packets;
+        t.dropped += p.dropped;
+        t.max_queue = t.max_queue.max(p.queue_packets);
+        t.peak_utilization = t.peak_utilization.max(p.utilization.unwrap_or(0.0));
+    }
+    let mut out = String::from(
+        "| link | bytes | packets | dropped | max queue | peak utilisation |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for ((src, dst), t) in totals {
+        let _ = writeln!(
+            out,
+            "| {src}→{dst} | {} | {} | {} | {} | {:.1}% |",
+            t.bytes,
+            t.packets,
+            t.dropped,
+            t.max_queue,
+            t.peak_utilization * 100.0
+        );
+    }
+    out
+}
+
+/// A flow's samples on each link direction it crossed.
+pub fn flow_points(run: i64, points: &[crate::store::FlowPoint]) -> String {
+    let mut out =
+        String::from("| time | link | bytes | rate | packets |\n|---:|---|---:|---:|---:|\n");
+    let mut last = std::collections::HashMap::new();
+    for p in points {
+        let previous = last.insert((p.local, p.remote), p.time_ns);
+        let _ = writeln!(
+            out,
+            "| {:.2}s | {}→{} | {} | {} | {} |",
+            since_start(run, p.time_ns),
+            p.local,
+            p.remote,
+            p.bytes,
+            rate(p.bytes, previous, p.time_ns),
+            p.packets,
+        );
+    }
+    out
+}

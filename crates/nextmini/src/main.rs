@@ -5,6 +5,7 @@ mod bench;
 mod exp;
 mod flow;
 mod host;
+mod metrics;
 mod plumb;
 mod route;
 mod running;
@@ -61,6 +62,8 @@ enum Command {
     /// Routes while running: nextmini route set 1 8 --path 1,3,7,8, route clear, route show
     #[command(subcommand)]
     Route(route::RouteCommand),
+    /// A run's results from its store (also after `down`): flows, links over time, export.
+    Metrics(metrics::MetricsArgs),
     /// The controller alone, for agents started separately.
     Controller(agent::ControllerArgs),
     /// An agent: plumbs and runs this host's nodes for a controller.
@@ -122,6 +125,7 @@ fn main() -> ExitCode {
         Some(Command::Link(LinkCommand::Show(args))) => running::link_show(&args).map(done),
         Some(Command::Flow(cmd)) => flow::run(cmd).map(done),
         Some(Command::Route(cmd)) => route::run(cmd).map(done),
+        Some(Command::Metrics(args)) => metrics::run(args).map(done),
         Some(Command::Controller(args)) => agent::controller(args).map(done),
         Some(Command::Agent(args)) => agent::agent(args).map(done),
         Some(Command::Plumb(args)) => plumb::run(args).map(done),

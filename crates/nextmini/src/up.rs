@@ -194,6 +194,17 @@ async fn run_async(args: UpArgs, exp: experiment::Experiment) -> Result<()> {
         }
     }
     run.teardown().await?;
+    if !args.exit_when_ready {
+        println!(
+            "results are kept in {}: `nextmini metrics{}` reads them",
+            summary.store,
+            if args.db.is_some() {
+                " --db <url>".to_owned()
+            } else {
+                format!(" --state-dir {}", args.state_dir.display())
+            }
+        );
+    }
     Ok(())
 }
 

@@ -128,7 +128,7 @@ impl Store {
     }
 }
 
-fn stored_flow(r: &AnyRow) -> Result<StoredFlow, StoreError> {
+pub(super) fn stored_flow(r: &AnyRow) -> Result<StoredFlow, StoreError> {
     let bytes: Option<i64> = r.try_get("flow_len_bytes")?;
     let secs: Option<f64> = r.try_get("flow_len_duration")?;
     let kind: String = r.try_get("flow_len_type")?;

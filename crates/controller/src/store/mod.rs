@@ -12,6 +12,8 @@ use sqlx::any::AnyPoolOptions;
 mod flows;
 pub mod listen;
 mod metrics;
+mod results;
+pub use results::{FlowPoint, LinkPoint, RunRow};
 mod routes;
 mod writer;
 
