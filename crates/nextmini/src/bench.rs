@@ -22,6 +22,11 @@ pub enum BenchCommand {
     Wiring(WiringArgs),
     /// The scheduler alone: placement time, balance and links cut, for nodes × hosts.
     Schedule(ScheduleArgs),
+    /// Route changes on a running ring: time to the last node's confirmation (--iperf: a
+    /// running iperf3 across a switch).
+    Routes(crate::bench_loop::RoutesArgs),
+    /// What monitoring costs at 10,000 flows: per packet, per report, per store write.
+    Monitor(crate::bench_loop::MonitorArgs),
 }
 
 #[derive(Args, Debug)]
@@ -88,6 +93,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Netns(args) => netns(args),
         BenchCommand::Wiring(args) => wiring(args),
         BenchCommand::Schedule(args) => schedule(args),
+        BenchCommand::Routes(args) => crate::bench_loop::routes(args),
+        BenchCommand::Monitor(args) => crate::bench_loop::monitor(args),
     }
 }
 

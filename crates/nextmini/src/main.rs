@@ -2,6 +2,7 @@
 
 mod agent;
 mod bench;
+mod bench_loop;
 mod exp;
 mod flow;
 mod host;

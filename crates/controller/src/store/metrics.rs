@@ -22,6 +22,7 @@ const ROWS_PER_INSERT: usize = 400;
 
 async fn insert_rows(
     tx: &mut Transaction<'_, Any>,
+    postgres: bool,
     table: &str,
     columns: &[&str],
     rows: &[Vec<Value>],
@@ -39,7 +40,13 @@ async fn insert_rows(
                     sql.push_str(", ");
                 }
                 n += 1;
-                sql.push_str(&format!("${n}"));
+                // SQLite looks a numbered parameter's name up by walking them all: with
+                // thousands in a statement, anonymous ones keep binding linear.
+                if postgres {
+                    sql.push_str(&format!("${n}"));
+                } else {
+                    sql.push('?');
+                }
             }
             sql.push(')');
         }
@@ -55,8 +62,11 @@ async fn insert_rows(
                 };
             }
         }
-        // Chunks differ in length: nothing to gain from preparing each shape.
-        q.persistent(false).execute(&mut **tx).await?;
+        // Full chunks share one statement, prepared once per connection; on PostgreSQL a
+        // NULL's declared type could differ from a later value's, so it prepares each time.
+        q.persistent(!postgres && chunk.len() == ROWS_PER_INSERT)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
@@ -64,6 +74,7 @@ async fn insert_rows(
 /// Writes what a batch of reports adds.
 pub(super) async fn write(
     tx: &mut Transaction<'_, Any>,
+    postgres: bool,
     run: i64,
     reports: &[Box<MetricsReport>],
 ) -> Result<(), StoreError> {
@@ -129,6 +140,7 @@ pub(super) async fn write(
     }
     insert_rows(
         tx,
+        postgres,
         "link_metrics",
         &[
             "run_id",
@@ -149,6 +161,7 @@ pub(super) async fn write(
     .await?;
     insert_rows(
         tx,
+        postgres,
         "metrics",
         &[
             "run_id",
@@ -165,6 +178,7 @@ pub(super) async fn write(
     .await?;
     insert_rows(
         tx,
+        postgres,
         "app_flows",
         &[
             "run_id", "flow_id", "src", "dst", "protocol", "src_port", "dst_port", "route",

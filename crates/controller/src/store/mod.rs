@@ -221,7 +221,7 @@ impl Store {
 
     /// A writer for this run's rows (nodes, links, flows, metrics), in the background.
     pub fn writer(&self, run: i64, overlay_base: std::net::Ipv4Addr) -> StoreWriter {
-        StoreWriter::start(self.pool.clone(), run, overlay_base)
+        StoreWriter::start(self.pool.clone(), self.postgres, run, overlay_base)
     }
 
     pub async fn close(self) {

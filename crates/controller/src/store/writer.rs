@@ -31,9 +31,14 @@ enum Row {
 }
 
 impl StoreWriter {
-    pub(super) fn start(pool: AnyPool, run: i64, overlay_base: std::net::Ipv4Addr) -> Self {
+    pub(super) fn start(
+        pool: AnyPool,
+        postgres: bool,
+        run: i64,
+        overlay_base: std::net::Ipv4Addr,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(write_batches(pool, run, overlay_base, rx));
+        let task = tokio::spawn(write_batches(pool, postgres, run, overlay_base, rx));
         StoreWriter { tx, task }
     }
 
@@ -90,6 +95,7 @@ const BATCH: usize = 4096;
 
 async fn write_batches(
     pool: AnyPool,
+    postgres: bool,
     run: i64,
     overlay_base: std::net::Ipv4Addr,
     mut rx: mpsc::UnboundedReceiver<Row>,
@@ -98,7 +104,7 @@ async fn write_batches(
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         // A batch the store refuses is lost, not the run: say so and go on.
         let rows = batch.len();
-        if let Err(e) = write_batch(&pool, run, overlay_base, &mut batch).await {
+        if let Err(e) = write_batch(&pool, postgres, run, overlay_base, &mut batch).await {
             tracing::error!("store: {rows} rows not written: {e}");
         }
         batch.clear();
@@ -108,6 +114,7 @@ async fn write_batches(
 
 async fn write_batch(
     pool: &AnyPool,
+    postgres: bool,
     run: i64,
     overlay_base: std::net::Ipv4Addr,
     batch: &mut Vec<Row>,
@@ -150,7 +157,7 @@ async fn write_batch(
                 Row::Metrics(r) => reports.push(r),
             }
         }
-        super::metrics::write(&mut tx, run, &reports).await?;
+        super::metrics::write(&mut tx, postgres, run, &reports).await?;
         tx.commit().await?;
     }
     Ok(())
