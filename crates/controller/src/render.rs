@@ -258,3 +258,51 @@ pub fn flow_points(run: i64, points: &[crate::store::FlowPoint]) -> String {
     }
     out
 }
+
+/// Completion times by flow size, as transport studies tabulate them; with the hosts' line
+/// rate, the slowdown too (completion time over size ÷ rate).
+pub fn fct_by_size(rows: &[FlowRow], line_rate_bps: Option<u64>) -> String {
+    const BUCKETS: &[(&str, u64, u64)] = &[
+        ("< 100KB", 0, 100_000),
+        ("100KB-1MB", 100_000, 1_000_000),
+        ("1MB-10MB", 1_000_000, 10_000_000),
+        ("≥ 10MB", 10_000_000, u64::MAX),
+    ];
+    let mut out = String::from(
+        "| size | flows | mean fct | p50 | p99 | max | mean slowdown |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for &(label, lo, hi) in BUCKETS {
+        let mut fcts: Vec<(f64, u64)> = rows
+            .iter()
+            .filter_map(|f| Some((f.fct_seconds?, f.bytes?)))
+            .filter(|(_, b)| (lo..hi).contains(b))
+            .collect();
+        if fcts.is_empty() {
+            continue;
+        }
+        fcts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let pick = |q: f64| fcts[((fcts.len() - 1) as f64 * q).round() as usize].0;
+        let mean = fcts.iter().map(|f| f.0).sum::<f64>() / fcts.len() as f64;
+        let slowdown = line_rate_bps.map_or_else(
+            || "-".to_owned(),
+            |r| {
+                let s: f64 = fcts
+                    .iter()
+                    .map(|(fct, b)| fct / (*b as f64 * 8.0 / r as f64))
+                    .sum::<f64>()
+                    / fcts.len() as f64;
+                format!("{s:.1}")
+            },
+        );
+        let _ = writeln!(
+            out,
+            "| {label} | {} | {:.3}s | {:.3}s | {:.3}s | {:.3}s | {slowdown} |",
+            fcts.len(),
+            mean,
+            pick(0.5),
+            pick(0.99),
+            fcts[fcts.len() - 1].0,
+        );
+    }
+    out
+}

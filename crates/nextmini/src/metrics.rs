@@ -24,6 +24,12 @@ pub struct MetricsArgs {
     /// Only the last part of the run: 10s, 500ms (before its latest sample).
     #[arg(long)]
     pub since: Option<linkem::Span>,
+    /// Completion times by flow size instead of each flow.
+    #[arg(long, conflicts_with_all = ["link", "flow"])]
+    pub fct: bool,
+    /// With --fct: the hosts' line rate, for the slowdown (fct over size ÷ rate).
+    #[arg(long, requires = "fct")]
+    pub line_rate: Option<linkem::Rate>,
     #[command(flatten)]
     pub store: StoreArgs,
 }
@@ -140,6 +146,17 @@ async fn run_async(args: MetricsArgs) -> Result<()> {
                 );
             }
             print!("{}", controller::render::flow_points(run, &points));
+        }
+        (None, None) if args.fct => {
+            let flows = store.flow_results(run).await?;
+            if flows.is_empty() {
+                bail!("run {run} has no generated flows");
+            }
+            print!(
+                "{}",
+                controller::render::fct_by_size(&flows, args.line_rate.map(|r| r.bps()))
+            );
+            println!("{}", controller::render::flow_summary(&flows));
         }
         (None, None) => {
             let flows = store.flow_results(run).await?;

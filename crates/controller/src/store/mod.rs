@@ -127,7 +127,11 @@ impl Store {
         }
         Ok(Store {
             pool,
-            url: redact(&url),
+            // As given: the mode added for SQLite is ours.
+            url: redact(
+                url.trim_end_matches("?mode=rwc")
+                    .trim_end_matches("&mode=rwc"),
+            ),
             connect_url: url,
             postgres: !sqlite,
         })
