@@ -18,6 +18,27 @@
 mod host;
 mod packets;
 
+/// Each simulator test file runs itself again as `nobody` (from a test named
+/// `runs_without_root`), so that the tier's claim, no root needed, is checked, not assumed.
+pub fn rerun_unprivileged(this_test: &str) {
+    if !nix::unistd::geteuid().is_root() {
+        return; // this is the unprivileged run (or a user's): the other tests speak for it
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .args(["--skip", this_test, "--test-threads", "2"])
+        .output()
+        .expect("setpriv (util-linux) runs the tests as nobody");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(" passed; 0 failed") && !text.contains(" 0 passed"),
+        "as nobody: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddrV4};

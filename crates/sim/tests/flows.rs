@@ -257,3 +257,8 @@ flow_spec = { flow_len = { Bytes = 2000000 } }
         "{apps:?} {fct:?}"
     );
 }
+
+#[test]
+fn runs_without_root() {
+    sim::rerun_unprivileged("runs_without_root");
+}

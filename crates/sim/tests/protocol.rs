@@ -187,25 +187,5 @@ fn a_1_gbit_50_ms_link_carries_a_bulk_transfer_at_its_rate() {
 /// simulator tier needs no privilege at all.
 #[test]
 fn the_simulator_tier_runs_without_root() {
-    if !nix::unistd::geteuid().is_root() {
-        return; // this is the unprivileged run (or a user's): the other tests speak for it
-    }
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&exe)
-        .args([
-            "--skip",
-            "the_simulator_tier_runs_without_root",
-            "--test-threads",
-            "2",
-        ])
-        .output()
-        .expect("setpriv (util-linux) runs the tests as nobody");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && text.contains(" passed; 0 failed") && !text.contains(" 0 passed"),
-        "as nobody: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sim::rerun_unprivileged("the_simulator_tier_runs_without_root");
 }

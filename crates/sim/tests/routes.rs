@@ -111,3 +111,8 @@ fn a_route_for_one_flow_moves_that_flow_only() {
             .contains("flow 1 goes from 1 to 3")
     );
 }
+
+#[test]
+fn runs_without_root() {
+    sim::rerun_unprivileged("runs_without_root");
+}
