@@ -533,31 +533,43 @@ fn log_milestone(m: &Milestone) {
     }
 }
 
-async fn api_status(State(s): State<AppState>) -> Response {
+/// Asks the coordinator's task and answers with what it says, as JSON (503 when it is gone).
+async fn ask<T: serde::Serialize>(
+    s: &AppState,
+    input: impl FnOnce(oneshot::Sender<T>) -> Input,
+) -> Response {
     let (reply, rx) = oneshot::channel();
-    let _ = s.tx.send(Input::Status(reply));
+    let _ = s.tx.send(input(reply));
     match rx.await {
-        Ok(status) => Json(status).into_response(),
+        Ok(answer) => Json(answer).into_response(),
         Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
     }
+}
+
+/// The same for a request that may be refused: 400 with the reason.
+async fn ask_checked<T: serde::Serialize, E: std::fmt::Display>(
+    s: &AppState,
+    input: impl FnOnce(oneshot::Sender<Result<T, E>>) -> Input,
+) -> Response {
+    let (reply, rx) = oneshot::channel();
+    let _ = s.tx.send(input(reply));
+    match rx.await {
+        Ok(Ok(answer)) => Json(answer).into_response(),
+        Ok(Err(e)) => (axum::http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+async fn api_status(State(s): State<AppState>) -> Response {
+    ask(&s, Input::Status).await
 }
 
 async fn api_nodes(State(s): State<AppState>) -> Response {
-    let (reply, rx) = oneshot::channel();
-    let _ = s.tx.send(Input::Nodes(reply));
-    match rx.await {
-        Ok(rows) => Json(rows).into_response(),
-        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
-    }
+    ask(&s, Input::Nodes).await
 }
 
 async fn api_links(State(s): State<AppState>) -> Response {
-    let (reply, rx) = oneshot::channel();
-    let _ = s.tx.send(Input::Links(reply));
-    match rx.await {
-        Ok(rows) => Json(rows).into_response(),
-        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
-    }
+    ask(&s, Input::Links).await
 }
 
 async fn api_set_link(
@@ -565,27 +577,17 @@ async fn api_set_link(
     axum::extract::Path((a, b)): axum::extract::Path<(u32, u32)>,
     Json(change): Json<proto::LinkChange>,
 ) -> Response {
-    let (reply, rx) = oneshot::channel();
-    let _ = s.tx.send(Input::SetLink {
+    ask_checked(&s, |reply| Input::SetLink {
         a,
         b,
         change,
         reply,
-    });
-    match rx.await {
-        Ok(Ok(params)) => Json(params).into_response(),
-        Ok(Err(e)) => (axum::http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
-    }
+    })
+    .await
 }
 
 async fn api_flows(State(s): State<AppState>) -> Response {
-    let (reply, rx) = oneshot::channel();
-    let _ = s.tx.send(Input::Flows(reply));
-    match rx.await {
-        Ok(rows) => Json(rows).into_response(),
-        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
-    }
+    ask(&s, Input::Flows).await
 }
 
 /// `POST /api/flows`: a flow as `[[flows]]` writes it; answers its id.
@@ -636,12 +638,7 @@ async fn api_add_flow(
 }
 
 async fn api_routes(State(s): State<AppState>) -> Response {
-    let (reply, rx) = oneshot::channel();
-    let _ = s.tx.send(Input::Routes(reply));
-    match rx.await {
-        Ok(rows) => Json(rows).into_response(),
-        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
-    }
+    ask(&s, Input::Routes).await
 }
 
 /// How long a route change may wait for its nodes' confirmations.
@@ -707,18 +704,13 @@ async fn api_route_path(
     State(s): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<PathQuery>,
 ) -> Response {
-    let (reply, rx) = oneshot::channel();
-    let _ = s.tx.send(Input::RoutePath {
+    ask_checked(&s, |reply| Input::RoutePath {
         src: q.src,
         dst: q.dst,
         flow: q.flow,
         reply,
-    });
-    match rx.await {
-        Ok(Ok(row)) => Json(row).into_response(),
-        Ok(Err(e)) => (axum::http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-        Err(_) => axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response(),
-    }
+    })
+    .await
 }
 
 /// `GET /metrics`: the Prometheus text exposition.

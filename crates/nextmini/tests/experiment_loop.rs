@@ -13,7 +13,7 @@ use controller::store::Store;
 use hostnet::Prefix;
 
 mod common;
-use common::{NETNS_DIR, free_port, hops, nextmini, text};
+use common::{NETNS_DIR, free_port, hops, iperf3_server, nextmini, text};
 
 /// Traffic tests take turns: rates measured on two cores suffer from a neighbour's load.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -395,32 +395,7 @@ fn a_route_changed_under_a_running_iperf3_keeps_the_connection_and_moves_the_tra
     let s = Scratch::new("tld", &body);
     let out = s.up(&["--detach"]);
     assert!(out.status.success(), "up: {}", text(&out.stderr));
-    let mut server = Command::new(env!("CARGO_BIN_EXE_nextmini"))
-        .args([
-            "exec",
-            "3",
-            "--state-dir",
-            s.state(),
-            "--",
-            "iperf3",
-            "-s",
-            "-1",
-            "--forceflush",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
-    let mut banner = String::new();
-    while !banner.contains("Server listening") {
-        let mut line = String::new();
-        assert!(
-            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
-            "iperf3 -s exited"
-        );
-        banner.push_str(&line);
-    }
+    let mut server = iperf3_server(s.state(), 3);
     let client = Command::new(env!("CARGO_BIN_EXE_nextmini"))
         .args([
             "exec",

@@ -3,12 +3,12 @@
 //! a prefix, an underlay subnet, a controller port and a state directory.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use hostnet::Prefix;
 
 mod common;
-use common::{NETNS_DIR, free_port, hops, nextmini, text};
+use common::{NETNS_DIR, free_port, hops, iperf3_server, nextmini, text};
 
 /// Traffic tests take turns: on two cores, one test's iperf3 would add its load to another's
 /// delay measurement.
@@ -216,33 +216,7 @@ fn a_100_mbit_bottleneck_carries_iperf3_tcp_at_its_rate() {
     let _turn = turn();
     let links = "[[link]]\nbetween = [2, 3]\nrate = \"100mbit\"\n";
     let run = Running::up("tvc", &line("tvc", "172.20.128.0", 3, links));
-    let mut server = Command::new(env!("CARGO_BIN_EXE_nextmini"))
-        .args([
-            "exec",
-            "3",
-            "--state-dir",
-            run.state(),
-            "--",
-            "iperf3",
-            "-s",
-            "-1",
-            "--forceflush",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // The server prints its banner once it listens.
-    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
-    let mut banner = String::new();
-    while !banner.contains("Server listening") {
-        let mut line = String::new();
-        assert!(
-            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
-            "iperf3 -s exited"
-        );
-        banner.push_str(&line);
-    }
+    let mut server = iperf3_server(run.state(), 3);
     let client = run.exec(1, &["iperf3", "-c", "10.0.0.3", "-t", "5", "-J"]);
     let _ = server.wait();
     assert!(client.status.success(), "{}", text(&client.stderr));

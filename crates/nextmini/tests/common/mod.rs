@@ -43,3 +43,28 @@ pub fn hops(traceroute: &[u8]) -> Vec<String> {
         .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
         .collect()
 }
+
+/// `iperf3 -s -1` in a node of the run in `state`, returned once it listens (it prints its
+/// banner then).
+pub fn iperf3_server(state: &str, node: u32) -> std::process::Child {
+    let mut server = Command::new(env!("CARGO_BIN_EXE_nextmini"))
+        .args(["exec", &node.to_string(), "--state-dir", state, "--"])
+        .args(["iperf3", "-s", "-1", "--forceflush"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("Server listening") {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "iperf3 -s exited"
+        );
+        banner.push_str(&line);
+    }
+    // The rest is read and dropped: a closed pipe would end the server at its next line.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    server
+}
