@@ -168,6 +168,8 @@ pub struct LocalRun {
     started_at: Instant,
     port: u16,
     prefix: String,
+    /// The underlay's first subnet.
+    base: std::net::Ipv4Addr,
     no_mount: bool,
     handle: ControllerHandle,
     store: Store,
@@ -296,6 +298,7 @@ impl LocalRun {
             started_at,
             port,
             prefix,
+            base,
             no_mount,
             handle,
             store,
@@ -426,6 +429,8 @@ impl LocalRun {
             },
             pid: std::process::id(),
             name: self.exp.name.clone(),
+            underlay_base: Some(self.base),
+            overlay_base: Some(self.exp.overlay_base),
         };
         run_file.save(&self.opts.state_dir)?;
         let mut waiting = self.handle.clone();

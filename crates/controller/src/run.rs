@@ -116,6 +116,33 @@ pub struct RunFile {
     pub netns_dir: PathBuf,
     pub pid: u32,
     pub name: String,
+    /// The underlay's first subnet: a node's gateway (where it reaches the controller) is
+    /// found from it.
+    #[serde(default)]
+    pub underlay_base: Option<std::net::Ipv4Addr>,
+    /// The overlay: node n is `overlay_base + n`.
+    #[serde(default)]
+    pub overlay_base: Option<std::net::Ipv4Addr>,
+}
+
+impl RunFile {
+    /// What a program in node `node_id` needs to find the run: its id, the overlay, and the
+    /// controller's API at the node's gateway (`nextmini exec` sets these in the environment).
+    pub fn node_env(&self, node_id: u32) -> Vec<(&'static str, String)> {
+        let mut env = vec![("NEXTMINI_NODE_ID", node_id.to_string())];
+        if let Some(base) = self.overlay_base {
+            env.push(("NEXTMINI_OVERLAY_BASE", base.to_string()));
+        }
+        let port = self.api.rsplit(':').next().unwrap_or_default();
+        if let (Some(base), Ok(prefix)) = (self.underlay_base, hostnet::Prefix::new(&self.prefix))
+            && node_id > 0
+            && let Ok(plan) = hostnet::UnderlayPlan::new(prefix, base, node_id, 0)
+        {
+            let gateway = plan.node(node_id - 1).gateway;
+            env.push(("NEXTMINI_API", format!("http://{gateway}:{port}")));
+        }
+        env
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,8 @@
 //!                   answers once every node it changed has it in place
 //! POST /api/routes/clear   unpin routes ({"src": 1, "dst": 8}, {} for all)
 //! GET  /api/routes/path?src=1&dst=8[&flow=4]   where that traffic goes now
+//! GET  /api/metrics/links?since_ns=…&src=1&dst=2   link samples of this run, from the store
+//! GET  /api/metrics/flows/{id}?since_ns=…          a flow's samples on each link it crossed
 //! GET  /metrics     Prometheus text: links, nodes, flows, completion times, route changes
 //! ```
 
@@ -262,6 +264,8 @@ pub fn spawn(
         .route("/api/routes", get(api_routes).post(api_set_route))
         .route("/api/routes/clear", post(api_clear_routes))
         .route("/api/routes/path", get(api_route_path))
+        .route("/api/metrics/links", get(api_link_points))
+        .route("/api/metrics/flows/{id}", get(api_flow_points))
         .route("/metrics", get(prometheus_metrics))
         .with_state(state);
     tokio::spawn(async move {
@@ -711,6 +715,53 @@ async fn api_route_path(
         reply,
     })
     .await
+}
+
+#[derive(serde::Deserialize)]
+struct SamplesQuery {
+    #[serde(default)]
+    since_ns: i64,
+    src: Option<u32>,
+    dst: Option<u32>,
+}
+
+/// `GET /api/metrics/links`: the run's link samples from the store (one link, both
+/// directions, with `src` and `dst`).
+async fn api_link_points(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<SamplesQuery>,
+) -> Response {
+    let Some((store, run)) = &s.run else {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "this controller has no store",
+        )
+            .into_response();
+    };
+    let link = q.src.zip(q.dst);
+    match store.link_points(*run, link, q.since_ns).await {
+        Ok(points) => Json(points).into_response(),
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// `GET /api/metrics/flows/{id}`: a generated flow's samples on every link it crossed.
+async fn api_flow_points(
+    State(s): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+    axum::extract::Query(q): axum::extract::Query<SamplesQuery>,
+) -> Response {
+    let Some((store, run)) = &s.run else {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "this controller has no store",
+        )
+            .into_response();
+    };
+    match store.flow_points(*run, id, q.since_ns).await {
+        Ok(points) => Json(points).into_response(),
+        Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// `GET /metrics`: the Prometheus text exposition.

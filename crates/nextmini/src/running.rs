@@ -233,6 +233,7 @@ pub fn exec(state_dir: &Path, node_id: u32, command: &[String]) -> Result<i32> {
         .with_context(|| format!("node {node_id} is not part of experiment {}", run.name))?;
     let status = cmd
         .args(rest)
+        .envs(run.node_env(node_id))
         .status()
         .with_context(|| format!("cannot run {program}"))?;
     Ok(status

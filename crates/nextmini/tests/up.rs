@@ -174,6 +174,25 @@ fn a_detached_fat_tree_answers_status_exec_and_down() {
         "{}",
         text(&other.stdout)
     );
+    // A program in a node learns its node, the overlay and the controller at its gateway,
+    // and can reach it from there.
+    let env = nextmini(&[
+        "exec",
+        "36",
+        "--state-dir",
+        s.state(),
+        "--",
+        "sh",
+        "-c",
+        "echo $NEXTMINI_NODE_ID $NEXTMINI_OVERLAY_BASE; python3 -c \"import os, urllib.request; print(urllib.request.urlopen(os.environ['NEXTMINI_API'] + '/api/status').read().decode())\"",
+    ]);
+    let env_text = text(&env.stdout);
+    assert!(env_text.starts_with("36 10.0.0.0\n"), "{env_text}");
+    assert!(
+        env_text.contains("\"phase\":\"ready\""),
+        "{env_text}{}",
+        text(&env.stderr)
+    );
     // The exit code passes through.
     let code = nextmini(&[
         "exec",
