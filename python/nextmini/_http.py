@@ -11,7 +11,8 @@ from .errors import NextminiError
 class Api:
     """A controller's HTTP API at `base` (http://host:port)."""
 
-    def __init__(self, base: str, timeout: float = 60.0):
+    def __init__(self, base: str, timeout: float = 60.0, token: Optional[str] = None):
+        self.token = token
         self.base = base.rstrip("/")
         if not self.base.startswith("http"):
             self.base = "http://" + self.base
@@ -25,6 +26,8 @@ class Api:
             method=method,
             headers={"content-type": "application/json"} if data is not None else {},
         )
+        if self.token:
+            request.add_header("authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 text = response.read().decode()

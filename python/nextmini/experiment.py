@@ -75,6 +75,8 @@ class Experiment:
         db: Optional[str] = None,
         scheduler: Optional[str] = None,
         metrics_interval: Optional[Union[float, str]] = None,
+        token: bool = False,
+        dataplane: bool = True,
         extra: str = "",
     ):
         self.topology = topology
@@ -92,6 +94,8 @@ class Experiment:
         self.db = db
         self.scheduler = scheduler
         self.metrics_interval = metrics_interval
+        self.token = token
+        self.dataplane = dataplane
         self.extra = extra
         self._own_state = state_dir is None
         self.state_dir = Path(state_dir) if state_dir else None
@@ -112,6 +116,9 @@ class Experiment:
         if self.db:
             lines += ["", "[db]", f"url = {_toml_value(self.db)}"]
         lines += ["", "[node_settings]", f'prefix = "{self.prefix}"', f'underlay_base = "{self.underlay_base}"']
+        if not self.dataplane:
+            # Nodes and links only: no TUN devices, no forwarding (flows and routes need them).
+            lines.append("dataplane = false")
         if self.links:
             lines += ["", "[links]"] + [f"{k} = {_toml_value(v)}" for k, v in self.links.items()]
         lines += ["", self.topology.toml()]
@@ -127,16 +134,21 @@ class Experiment:
         path = self.state_dir / "experiment.toml"
         path.write_text(self.experiment_file())
         port = self.port or _free_port()
-        out = subprocess.run(
-            [binary(), "up", str(path), "--detach", "--state-dir", str(self.state_dir), "--port", str(port)],
-            capture_output=True,
-            text=True,
-        )
+        command = [binary(), "up", str(path), "--detach", "--state-dir", str(self.state_dir), "--port", str(port)]
+        if self.token:
+            command.append("--token")
+        out = subprocess.run(command, capture_output=True, text=True)
         if out.returncode != 0:
             self._remove_state()
             raise NextminiError(_last_error(out.stderr or out.stdout))
-        self._api = Api(self._run_file()["api"])
+        run = self._run_file()
+        self._api = Api(run["api"], token=run.get("token"))
         return self
+
+    @property
+    def url(self) -> str:
+        """The live view (and the API) of this experiment."""
+        return self.api.base + "/"
 
     def _run_file(self) -> Dict[str, Any]:
         return json.loads((Path(self.state_dir) / "run.json").read_text())
@@ -189,14 +201,16 @@ class Experiment:
         exp._own_state = False
         exp._owned = False
         exp.prefix = ""
+        token = None
         if api is None:
             try:
-                api = json.loads((exp.state_dir / "run.json").read_text())["api"]
+                run = json.loads((exp.state_dir / "run.json").read_text())
             except FileNotFoundError:
                 raise NextminiError(
                     f"no running experiment in {state_dir}: start one with `nextmini up <file>`"
                 ) from None
-        exp._api = Api(api)
+            api, token = run["api"], run.get("token")
+        exp._api = Api(api, token=token)
         return exp
 
     # Control ---------------------------------------------------------------------------

@@ -37,6 +37,8 @@ pub struct Http {
     base: String,
     what: &'static str,
     hint: &'static str,
+    /// Sent as `Authorization: Bearer …` with every request, when set.
+    token: Option<String>,
 }
 
 impl Http {
@@ -48,6 +50,7 @@ impl Http {
             base: format!("http://{bare}"),
             what,
             hint,
+            token: None,
         }
     }
 
@@ -63,18 +66,25 @@ impl Http {
 
     fn call(&self, path: &str, body: Option<String>) -> Result<String, ClientError> {
         let url = format!("{}{path}", self.base);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let response = match body {
-            None => ureq::get(&url)
-                .config()
-                .http_status_as_error(false)
-                .build()
-                .call(),
-            Some(b) => ureq::post(&url)
-                .header("content-type", "application/json")
-                .config()
-                .http_status_as_error(false)
-                .build()
-                .send(b.as_str()),
+            None => {
+                let mut r = ureq::get(&url);
+                if let Some(a) = &auth {
+                    r = r.header("authorization", a);
+                }
+                r.config().http_status_as_error(false).build().call()
+            }
+            Some(b) => {
+                let mut r = ureq::post(&url).header("content-type", "application/json");
+                if let Some(a) = &auth {
+                    r = r.header("authorization", a);
+                }
+                r.config()
+                    .http_status_as_error(false)
+                    .build()
+                    .send(b.as_str())
+            }
         };
         let mut response = response.map_err(|e| ClientError::Unreachable {
             what: self.what,
@@ -152,6 +162,12 @@ impl ControllerClient {
 
     pub fn http(&self) -> &Http {
         &self.0
+    }
+
+    /// Sends `token` with every request (a run started with `up --token`).
+    pub fn with_token(mut self, token: Option<String>) -> ControllerClient {
+        self.0.token = token;
+        self
     }
 
     pub fn status(&self) -> Result<Status, ClientError> {

@@ -932,6 +932,60 @@ impl Coordinator {
             .collect()
     }
 
+    /// The live view's codes: a letter per node (`p` pending, `c` connected, `r` ready, `f`
+    /// failed) and a digit per link in topology order (`1` up both ways and not taken down).
+    pub fn view_codes(&self) -> (String, String) {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|s| {
+                if s.failed {
+                    'f'
+                } else if s.ready {
+                    'r'
+                } else if s.connected {
+                    'c'
+                } else {
+                    'p'
+                }
+            })
+            .collect();
+        let links = self
+            .topology
+            .edges()
+            .iter()
+            .zip(&self.link_ends)
+            .map(|(&(a, b), &ends)| {
+                let up = ends == 3
+                    && self.settings.links.params(a, b).up
+                    && self.settings.links.params(b, a).up;
+                if up { '1' } else { '0' }
+            })
+            .collect();
+        (nodes, links)
+    }
+
+    /// A node's forwarding table as it was sent: shortest-path entries and pinned routes.
+    pub fn node_routes(&self, node: u32) -> Option<NodeRoutes> {
+        let table = self
+            .router
+            .as_ref()?
+            .tables()
+            .get(node.checked_sub(1)? as usize)?;
+        Some(NodeRoutes {
+            node,
+            routes: table.entries.clone(),
+            pinned: table.pinned.clone(),
+        })
+    }
+
+    /// One link: whether it is up, and each direction's parameters and counters.
+    pub fn link_row(&self, a: u32, b: u32) -> Option<LinkRow> {
+        let (a, b) = (a.min(b), a.max(b));
+        self.edge_index(a, b)?;
+        self.link_rows().into_iter().find(|r| (r.a, r.b) == (a, b))
+    }
+
     /// Changes a link, both directions; returns the new parameters (from `a` to `b`). When the link
     /// goes down or up, routes are recomputed without the down links and sent to the nodes
     /// whose tables changed.
@@ -1125,6 +1179,14 @@ fn to_routes(table: &topology::routing::RouteTable, version: u64) -> ControllerT
         pinned: table.pinned.clone(),
         version,
     }
+}
+
+/// A node's routes, as `GET /api/nodes/{id}/routes` answers.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct NodeRoutes {
+    pub node: u32,
+    pub routes: Vec<proto::Route>,
+    pub pinned: Vec<proto::PinnedRoute>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]

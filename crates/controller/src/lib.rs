@@ -11,3 +11,4 @@ pub mod render;
 pub mod run;
 pub mod server;
 pub mod store;
+pub mod view;

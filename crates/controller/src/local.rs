@@ -44,6 +44,8 @@ pub struct LocalOptions {
     pub fail_nodes: Vec<u32>,
     /// The `nextmini` binary, run as `nextmini agent …` for the nodes.
     pub agent_program: PathBuf,
+    /// Changes through the API (and the page) need a token, kept in the run file.
+    pub token: bool,
 }
 
 /// Why a run could not start, or ended badly.
@@ -170,6 +172,7 @@ pub struct LocalRun {
     prefix: String,
     /// The underlay's first subnet.
     base: std::net::Ipv4Addr,
+    token: Option<String>,
     no_mount: bool,
     handle: ControllerHandle,
     store: Store,
@@ -242,6 +245,7 @@ impl LocalRun {
             .or(exp.underlay_base)
             .unwrap_or(hostnet::plan::DEFAULT_BASE);
         let no_mount = opts.no_mount || exp.no_mount;
+        let token = opts.token.then(crate::run::new_token).transpose()?;
         // Check the layout here, so a bad prefix or base is reported before anything starts.
         hostnet::UnderlayPlan::new(hostnet::Prefix::new(&prefix)?, base, n, 0)?;
         let Started {
@@ -250,7 +254,7 @@ impl LocalRun {
             run_id,
             writer,
             milestones,
-        } = crate::run::start(&exp, listener, &db_url, false).await?;
+        } = crate::run::start(&exp, listener, &db_url, false, token.clone()).await?;
 
         let mem_before = MemInfo::read();
         let mut agent = tokio::process::Command::new(&opts.agent_program);
@@ -299,6 +303,7 @@ impl LocalRun {
             port,
             prefix,
             base,
+            token,
             no_mount,
             handle,
             store,
@@ -431,6 +436,7 @@ impl LocalRun {
             name: self.exp.name.clone(),
             underlay_base: Some(self.base),
             overlay_base: Some(self.exp.overlay_base),
+            token: self.token.clone(),
         };
         run_file.save(&self.opts.state_dir)?;
         let mut waiting = self.handle.clone();

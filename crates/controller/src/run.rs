@@ -54,6 +54,7 @@ pub async fn start(
     listener: tokio::net::TcpListener,
     db_url: &str,
     multi_host: bool,
+    token: Option<String>,
 ) -> Result<Started, StoreError> {
     let port = listener.local_addr().map_err(StoreError::Io)?.port();
     let store = Store::open(db_url).await?;
@@ -92,7 +93,10 @@ pub async fn start(
         listener,
         coordinator,
         milestones_tx,
-        Some((store.clone(), run_id)),
+        crate::server::ServeOptions {
+            run: Some((store.clone(), run_id)),
+            token,
+        },
     );
     if store.is_postgres() {
         crate::store::listen::spawn(store.clone(), run_id, handle.clone()).await?;
@@ -123,6 +127,18 @@ pub struct RunFile {
     /// The overlay: node n is `overlay_base + n`.
     #[serde(default)]
     pub overlay_base: Option<std::net::Ipv4Addr>,
+    /// What changes through the API must carry (`up --token`); the file is readable by its
+    /// owner only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// A fresh random token: 128 bits from the kernel, in hex.
+pub fn new_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 impl RunFile {
@@ -172,10 +188,26 @@ impl RunFile {
     }
 
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
-        std::fs::write(
-            Self::path(state_dir),
-            serde_json::to_string_pretty(self).map_err(std::io::Error::other)?,
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = Self::path(state_dir);
+        // Owner only: it may hold the run's token.
+        let _ = std::fs::remove_file(&path);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        file.write_all(
+            serde_json::to_string_pretty(self)
+                .map_err(std::io::Error::other)?
+                .as_bytes(),
         )
+    }
+
+    /// A client of the run's controller, with its token.
+    pub fn client(&self) -> crate::client::ControllerClient {
+        crate::client::ControllerClient::new(&self.api).with_token(self.token.clone())
     }
 }
 
@@ -194,7 +226,7 @@ pub async fn serve(
         run_id,
         writer,
         mut milestones,
-    } = start(exp, listener, db_url, true).await?;
+    } = start(exp, listener, db_url, true, None).await?;
     let recorder = tokio::spawn(async move {
         let mut figures = RunFigures::default();
         while let Some(m) = milestones.recv().await {

@@ -19,7 +19,13 @@
 //! GET  /api/metrics/links?since_ns=…&src=1&dst=2   link samples of this run, from the store
 //! GET  /api/metrics/flows/{id}?since_ns=…          a flow's samples on each link it crossed
 //! GET  /metrics     Prometheus text: links, nodes, flows, completion times, route changes
+//! GET  /            the live view (with /app.js, /style.css); /api/topology what it draws,
+//!                   /api/events its state every second (server-sent events)
+//! GET  /api/links/{a}/{b}, /api/nodes/{id}/routes   one link; a node's routes
 //! ```
+//!
+//! With a token (`up --token`), every request that changes the run (the POSTs) must carry
+//! `Authorization: Bearer <token>`; without one the page is read-only.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -104,6 +110,17 @@ enum Input {
         reply: oneshot::Sender<RouteApplied>,
     },
     Routes(oneshot::Sender<Vec<RouteRow>>),
+    /// The live view's node and link codes, and flows by state.
+    View(oneshot::Sender<(Status, String, String)>),
+    Link {
+        a: u32,
+        b: u32,
+        reply: oneshot::Sender<Result<LinkRow, String>>,
+    },
+    NodeRoutes {
+        node: u32,
+        reply: oneshot::Sender<Result<crate::coordinator::NodeRoutes, String>>,
+    },
     RoutePath {
         src: u32,
         dst: u32,
@@ -122,6 +139,13 @@ pub struct RouteApplied {
     pub applied_ms: f64,
     /// A flow's route, kept until the flow opens its connection.
     pub waits_for_flow: bool,
+}
+
+/// What watches the milestones besides the store: the Prometheus registry and the page's
+/// link loads.
+struct Observers {
+    prometheus: Arc<crate::metrics::Prometheus>,
+    loads: Arc<std::sync::Mutex<crate::view::Loads>>,
 }
 
 /// Who waits for which route version.
@@ -226,31 +250,52 @@ struct AppState {
     /// The store and the run: flows get their ids there.
     run: Option<(Store, i64)>,
     prometheus: Arc<crate::metrics::Prometheus>,
+    loads: Arc<std::sync::Mutex<crate::view::Loads>>,
+    topology: Arc<crate::view::TopologyView>,
+    /// Changes need it when set.
+    token: Option<Arc<str>>,
+}
+
+/// How the server is set up beyond its coordinator.
+#[derive(Default)]
+pub struct ServeOptions {
+    /// The store and the run: flows get their ids there, and the page its time series.
+    pub run: Option<(Store, i64)>,
+    /// A token that every change must carry (and the page asks for).
+    pub token: Option<String>,
 }
 
 /// Starts the controller on `listener`. Milestones go to `milestones` as they happen; flows
-/// added through the API get their rows in `run`'s store.
+/// added through the API get their rows in the options' store.
 pub fn spawn(
     listener: TcpListener,
     coordinator: Coordinator,
     milestones: mpsc::UnboundedSender<Milestone>,
-    run: Option<(Store, i64)>,
+    options: ServeOptions,
 ) -> ControllerHandle {
     let (tx, rx) = mpsc::unbounded_channel();
     let (down_tx, down_rx) = watch::channel(false);
     let prometheus = Arc::new(crate::metrics::Prometheus::new());
+    let loads = Arc::new(std::sync::Mutex::new(crate::view::Loads::default()));
+    let topology = Arc::new(crate::view::TopologyView::of(coordinator.topology()));
     tokio::spawn(run_coordinator(
         coordinator,
         rx,
         milestones,
         down_tx,
-        prometheus.clone(),
+        Observers {
+            prometheus: prometheus.clone(),
+            loads: loads.clone(),
+        },
     ));
     let state = AppState {
         tx: tx.clone(),
         next_agent: Arc::new(AtomicU64::new(1)),
-        run,
+        run: options.run,
         prometheus,
+        loads,
+        topology,
+        token: options.token.map(Arc::from),
     };
     let app = Router::new()
         .route(proto::AGENT_PATH, get(agent_ws))
@@ -258,7 +303,13 @@ pub fn spawn(
         .route("/api/status", get(api_status))
         .route("/api/nodes", get(api_nodes))
         .route("/api/links", get(api_links))
-        .route("/api/links/{a}/{b}", post(api_set_link))
+        .route("/api/links/{a}/{b}", get(api_link).post(api_set_link))
+        .route("/api/nodes/{id}/routes", get(api_node_routes))
+        .route("/api/topology", get(api_topology))
+        .route("/api/events", get(api_events))
+        .route("/", get(page_index))
+        .route("/app.js", get(page_js))
+        .route("/style.css", get(page_css))
         .route("/api/down", post(api_down))
         .route("/api/flows", get(api_flows).post(api_add_flow))
         .route("/api/routes", get(api_routes).post(api_set_route))
@@ -267,6 +318,10 @@ pub fn spawn(
         .route("/api/metrics/links", get(api_link_points))
         .route("/api/metrics/flows/{id}", get(api_flow_points))
         .route("/metrics", get(prometheus_metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
         .with_state(state);
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -281,7 +336,7 @@ async fn run_coordinator(
     mut rx: mpsc::UnboundedReceiver<Input>,
     milestones: mpsc::UnboundedSender<Milestone>,
     down: watch::Sender<bool>,
-    prometheus: Arc<crate::metrics::Prometheus>,
+    observers: Observers,
 ) {
     // Messages to nodes travel encoded: a node session's channel then holds bytes, not the
     // largest message's size in every slot of its blocks (thousands of sessions).
@@ -297,7 +352,7 @@ async fn run_coordinator(
             },
             () = sleep_until(timeout), if timeout.is_some() => {
                 c.handle_timeout(Instant::now());
-                deliver(&mut c, &nodes, &agents, &milestones, &mut waiters, &prometheus);
+                deliver(&mut c, &nodes, &agents, &milestones, &mut waiters, &observers);
                 continue;
             }
         };
@@ -418,6 +473,24 @@ async fn run_coordinator(
             Input::Routes(reply) => {
                 let _ = reply.send(c.route_rows());
             }
+            Input::View(reply) => {
+                let (nodes, links) = c.view_codes();
+                let _ = reply.send((c.status(), nodes, links));
+            }
+            Input::Link { a, b, reply } => {
+                let _ = reply.send(
+                    c.link_row(a, b)
+                        .ok_or_else(|| format!("no link {a}-{b} in {}", c.topology().label)),
+                );
+            }
+            Input::NodeRoutes { node, reply } => {
+                let _ = reply.send(c.node_routes(node).ok_or_else(|| {
+                    format!(
+                        "node {node} has no routes (no such node, or no dataplane in {})",
+                        c.topology().label
+                    )
+                }));
+            }
             Input::RoutePath {
                 src,
                 dst,
@@ -441,7 +514,7 @@ async fn run_coordinator(
             &agents,
             &milestones,
             &mut waiters,
-            &prometheus,
+            &observers,
         );
     }
 }
@@ -459,7 +532,7 @@ fn deliver(
     agents: &HashMap<AgentId, mpsc::UnboundedSender<ControllerToAgent>>,
     milestones: &mpsc::UnboundedSender<Milestone>,
     waiters: &mut RouteWaiters,
-    prometheus: &crate::metrics::Prometheus,
+    observers: &Observers,
 ) {
     while let Some(out) = c.poll_output() {
         match out {
@@ -475,7 +548,12 @@ fn deliver(
             }
             Output::Milestone(m) => {
                 log_milestone(&m);
-                prometheus.record(&m);
+                observers.prometheus.record(&m);
+                observers
+                    .loads
+                    .lock()
+                    .expect("no panics hold it")
+                    .record(&m);
                 if let Milestone::RoutesApplied { version, .. } = m {
                     let now = Instant::now();
                     for (change, since, reply) in waiters.remove(&version).unwrap_or_default() {
@@ -762,6 +840,125 @@ async fn api_flow_points(
         Ok(points) => Json(points).into_response(),
         Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// Requests that change the run carry the token, when there is one.
+async fn require_token(
+    State(s): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &s.token else {
+        return next.run(request).await;
+    };
+    if request.method() != axum::http::Method::POST || request.uri().path().starts_with("/agent") {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+        next.run(request).await
+    } else {
+        (
+            axum::http::StatusCode::UNAUTHORIZED,
+            "this experiment takes changes with its token: nextmini reads it from the run's state directory (run.json); the page asks for it",
+        )
+            .into_response()
+    }
+}
+
+/// Compares a given token with the run's without stopping at the first difference, so the
+/// time taken says nothing about how much of a guess was right.
+fn same_secret(given: &[u8], token: &[u8]) -> bool {
+    given.len() == token.len()
+        && given
+            .iter()
+            .zip(token)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn api_link(
+    State(s): State<AppState>,
+    axum::extract::Path((a, b)): axum::extract::Path<(u32, u32)>,
+) -> Response {
+    ask_checked(&s, |reply| Input::Link { a, b, reply }).await
+}
+
+async fn api_node_routes(
+    State(s): State<AppState>,
+    axum::extract::Path(node): axum::extract::Path<u32>,
+) -> Response {
+    ask_checked(&s, |reply| Input::NodeRoutes { node, reply }).await
+}
+
+async fn api_topology(State(s): State<AppState>) -> Response {
+    let mut body = serde_json::to_value(&*s.topology).unwrap_or_default();
+    body["token_required"] = serde_json::Value::Bool(s.token.is_some());
+    Json(body).into_response()
+}
+
+/// How often the page is sent the run's state.
+const VIEW_EVERY: Duration = Duration::from_secs(1);
+
+/// `GET /api/events`: a frame now and about every second, until the page goes or the run
+/// ends.
+async fn api_events(State(s): State<AppState>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let stream = futures_util::stream::unfold((s, true), |(s, first)| async move {
+        if !first {
+            tokio::time::sleep(VIEW_EVERY).await;
+        }
+        let (reply, rx) = oneshot::channel();
+        s.tx.send(Input::View(reply)).ok()?;
+        let (status, nodes, links) = rx.await.ok()?;
+        let frame = {
+            let loads = s.loads.lock().expect("no panics hold it");
+            crate::view::Frame::new(
+                status.phase,
+                nodes,
+                links,
+                &s.topology.edges,
+                &loads,
+                status.flows,
+            )
+        };
+        let event = Event::default().json_data(&frame).ok()?;
+        Some((Ok::<_, std::convert::Infallible>(event), (s, false)))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+async fn page_index() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        crate::view::INDEX_HTML,
+    )
+        .into_response()
+}
+
+async fn page_js() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/javascript; charset=utf-8",
+        )],
+        crate::view::APP_JS,
+    )
+        .into_response()
+}
+
+async fn page_css() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        crate::view::STYLE_CSS,
+    )
+        .into_response()
 }
 
 /// `GET /metrics`: the Prometheus text exposition.

@@ -380,7 +380,7 @@ async fn api_launch(
     exp.prefix = Some(launch.prefix.clone());
     exp.underlay_base = Some(launch.base);
     exp.name = name.clone();
-    let started = match controller::run::start(&exp, listener, &app.db_url, true).await {
+    let started = match controller::run::start(&exp, listener, &app.db_url, true, None).await {
         Ok(s) => s,
         Err(e) => {
             // Nothing was sent to the hosts: the launch failed everywhere, and can be cleared.

@@ -81,7 +81,7 @@ impl Up {
     }
 
     fn client(&self) -> Result<ControllerClient> {
-        Ok(ControllerClient::new(&RunFile::load(&self.state)?.api))
+        Ok(RunFile::load(&self.state)?.client())
     }
 
     fn exec(&self, node: u32, cmd: &[&str]) -> Command {

@@ -54,10 +54,10 @@ pub struct Target {
 
 impl Target {
     pub fn client(&self) -> Result<ControllerClient> {
-        Ok(ControllerClient::new(&match &self.api {
-            Some(a) => a.clone(),
-            None => RunFile::load(&self.state_dir)?.api,
-        }))
+        Ok(match &self.api {
+            Some(a) => ControllerClient::new(a),
+            None => RunFile::load(&self.state_dir)?.client(),
+        })
     }
 }
 
@@ -173,7 +173,7 @@ pub fn link_show(args: &LinkShowArgs) -> Result<()> {
 
 pub fn status(state_dir: &Path) -> Result<()> {
     let run = RunFile::load(state_dir)?;
-    let s = ControllerClient::new(&run.api).status()?;
+    let s = run.client().status()?;
     println!(
         "experiment {} (prefix {}, pid {})",
         run.name, run.prefix, run.pid
@@ -187,7 +187,7 @@ pub fn down(state_dir: &Path) -> Result<()> {
     let run = RunFile::load(state_dir)?;
     // Watch the run's process before asking, so its exit can't be missed.
     let pidfd = pidfd_open(run.pid);
-    ControllerClient::new(&run.api).down()?;
+    run.client().down()?;
     // No pidfd: the process is gone already.
     if let Some(fd) = pidfd {
         let mut fds = [nix::poll::PollFd::new(

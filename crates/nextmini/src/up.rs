@@ -78,6 +78,10 @@ pub struct UpArgs {
     /// Fault injection: this node fails right after connecting (repeatable).
     #[arg(long = "fail-node")]
     pub fail_nodes: Vec<u32>,
+    /// Changes through the API and the live view need a token (kept in the state directory's
+    /// run.json, which only its owner can read; nextmini's commands send it).
+    #[arg(long)]
+    pub token: bool,
 }
 
 /// Reads the experiment from the arguments.
@@ -150,6 +154,7 @@ async fn run_async(args: UpArgs, exp: experiment::Experiment) -> Result<()> {
         state_dir: args.state_dir.clone(),
         fail_nodes: args.fail_nodes.clone(),
         agent_program: std::env::current_exe()?,
+        token: args.token,
     };
     let mut run = LocalRun::start(exp, opts).await?;
     let bars = Bars::new(u64::from(n));
@@ -170,6 +175,17 @@ async fn run_async(args: UpArgs, exp: experiment::Experiment) -> Result<()> {
         "{} links up, {} failed nodes; ready {:.2}s after start; store {}",
         summary.links_up, summary.failed_nodes, summary.total_seconds, summary.store
     );
+    if !args.exit_when_ready {
+        println!(
+            "live view: {}/{}",
+            run.api(),
+            if args.token {
+                " (changes need the token in run.json)"
+            } else {
+                " (read-only; --token to change things from the page)"
+            }
+        );
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
