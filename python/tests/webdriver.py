@@ -71,6 +71,10 @@ class Browser:
         except urllib.error.HTTPError as e:
             raise RuntimeError(f"webdriver {path}: {e.read().decode()[:500]}") from None
 
+    def script_timeout(self, seconds: float) -> None:
+        """How long one script may run (WebDriver's default is 30 s)."""
+        self._session("POST", "/timeouts", {"script": int(seconds * 1000)})
+
     def get(self, url: str) -> None:
         self._session("POST", "/url", {"url": url})
 

@@ -118,6 +118,7 @@ pub async fn serve(cfg: HostConfig, shutdown: impl Future<Output = ()>) -> Resul
                                 link_port: cfg.link_port,
                                 fail_nodes: Vec::new(),
                                 tun_devices: true,
+                                token: None,
                             };
                             let (stop_tx, stop_rx) = oneshot::channel::<()>();
                             let done = done_tx.clone();

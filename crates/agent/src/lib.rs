@@ -43,6 +43,8 @@ pub struct AgentConfig {
     /// Nodes get TUN devices when the controller asks for a dataplane (the seeds'
     /// `enable_local_interface`); false keeps them without.
     pub tun_devices: bool,
+    /// The run's token, when its controller asks agents for one (`NEXTMINI_TOKEN`).
+    pub token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,9 +105,23 @@ pub async fn run(
         .await
         .map_err(|e| controller_err(e.to_string()))?;
     let url = format!("ws://{}{}", cfg.controller, proto::AGENT_PATH);
-    let (ws, _) = tokio_tungstenite::client_async(url, stream)
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+            .map_err(|e| controller_err(e.to_string()))?;
+    if let Some(token) = &cfg.token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| controller_err("the token is not a header value".into()))?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let (ws, _) = tokio_tungstenite::client_async(request, stream)
         .await
-        .map_err(|e| controller_err(e.to_string()))?;
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401 => controller_err(
+                "it asks agents for the run's token: set NEXTMINI_TOKEN to the token in the run's run.json".into(),
+            ),
+            e => controller_err(e.to_string()),
+        })?;
     let (mut sink, mut incoming) = ws.split();
     let register = AgentToController::Register {
         version: proto::VERSION,

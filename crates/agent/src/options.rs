@@ -128,6 +128,10 @@ impl AgentOptions {
                 .unwrap_or(experiment::DEFAULT_LINK_PORT),
             fail_nodes: self.fail_nodes,
             tun_devices: file.local_interface(),
+            // From the environment rather than a flag, so it does not show in `ps`.
+            token: std::env::var("NEXTMINI_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
         })
     }
 }

@@ -73,6 +73,10 @@ pub enum RegisterError {
         "nodes {ids} are already on agent {agent}: give each host its own nodes (node_id_offset or --nodes)"
     )]
     Taken { ids: String, agent: AgentId },
+    #[error(
+        "node {node} is not this agent's (it has {nodes}): an agent speaks only for its own nodes"
+    )]
+    NotItsNode { node: u32, nodes: String },
 }
 
 /// Why a node's hello was refused (the node is told the same words).
@@ -449,8 +453,25 @@ impl Coordinator {
         msg: proto::AgentToController,
     ) -> Result<(), RegisterError> {
         use proto::AgentToController as A;
+        if let A::Register { .. } = msg {
+            return self.handle_agent_register(agent, &msg);
+        }
+        // A session speaks only for the nodes it registered: anything else on an unregistered
+        // session, or about another agent's node, is refused (a program inside a node could
+        // otherwise open a session and fail its neighbours).
+        let Some(slot) = self.agents.get(&agent) else {
+            return Err(RegisterError::NotRegister);
+        };
+        if let A::NodeFailed { node, .. } = &msg
+            && slot.ids.binary_search(node).is_err()
+        {
+            return Err(RegisterError::NotItsNode {
+                node: *node,
+                nodes: topology::ids::format_ids(&slot.ids),
+            });
+        }
         match msg {
-            A::Register { .. } => return self.handle_agent_register(agent, &msg),
+            A::Register { .. } => unreachable!("handled above"),
             A::Plumbed { done } => self.handle_agent_plumbed(agent, done),
             A::PlumbingDone {
                 seconds,
@@ -1416,6 +1437,36 @@ mod tests {
             (s.ready, s.failed, s.links_up, s.phase),
             (2, 1, 1, Phase::Ready)
         );
+    }
+
+    #[test]
+    fn a_session_speaks_only_for_the_nodes_it_registered() {
+        let t0 = Instant::now();
+        let mut c = coordinator(6, false);
+        register(&mut c, 1, 3, 0).unwrap();
+        register(&mut c, 2, 3, 3).unwrap();
+        for id in 1..=6 {
+            c.handle_node_hello(t0, &hello(id)).unwrap();
+        }
+        drain(&mut c);
+        let fail = |node| proto::AgentToController::NodeFailed {
+            node,
+            reason: "claimed".into(),
+        };
+        // A session that never registered (a program in a node dialling the controller).
+        let e = c.handle_agent_message(t0, 99, fail(5)).unwrap_err();
+        assert_eq!(e, RegisterError::NotRegister);
+        // A registered agent about another agent's node.
+        let e = c
+            .handle_agent_message(t0, 1, fail(5))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("node 5 is not this agent's (it has 1-3)"), "{e}");
+        assert!(drain(&mut c).is_empty());
+        assert_eq!(c.status().failed, 0);
+        // Its own node, as before.
+        c.handle_agent_message(t0, 2, fail(5)).unwrap();
+        assert_eq!(c.status().failed, 1);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the server that drives it (WebSocket sessions, HTTP API), the store, starting a run, and the
 //! HTTP client every command uses.
 
+pub mod bounded;
 pub mod client;
 pub mod coordinator;
 pub mod flows;

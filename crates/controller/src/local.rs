@@ -46,6 +46,9 @@ pub struct LocalOptions {
     pub agent_program: PathBuf,
     /// Changes through the API (and the page) need a token, kept in the run file.
     pub token: bool,
+    /// Where the API, the page and the agent's session listen (default: loopback only). Any
+    /// other address makes a token required, as with `token`.
+    pub listen: Option<std::net::IpAddr>,
 }
 
 /// Why a run could not start, or ended badly.
@@ -83,6 +86,12 @@ pub enum UpError {
     AgentFailed(String),
     #[error("the controller stopped")]
     ControllerStopped,
+    #[error("--fail-node {id}: the topology has nodes 1..={n}")]
+    FailNode { id: u32, n: u32 },
+    #[error(
+        "all {0} nodes failed, so the topology can never be ready: see the agent's log above (RUST_LOG=info) for why"
+    )]
+    AllFailed(u32),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("the agent {0}; run `nextmini cleanup --prefix {1}`")]
@@ -222,13 +231,19 @@ impl LocalRun {
                 prefix: existing.prefix,
             });
         }
+        if let Some(&id) = opts.fail_nodes.iter().find(|&&id| id == 0 || id > n) {
+            return Err(UpError::FailNode { id, n });
+        }
         // The controller holds one end of every node's control connection.
         let fds = 1024 + u64::from(n);
         if let Err(e) = hostnet::tuning::raise_nofile(fds) {
             tracing::warn!("could not raise the open-file limit to {fds}: {e}");
         }
         let port = opts.port.unwrap_or(exp.port);
-        let listener = crate::server::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?;
+        let listen = opts
+            .listen
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        let listener = crate::server::bind(SocketAddr::new(listen, port)).await?;
         let port = listener.local_addr()?.port();
         let db_url = opts
             .db
@@ -245,16 +260,37 @@ impl LocalRun {
             .or(exp.underlay_base)
             .unwrap_or(hostnet::plan::DEFAULT_BASE);
         let no_mount = opts.no_mount || exp.no_mount;
-        let token = opts.token.then(crate::run::new_token).transpose()?;
+        // Reachable from elsewhere, it takes changes and agents only with the token.
+        let token = (opts.token || !listen.is_loopback())
+            .then(crate::run::new_token)
+            .transpose()?;
         // Check the layout here, so a bad prefix or base is reported before anything starts.
-        hostnet::UnderlayPlan::new(hostnet::Prefix::new(&prefix)?, base, n, 0)?;
+        let plan = hostnet::UnderlayPlan::new(hostnet::Prefix::new(&prefix)?, base, n, 0)?;
+        // Nodes reach the controller at their bridge's address (which the agent adds later),
+        // where it takes node sessions only. Listening on every address covers the bridges
+        // too: there, changes and agents need the token.
+        let mut node_listeners = Vec::new();
+        for bridge in plan.bridges().filter(|_| !listen.is_unspecified()) {
+            let addr = SocketAddr::from((bridge.addr, port));
+            node_listeners.push(crate::server::bind_before_address(addr)?);
+        }
         let Started {
             handle,
             store,
             run_id,
             writer,
             milestones,
-        } = crate::run::start(&exp, listener, &db_url, false, token.clone()).await?;
+        } = crate::run::start(
+            &exp,
+            listener,
+            &db_url,
+            false,
+            crate::run::Access {
+                token: token.clone(),
+                node_listeners,
+            },
+        )
+        .await?;
 
         let mem_before = MemInfo::read();
         let mut agent = tokio::process::Command::new(&opts.agent_program);
@@ -271,6 +307,9 @@ impl LocalRun {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if let Some(token) = &token {
+            agent.env("NEXTMINI_TOKEN", token);
+        }
         if no_mount {
             agent.arg("--no-mount");
         }
@@ -320,9 +359,18 @@ impl LocalRun {
         })
     }
 
+    /// Whether changes and agents must carry the run's token.
+    pub fn token_required(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// The controller's API address.
     pub fn api(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let host = match self.opts.listen {
+            Some(ip) if !ip.is_unspecified() => ip,
+            _ => std::net::IpAddr::from([127, 0, 0, 1]),
+        };
+        format!("http://{}", SocketAddr::new(host, self.port))
     }
 
     /// Waits until the topology is ready (or `interrupt` resolves: then it tears down).
@@ -346,7 +394,16 @@ impl LocalRun {
                         }
                         Milestone::NodeConnected { connected, .. } => progress(Progress::Connected(*connected)),
                         Milestone::NodeReady { ready, .. } => progress(Progress::Ready(*ready)),
-                        Milestone::NodeFailed { .. } => self.figures.failed_nodes += 1,
+                        Milestone::NodeFailed { .. } => {
+                            self.figures.failed_nodes += 1;
+                            // Nothing left that could become ready.
+                            if self.figures.failed_nodes >= n {
+                                self.handle.down();
+                                let _ = self.agent.wait().await;
+                                self.finish(RunState::Failed).await;
+                                return Err(UpError::AllFailed(n));
+                            }
+                        }
                         Milestone::TopologyReady { wiring } => break *wiring,
                         _ => {}
                     }

@@ -48,13 +48,20 @@ pub struct Started {
     pub milestones: mpsc::UnboundedReceiver<Milestone>,
 }
 
+/// Who may do what: the run's token, and where nodes (and only nodes) reach the controller.
+#[derive(Default)]
+pub struct Access {
+    pub token: Option<String>,
+    pub node_listeners: Vec<tokio::net::TcpListener>,
+}
+
 /// Opens the store, records the run and starts the controller on `listener`.
 pub async fn start(
     exp: &experiment::Experiment,
     listener: tokio::net::TcpListener,
     db_url: &str,
     multi_host: bool,
-    token: Option<String>,
+    access: Access,
 ) -> Result<Started, StoreError> {
     let port = listener.local_addr().map_err(StoreError::Io)?.port();
     let store = Store::open(db_url).await?;
@@ -95,7 +102,8 @@ pub async fn start(
         milestones_tx,
         crate::server::ServeOptions {
             run: Some((store.clone(), run_id)),
-            token,
+            token: access.token,
+            node_listeners: access.node_listeners,
         },
     );
     if store.is_postgres() {
@@ -226,7 +234,7 @@ pub async fn serve(
         run_id,
         writer,
         mut milestones,
-    } = start(exp, listener, db_url, true, None).await?;
+    } = start(exp, listener, db_url, true, Access::default()).await?;
     let recorder = tokio::spawn(async move {
         let mut figures = RunFigures::default();
         while let Some(m) = milestones.recv().await {

@@ -261,8 +261,12 @@ struct AppState {
 pub struct ServeOptions {
     /// The store and the run: flows get their ids there, and the page its time series.
     pub run: Option<(Store, i64)>,
-    /// A token that every change must carry (and the page asks for).
+    /// A token that every change must carry (and the page asks for), and agents too.
     pub token: Option<String>,
+    /// Listeners where nodes reach the controller (their bridges' addresses): node sessions
+    /// and the status only, bounded per peer (see [`crate::bounded`]). Code running inside a
+    /// node can dial these, so nothing there changes or stops the experiment.
+    pub node_listeners: Vec<TcpListener>,
 }
 
 /// Starts the controller on `listener`. Milestones go to `milestones` as they happen; flows
@@ -297,6 +301,18 @@ pub fn spawn(
         topology,
         token: options.token.map(Arc::from),
     };
+    for listener in options.node_listeners {
+        let nodes_only = Router::new()
+            .route(proto::NODE_PATH, get(node_ws))
+            .route("/api/status", get(api_status))
+            .with_state(state.clone());
+        let listener = crate::bounded::BoundedListener::new(listener);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, nodes_only).await {
+                tracing::error!("node listener stopped: {e}");
+            }
+        });
+    }
     let app = Router::new()
         .route(proto::AGENT_PATH, get(agent_ws))
         .route(proto::NODE_PATH, get(node_ws))
@@ -851,7 +867,9 @@ async fn require_token(
     let Some(token) = &s.token else {
         return next.run(request).await;
     };
-    if request.method() != axum::http::Method::POST || request.uri().path().starts_with("/agent") {
+    // Changes, and agents (which speak for nodes), carry the token; reading is open.
+    let path = request.uri().path();
+    if request.method() != axum::http::Method::POST && path != proto::AGENT_PATH {
         return next.run(request).await;
     }
     let given = request
@@ -1093,6 +1111,23 @@ async fn node_session(socket: WebSocket, tx: mpsc::UnboundedSender<Input>) {
 }
 
 /// Binds the controller's port, with an error that says what to do when it is taken.
+/// Listens at an address this host does not have yet (a bridge's, added by the agent's
+/// plumbing later): the kernel's free bind.
+pub fn bind_before_address(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |source| BindError { addr, source };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+    socket.set_reuse_address(true).map_err(err)?;
+    if addr.is_ipv4() {
+        socket.set_freebind_v4(true).map_err(err)?;
+    }
+    socket.set_nonblocking(true).map_err(err)?;
+    socket.bind(&addr.into()).map_err(err)?;
+    socket.listen(65535).map_err(err)?;
+    TcpListener::from_std(socket.into()).map_err(err)
+}
+
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()

@@ -380,20 +380,21 @@ async fn api_launch(
     exp.prefix = Some(launch.prefix.clone());
     exp.underlay_base = Some(launch.base);
     exp.name = name.clone();
-    let started = match controller::run::start(&exp, listener, &app.db_url, true, None).await {
-        Ok(s) => s,
-        Err(e) => {
-            // Nothing was sent to the hosts: the launch failed everywhere, and can be cleared.
-            let mut s = app.shared.lock().expect("no panics hold it");
-            for host in launch.shares.keys() {
-                s.head.host_launched(&name, host, false, now());
+    let started =
+        match controller::run::start(&exp, listener, &app.db_url, true, Default::default()).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Nothing was sent to the hosts: the launch failed everywhere, and can be cleared.
+                let mut s = app.shared.lock().expect("no panics hold it");
+                for host in launch.shares.keys() {
+                    s.head.host_launched(&name, host, false, now());
+                }
+                return Err(ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot start the experiment's controller: {e}"),
+                ));
             }
-            return Err(ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot start the experiment's controller: {e}"),
-            ));
-        }
-    };
+        };
     let controller::run::Started {
         handle,
         writer,

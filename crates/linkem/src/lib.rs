@@ -177,11 +177,22 @@ impl<P: Packet> Link<P> {
         &self.params
     }
 
-    /// New parameters from now on (`now` is when they take effect); packets already accepted
-    /// keep their schedule. Leaving weighted round robin sends what waits in flow order.
+    /// New parameters from now on (`now` is when they take effect). Packets already accepted
+    /// keep their schedule, with two exceptions that a cable would make too: a link going down
+    /// loses everything it holds (queued and on the wire, counted as dropped while down), and a
+    /// shorter delay brings every packet on the wire forward to arrive no later than one sent
+    /// now would (so a 20 s delay set back to 0 ms does not hold new packets behind old ones
+    /// for 20 s; the order of packets is kept). Leaving weighted round robin sends what waits
+    /// in flow order.
     pub fn set_params(&mut self, now: Instant, params: LinkParams) {
         let was_wrr = self.params.scheduler == Scheduler::Wrr;
         self.transmit(now);
+        let longest = |p: &LinkParams| p.delay.duration().saturating_add(p.jitter.duration());
+        if self.params.up && !params.up {
+            self.drop_everything();
+        } else if longest(&params) < longest(&self.params) {
+            self.bring_forward(now + longest(&params));
+        }
         self.params = params;
         if was_wrr && params.scheduler == Scheduler::Fifo {
             // Everything waiting is scheduled now, in the order the scheduler would have taken.
@@ -189,6 +200,33 @@ impl<P: Packet> Link<P> {
                 let _ = self.send(arrived.max(self.busy_until.unwrap_or(arrived)), p);
             }
         }
+    }
+
+    /// A link going down: what waits, what is in the transmitter and what is on the wire is
+    /// gone.
+    fn drop_everything(&mut self) {
+        let held = self.in_flight.len() + self.waiting.packets();
+        while self.waiting.pop().is_some() {}
+        self.in_flight.clear();
+        self.backlog.clear();
+        self.backlog_bytes = 0;
+        self.busy_until = None;
+        self.last_delivery = None;
+        self.counters.dropped_down += held as u64;
+    }
+
+    /// Every packet on the wire arrives by `latest` (order kept: the clamp is monotone).
+    fn bring_forward(&mut self, latest: Instant) {
+        // The latest delivery scheduled so far bounds every packet on the wire.
+        if self.last_delivery.is_none_or(|l| l <= latest) {
+            return;
+        }
+        let packets = std::mem::take(&mut self.in_flight).into_vec();
+        self.in_flight = packets
+            .into_iter()
+            .map(|Reverse((t, seq, p))| Reverse((t.min(latest), seq, p)))
+            .collect();
+        self.last_delivery = self.last_delivery.map(|l| l.min(latest));
     }
 
     /// Makes a change from `now` on (see [`Link::set_params`]).
@@ -943,5 +981,85 @@ mod tests {
             }
         }
         assert_eq!(n, 10);
+    }
+
+    #[test]
+    fn a_shorter_delay_brings_packets_on_the_wire_forward_in_order() {
+        let t0 = Instant::now();
+        let mut link = Link::new(
+            LinkParams {
+                delay: span(Duration::from_secs(20)),
+                ..Default::default()
+            },
+            1,
+        );
+        for i in 0..3 {
+            let _ = link.handle_arrival(t0 + ms(i), 100 + i as usize);
+        }
+        // Five seconds later the delay goes back to zero and a packet follows.
+        let t1 = t0 + Duration::from_secs(5);
+        link.apply(
+            t1,
+            &LinkChange {
+                delay: Some(Span::ZERO),
+                ..Default::default()
+            },
+        );
+        let _ = link.handle_arrival(t1, 7);
+        let out = drain(&mut link);
+        assert_eq!(
+            out.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+            vec![100, 101, 102, 7]
+        );
+        assert!(out.iter().all(|(_, t)| *t == t1), "{out:?}");
+        // A longer delay leaves packets already on the wire where they were.
+        let _ = link.handle_arrival(t1, 1);
+        link.apply(
+            t1,
+            &LinkChange {
+                delay: Some(span(ms(50))),
+                ..Default::default()
+            },
+        );
+        let _ = link.handle_arrival(t1, 2);
+        assert_eq!(drain(&mut link), vec![(1, t1), (2, t1 + ms(50))]);
+    }
+
+    #[test]
+    fn going_down_loses_what_the_link_holds_and_up_again_carries_at_once() {
+        let t0 = Instant::now();
+        let mut link = Link::new(
+            LinkParams {
+                rate: rate(8_000_000),
+                delay: span(Duration::from_secs(3600)),
+                ..Default::default()
+            },
+            1,
+        );
+        for _ in 0..5 {
+            let _ = link.handle_arrival(t0, 1000);
+        }
+        assert_eq!(link.in_flight(), 5);
+        let down = LinkChange {
+            up: Some(false),
+            ..Default::default()
+        };
+        link.apply(t0 + ms(1), &down);
+        assert_eq!(link.in_flight(), 0);
+        assert_eq!(link.queue_depth(t0 + ms(1)), 0);
+        assert_eq!(link.counters().dropped_down, 5);
+        assert_eq!(link.poll_timeout(), None);
+        let t1 = t0 + ms(2);
+        link.apply(
+            t1,
+            &LinkChange {
+                up: Some(true),
+                delay: Some(span(ms(1))),
+                ..Default::default()
+            },
+        );
+        let _ = link.handle_arrival(t1, 1000);
+        // 1 ms on the transmitter and 1 ms of delay: nothing old in front of it.
+        assert_eq!(drain(&mut link), vec![(1000, t1 + ms(2))]);
     }
 }

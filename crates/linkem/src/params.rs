@@ -611,6 +611,32 @@ mod tests {
     }
 
     #[test]
+    fn api_bodies_out_of_range_or_with_unknown_keys_are_refused() {
+        for body in [
+            r#"{"loss": 1.5}"#,
+            r#"{"loss": -1}"#,
+            r#"{"loss": "150%"}"#,
+            r#"{"delay": 18446744073709551615}"#,
+            r#"{"delay_ns": 18446744073709551615}"#,
+            r#"{"delay": "-5ms"}"#,
+            r#"{"delay": "1000h"}"#,
+            r#"{"jitter": "1000h"}"#,
+            r#"{"rate": 0}"#,
+            r#"{"rate": "0mbit"}"#,
+            r#"{"gilbert_elliott": {"p": 5, "r": 0.1}}"#,
+            r#"{"down": true}"#,
+            r#"{"queue": 0}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<LinkChange>(body).is_err(),
+                "{body} was accepted"
+            );
+        }
+        let ok: LinkChange = serde_json::from_str(r#"{"delay": "20ms", "up": false}"#).unwrap();
+        assert_eq!(ok.delay, Span::from_millis(20).into());
+    }
+
+    #[test]
     fn later_changes_win_and_replace_their_alternatives() {
         let base = LinkChange::from_short("rate=10mbit,loss=1%,queue=50").unwrap();
         let later = LinkChange {

@@ -82,6 +82,11 @@ pub struct UpArgs {
     /// run.json, which only its owner can read; nextmini's commands send it).
     #[arg(long)]
     pub token: bool,
+    /// Where the API and the live view listen (default 127.0.0.1: this host only; nodes
+    /// reach the controller at their bridges' addresses, where it takes node sessions and
+    /// nothing else). Another address (0.0.0.0 for all) makes the run need its token.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<std::net::IpAddr>,
 }
 
 /// Reads the experiment from the arguments.
@@ -155,6 +160,7 @@ async fn run_async(args: UpArgs, exp: experiment::Experiment) -> Result<()> {
         fail_nodes: args.fail_nodes.clone(),
         agent_program: std::env::current_exe()?,
         token: args.token,
+        listen: args.listen,
     };
     let mut run = LocalRun::start(exp, opts).await?;
     let bars = Bars::new(u64::from(n));
@@ -179,7 +185,7 @@ async fn run_async(args: UpArgs, exp: experiment::Experiment) -> Result<()> {
         println!(
             "live view: {}/{}",
             run.api(),
-            if args.token {
+            if run.token_required() {
                 " (changes need the token in run.json)"
             } else {
                 " (read-only; --token to change things from the page)"

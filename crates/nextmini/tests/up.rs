@@ -252,6 +252,50 @@ fn a_failing_node_does_not_stop_the_run() {
     // The ring loses the two links of node 4; the other eight come up.
     assert_eq!(j["links_up"], 8);
     assert_eq!(leftovers("tuc"), Vec::<String>::new());
+    let outside = nextmini(&[
+        "up",
+        "--topo",
+        "ring,3",
+        "--prefix",
+        "tuc",
+        "--state-dir",
+        s.state(),
+        "--fail-node",
+        "9",
+    ]);
+    assert!(
+        text(&outside.stderr).contains("--fail-node 9: the topology has nodes 1..=3"),
+        "{}",
+        text(&outside.stderr)
+    );
+    // Every node failing ends the run with the reason instead of waiting forever.
+    let all = nextmini(&[
+        "up",
+        "--topo",
+        "ring,3",
+        "--prefix",
+        "tuc",
+        "--base",
+        "172.20.104.0",
+        "--port",
+        &port,
+        "--state-dir",
+        s.state(),
+        "--exit-when-ready",
+        "--fail-node",
+        "1",
+        "--fail-node",
+        "2",
+        "--fail-node",
+        "3",
+    ]);
+    assert!(!all.status.success());
+    assert!(
+        text(&all.stderr).contains("all 3 nodes failed"),
+        "{}",
+        text(&all.stderr)
+    );
+    assert_eq!(leftovers("tuc"), Vec::<String>::new());
 }
 
 #[test]

@@ -1,0 +1,256 @@
+//! The listener that nodes reach: code inside an emulated node can dial it, so it is bounded.
+//! Each peer address gets a few connections at a time (a node needs one session, and a status
+//! poll now and then), and a connection that says nothing for a while is closed, so that one
+//! node can't hold the controller's descriptors.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Connections one peer address may hold at once.
+pub const PER_PEER: usize = 8;
+/// How long a new connection may stay silent before it is closed.
+pub const SILENT_FOR: Duration = Duration::from_secs(10);
+
+/// Open connections per peer address: a pure count, checked and tested on its own.
+#[derive(Debug, Default)]
+pub struct PeerCounts {
+    open: HashMap<IpAddr, usize>,
+}
+
+impl PeerCounts {
+    /// Takes a place for `peer`, or None when it holds `limit` already.
+    pub fn admit(&mut self, peer: IpAddr, limit: usize) -> Option<()> {
+        let n = self.open.entry(peer).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(())
+    }
+
+    pub fn release(&mut self, peer: IpAddr) {
+        if let Some(n) = self.open.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.open.remove(&peer);
+            }
+        }
+    }
+
+    pub fn open(&self, peer: IpAddr) -> usize {
+        self.open.get(&peer).copied().unwrap_or(0)
+    }
+}
+
+pub struct BoundedListener {
+    inner: TcpListener,
+    counts: Arc<Mutex<PeerCounts>>,
+    per_peer: usize,
+    silent_for: Duration,
+}
+
+impl BoundedListener {
+    pub fn new(inner: TcpListener) -> Self {
+        BoundedListener {
+            inner,
+            counts: Arc::default(),
+            per_peer: PER_PEER,
+            silent_for: SILENT_FOR,
+        }
+    }
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = BoundedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (BoundedStream, SocketAddr) {
+        loop {
+            let (stream, peer) = match self.inner.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors or similar: wait rather than spin.
+                    tracing::warn!("node listener: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let admitted = self
+                .counts
+                .lock()
+                .expect("no panics hold it")
+                .admit(peer.ip(), self.per_peer);
+            if admitted.is_none() {
+                tracing::debug!("{peer} holds {} connections already: closed", self.per_peer);
+                drop(stream);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            return (
+                BoundedStream {
+                    inner: stream,
+                    peer: peer.ip(),
+                    counts: self.counts.clone(),
+                    silence: Some(Box::pin(tokio::time::sleep(self.silent_for))),
+                },
+                peer,
+            );
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A node's connection: gives its place back when closed; fails a read if nothing arrived
+/// within the silence allowed.
+pub struct BoundedStream {
+    inner: TcpStream,
+    peer: IpAddr,
+    counts: Arc<Mutex<PeerCounts>>,
+    /// Until the first byte: when the connection counts as idle.
+    silence: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Drop for BoundedStream {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.counts.lock() {
+            c.release(self.peer);
+        }
+    }
+}
+
+impl AsyncRead for BoundedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        match polled {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                self.silence = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => {
+                let silent_too_long = self
+                    .silence
+                    .as_mut()
+                    .is_some_and(|silence| silence.as_mut().poll(cx).is_ready());
+                if silent_too_long {
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "silent connection closed",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for BoundedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_peer_gets_its_own_few_places_back_when_it_closes() {
+        let mut c = PeerCounts::default();
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        for _ in 0..3 {
+            assert!(c.admit(a, 3).is_some());
+        }
+        assert!(c.admit(a, 3).is_none());
+        assert!(c.admit(b, 3).is_some());
+        c.release(a);
+        assert_eq!(c.open(a), 2);
+        assert!(c.admit(a, 3).is_some());
+        for _ in 0..3 {
+            c.release(a);
+        }
+        c.release(b);
+        assert!(c.open.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_and_a_talking_one_is_not() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let inner = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = inner.local_addr().unwrap();
+        let mut listener = BoundedListener {
+            inner,
+            counts: Arc::default(),
+            per_peer: 2,
+            silent_for: Duration::from_millis(200),
+        };
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut talking = TcpStream::connect(addr).await.unwrap();
+        let over = TcpStream::connect(addr).await.unwrap();
+        let (mut s1, _) = axum::serve::Listener::accept(&mut listener).await;
+        let (mut s2, _) = axum::serve::Listener::accept(&mut listener).await;
+        // A third from the same address is closed at accept, and accept waits on.
+        let third = tokio::time::timeout(
+            Duration::from_millis(100),
+            axum::serve::Listener::accept(&mut listener),
+        )
+        .await;
+        assert!(third.is_err());
+        let mut over = over;
+        let mut byte = [0u8; 1];
+        assert_eq!(over.read(&mut byte).await.unwrap(), 0);
+        // The talking one stays; the silent one fails its read once the silence is over.
+        talking.write_all(b"x").await.unwrap();
+        s2.read_exact(&mut byte).await.unwrap();
+        let e = s1.read(&mut byte).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        let quiet = tokio::time::timeout(Duration::from_millis(300), s2.read(&mut byte)).await;
+        assert!(quiet.is_err(), "a connection that spoke is not timed out");
+        drop(s1);
+        assert_eq!(listener.counts.lock().unwrap().open(addr.ip()), 1);
+        let _ = silent.write_all(b"late").await;
+    }
+}

@@ -1,0 +1,215 @@
+//! What code inside an emulated node can reach of the controller, on the real kernel: node
+//! sessions and the status at its gateway, nothing that changes or stops the experiment; and a
+//! controller listening beyond this host wants the run's token. Each test owns a prefix, an
+//! underlay subnet, a port and a state directory, swept when it ends, also on failure.
+
+use std::path::{Path, PathBuf};
+
+use hostnet::Prefix;
+
+mod common;
+use common::{NETNS_DIR, free_port, leftovers, nextmini, text};
+
+struct Scratch {
+    prefix: &'static str,
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new(prefix: &'static str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("nextmini-test-{prefix}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch { prefix, dir }
+    }
+
+    fn state(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = nextmini(&["down", "--state-dir", self.state()]);
+        let _ = hostnet::cleanup::sweep(&Prefix::new(self.prefix).unwrap(), Path::new(NETNS_DIR));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn up(s: &Scratch, base: &str, port: &str, extra: &[&str]) {
+    let mut args = vec![
+        "up",
+        "--topo",
+        "ring,6",
+        "--prefix",
+        s.prefix,
+        "--base",
+        base,
+        "--port",
+        port,
+        "--state-dir",
+        s.state(),
+        "--detach",
+    ];
+    args.extend_from_slice(extra);
+    let out = nextmini(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Runs a Python program inside node `node`; its standard output.
+fn in_node(s: &Scratch, node: &str, program: &str) -> String {
+    let out = nextmini(&[
+        "exec",
+        node,
+        "--state-dir",
+        s.state(),
+        "--",
+        "python3",
+        "-c",
+        program,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+#[test]
+fn code_in_a_node_can_neither_stop_nor_change_the_experiment() {
+    let s = Scratch::new("tsa");
+    let port = free_port().to_string();
+    up(&s, "172.20.192.0", &port, &[]);
+    // Everything a node could try at its gateway (where its session goes), and at the host's
+    // loopback (which is not the node's).
+    let program = r#"
+import os, socket, urllib.request, urllib.error
+api = os.environ["NEXTMINI_API"]
+def ask(method, path, body=None):
+    req = urllib.request.Request(api + path, data=body, method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError as e:
+        return type(e).__name__
+print("down", ask("POST", "/api/down", b"{}"))
+print("link", ask("POST", "/api/links/1/2", b'{"up": false}'))
+print("routes", ask("POST", "/api/routes", b'{"src": 1, "dst": 4, "path": [1, 6, 5, 4]}'))
+print("flows", ask("POST", "/api/flows", b'{"src_node_id": 1, "dst_node_id": 2, "flow_spec": {"bytes": 1000}}'))
+print("agent", ask("GET", "/agent"))
+print("status", ask("GET", "/api/status"))
+port = api.rsplit(":", 1)[1]
+try:
+    socket.create_connection(("127.0.0.1", int(port)), timeout=2).close()
+    print("loopback open")
+except OSError:
+    print("loopback closed")
+# Hold many idle connections: only a few are kept.
+host = api.split("//")[1].rsplit(":", 1)[0]
+held = []
+for _ in range(200):
+    c = socket.create_connection((host, int(port)), timeout=5)
+    held.append(c)
+kept = 0
+for c in held:
+    c.settimeout(3)
+    try:
+        kept += c.recv(1) != b""
+    except socket.timeout:
+        kept += 1
+    except OSError:
+        pass
+print("kept", kept)
+"#;
+    let said = in_node(&s, "4", program);
+    for line in [
+        "down 404",
+        "link 404",
+        "routes 404",
+        "flows 404",
+        "agent 404",
+        "status 200",
+        "loopback closed",
+    ] {
+        assert!(said.lines().any(|l| l == line), "{line}: {said}");
+    }
+    let kept: usize = said
+        .lines()
+        .find_map(|l| l.strip_prefix("kept "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(kept <= controller::bounded::PER_PEER, "{said}");
+    // The experiment is as it was, and its API answers on this host.
+    let status = nextmini(&["status", "--state-dir", s.state()]);
+    assert!(
+        text(&status.stdout).contains("| ready | ring(6) | 6 | 6 | 6 | 0 | 6 | 6 |"),
+        "{}{}",
+        text(&status.stdout),
+        text(&status.stderr)
+    );
+    let ping = nextmini(&[
+        "exec",
+        "1",
+        "--state-dir",
+        s.state(),
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "2",
+        "10.0.0.4",
+    ]);
+    assert!(ping.status.success(), "{}", text(&ping.stdout));
+    let down = nextmini(&["down", "--state-dir", s.state()]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert_eq!(leftovers("tsa"), Vec::<String>::new());
+}
+
+#[test]
+fn listening_beyond_this_host_needs_the_token() {
+    let s = Scratch::new("tsb");
+    let port = free_port().to_string();
+    up(&s, "172.20.196.0", &port, &["--listen", "0.0.0.0"]);
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.dir.join("run.json")).unwrap()).unwrap();
+    let token = run["token"].as_str().expect("a token was made").to_owned();
+    assert_eq!(token.len(), 32);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.dir.join("run.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "run.json is readable by others: {mode:o}");
+    // Without the token: refused, and nothing changed.
+    let url = format!("http://127.0.0.1:{port}/api/links/1/2");
+    let refused = ureq::post(&url)
+        .header("content-type", "application/json")
+        .send(r#"{"up": false}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("401"), "{refused}");
+    // An agent session without it too (the run's own agent got it and wired the ring).
+    let agent = ureq::get(&format!("http://127.0.0.1:{port}/agent"))
+        .call()
+        .unwrap_err()
+        .to_string();
+    assert!(agent.contains("401"), "{agent}");
+    // nextmini's commands send it.
+    let set = nextmini(&[
+        "link",
+        "set",
+        "1-2",
+        "--delay",
+        "7ms",
+        "--state-dir",
+        s.state(),
+    ]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    let show = text(&nextmini(&["link", "show", "1-2", "--state-dir", s.state()]).stdout);
+    assert!(show.contains("| 1→2 | up | unshaped | 7ms |"), "{show}");
+    let down = nextmini(&["down", "--state-dir", s.state()]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert_eq!(leftovers("tsb"), Vec::<String>::new());
+}
