@@ -177,7 +177,8 @@ class Experiment:
                     timeout=300,
                 )
         finally:
-            subprocess.run([binary(), "cleanup", "--prefix", self.prefix], capture_output=True, text=True)
+            # Its own prefix, after `down`: whatever is left is ours to remove.
+            subprocess.run([binary(), "cleanup", "--prefix", self.prefix, "--force"], capture_output=True, text=True)
             self._remove_state()
 
     def _remove_state(self) -> None:

@@ -64,7 +64,8 @@ function formatRate(bps) {
 
 function build(t) {
   const g = new Graph({ type: "undirected" });
-  const size = t.nodes > 2000 ? 1.5 : t.nodes > 300 ? 3 : 6;
+  // Small enough on large graphs that the links (and their load) show between the nodes.
+  const size = Math.max(0.8, Math.min(6, 600 / t.nodes));
   for (let i = 1; i <= t.nodes; i++) {
     g.addNode(String(i), { label: (t.names && t.names[i - 1]) || String(i), size, color: NODE_COLOURS.p, x: 0, y: 0 });
   }

@@ -60,6 +60,8 @@ pub enum AgentError {
     #[error(transparent)]
     Plumbing(#[from] hostnet::CreateError),
     #[error(transparent)]
+    Claim(#[from] hostnet::claim::ClaimError),
+    #[error(transparent)]
     Tuning(#[from] hostnet::tuning::TuningError),
     #[error("agent: {0}")]
     Io(#[from] std::io::Error),
@@ -97,6 +99,9 @@ pub async fn run(
 ) -> Result<AgentReport, AgentError> {
     let plan = cfg.spec.plan.clone();
     let n = plan.n_nodes();
+    // Before anything else: this run's prefix is ours while the agent lives: no other run plumbs over it, and
+    // `cleanup` leaves it alone.
+    let _claim = hostnet::claim::PrefixClaim::take(plan.prefix())?;
     let controller_err = |message: String| AgentError::Controller {
         addr: cfg.controller,
         message,
@@ -241,6 +246,11 @@ pub async fn run(
     let mut waiting = Waiting::default();
     let before = hostnet::procfs::mem_available();
     let started = Instant::now();
+    // A signal during plumbing can't stop the creating threads midway: plumbing finishes, then
+    // everything is torn down (before, SIGINT or SIGTERM here killed the agent and left
+    // namespaces behind).
+    tokio::pin!(shutdown);
+    let mut interrupted = false;
     let mut plumbing = tokio::task::spawn_blocking(move || {
         Fabric::create(&spec, &|done, plan| {
             let report = done % step == 0 || done == spec.plan.n_nodes();
@@ -267,6 +277,10 @@ pub async fn run(
                     let handle = hostnet::netns::NsHandle::Path(dir.join(&plan.netns_name));
                     start_node(&mut tasks, &plan, handle);
                 }
+            }
+            () = &mut shutdown, if !interrupted => {
+                tracing::info!("signal received while plumbing: tearing down once it is done");
+                interrupted = true;
             }
             result = &mut plumbing => {
                 match result.expect("plumbing thread panicked") {
@@ -301,44 +315,45 @@ pub async fn run(
         },
     )
     .await;
-    if mounted.is_none() {
+    if mounted.is_none() && !interrupted {
         for node in fabric.nodes() {
             start_node(&mut tasks, &node.plan, node.netns.handle());
         }
     }
 
     let mut failed = 0;
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => {
-                tracing::info!("signal received: tearing down");
-                break;
-            }
-            msg = incoming.next() => match msg {
-                Some(Ok(Message::Binary(b))) => {
-                    if let Ok(ControllerToAgent::Shutdown) = proto::decode::<ControllerToAgent>(&b) {
-                        tracing::info!("the controller asked for teardown");
-                        break;
-                    }
-                }
-                Some(Ok(_)) => {}
-                _ => {
-                    tracing::warn!("the controller went away: tearing down");
+    if !interrupted {
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => {
+                    tracing::info!("signal received: tearing down");
                     break;
                 }
-            },
-            Some(id) = ports_up.recv(), if !waiting.is_empty() => {
-                if let (Some(plan), Some(dir)) = (waiting.port_up(id), &mounted) {
-                    let handle = hostnet::netns::NsHandle::Path(dir.join(&plan.netns_name));
-                    start_node(&mut tasks, &plan, handle);
+                msg = incoming.next() => match msg {
+                    Some(Ok(Message::Binary(b))) => {
+                        if let Ok(ControllerToAgent::Shutdown) = proto::decode::<ControllerToAgent>(&b) {
+                            tracing::info!("the controller asked for teardown");
+                            break;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    _ => {
+                        tracing::warn!("the controller went away: tearing down");
+                        break;
+                    }
+                },
+                Some(id) = ports_up.recv(), if !waiting.is_empty() => {
+                    if let (Some(plan), Some(dir)) = (waiting.port_up(id), &mounted) {
+                        let handle = hostnet::netns::NsHandle::Path(dir.join(&plan.netns_name));
+                        start_node(&mut tasks, &plan, handle);
+                    }
                 }
-            }
-            Some(done) = tasks.join_next() => {
-                if let Ok((node, Err(e))) = done {
-                    failed += 1;
-                    tracing::warn!("{e}");
-                    send(&mut sink, &AgentToController::NodeFailed { node, reason: e.to_string() }).await;
+                Some(done) = tasks.join_next() => {
+                    if let Ok((node, Err(e))) = done {
+                        failed += 1;
+                        tracing::warn!("{e}");
+                        send(&mut sink, &AgentToController::NodeFailed { node, reason: e.to_string() }).await;
+                    }
                 }
             }
         }

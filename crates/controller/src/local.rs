@@ -11,7 +11,7 @@
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -198,6 +198,8 @@ pub struct LocalRun {
     unfinished_flows: std::collections::HashSet<u64>,
     /// Whether any flow was seen: `until flows done` waits for one.
     any_flow: bool,
+    /// The state directory, held while the run lives.
+    _state_claim: hostnet::claim::Claim,
 }
 
 /// How long [`LocalRun::hold`] keeps the run.
@@ -222,15 +224,26 @@ impl LocalRun {
             dir: dir.clone(),
             source,
         })?;
-        if let Ok(existing) = RunFile::load(dir)
-            && Path::new(&format!("/proc/{}", existing.pid)).exists()
-        {
-            return Err(UpError::AlreadyRunning {
-                dir: dir.clone(),
-                pid: existing.pid,
-                prefix: existing.prefix,
-            });
-        }
+        // The state directory is this run's while it lives (a lock the kernel drops with the
+        // process, so a killed run's directory is free again and a reused pid means nothing).
+        let state_claim = match hostnet::claim::Claim::take(&RunFile::lock_path(dir)) {
+            Ok(Ok(claim)) => claim,
+            Ok(Err(pid)) => {
+                return Err(UpError::AlreadyRunning {
+                    dir: dir.clone(),
+                    pid,
+                    prefix: RunFile::load(dir).map_or_else(|_| "?".into(), |r| r.prefix),
+                });
+            }
+            Err(source) => {
+                return Err(UpError::StateDir {
+                    dir: dir.clone(),
+                    source,
+                });
+            }
+        };
+        // A run file left by a killed run is stale.
+        let _ = std::fs::remove_file(RunFile::path(dir));
         if let Some(&id) = opts.fail_nodes.iter().find(|&&id| id == 0 || id > n) {
             return Err(UpError::FailNode { id, n });
         }
@@ -356,7 +369,16 @@ impl LocalRun {
             figures: RunFigures::default(),
             unfinished_flows: Default::default(),
             any_flow: false,
+            _state_claim: state_claim,
         })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn name(&self) -> String {
+        self.exp.name.clone()
     }
 
     /// Whether changes and agents must carry the run's token.
@@ -474,13 +496,9 @@ impl LocalRun {
         })))
     }
 
-    /// Writes the run file and keeps the run until `stop`, `nextmini down`, or the agent's
-    /// end.
-    pub async fn hold(
-        &mut self,
-        stop: impl Future<Output = ()>,
-        hold: Hold,
-    ) -> Result<(), UpError> {
+    /// Writes the run file, through which `down`, `status`, `exec` and the rest find the run
+    /// (before `up --detach` says it is ready, so that they find it at once).
+    pub fn write_run_file(&self) -> Result<(), UpError> {
         let run_file = RunFile {
             api: self.api(),
             prefix: self.prefix.clone(),
@@ -496,6 +514,17 @@ impl LocalRun {
             token: self.token.clone(),
         };
         run_file.save(&self.opts.state_dir)?;
+        Ok(())
+    }
+
+    /// Keeps the run until `stop`, `nextmini down`, or the agent's end (with its run file,
+    /// written again: the same content, replaced whole).
+    pub async fn hold(
+        &mut self,
+        stop: impl Future<Output = ()>,
+        hold: Hold,
+    ) -> Result<(), UpError> {
+        self.write_run_file()?;
         let mut waiting = self.handle.clone();
         let mut stop = std::pin::pin!(stop);
         // Once every flow is done, the nodes' next reports still carry their last bytes.

@@ -178,6 +178,15 @@ pub enum RunFileError {
     Missing { path: PathBuf },
     #[error("{} is damaged ({message}): remove it if no experiment runs", path.display())]
     Damaged { path: PathBuf, message: String },
+    #[error(
+        "the experiment in {} is gone (its process {pid} was killed or crashed): `nextmini down --state-dir {}` clears it and says what it left",
+        dir.display(), dir.display()
+    )]
+    Gone {
+        dir: PathBuf,
+        pid: u32,
+        prefix: String,
+    },
 }
 
 impl RunFile {
@@ -185,7 +194,35 @@ impl RunFile {
         state_dir.join("run.json")
     }
 
+    /// Held (locked) by the run's process while it lives.
+    pub fn lock_path(state_dir: &Path) -> PathBuf {
+        state_dir.join("run.lock")
+    }
+
+    /// Whether the run's process still holds its state directory (false after a crash or a
+    /// kill, whatever became of its pid).
+    pub fn is_alive(state_dir: &Path) -> bool {
+        matches!(
+            hostnet::claim::Claim::holder(&Self::lock_path(state_dir)),
+            Ok(Some(_))
+        )
+    }
+
+    /// The running experiment's file; [`RunFileError::Gone`] when its process is not alive.
     pub fn load(state_dir: &Path) -> Result<Self, RunFileError> {
+        let run = Self::load_any(state_dir)?;
+        if !Self::is_alive(state_dir) {
+            return Err(RunFileError::Gone {
+                dir: state_dir.to_owned(),
+                pid: run.pid,
+                prefix: run.prefix,
+            });
+        }
+        Ok(run)
+    }
+
+    /// The file as it is, whether its run lives or not.
+    pub fn load_any(state_dir: &Path) -> Result<Self, RunFileError> {
         let path = Self::path(state_dir);
         let text = std::fs::read_to_string(&path)
             .map_err(|_| RunFileError::Missing { path: path.clone() })?;
@@ -199,18 +236,21 @@ impl RunFile {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let path = Self::path(state_dir);
-        // Owner only: it may hold the run's token.
-        let _ = std::fs::remove_file(&path);
+        // Written aside and renamed: a reader sees the whole file or none. Owner only: it may
+        // hold the run's token.
+        let aside = path.with_extension("json.new");
+        let _ = std::fs::remove_file(&aside);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&path)?;
+            .open(&aside)?;
         file.write_all(
             serde_json::to_string_pretty(self)
                 .map_err(std::io::Error::other)?
                 .as_bytes(),
-        )
+        )?;
+        std::fs::rename(&aside, &path)
     }
 
     /// A client of the run's controller, with its token.

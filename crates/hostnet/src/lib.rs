@@ -7,6 +7,7 @@
 //! [`cleanup::sweep`] removes a prefix's leftovers.
 
 pub mod bench;
+pub mod claim;
 pub mod cleanup;
 pub mod fabric;
 pub mod monitor;

@@ -19,9 +19,17 @@ pub fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn cleanup(prefix: &str, netns_dir: &Path, dry_run: bool) -> Result<()> {
+pub fn cleanup(prefix: &str, netns_dir: &Path, dry_run: bool, force: bool) -> Result<()> {
     require_root("nextmini cleanup")?;
     let prefix = Prefix::new(prefix)?;
+    // A live run's agent holds its prefix: its namespaces are not leftovers.
+    if let Some(pid) = hostnet::claim::PrefixClaim::holder(&prefix)?
+        && !force
+    {
+        bail!(
+            "prefix {prefix} belongs to a running experiment (agent pid {pid}): stop it with `nextmini down`, or remove it anyway with `nextmini cleanup --prefix {prefix} --force`"
+        );
+    }
     if dry_run {
         for line in hostnet::cleanup::find(&prefix, netns_dir)? {
             println!("{line}");

@@ -82,6 +82,9 @@ enum Command {
         /// List what would be removed, and remove nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Remove the prefix's namespaces even when a running experiment holds them.
+        #[arg(long)]
+        force: bool,
     },
     /// The head: pools the hosts whose agents register with it and runs experiments on them.
     Serve(exp::ServeArgs),
@@ -134,7 +137,8 @@ fn main() -> ExitCode {
             prefix,
             netns_dir,
             dry_run,
-        }) => host::cleanup(&prefix, &netns_dir, dry_run).map(done),
+            force,
+        }) => host::cleanup(&prefix, &netns_dir, dry_run, force).map(done),
         Some(Command::Bench(cmd)) => bench::run(cmd).map(done),
         Some(Command::Schedule(args)) => schedule::run(args).map(done),
         Some(Command::Serve(args)) => exp::serve(args).map(done),

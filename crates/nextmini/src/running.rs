@@ -184,7 +184,20 @@ pub fn status(state_dir: &Path) -> Result<()> {
 
 pub fn down(state_dir: &Path) -> Result<()> {
     host::require_root("nextmini down")?;
-    let run = RunFile::load(state_dir)?;
+    let run = match RunFile::load(state_dir) {
+        Err(controller::run::RunFileError::Gone { pid, .. }) => {
+            // Killed or crashed: clear its file, and say what it left.
+            let run = RunFile::load_any(state_dir)?;
+            let _ = std::fs::remove_file(RunFile::path(state_dir));
+            leftovers_of(&run)?;
+            println!(
+                "experiment {} was already gone (its process {pid} had ended); its run file is cleared and it left nothing",
+                run.name
+            );
+            return Ok(());
+        }
+        other => other?,
+    };
     // Watch the run's process before asking, so its exit can't be missed.
     let pidfd = pidfd_open(run.pid);
     run.client().down()?;
@@ -199,7 +212,28 @@ pub fn down(state_dir: &Path) -> Result<()> {
             bail!("the experiment did not finish tearing down within 5 minutes");
         }
     }
+    leftovers_of(&run)?;
     println!("experiment {} is down", run.name);
+    Ok(())
+}
+
+/// Fails, naming what is left, when a run that ended left anything of its prefix on this host
+/// (an agent killed while tearing down, for instance).
+fn leftovers_of(run: &RunFile) -> Result<()> {
+    check_nothing_left(&run.name, &run.prefix)
+}
+
+/// Fails, naming what is left, when anything of `prefix` is still on this host.
+pub fn check_nothing_left(name: &str, prefix: &str) -> Result<()> {
+    let prefix = hostnet::Prefix::new(prefix)?;
+    let left = hostnet::cleanup::find(&prefix, Path::new(hostnet::netns::DEFAULT_NETNS_DIR))?;
+    if !left.is_empty() {
+        bail!(
+            "experiment {name} ended but left {} things of prefix {prefix} behind (first: {}): remove them with `nextmini cleanup --prefix {prefix}`",
+            left.len(),
+            left[0]
+        );
+    }
     Ok(())
 }
 

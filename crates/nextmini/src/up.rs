@@ -174,7 +174,10 @@ async fn run_async(args: UpArgs, exp: experiment::Experiment) -> Result<()> {
     bars.clear();
     let summary = match wired? {
         Wired::Ready(summary) => summary,
-        Wired::Interrupted => return Ok(()),
+        Wired::Interrupted => {
+            crate::running::check_nothing_left(&run.name(), run.prefix())?;
+            bail!("interrupted before the topology was ready; everything it created was removed");
+        }
     };
     print!("{}", summary.table());
     println!(
@@ -197,6 +200,7 @@ async fn run_async(args: UpArgs, exp: experiment::Experiment) -> Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     if !args.exit_when_ready {
+        run.write_run_file()?;
         if std::env::var_os(DETACHED_ENV).is_some() {
             println!("{READY_LINE}");
             detach_stdout();

@@ -162,9 +162,47 @@ print("kept", kept)
         "10.0.0.4",
     ]);
     assert!(ping.status.success(), "{}", text(&ping.stdout));
+    // The running experiment's prefix is not a crash's leftovers: cleanup refuses it, and a
+    // second run can't plumb over it.
+    let cleanup = nextmini(&["cleanup", "--prefix", "tsa"]);
+    assert!(!cleanup.status.success());
+    assert!(
+        text(&cleanup.stderr).contains("prefix tsa belongs to a running experiment"),
+        "{}",
+        text(&cleanup.stderr)
+    );
+    let other = s.dir.join("second");
+    let second = nextmini(&[
+        "up",
+        "--topo",
+        "ring,3",
+        "--prefix",
+        "tsa",
+        "--base",
+        "172.20.200.0",
+        "--port",
+        &free_port().to_string(),
+        "--state-dir",
+        other.to_str().unwrap(),
+        "--exit-when-ready",
+    ]);
+    assert!(!second.status.success());
+    assert!(
+        text(&second.stderr).contains("prefix tsa belongs to a running experiment"),
+        "{}",
+        text(&second.stderr)
+    );
+    let status = nextmini(&["status", "--state-dir", s.state()]);
+    assert!(
+        text(&status.stdout).contains("| ready | ring(6) | 6 | 6 | 6 | 0 | 6 | 6 |"),
+        "{}",
+        text(&status.stdout)
+    );
     let down = nextmini(&["down", "--state-dir", s.state()]);
     assert!(down.status.success(), "{}", text(&down.stderr));
     assert_eq!(leftovers("tsa"), Vec::<String>::new());
+    let after = nextmini(&["cleanup", "--prefix", "tsa"]);
+    assert!(after.status.success(), "{}", text(&after.stderr));
 }
 
 #[test]

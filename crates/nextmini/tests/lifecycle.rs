@@ -1,0 +1,162 @@
+//! Runs that end badly, on the real kernel: interrupted while plumbing, killed while running,
+//! two runs wanting one state directory. Each test owns a prefix, an underlay subnet, a port
+//! and a state directory, swept when it ends, also on failure.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hostnet::Prefix;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+mod common;
+use common::{NETNS_DIR, free_port, leftovers, nextmini, text};
+
+struct Scratch {
+    prefix: &'static str,
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new(prefix: &'static str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("nextmini-test-{prefix}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch { prefix, dir }
+    }
+
+    fn state(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = nextmini(&["down", "--state-dir", self.state()]);
+        let _ = hostnet::cleanup::sweep(&Prefix::new(self.prefix).unwrap(), Path::new(NETNS_DIR));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn ctrl_c_while_plumbing_leaves_nothing_and_says_so() {
+    let s = Scratch::new("tqa");
+    let port = free_port().to_string();
+    // Its own process group, as a terminal would make it: Ctrl-C reaches `up` and its agent.
+    let up = Command::new(env!("CARGO_BIN_EXE_nextmini"))
+        .args([
+            "up",
+            "--topo",
+            "ring,300",
+            "--prefix",
+            "tqa",
+            "--base",
+            "172.20.204.0",
+            "--port",
+            &port,
+            "--state-dir",
+            s.state(),
+            "--exit-when-ready",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // Interrupt once plumbing has begun and before it is done.
+    wait_until("plumbing begins", Duration::from_secs(30), || {
+        leftovers("tqa").iter().any(|l| l.starts_with("netns"))
+    });
+    kill(Pid::from_raw(-(up.id() as i32)), Signal::SIGINT).unwrap();
+    let out = up.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(leftovers("tqa"), Vec::<String>::new());
+}
+
+#[test]
+fn a_killed_run_is_recognised_cleared_and_its_directory_reused() {
+    let s = Scratch::new("tqb");
+    let port = free_port().to_string();
+    let up = |extra: &[&str]| {
+        let mut args = vec![
+            "up",
+            "--topo",
+            "ring,4",
+            "--prefix",
+            "tqb",
+            "--base",
+            "172.20.208.0",
+            "--port",
+            &port,
+            "--state-dir",
+            s.state(),
+            "--detach",
+        ];
+        args.extend_from_slice(extra);
+        nextmini(&args)
+    };
+    let first = up(&[]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    // A second run on the same state directory is refused while the first lives.
+    let second = nextmini(&[
+        "up",
+        "--topo",
+        "ring,3",
+        "--prefix",
+        "tqc",
+        "--base",
+        "172.20.212.0",
+        "--state-dir",
+        s.state(),
+        "--exit-when-ready",
+    ]);
+    assert!(!second.status.success());
+    assert!(
+        text(&second.stderr).contains("an experiment is already running from"),
+        "{}",
+        text(&second.stderr)
+    );
+    assert_eq!(leftovers("tqc"), Vec::<String>::new());
+    // Kill the run's process outright; its agent notices and removes the nodes.
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.dir.join("run.json")).unwrap()).unwrap();
+    let pid = run["pid"].as_u64().unwrap() as i32;
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    wait_until("the agent tears down", Duration::from_secs(30), || {
+        leftovers("tqb").is_empty()
+    });
+    let status = nextmini(&["status", "--state-dir", s.state()]);
+    assert!(!status.status.success());
+    assert!(
+        text(&status.stderr).contains("is gone (its process"),
+        "{}",
+        text(&status.stderr)
+    );
+    let down = nextmini(&["down", "--state-dir", s.state()]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert!(
+        text(&down.stdout).contains("was already gone"),
+        "{}",
+        text(&down.stdout)
+    );
+    assert!(!s.dir.join("run.json").exists());
+    // The directory is free again.
+    let again = up(&[]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let down = nextmini(&["down", "--state-dir", s.state()]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert_eq!(leftovers("tqb"), Vec::<String>::new());
+}
