@@ -24,7 +24,7 @@ SHOT = sys.argv[1] if len(sys.argv) > 1 else None
 
 
 def measure(n: int, dataplane: bool = True, load: bool = False):
-    links = {"rate": "50mbit", "delay": "1ms", "queue": 200}
+    links = {"rate": "10mbit", "delay": "1ms", "queue": 200}
     with Experiment(topo.ring(n), links=links, dataplane=dataplane, metrics_interval=1) as exp:
         servers = []
         if load:
@@ -33,12 +33,12 @@ def measure(n: int, dataplane: bool = True, load: bool = False):
                 src = 1 + k * (n // 8)
                 dst = src + n // 40
                 servers.append(
-                    exp.node(dst).popen(["iperf3", "-s", "-1"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+                    exp.node(dst).popen(["iperf3", "-s", "-1"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 )
             time.sleep(0.5)
             clients = [
                 exp.node(1 + k * (n // 8)).popen(
-                    ["iperf3", "-c", exp.node(1 + k * (n // 8) + n // 40).address, "-t", "20"],
+                    ["iperf3", "-c", exp.node(1 + k * (n // 8) + n // 40).address, "-t", "60"],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                 )
@@ -54,10 +54,9 @@ def measure(n: int, dataplane: bool = True, load: bool = False):
             first = time.monotonic() - started
             b.wait_for("return nextmini.stats.updates >= 6", timeout=60)
             stats = b.run("return nextmini.stats")
-            fps = b.run("return nextmini.measureFps(8000)")
             if SHOT and load:
-                time.sleep(1.5)
                 b.screenshot(SHOT)
+            fps = b.run("return nextmini.measureFps(8000)")
         if load:
             for c in clients:
                 c.kill()

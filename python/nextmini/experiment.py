@@ -101,6 +101,7 @@ class Experiment:
         self.state_dir = Path(state_dir) if state_dir else None
         self._api: Optional[Api] = None
         self._owned = True
+        self._processes: List[subprocess.Popen] = []
 
     # Lifecycle -------------------------------------------------------------------------
 
@@ -168,6 +169,7 @@ class Experiment:
         """Tears the experiment down and removes what it left (also after a crash)."""
         if not self._owned or self.state_dir is None:
             return
+        self._stop_processes()
         try:
             if (Path(self.state_dir) / "run.json").exists():
                 subprocess.run(
@@ -180,6 +182,21 @@ class Experiment:
             # Its own prefix, after `down`: whatever is left is ours to remove.
             subprocess.run([binary(), "cleanup", "--prefix", self.prefix, "--force"], capture_output=True, text=True)
             self._remove_state()
+
+    def _stop_processes(self) -> None:
+        """Programs started with `node(n).popen` and still running: SIGTERM, then SIGKILL.
+        (`nextmini exec` becomes the program, so the signal reaches it.)"""
+        running = [p for p in self._processes if p.poll() is None]
+        for p in running:
+            p.terminate()
+        deadline = time.monotonic() + 2
+        for p in running:
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self._processes.clear()
 
     def _remove_state(self) -> None:
         if self._own_state and self.state_dir is not None:
@@ -201,6 +218,7 @@ class Experiment:
         exp.state_dir = Path(state_dir)
         exp._own_state = False
         exp._owned = False
+        exp._processes = []
         exp.prefix = ""
         token = None
         if api is None:
@@ -369,8 +387,11 @@ class Node:
         return out
 
     def popen(self, command: Union[str, Sequence[str]], **kwargs: Any) -> subprocess.Popen:
-        """Starts a command in the node and returns at once."""
-        return subprocess.Popen(self._command(command), **kwargs)
+        """Starts a command in the node and returns at once; the experiment stops it when it
+        ends, if it is still running."""
+        process = subprocess.Popen(self._command(command), **kwargs)
+        self.exp._processes.append(process)
+        return process
 
 
 class Flow:

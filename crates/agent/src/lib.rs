@@ -62,6 +62,8 @@ pub enum AgentError {
     #[error(transparent)]
     Claim(#[from] hostnet::claim::ClaimError),
     #[error(transparent)]
+    Addresses(#[from] hostnet::addresses::AddressError),
+    #[error(transparent)]
     Tuning(#[from] hostnet::tuning::TuningError),
     #[error("agent: {0}")]
     Io(#[from] std::io::Error),
@@ -102,6 +104,7 @@ pub async fn run(
     // Before anything else: this run's prefix is ours while the agent lives: no other run plumbs over it, and
     // `cleanup` leaves it alone.
     let _claim = hostnet::claim::PrefixClaim::take(plan.prefix())?;
+    hostnet::addresses::check_free(&plan)?;
     let controller_err = |message: String| AgentError::Controller {
         addr: cfg.controller,
         message,

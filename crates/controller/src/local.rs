@@ -86,6 +86,14 @@ pub enum UpError {
     AgentFailed(String),
     #[error("the controller stopped")]
     ControllerStopped,
+    #[error(
+        "underlay {first}..{last} overlaps the overlay ({overlay} onwards, the nodes' own addresses): choose another --base"
+    )]
+    OverlayOverlap {
+        first: Ipv4Addr,
+        last: Ipv4Addr,
+        overlay: Ipv4Addr,
+    },
     #[error("--fail-node {id}: the topology has nodes 1..={n}")]
     FailNode { id: u32, n: u32 },
     #[error(
@@ -279,6 +287,18 @@ impl LocalRun {
             .transpose()?;
         // Check the layout here, so a bad prefix or base is reported before anything starts.
         let plan = hostnet::UnderlayPlan::new(hostnet::Prefix::new(&prefix)?, base, n, 0)?;
+        // Nodes would take overlay addresses as their underlay ones: routing inside a node
+        // could not tell them apart.
+        let (first, last) = plan.range();
+        let overlay_first = u32::from(exp.overlay_base);
+        let overlay_last = overlay_first.saturating_add(n + 1);
+        if u32::from(first) <= overlay_last && overlay_first <= u32::from(last) {
+            return Err(UpError::OverlayOverlap {
+                first,
+                last,
+                overlay: exp.overlay_base,
+            });
+        }
         // Nodes reach the controller at their bridge's address (which the agent adds later),
         // where it takes node sessions only. Listening on every address covers the bridges
         // too: there, changes and agents need the token.

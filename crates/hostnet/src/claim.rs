@@ -165,6 +165,9 @@ mod tests {
         );
         drop(claim);
         assert_eq!(PrefixClaim::holder(&prefix).unwrap(), None);
-        assert!(!claim_path(&prefix).unwrap().exists(), "the file goes with the claim");
+        assert!(
+            !claim_path(&prefix).unwrap().exists(),
+            "the file goes with the claim"
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! [`plan`] is pure arithmetic (addresses and names); [`Fabric`] builds a plan on the kernel;
 //! [`cleanup::sweep`] removes a prefix's leftovers.
 
+pub mod addresses;
 pub mod bench;
 pub mod claim;
 pub mod cleanup;

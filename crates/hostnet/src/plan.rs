@@ -53,6 +53,10 @@ pub enum PlanError {
         "interface name {name:?} is longer than the kernel's {MAX_IFNAME_LEN} characters: use a shorter prefix or fewer nodes"
     )]
     NameTooLong { name: String },
+    #[error(
+        "underlay base {base} is in {range}, which can't carry the run's bridges: use a private range such as 172.16.8.0"
+    )]
+    ReservedBase { base: Ipv4Addr, range: &'static str },
     #[error("a run needs at least one node")]
     NoNodes,
     #[error("node ids start at 1")]
@@ -198,7 +202,31 @@ pub struct BridgePlan {
     pub mac: [u8; 6],
 }
 
+/// The special-purpose block `addr` is in, if any: addresses a bridge can't take or that mean
+/// something else to the host.
+fn reserved_range(addr: Ipv4Addr) -> Option<&'static str> {
+    let o = addr.octets();
+    match o[0] {
+        0 => Some("0.0.0.0/8 (this network)"),
+        127 => Some("127.0.0.0/8 (loopback)"),
+        169 if o[1] == 254 => Some("169.254.0.0/16 (link-local)"),
+        224..=239 => Some("224.0.0.0/4 (multicast)"),
+        240..=255 => Some("240.0.0.0/4 (reserved)"),
+        _ => None,
+    }
+}
+
 impl UnderlayPlan {
+    /// Every underlay address the plan may use (all its shards): first and last.
+    pub fn range(&self) -> (Ipv4Addr, Ipv4Addr) {
+        let base = u32::from(self.base);
+        let shards = self.shards();
+        (
+            Ipv4Addr::from(base + shards.start * SHARD_SIZE),
+            Ipv4Addr::from(base + shards.end * SHARD_SIZE - 1),
+        )
+    }
+
     pub fn new(
         prefix: Prefix,
         base: Ipv4Addr,
@@ -210,6 +238,9 @@ impl UnderlayPlan {
         }
         if u32::from(base) % SHARD_SIZE != 0 {
             return Err(PlanError::UnalignedBase(base));
+        }
+        if let Some(range) = reserved_range(base) {
+            return Err(PlanError::ReservedBase { base, range });
         }
         let last_id = u64::from(node_id_offset) + u64::from(n_nodes);
         let last_index = last_id - 1;
@@ -374,6 +405,37 @@ impl UnderlayPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bases_in_special_ranges_are_refused_and_a_plan_knows_its_addresses() {
+        let nm = Prefix::new("nm").unwrap();
+        for base in [
+            "127.0.0.0",
+            "0.0.0.0",
+            "169.254.0.0",
+            "224.0.0.0",
+            "250.0.0.0",
+        ] {
+            let e = UnderlayPlan::new(nm.clone(), base.parse().unwrap(), 10, 0)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("can't carry the run's bridges"), "{base}: {e}");
+        }
+        let plan = UnderlayPlan::new(nm.clone(), DEFAULT_BASE, 2000, 0).unwrap();
+        assert_eq!(
+            plan.range(),
+            (DEFAULT_BASE, Ipv4Addr::new(172, 16, 15, 255))
+        );
+        // A host's share of a larger run: only its own shards.
+        let share = UnderlayPlan::new(nm, DEFAULT_BASE, 10, NODES_PER_SHARD).unwrap();
+        assert_eq!(
+            share.range(),
+            (
+                Ipv4Addr::new(172, 16, 12, 0),
+                Ipv4Addr::new(172, 16, 15, 255)
+            )
+        );
+    }
 
     #[test]
     fn a_plan_of_any_ids_keeps_each_nodes_address_and_names() {
@@ -544,7 +606,7 @@ mod tests {
             Err(PlanError::UnalignedBase(_))
         ));
         assert!(matches!(
-            UnderlayPlan::new(nm.clone(), Ipv4Addr::new(255, 255, 252, 0), 2000, 0),
+            UnderlayPlan::new(nm.clone(), Ipv4Addr::new(223, 0, 0, 0), 600_000_000, 0),
             Err(PlanError::AddressOverflow { .. })
         ));
         let long = Prefix::new("abcdefg").unwrap();

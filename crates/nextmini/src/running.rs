@@ -250,7 +250,7 @@ fn pidfd_open(pid: u32) -> Option<std::os::fd::OwnedFd> {
 
 /// Runs a command inside a node's namespace; returns its exit code.
 pub fn exec(state_dir: &Path, node_id: u32, command: &[String]) -> Result<i32> {
-    use std::os::unix::process::ExitStatusExt;
+    use std::os::unix::process::CommandExt;
     host::require_root("nextmini exec")?;
     let run = RunFile::load(state_dir)?;
     if run.netns_dir.as_os_str().is_empty() {
@@ -265,14 +265,11 @@ pub fn exec(state_dir: &Path, node_id: u32, command: &[String]) -> Result<i32> {
     let path = run.netns_dir.join(format!("{}{node_id}", run.prefix));
     let (mut cmd, _netns) = hostnet::netns::command_in(&path, program)
         .with_context(|| format!("node {node_id} is not part of experiment {}", run.name))?;
-    let status = cmd
-        .args(rest)
-        .envs(run.node_env(node_id))
-        .status()
-        .with_context(|| format!("cannot run {program}"))?;
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    // The program takes this process's place (as `ip netns exec` does): its pid is the one a
+    // caller holds, so a signal to it (Ctrl-C, a script's kill) reaches the program, and no
+    // program outlives a killed `exec`. Its exit code is the process's.
+    let err = cmd.args(rest).envs(run.node_env(node_id)).exec();
+    Err(err).with_context(|| format!("cannot run {program}"))
 }
 
 #[cfg(test)]

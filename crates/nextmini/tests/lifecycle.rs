@@ -160,3 +160,61 @@ fn a_killed_run_is_recognised_cleared_and_its_directory_reused() {
     assert!(down.status.success(), "{}", text(&down.stderr));
     assert_eq!(leftovers("tqb"), Vec::<String>::new());
 }
+
+#[test]
+fn an_underlay_base_in_use_reserved_or_on_the_overlay_is_refused() {
+    let s = Scratch::new("tqd");
+    let other = Scratch::new("tqe");
+    let up = |scratch: &Scratch, base: &str, extra: &[&str]| {
+        let port = free_port().to_string();
+        let mut args = vec![
+            "up",
+            "--topo",
+            "ring,4",
+            "--prefix",
+            scratch.prefix,
+            "--base",
+            base,
+            "--port",
+            &port,
+            "--state-dir",
+            scratch.state(),
+        ];
+        args.extend_from_slice(extra);
+        nextmini(&args)
+    };
+    for (base, says) in [
+        (
+            "127.0.0.0",
+            "127.0.0.0/8 (loopback), which can't carry the run's bridges",
+        ),
+        ("10.0.0.0", "overlaps the overlay"),
+    ] {
+        let out = up(&other, base, &["--exit-when-ready"]);
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr).contains(says),
+            "{base}: {}",
+            text(&out.stderr)
+        );
+    }
+    let first = up(&s, "172.20.216.0", &["--detach"]);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    // Another prefix on the same base: its bridge would have the same gateway address.
+    let second = up(&other, "172.20.216.0", &["--exit-when-ready"]);
+    assert!(!second.status.success());
+    let said = text(&second.stderr);
+    assert!(
+        said.contains("overlaps 172.20.216.1 on tqdbr0") && said.contains("choose another --base"),
+        "{said}"
+    );
+    assert_eq!(leftovers("tqe"), Vec::<String>::new());
+    let status = nextmini(&["status", "--state-dir", s.state()]);
+    assert!(
+        text(&status.stdout).contains("| ready | ring(4) | 4 | 4 | 4 | 0 | 4 | 4 |"),
+        "{}",
+        text(&status.stdout)
+    );
+    let down = nextmini(&["down", "--state-dir", s.state()]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+}
