@@ -183,6 +183,20 @@ fn bad_input_gets_one_clear_line() {
             "not aligned",
         ),
         (vec!["cleanup", "--prefix", "nm1"], "invalid prefix"),
+        (
+            vec![
+                "up",
+                "--topo",
+                "ring,10",
+                "--n-nodes",
+                "20",
+                "--prefix",
+                "tke",
+                "--base",
+                "172.20.88.0",
+            ],
+            "--topo ring,10 has 10 nodes but --n-nodes says 20",
+        ),
     ] {
         let out = nextmini(&args);
         assert!(!out.status.success(), "{args:?}");

@@ -209,6 +209,19 @@ impl TopologySpec {
         }
         if let Some(edges) = &self.edges {
             let extra: Vec<(u32, u32)> = edges.iter().map(|[a, b]| (*a, *b)).collect();
+            // One link per pair: a pair listed twice is a slip (or a second link we can't
+            // make), not something to merge quietly.
+            let mut seen = std::collections::HashMap::new();
+            for (i, &(a, b)) in extra.iter().enumerate() {
+                if let Some(first) = seen.insert((a.min(b), a.max(b)), i) {
+                    let [fa, fb] = edges[first];
+                    return Err(invalid(format!(
+                        "edges lists the link {}-{} twice ([{fa}, {fb}] and [{a}, {b}]): there is one link per pair of nodes; remove one",
+                        a.min(b),
+                        a.max(b)
+                    )));
+                }
+            }
             if self.kind.is_none() {
                 topology.label = format!("edges({} nodes)", topology.n_nodes());
             }
@@ -261,8 +274,14 @@ mod tests {
         let t = parse("n_nodes = 10000").unwrap();
         let built = t.build(None).unwrap();
         assert_eq!((built.n_nodes(), built.n_links()), (10000, 0));
-        let t = parse("n_nodes = 4\nedges = [[1, 2], [2, 3], [3, 4], [2, 1]]").unwrap();
+        let t = parse("n_nodes = 4\nedges = [[2, 1], [2, 3], [3, 4]]").unwrap();
         assert_eq!(t.build(None).unwrap().edges(), &[(1, 2), (2, 3), (3, 4)]);
+        let t = parse("n_nodes = 4\nedges = [[1, 2], [2, 3], [3, 4], [2, 1]]").unwrap();
+        let e = t.build(None).unwrap_err().to_string();
+        assert!(
+            e.contains("edges lists the link 1-2 twice ([1, 2] and [2, 1])"),
+            "{e}"
+        );
         let t = parse("type = \"line\"\nline_config = { n_nodes = 4 }").unwrap();
         assert_eq!(t.build(None).unwrap().n_links(), 3);
     }
