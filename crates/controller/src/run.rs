@@ -265,6 +265,7 @@ pub async fn serve(
     exp: &experiment::Experiment,
     listener: tokio::net::TcpListener,
     db_url: &str,
+    token: Option<String>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StoreError> {
     use crate::store::{RunFigures, RunState};
@@ -274,7 +275,17 @@ pub async fn serve(
         run_id,
         writer,
         mut milestones,
-    } = start(exp, listener, db_url, true, Access::default()).await?;
+    } = start(
+        exp,
+        listener,
+        db_url,
+        true,
+        Access {
+            token,
+            node_listeners: Vec::new(),
+        },
+    )
+    .await?;
     let recorder = tokio::spawn(async move {
         let mut figures = RunFigures::default();
         while let Some(m) = milestones.recv().await {

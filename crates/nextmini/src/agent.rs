@@ -30,6 +30,11 @@ pub struct ControllerArgs {
     pub db: Option<String>,
     #[arg(long, default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// Agents and changes must carry a token, made now and written to
+    /// `<state-dir>/controller.token` (readable by its owner only): agents and commands with
+    /// --api take it from NEXTMINI_TOKEN.
+    #[arg(long)]
+    pub token: bool,
 }
 
 /// The controller alone, for agents started elsewhere (the seeds' first terminal).
@@ -52,6 +57,33 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
         .clone()
         .or(exp.db_url.clone())
         .unwrap_or_else(|| controller::run::default_db_url(&args.state_dir));
+    let token = if args.token {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let token = controller::run::new_token()?;
+        let path = args.state_dir.join("controller.token");
+        let _ = std::fs::remove_file(&path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{token}"))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "agents and changes need the token in {} (NEXTMINI_TOKEN)",
+            path.display()
+        );
+        Some(token)
+    } else {
+        if !args.listen.is_loopback() {
+            tracing::warn!(
+                "listening on {} without a token: whoever reaches port {port} can change or stop the experiment (--token requires one)",
+                args.listen
+            );
+        }
+        None
+    };
     tokio::runtime::Runtime::new()?.block_on(async move {
         let listener = controller::server::bind(SocketAddr::from((args.listen, port))).await?;
         eprintln!(
@@ -60,7 +92,7 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
             exp.topology.n_nodes(),
             args.listen
         );
-        controller::run::serve(&exp, listener, &db_url, host::shutdown_signal()).await?;
+        controller::run::serve(&exp, listener, &db_url, token, host::shutdown_signal()).await?;
         Ok(())
     })
 }

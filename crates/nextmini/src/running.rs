@@ -55,7 +55,12 @@ pub struct Target {
 impl Target {
     pub fn client(&self) -> Result<ControllerClient> {
         Ok(match &self.api {
-            Some(a) => ControllerClient::new(a),
+            // A controller elsewhere that wants a token gets it from the environment.
+            Some(a) => ControllerClient::new(a).with_token(
+                std::env::var("NEXTMINI_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty()),
+            ),
             None => RunFile::load(&self.state_dir)?.client(),
         })
     }

@@ -251,3 +251,127 @@ fn listening_beyond_this_host_needs_the_token() {
     assert!(down.status.success(), "{}", text(&down.stderr));
     assert_eq!(leftovers("tsb"), Vec::<String>::new());
 }
+
+/// A child stopped when the test ends, also on failure.
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_controller_for_other_hosts_can_require_a_token_of_agents_and_changes() {
+    use std::process::{Command, Stdio};
+    let s = Scratch::new("tsc");
+    let port = free_port();
+    let file = s.dir.join("ring.toml");
+    std::fs::write(
+        &file,
+        "[topology]\ntype = \"ring\"\nring_config = { n_nodes = 4 }\n",
+    )
+    .unwrap();
+    let controller = Command::new(env!("CARGO_BIN_EXE_nextmini"))
+        .args(["controller", "--config-path"])
+        .arg(&file)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--state-dir",
+            s.state(),
+            "--token",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut controller = Kill(controller);
+    let token_file = s.dir.join("controller.token");
+    let started = std::time::Instant::now();
+    while ureq::get(&format!("http://127.0.0.1:{port}/api/status"))
+        .call()
+        .is_err()
+    {
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "the controller did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let token = std::fs::read_to_string(&token_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+    let agent = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nextmini"));
+        cmd.args([
+            "agent",
+            "--controller",
+            &format!("127.0.0.1:{port}"),
+            "--n-nodes",
+            "4",
+        ])
+        .args(["--prefix", "tsc", "--base", "172.20.220.0"])
+        .env_remove("NEXTMINI_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        if let Some(t) = token {
+            cmd.env("NEXTMINI_TOKEN", t);
+        }
+        cmd
+    };
+    // Without the token an agent is turned away before it creates anything.
+    let refused = agent(None).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("set NEXTMINI_TOKEN"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert_eq!(leftovers("tsc"), Vec::<String>::new());
+    let wired = Kill(agent(Some(&token)).spawn().unwrap());
+    let api = format!("127.0.0.1:{port}");
+    // Reading stays open.
+    let ready = || {
+        ureq::get(&format!("http://{api}/api/status"))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .is_some_and(|b| b.contains("\"phase\":\"ready\""))
+    };
+    while !ready() {
+        assert!(started.elapsed().as_secs() < 60, "the ring never got ready");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Changes: refused without it, taken with it (the CLI reads NEXTMINI_TOKEN with --api).
+    let set = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nextmini"));
+        cmd.args(["link", "set", "1-2", "--delay", "3ms", "--api", &api])
+            .env_remove("NEXTMINI_TOKEN");
+        if let Some(t) = token {
+            cmd.env("NEXTMINI_TOKEN", t);
+        }
+        cmd.output().unwrap()
+    };
+    let without = set(None);
+    assert!(!without.status.success());
+    assert!(
+        text(&without.stderr).contains("token"),
+        "{}",
+        text(&without.stderr)
+    );
+    let with = set(Some(&token));
+    assert!(with.status.success(), "{}", text(&with.stderr));
+    let down = ureq::post(&format!("http://{api}/api/down"))
+        .header("authorization", &format!("Bearer {token}"))
+        .send_empty();
+    assert!(down.is_ok(), "{down:?}");
+    let mut wired = wired;
+    assert!(wired.0.wait().unwrap().success());
+    let _ = controller.0.wait();
+    assert_eq!(leftovers("tsc"), Vec::<String>::new());
+}
