@@ -3,43 +3,14 @@
 //! and a state directory, swept when it ends, also on failure.
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hostnet::Prefix;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 mod common;
-use common::{NETNS_DIR, free_port, leftovers, nextmini, text};
-
-struct Scratch {
-    prefix: &'static str,
-    dir: PathBuf,
-}
-
-impl Scratch {
-    fn new(prefix: &'static str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("nextmini-test-{prefix}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch { prefix, dir }
-    }
-
-    fn state(&self) -> &str {
-        self.dir.to_str().unwrap()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = nextmini(&["down", "--state-dir", self.state()]);
-        let _ = hostnet::cleanup::sweep(&Prefix::new(self.prefix).unwrap(), Path::new(NETNS_DIR));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use common::{Scratch, free_port, leftovers, nextmini, text};
 
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();

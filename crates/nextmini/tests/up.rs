@@ -4,43 +4,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use controller::store::{Store, Table};
-use hostnet::Prefix;
 
 mod common;
-use common::{NETNS_DIR, free_port, leftovers, nextmini, text};
+use common::{Scratch, free_port, leftovers, nextmini, text};
 
 const PG_TEST_URL: &str = "postgres://pgusr:pgpwrd@127.0.0.1:5432/nextmini_test";
-
-/// A test's own state directory and prefix, both removed at the end.
-struct Scratch {
-    prefix: &'static str,
-    dir: PathBuf,
-}
-
-impl Scratch {
-    fn new(prefix: &'static str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("nextmini-test-{prefix}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch { prefix, dir }
-    }
-
-    fn state(&self) -> &str {
-        self.dir.to_str().unwrap()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = hostnet::cleanup::sweep(&Prefix::new(self.prefix).unwrap(), Path::new(NETNS_DIR));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

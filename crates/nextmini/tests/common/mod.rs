@@ -26,6 +26,37 @@ pub fn leftovers(prefix: &str) -> Vec<String> {
     hostnet::cleanup::find(&Prefix::new(prefix).unwrap(), Path::new(NETNS_DIR)).unwrap()
 }
 
+/// A test's own state directory and prefix: when the test ends (also by a failed assertion)
+/// its run is taken down, everything of its prefix swept and the directory removed.
+pub struct Scratch {
+    pub prefix: &'static str,
+    pub dir: std::path::PathBuf,
+}
+
+impl Scratch {
+    pub fn new(prefix: &'static str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("nextmini-test-{prefix}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch { prefix, dir }
+    }
+
+    pub fn state(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if self.dir.join("run.json").exists() {
+            let _ = nextmini(&["down", "--state-dir", self.state()]);
+        }
+        let _ = hostnet::cleanup::sweep(&Prefix::new(self.prefix).unwrap(), Path::new(NETNS_DIR));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A free TCP port (the kernel's choice), for a test's controller.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("0.0.0.0:0")
