@@ -20,10 +20,15 @@
 //!   as the metric allows (water-filling), but each host takes a compact part of the
 //!   topology (a region grown breadth-first next to what is placed, or a stretch of a
 //!   depth-first walk, whichever cuts fewer links), so neighbours stay together and few links
-//!   cross hosts.
+//!   cross hosts. That start is then refined on several levels ([`refine`]): free neighbours
+//!   on one host are merged into clusters, and from the coarsest level down, nodes and
+//!   clusters on the borders move to the host most of their links go to, each host within
+//!   3 % of its share (as METIS's default allows; exactly its share under a coschedule
+//!   limit). Constrained nodes are fixed vertices: they never move.
 
 pub mod bench;
 pub mod ranges;
+pub mod refine;
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
@@ -646,10 +651,70 @@ fn fill(p: &Problem, free: &[Group], slots: &mut [Slot], plan: &mut Plan) {
     } else {
         regions
     };
+    let chosen = refine_free(p, &placed, chosen, &counts, slots);
     for (id, h) in chosen {
         slots[h].add(by_id[&id]);
         plan.host_of.insert(id, p.hosts[h].name.clone());
     }
+}
+
+/// Moves free nodes on the borders between hosts to where more of their neighbours are
+/// ([`refine::Refiner`]), each host keeping within 3 % of its share (as METIS's default
+/// allows), exactly its share where a coschedule limits it. Constrained nodes stay.
+fn refine_free(
+    p: &Problem,
+    placed: &HashMap<u32, usize>,
+    chosen: Vec<(u32, usize)>,
+    counts: &[usize],
+    slots: &[Slot],
+) -> Vec<(u32, usize)> {
+    // In id order, so that the same problem always gives the same plan.
+    let mut ids: Vec<u32> = placed
+        .keys()
+        .copied()
+        .chain(chosen.iter().map(|c| c.0))
+        .collect();
+    ids.sort_unstable();
+    let index: HashMap<u32, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let graph = refine::Graph::from_edges(
+        ids.len(),
+        p.edges
+            .iter()
+            .filter_map(|(a, b)| Some((*index.get(a)?, *index.get(b)?))),
+    );
+    let mut part = vec![0; ids.len()];
+    let mut movable = vec![false; ids.len()];
+    for (id, &h) in placed {
+        part[index[id]] = h;
+    }
+    for &(id, h) in &chosen {
+        part[index[&id]] = h;
+        movable[index[&id]] = true;
+    }
+    let slack = |c: usize, s: &Slot| {
+        if s.limit.is_some() {
+            0
+        } else {
+            (c * 3 / 100).max(1)
+        }
+    };
+    let bounds = refine::Bounds {
+        lower: counts
+            .iter()
+            .zip(slots)
+            .map(|(&c, s)| c.saturating_sub(slack(c, s)))
+            .collect(),
+        upper: counts
+            .iter()
+            .zip(slots)
+            .map(|(&c, s)| c + slack(c, s))
+            .collect(),
+    };
+    let part = refine::refine(&graph, part, &movable, &bounds);
+    chosen
+        .into_iter()
+        .map(|(id, _)| (id, part[index[&id]]))
+        .collect()
 }
 
 /// Greedy graph growing over the free nodes: each region is taken breadth-first from the
