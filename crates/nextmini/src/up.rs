@@ -102,14 +102,18 @@ fn experiment(args: &UpArgs) -> Result<experiment::Experiment> {
     if let Some(change) = args.link {
         file.set_link_defaults(change);
     }
-    // `--topo ring,10` names its size; a different --n-nodes beside it is a slip.
-    if let (Some(short), Some(n)) = (&args.topo, args.n_nodes) {
-        let named = file.resolve(path)?.topology.n_nodes();
-        if named != n {
-            bail!("--topo {short} has {named} nodes but --n-nodes says {n}: give one of them");
-        }
-    }
+    // `--topo ring,10` names its size; a different --n-nodes beside it is a slip (presets
+    // that --n-nodes can't resize are refused by the resolution below, with their size).
+    let named = match (&args.topo, args.n_nodes) {
+        (Some(_), Some(_)) => Some(file.resolve(path)?.topology.n_nodes()),
+        _ => None,
+    };
     let mut exp = file.resolve_with_n_nodes(path, args.n_nodes)?;
+    if let (Some(short), Some(n), Some(named)) = (&args.topo, args.n_nodes, named)
+        && named != n
+    {
+        bail!("--topo {short} has {named} nodes but --n-nodes says {n}: give one of them");
+    }
     if args.no_dataplane {
         exp.dataplane = false;
     }
