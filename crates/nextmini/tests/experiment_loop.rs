@@ -4,16 +4,14 @@
 //! controller's /metrics parses as Prometheus text. Each test owns a prefix, an underlay
 //! subnet, a controller port and a state directory.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use controller::flows::FlowState;
 use controller::store::Store;
-use hostnet::Prefix;
 
 mod common;
-use common::{NETNS_DIR, free_port, hops, iperf3_server, nextmini, text};
+use common::{free_port, hops, iperf3_server, nextmini, text};
 
 /// Traffic tests take turns: rates measured on two cores suffer from a neighbour's load.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -34,27 +32,24 @@ fn rt() -> tokio::runtime::Runtime {
 /// A test's state directory, experiment file and prefix; swept when dropped (also when the
 /// test fails), after `down` if the run is still up.
 struct Scratch {
-    prefix: &'static str,
-    dir: PathBuf,
+    /// The directory and prefix, taken down and swept when dropped.
+    inner: common::Scratch,
     port: u16,
 }
 
 impl Scratch {
     fn new(prefix: &'static str, body: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("nextmini-loop-{prefix}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("exp.toml"), body).unwrap();
+        let inner = common::Scratch::new(prefix);
+        std::fs::write(inner.dir.join("exp.toml"), body).unwrap();
         Scratch {
-            prefix,
-            dir,
+            inner,
             port: free_port(),
         }
     }
 
     fn file(&self) -> &str {
-        self.dir
+        self.inner
+            .dir
             .join("exp.toml")
             .to_str()
             .unwrap()
@@ -63,7 +58,7 @@ impl Scratch {
     }
 
     fn state(&self) -> &str {
-        self.dir.to_str().unwrap()
+        self.inner.state()
     }
 
     fn up(&self, extra: &[&str]) -> Output {
@@ -95,16 +90,6 @@ impl Scratch {
 
     fn sqlite(&self) -> String {
         format!("sqlite://{}/nextmini.db", self.state())
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if self.dir.join("run.json").exists() {
-            let _ = nextmini(&["down", "--state-dir", self.state()]);
-        }
-        let _ = hostnet::cleanup::sweep(&Prefix::new(self.prefix).unwrap(), Path::new(NETNS_DIR));
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -207,7 +192,7 @@ start = "1s"
     let out = s.run(&["metrics"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("| 1→2 |"));
-    let csv = s.dir.join("csv");
+    let csv = s.inner.dir.join("csv");
     let out = s.run(&["metrics", "export", csv.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let flows_csv = std::fs::read_to_string(csv.join("flows.csv")).unwrap();
