@@ -71,13 +71,30 @@ impl Drop for Running {
 }
 
 /// The average RTT in ms from ping's summary line.
-fn avg_rtt(ping: &str) -> f64 {
-    let line = ping
+fn median_rtt(ping: &str) -> f64 {
+    // The median of the replies rather than ping's mean: the emulated delay is what every
+    // reply waits; a host busy for a moment (the kernel freeing an earlier test's namespaces)
+    // adds a few late replies that would move the mean, not the median.
+    let mut times: Vec<f64> = ping
         .lines()
-        .find(|l| l.starts_with("rtt"))
-        .unwrap_or_else(|| panic!("no rtt line: {ping}"));
-    let values = line.split('=').nth(1).unwrap().trim();
-    values.split('/').nth(1).unwrap().parse().unwrap()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(!times.is_empty(), "no replies: {ping}");
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// An RTT that is the emulated delay of `traversals` link crossings, plus what each crossing
+/// costs besides the delay: two TUN devices and the forwarder (about 0.1 ms in this test
+/// build; the release build's delay error is in docs/benchmarks.md). A wrong delay or a
+/// path of other length is milliseconds off.
+fn assert_rtt(rtt: f64, delay_ms: f64, traversals: u32) {
+    let most = delay_ms + 0.2 + 0.15 * f64::from(traversals);
+    assert!(
+        (delay_ms - 0.2..=most).contains(&rtt),
+        "RTT {rtt} ms, expected {delay_ms} ms of delay over {traversals} crossings (at most {most} ms)"
+    );
 }
 
 /// The loss percentage from ping's statistics line.
@@ -105,9 +122,9 @@ fn a_line_of_four_with_5ms_links_pings_in_30ms_and_traceroute_shows_every_hop() 
     );
     let ping = run.exec(1, &["ping", "-c", "40", "-i", "0.05", "10.0.0.4"]);
     assert!(ping.status.success(), "{}", text(&ping.stdout));
-    let rtt = avg_rtt(&text(&ping.stdout));
+    let rtt = median_rtt(&text(&ping.stdout));
     // Six link traversals of 5 ms each.
-    assert!((rtt - 30.0).abs() <= 0.5, "RTT {rtt} ms");
+    assert_rtt(rtt, 30.0, 6);
     let trace = run.exec(1, &["traceroute", "-n", "-q", "1", "-w", "2", "10.0.0.4"]);
     assert_eq!(
         hops(&trace.stdout),
@@ -236,9 +253,10 @@ fn run_time_changes_apply_to_the_next_pings_and_a_ring_reroutes_around_a_down_li
     let rtt = |run: &Running| {
         let ping = run.exec(1, &["ping", "-c", "10", "-i", "0.05", "10.0.0.2"]);
         assert!(ping.status.success(), "{}", text(&ping.stdout));
-        avg_rtt(&text(&ping.stdout))
+        median_rtt(&text(&ping.stdout))
     };
-    assert!((rtt(&run) - 4.0).abs() <= 0.5);
+    let r = rtt(&run);
+    assert_rtt(r, 4.0, 2);
     let set = nextmini(&[
         "link",
         "set",
@@ -249,11 +267,13 @@ fn run_time_changes_apply_to_the_next_pings_and_a_ring_reroutes_around_a_down_li
         run.state(),
     ]);
     assert!(set.status.success(), "{}", text(&set.stderr));
-    assert!((rtt(&run) - 40.0).abs() <= 0.5);
+    let r = rtt(&run);
+    assert_rtt(r, 40.0, 2);
     // Down: the other way round is five links of 2 ms each way.
     let down = nextmini(&["link", "set", "2-1", "--down", "--state-dir", run.state()]);
     assert!(down.status.success(), "{}", text(&down.stderr));
-    assert!((rtt(&run) - 20.0).abs() <= 0.5);
+    let r = rtt(&run);
+    assert_rtt(r, 20.0, 10);
     let trace = run.exec(1, &["traceroute", "-n", "-q", "1", "-w", "2", "10.0.0.2"]);
     assert_eq!(
         hops(&trace.stdout),
@@ -417,8 +437,8 @@ fn routes_follow_delay_and_pinned_paths() {
     let run = Running::up("tvh", body);
     let ping = run.exec(1, &["ping", "-c", "10", "-i", "0.05", "10.0.0.2"]);
     assert!(ping.status.success(), "{}", text(&ping.stdout));
-    let rtt = avg_rtt(&text(&ping.stdout));
-    assert!((rtt - 10.0).abs() <= 0.5, "{rtt} ms: not the 5-link way");
+    let rtt = median_rtt(&text(&ping.stdout));
+    assert_rtt(rtt, 10.0, 10);
     let trace = |from: u32, to: &str| {
         hops(
             &run.exec(from, &["traceroute", "-n", "-q", "1", "-w", "2", to])
