@@ -696,12 +696,9 @@ async fn api_add_flow(
     use axum::http::StatusCode;
     let (src, dst, spec) = (entry.src_node_id, entry.dst_node_id, entry.flow_spec);
     let start = entry.start.map_or(Duration::ZERO, |s| s.duration());
-    let Some((store, run)) = &s.run else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this controller has no store",
-        )
-            .into_response();
+    let (store, run) = match run_store(&s) {
+        Ok(r) => r,
+        Err(refused) => return refused.into_response(),
     };
     let (reply, rx) = oneshot::channel();
     let _ = s.tx.send(Input::CheckFlow {
@@ -819,18 +816,36 @@ struct SamplesQuery {
     dst: Option<u32>,
 }
 
+/// The run's store and id, or [`NoStore`] for a controller that has none.
+fn run_store(s: &AppState) -> Result<(&Store, &i64), NoStore> {
+    s.run
+        .as_ref()
+        .map(|(store, run)| (store, run))
+        .ok_or(NoStore)
+}
+
+/// The answer of a controller without a store to what needs one.
+struct NoStore;
+
+impl IntoResponse for NoStore {
+    fn into_response(self) -> Response {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "this controller has no store",
+        )
+            .into_response()
+    }
+}
+
 /// `GET /api/metrics/links`: the run's link samples from the store (one link, both
 /// directions, with `src` and `dst`).
 async fn api_link_points(
     State(s): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<SamplesQuery>,
 ) -> Response {
-    let Some((store, run)) = &s.run else {
-        return (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "this controller has no store",
-        )
-            .into_response();
+    let (store, run) = match run_store(&s) {
+        Ok(r) => r,
+        Err(refused) => return refused.into_response(),
     };
     let link = q.src.zip(q.dst);
     match store.link_points(*run, link, q.since_ns).await {
@@ -845,12 +860,9 @@ async fn api_flow_points(
     axum::extract::Path(id): axum::extract::Path<u64>,
     axum::extract::Query(q): axum::extract::Query<SamplesQuery>,
 ) -> Response {
-    let Some((store, run)) = &s.run else {
-        return (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "this controller has no store",
-        )
-            .into_response();
+    let (store, run) = match run_store(&s) {
+        Ok(r) => r,
+        Err(refused) => return refused.into_response(),
     };
     match store.flow_points(*run, id, q.since_ns).await {
         Ok(points) => Json(points).into_response(),
