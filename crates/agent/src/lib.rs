@@ -3,10 +3,12 @@
 //! goes away, or on a signal.
 //!
 //! One process for all of a host's nodes is the main lever for speed and memory: a node costs
-//! a task, a control socket and its links, not a process with its own runtime.
+//! a task, its TUN device and its links, not a process with its own runtime; its control
+//! session travels inside the agent's (see [`line`]).
 
 mod flows;
 pub mod host;
+mod line;
 mod node;
 pub mod options;
 mod relay;
@@ -21,14 +23,11 @@ use futures_util::{SinkExt, StreamExt};
 use hostnet::tuning::{Sysctl, tune_host};
 use hostnet::{Fabric, FabricSpec};
 use proto::{AgentToController, ControllerToAgent};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
 pub use node::NodeError;
-
-/// Concurrent control handshakes.
-const HANDSHAKES: usize = 512;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -83,10 +82,8 @@ pub struct AgentReport {
     pub teardown_seconds: f64,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
 async fn send(
-    ws: &mut futures_util::stream::SplitSink<Ws, Message>,
+    ws: &mut futures_util::stream::SplitSink<line::Ws, Message>,
     m: &AgentToController,
 ) -> bool {
     let bytes = proto::encode(m).expect("control messages encode");
@@ -158,13 +155,16 @@ pub async fn run(
                     return Err(AgentError::Rejected(reason));
                 }
                 Ok(ControllerToAgent::Shutdown) => return Err(AgentError::Closed),
+                Ok(ControllerToAgent::ToNode { .. }) => continue,
                 Err(e) => return Err(controller_err(e.to_string())),
             },
             Some(Ok(_)) => continue,
             _ => return Err(AgentError::Closed),
         }
     };
-    // Nodes dial their gateway; if the controller is not listening there, relay for it.
+    let (line, mut from_controller, writer) = line::Line::start(sink, incoming);
+    // Programs in nodes ask their gateway for the controller's status; if the controller is
+    // not listening there, relay for it.
     let mut _relays = Vec::new();
     for b in plan.bridges() {
         match relay::start(b.addr, node_port, cfg.controller) {
@@ -202,8 +202,7 @@ pub async fn run(
             tcp_links.then_some(cfg.link_port),
         ),
         factory,
-        controller_port: node_port,
-        handshakes: Semaphore::new(HANDSHAKES),
+        line: line.clone(),
         pacer: dataplane::pacer::Pacer::start()?,
     });
     let mut tasks = JoinSet::new();
@@ -211,7 +210,6 @@ pub async fn run(
         let ctx = node::NodeCtx {
             node_id: plan.node_id,
             underlay_addr: plan.addr,
-            gateway: plan.gateway,
             netns,
             link_port: tcp_links.then_some(cfg.link_port),
             fail: cfg.fail_nodes.contains(&plan.node_id),
@@ -223,11 +221,16 @@ pub async fn run(
             (id, node::run_node(ctx, shared).await)
         });
     };
-    // A node starts once it exists *and* its bridge port forwards: a SYN sent before the
-    // kernel has enabled the port is lost and costs a one-second retransmit.
+    // With links over TCP, a node starts once it exists *and* its bridge port forwards: a SYN
+    // sent before the kernel has enabled the port is lost and costs a one-second retransmit.
+    // Otherwise nothing of a node crosses the underlay and it starts as soon as it exists.
     let (port_tx, mut ports_up) = mpsc::unbounded_channel::<u32>();
     let overlap = mounted.is_some();
-    if overlap {
+    let mut waiting = Waiting {
+        for_ports: overlap && tcp_links,
+        ..Waiting::default()
+    };
+    if waiting.for_ports {
         let mut monitor = hostnet::monitor::LinkMonitor::open()?;
         let prefix = plan.prefix().clone();
         let mut seen = std::collections::HashSet::new();
@@ -246,7 +249,6 @@ pub async fn run(
                 });
             })?;
     }
-    let mut waiting = Waiting::default();
     let before = hostnet::procfs::mem_available();
     let started = Instant::now();
     // A signal during plumbing can't stop the creating threads midway: plumbing finishes, then
@@ -272,7 +274,7 @@ pub async fn run(
                     start_node(&mut tasks, &plan, handle);
                 }
                 if done % step == 0 || done == n {
-                    send(&mut sink, &AgentToController::Plumbed { done }).await;
+                    line.send(AgentToController::Plumbed { done });
                 }
             }
             Some(id) = ports_up.recv() => {
@@ -291,7 +293,9 @@ pub async fn run(
                     Err(e) => {
                         // Stop the nodes started so far; the fabric removed what it made.
                         tasks.abort_all();
-                        send(&mut sink, &AgentToController::Failed { reason: e.to_string() }).await;
+                        line.send(AgentToController::Failed { reason: e.to_string() });
+                        drop(line);
+                        let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
                         return Err(e.into());
                     }
                 }
@@ -308,16 +312,12 @@ pub async fn run(
         }
     }
     let plumb_seconds = started.elapsed().as_secs_f64();
-    send(&mut sink, &AgentToController::Plumbed { done: n }).await;
-    send(
-        &mut sink,
-        &AgentToController::PlumbingDone {
-            seconds: plumb_seconds,
-            mem_available_before: before,
-            mem_available_after: hostnet::procfs::mem_available(),
-        },
-    )
-    .await;
+    line.send(AgentToController::Plumbed { done: n });
+    line.send(AgentToController::PlumbingDone {
+        seconds: plumb_seconds,
+        mem_available_before: before,
+        mem_available_after: hostnet::procfs::mem_available(),
+    });
     if mounted.is_none() && !interrupted {
         for node in fabric.nodes() {
             start_node(&mut tasks, &node.plan, node.netns.handle());
@@ -332,15 +332,13 @@ pub async fn run(
                     tracing::info!("signal received: tearing down");
                     break;
                 }
-                msg = incoming.next() => match msg {
-                    Some(Ok(Message::Binary(b))) => {
-                        if let Ok(ControllerToAgent::Shutdown) = proto::decode::<ControllerToAgent>(&b) {
-                            tracing::info!("the controller asked for teardown");
-                            break;
-                        }
+                msg = from_controller.recv() => match msg {
+                    Some(ControllerToAgent::Shutdown) => {
+                        tracing::info!("the controller asked for teardown");
+                        break;
                     }
-                    Some(Ok(_)) => {}
-                    _ => {
+                    Some(_) => {}
+                    None => {
                         tracing::warn!("the controller went away: tearing down");
                         break;
                     }
@@ -355,7 +353,7 @@ pub async fn run(
                     if let Ok((node, Err(e))) = done {
                         failed += 1;
                         tracing::warn!("{e}");
-                        send(&mut sink, &AgentToController::NodeFailed { node, reason: e.to_string() }).await;
+                        line.send(AgentToController::NodeFailed { node, reason: e.to_string() });
                     }
                 }
             }
@@ -363,6 +361,7 @@ pub async fn run(
     }
 
     // Stop every node task before their namespaces go.
+    line.tearing_down();
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     drop(shared);
@@ -373,14 +372,12 @@ pub async fn run(
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let teardown_seconds = stats.total.as_secs_f64();
     let _ = started;
-    send(
-        &mut sink,
-        &AgentToController::TornDown {
-            seconds: teardown_seconds,
-        },
-    )
-    .await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    line.send(AgentToController::TornDown {
+        seconds: teardown_seconds,
+    });
+    // The writer sends what is queued and closes the session once the last sender is gone.
+    drop(line);
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     Ok(AgentReport {
         nodes: n,
         failed_nodes: failed,
@@ -392,14 +389,16 @@ pub async fn run(
 /// Nodes plumbed but whose port is not up yet, and ports up whose node is not plumbed yet.
 #[derive(Default)]
 struct Waiting {
+    /// Whether a node waits for its port at all.
+    for_ports: bool,
     plumbed: std::collections::HashMap<u32, hostnet::NodePlan>,
     up: std::collections::HashSet<u32>,
 }
 
 impl Waiting {
-    /// A node exists; returns it if its port is up already.
+    /// A node exists; returns it if it may start (its port is up, or it needn't wait).
     fn plumbed(&mut self, plan: hostnet::NodePlan) -> Option<hostnet::NodePlan> {
-        if self.up.remove(&plan.node_id) {
+        if !self.for_ports || self.up.remove(&plan.node_id) {
             Some(plan)
         } else {
             self.plumbed.insert(plan.node_id, plan);

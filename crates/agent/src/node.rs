@@ -1,24 +1,22 @@
 //! One node as a task on the agent's runtime: the glue that carries out what its
 //! [`NodeSession`] decides.
 //!
-//! The control connection is made from inside the node's namespace to the controller at the
-//! node's gateway, over the underlay. Links are made by the agent's transports (an in-process
-//! channel for neighbours on the same agent, a TCP connection over the underlay otherwise) and
-//! carried by the node's [`Dataplane`].
+//! The node's control session travels inside the agent's connection to the controller (see
+//! [`crate::line`]): nothing per node but its TUN device and its links is held open. Links are
+//! made by the agent's transports (an in-process channel for neighbours on the same agent, a
+//! TCP connection over the underlay otherwise) and carried by the node's [`Dataplane`].
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
+use proto::AgentToController;
+
 use dataplane::pacer::Pacer;
 use dataplane::sockets::SocketFactory;
 use dataplane::transport::{Endpoint, LinkEvent, LinkIo, Transports};
 use dataplane::{AbortOnDrop, Dataplane};
-use futures_util::{SinkExt, StreamExt};
-use proto::ControllerToNode;
-use tokio::sync::{Semaphore, mpsc};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio::sync::mpsc;
 
 use crate::session::{Action, FlowEvent, NodeSession, SessionConfig, SessionEnd};
 
@@ -27,7 +25,6 @@ use crate::session::{Action, FlowEvent, NodeSession, SessionConfig, SessionEnd};
 pub struct NodeCtx {
     pub node_id: u32,
     pub underlay_addr: Ipv4Addr,
-    pub gateway: Ipv4Addr,
     pub netns: hostnet::netns::NsHandle,
     /// Port of the node's link listener, when it accepts TCP links.
     pub link_port: Option<u16>,
@@ -41,22 +38,13 @@ pub struct NodeCtx {
 pub struct Shared {
     pub factory: SocketFactory,
     pub transports: Transports,
-    pub controller_port: u16,
-    /// Bounds concurrent control handshakes: thousands of SYNs at once overflow the
-    /// controller's accept queue and cost a one-second retransmit.
-    pub handshakes: Semaphore,
+    /// The agent's connection to the controller, which carries every node's session.
+    pub line: Arc<crate::line::Line>,
     pub pacer: Pacer,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("node {node}: cannot reach the controller at {addr}: {source}")]
-    Connect {
-        node: u32,
-        addr: SocketAddrV4,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("node {node}: cannot take links: {source}")]
     Listen {
         node: u32,
@@ -67,7 +55,17 @@ pub enum NodeError {
     Ended { node: u32, end: SessionEnd },
 }
 
-const WS_BUFFER: usize = 4096;
+/// The node's session on the agent's line, closed when the node task ends (also when aborted).
+struct OnLine {
+    node: u32,
+    shared: Arc<Shared>,
+}
+
+impl Drop for OnLine {
+    fn drop(&mut self) {
+        self.shared.line.close(self.node);
+    }
+}
 
 /// A node's links and dataplane, as the glue holds them.
 #[derive(Default)]
@@ -89,13 +87,11 @@ struct Links {
 
 pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError> {
     let node = ctx.node_id;
-    let ctl = SocketAddrV4::new(ctx.gateway, shared.controller_port);
     let endpoint = Endpoint {
         node_id: node,
         underlay_addr: ctx.underlay_addr,
         netns: ctx.netns.clone(),
     };
-    let permit = shared.handshakes.acquire().await.expect("never closed");
     // Acceptors exist before the hello, so a peer told to connect here always finds them.
     let mut acceptors = Vec::new();
     for (_, transport) in shared.transports.all() {
@@ -106,26 +102,11 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                 .map_err(|source| NodeError::Listen { node, source })?,
         );
     }
-    let stream = shared
-        .factory
-        .connect(ctx.netns.clone(), ctl)
-        .await
-        .map_err(|source| NodeError::Connect {
-            node,
-            addr: ctl,
-            source,
-        })?;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(WS_BUFFER)
-        .write_buffer_size(0);
-    let url = format!("ws://{ctl}{}", proto::NODE_PATH);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
-        .await
-        .map_err(|e| NodeError::Ended {
-            node,
-            end: SessionEnd::Protocol(e.to_string()),
-        })?;
-    let (mut sink, mut incoming) = ws.split();
+    let mut incoming = shared.line.open(node);
+    let _on_line = OnLine {
+        node,
+        shared: shared.clone(),
+    };
 
     let mut session = NodeSession::new(SessionConfig {
         node_id: node,
@@ -138,17 +119,13 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
     let (flow_tx, mut flow_events) = mpsc::unbounded_channel::<FlowEvent>();
     let mut links = Links::default();
     let mut accepting: Vec<AbortOnDrop> = Vec::new();
-    let mut permit = Some(permit);
     loop {
         while let Some(action) = session.poll_action() {
             match action {
-                Action::Send(m) => {
-                    let bytes = proto::encode(&m).expect("control messages encode");
-                    if sink.send(Message::Binary(bytes.into())).await.is_err() {
+                Action::Send(msg) => {
+                    if !shared.line.send(AgentToController::FromNode { node, msg }) {
                         session.handle_controller_gone();
                     }
-                    // The hello is out: the next node may start its handshake.
-                    permit.take();
                 }
                 Action::StartDataplane {
                     overlay_addr,
@@ -270,18 +247,10 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
         }
         let timeout = session.poll_timeout();
         tokio::select! {
-            msg = incoming.next() => {
-                let now = std::time::Instant::now();
-                match msg {
-                    Some(Ok(Message::Binary(bytes))) => match proto::decode::<ControllerToNode>(&bytes) {
-                        Ok(m) => session.handle_message(now, m),
-                        Err(e) => session.handle_garbage(e.to_string()),
-                    },
-                    Some(Ok(Message::Close(_))) | None => session.handle_controller_gone(),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => session.handle_garbage(e.to_string()),
-                }
-            }
+            msg = incoming.recv() => match msg {
+                Some(m) => session.handle_message(std::time::Instant::now(), m),
+                None => session.handle_controller_gone(),
+            },
             Some(event) = events.recv() => match event {
                 LinkEvent::Up(peer, io) => {
                     links.arrived.insert(peer, io);

@@ -77,6 +77,8 @@ pub enum RegisterError {
         "node {node} is not this agent's (it has {nodes}): an agent speaks only for its own nodes"
     )]
     NotItsNode { node: u32, nodes: String },
+    #[error("node {node} has no session through this agent: a node says hello first")]
+    NotCarried { node: u32 },
 }
 
 /// Why a node's hello was refused (the node is told the same words).
@@ -90,6 +92,8 @@ pub enum HelloError {
     NotInTopology { node: u32, total: u32 },
     #[error("node {0} is connected already")]
     AlreadyConnected(u32),
+    #[error("node {node} is not one of this agent's nodes ({nodes})")]
+    NotItsNode { node: u32, nodes: String },
 }
 
 /// A change to something the topology lacks.
@@ -214,6 +218,8 @@ impl NodeState {
 #[derive(Debug, Default, Clone)]
 struct NodeSlot {
     agent: Option<AgentId>,
+    /// The node's session travels inside this agent's session: messages to it go there.
+    carried_by: Option<AgentId>,
     connected: bool,
     link_addr: Option<SocketAddrV4>,
     ready: bool,
@@ -334,7 +340,16 @@ impl Coordinator {
 
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        match self.out.pop_front()? {
+            Output::Node(node, msg) => match self.slot(node).and_then(|s| s.carried_by) {
+                Some(agent) => Some(Output::Agent(
+                    agent,
+                    proto::ControllerToAgent::ToNode { node, msg },
+                )),
+                None => Some(Output::Node(node, msg)),
+            },
+            out => Some(out),
+        }
     }
 
     fn emit(&mut self, m: Milestone) {
@@ -491,7 +506,61 @@ impl Coordinator {
             A::TornDown { seconds } => {
                 tracing::info!("agent {agent} tore its nodes down in {seconds:.3} s");
             }
+            A::FromNode { node, msg } => self.handle_carried(now, agent, node, msg)?,
+            A::NodeClosed { node } => {
+                if self.slot(node).is_some_and(|s| s.carried_by == Some(agent)) {
+                    self.handle_node_gone(now, node);
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// A message of a node session that `agent` carries.
+    fn handle_carried(
+        &mut self,
+        now: Instant,
+        agent: AgentId,
+        node: u32,
+        msg: proto::NodeToController,
+    ) -> Result<(), RegisterError> {
+        if let proto::NodeToController::Hello { node_id, .. } = msg {
+            let queued = self.out.len();
+            match self.handle_node_hello_via(now, agent, &msg) {
+                Ok(id) => {
+                    self.slot_mut(id).expect("welcomed").carried_by = Some(agent);
+                    // What the hello queued for the node goes through its agent too.
+                    for out in self.out.iter_mut().skip(queued) {
+                        if matches!(out, Output::Node(to, _) if *to == id) {
+                            let placeholder = Output::Node(id, ControllerToNode::TopologyReady);
+                            if let Output::Node(node, msg) = std::mem::replace(out, placeholder) {
+                                *out = Output::Agent(
+                                    agent,
+                                    proto::ControllerToAgent::ToNode { node, msg },
+                                );
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("node refused: {e}");
+                    self.out.push_back(Output::Agent(
+                        agent,
+                        proto::ControllerToAgent::ToNode {
+                            node: node_id,
+                            msg: ControllerToNode::Rejected {
+                                reason: e.to_string(),
+                            },
+                        },
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        if self.slot(node).is_none_or(|s| s.carried_by != Some(agent)) {
+            return Err(RegisterError::NotCarried { node });
+        }
+        self.handle_node_message(now, node, msg);
         Ok(())
     }
 
@@ -649,6 +718,29 @@ impl Coordinator {
             agent,
             lost_nodes: lost,
         });
+    }
+
+    /// A node's hello carried by `agent`'s session: accepted only for a node that agent
+    /// registered (a session speaks for its own nodes and no others).
+    pub fn handle_node_hello_via(
+        &mut self,
+        now: Instant,
+        agent: AgentId,
+        msg: &proto::NodeToController,
+    ) -> Result<u32, HelloError> {
+        if let proto::NodeToController::Hello { node_id, .. } = *msg
+            && self.slot(node_id).is_some_and(|s| s.agent != Some(agent))
+        {
+            let nodes = self.agents.get(&agent).map_or_else(
+                || "none registered".to_owned(),
+                |a| topology::ids::format_ids(&a.ids),
+            );
+            return Err(HelloError::NotItsNode {
+                node: node_id,
+                nodes,
+            });
+        }
+        self.handle_node_hello(now, msg)
     }
 
     /// A node's hello. On `Err`, the session should be closed with the reason.
@@ -1466,6 +1558,66 @@ mod tests {
         assert_eq!(c.status().failed, 0);
         // Its own node, as before.
         c.handle_agent_message(t0, 2, fail(5)).unwrap();
+        assert_eq!(c.status().failed, 1);
+    }
+
+    #[test]
+    fn node_sessions_carried_by_their_agent_are_answered_through_it_and_only_for_its_nodes() {
+        let t0 = Instant::now();
+        let mut c = coordinator(6, false);
+        register(&mut c, 1, 3, 0).unwrap();
+        register(&mut c, 2, 3, 3).unwrap();
+        drain(&mut c);
+        let carried = |node, msg| AgentToController::FromNode { node, msg };
+        let via = |out: &[Output], agent: AgentId, id: u32| -> Vec<ControllerToNode> {
+            out.iter()
+                .filter_map(|o| match o {
+                    Output::Agent(a, ControllerToAgent::ToNode { node, msg })
+                        if *a == agent && *node == id =>
+                    {
+                        Some(msg.clone())
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        // Agent 1 carries node 2's session: the welcome comes back through agent 1 and
+        // nothing goes to a session of the node's own.
+        c.handle_agent_message(t0, 1, carried(2, hello(2))).unwrap();
+        let out = drain(&mut c);
+        assert!(matches!(
+            via(&out, 1, 2).first(),
+            Some(ControllerToNode::Welcome { node_id: 2, .. })
+        ));
+        assert!(to_node(&out, 2).is_empty(), "{out:?}");
+        // Agent 1 can't open node 5's session (agent 2's): refused to it, node 5 untouched.
+        c.handle_agent_message(t0, 1, carried(5, hello(5))).unwrap();
+        let out = drain(&mut c);
+        match via(&out, 1, 5).as_slice() {
+            [ControllerToNode::Rejected { reason }] => {
+                assert!(
+                    reason.contains("not one of this agent's nodes (1-3)"),
+                    "{reason}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.status().connected, 1);
+        // Nor speak in a session it does not carry.
+        let e = c
+            .handle_agent_message(t0, 1, carried(3, NodeToController::Ready))
+            .unwrap_err();
+        assert_eq!(e, RegisterError::NotCarried { node: 3 });
+        let e = c
+            .handle_agent_message(t0, 2, carried(2, NodeToController::Ready))
+            .unwrap_err();
+        assert_eq!(e, RegisterError::NotCarried { node: 2 });
+        // Its own node's session closing fails that node; another agent's word does not.
+        c.handle_agent_message(t0, 2, AgentToController::NodeClosed { node: 2 })
+            .unwrap();
+        assert_eq!(c.status().failed, 0);
+        c.handle_agent_message(t0, 1, AgentToController::NodeClosed { node: 2 })
+            .unwrap();
         assert_eq!(c.status().failed, 1);
     }
 

@@ -299,8 +299,8 @@ impl LocalRun {
                 overlay: exp.overlay_base,
             });
         }
-        // Nodes reach the controller at their bridge's address (which the agent adds later),
-        // where it takes node sessions only. Listening on every address covers the bridges
+        // Programs in nodes reach the controller at their bridge's address (which the agent
+        // adds later), where it answers the status only. Listening on every address covers the bridges
         // too: there, changes and agents need the token.
         let mut node_listeners = Vec::new();
         for bridge in plan.bridges().filter(|_| !listen.is_unspecified()) {

@@ -2,8 +2,8 @@
 //! that owns the [`Coordinator`] and delivers what it decides.
 //!
 //! ```text
-//! GET  /agent       WebSocket, an agent's session
-//! GET  /node        WebSocket, a node's session (from inside the node's namespace)
+//! GET  /agent       WebSocket, an agent's session, carrying its nodes' sessions
+//! GET  /node        WebSocket, a node's session of its own (not on the bridges)
 //! GET  /api/status  phase and counts
 //! GET  /api/nodes   every node and its state
 //! GET  /api/links   every link: up or not, each direction's parameters and counters
@@ -263,8 +263,8 @@ pub struct ServeOptions {
     pub run: Option<(Store, i64)>,
     /// A token that every change must carry (and the page asks for), and agents too.
     pub token: Option<String>,
-    /// Listeners where nodes reach the controller (their bridges' addresses): node sessions
-    /// and the status only, bounded per peer (see [`crate::bounded`]). Code running inside a
+    /// Listeners where programs inside nodes reach the controller (their bridges' addresses):
+    /// the status only, bounded per peer (see [`crate::bounded`]). Code running inside a
     /// node can dial these, so nothing there changes or stops the experiment.
     pub node_listeners: Vec<TcpListener>,
 }
@@ -302,8 +302,9 @@ pub fn spawn(
         token: options.token.map(Arc::from),
     };
     for listener in options.node_listeners {
+        // Node sessions travel inside their agents' sessions: nothing on a bridge speaks for
+        // a node, and a program inside one reads the status and nothing else.
         let nodes_only = Router::new()
-            .route(proto::NODE_PATH, get(node_ws))
             .route("/api/status", get(api_status))
             .with_state(state.clone());
         let listener = crate::bounded::BoundedListener::new(listener);
@@ -1046,10 +1047,24 @@ async fn agent_session(socket: WebSocket, id: AgentId, tx: mpsc::UnboundedSender
                 }
             }
             outgoing = out_rx.recv() => {
-                let Some(msg) = outgoing else { break };
-                let reject = matches!(msg, ControllerToAgent::Rejected { .. });
-                let bytes = proto::encode(&msg).expect("control messages encode");
-                if sink.send(Message::Binary(bytes.into())).await.is_err() || reject {
+                let Some(mut msg) = outgoing else { break };
+                // The agent carries its nodes' sessions: a burst (welcomes, routes, a
+                // readiness broadcast to thousands of nodes) goes out in one flush.
+                let mut reject = false;
+                let mut failed = false;
+                loop {
+                    reject |= matches!(msg, ControllerToAgent::Rejected { .. });
+                    let bytes = proto::encode(&msg).expect("control messages encode");
+                    if sink.feed(Message::Binary(bytes.into())).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                    match out_rx.try_recv() {
+                        Ok(next) => msg = next,
+                        Err(_) => break,
+                    }
+                }
+                if failed || sink.flush().await.is_err() || reject {
                     break;
                 }
             }

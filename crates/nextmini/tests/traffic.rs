@@ -87,13 +87,16 @@ fn median_rtt(ping: &str) -> f64 {
 
 /// An RTT that is the emulated delay of `traversals` link crossings, plus what each crossing
 /// costs besides the delay: two TUN devices and the forwarder (about 0.1 ms in this test
-/// build; the release build's delay error is in docs/benchmarks.md). A wrong delay or a
-/// path of other length is milliseconds off.
+/// build; the release build's delay error is in docs/benchmarks.md). A link releases a packet
+/// up to the hand-off it expects to the next node (60 µs, `dataplane::emulator`) early, so
+/// when that hand-off is quicker the RTT may fall short by as much per crossing. A wrong
+/// delay or a path of other length is milliseconds off.
 fn assert_rtt(rtt: f64, delay_ms: f64, traversals: u32) {
     let most = delay_ms + 0.2 + 0.15 * f64::from(traversals);
+    let least = delay_ms - 0.1 - 0.06 * f64::from(traversals);
     assert!(
-        (delay_ms - 0.2..=most).contains(&rtt),
-        "RTT {rtt} ms, expected {delay_ms} ms of delay over {traversals} crossings (at most {most} ms)"
+        (least..=most).contains(&rtt),
+        "RTT {rtt} ms, expected {delay_ms} ms of delay over {traversals} crossings (between {least} and {most} ms)"
     );
 }
 

@@ -4,9 +4,11 @@
 //! Two kinds of sessions reach the controller:
 //! - an **agent** (one per host, from the host's namespace) registers the host and its node id
 //!   range, reports plumbing progress and is told to shut down;
-//! - a **node** (one per emulated node, from inside the node's namespace, over the underlay)
-//!   says hello, is told its overlay address and its neighbours, reports each link up and
-//!   finally that it is ready; the controller broadcasts topology-ready when all are.
+//! - a **node** (one per emulated node) says hello, is told its overlay address and its
+//!   neighbours, reports each link up and finally that it is ready; the controller broadcasts
+//!   topology-ready when all are. Node sessions travel inside their agent's session
+//!   (`FromNode`/`ToNode`), so a host's thousands of nodes cost the controller and the agent
+//!   one socket, not one each; `/node` still takes a session of its own.
 //!
 //! Nothing in this exchange waits on a timer: every step answers a message.
 
@@ -20,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use flows::{DEFAULT_FLOW_PORT, FlowLen, FlowOrder, FlowSpec, FlowTransport, TcpStats};
 
 /// Bumped on any incompatible change; both hellos carry it.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// WebSocket paths on the controller.
 pub const AGENT_PATH: &str = "/agent";
@@ -228,6 +230,16 @@ pub enum AgentToController {
     TornDown {
         seconds: f64,
     },
+    /// A message of one of this agent's node sessions: the agent carries all of its nodes'
+    /// sessions over its own connection (one socket per host, not one per node).
+    FromNode {
+        node: u32,
+        msg: NodeToController,
+    },
+    /// That node's session ended.
+    NodeClosed {
+        node: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -243,6 +255,11 @@ pub enum ControllerToAgent {
     },
     /// Tear the nodes down and disconnect.
     Shutdown,
+    /// A message for one of the agent's node sessions.
+    ToNode {
+        node: u32,
+        msg: ControllerToNode,
+    },
 }
 
 /// A host agent to the head that pools hosts for experiments.

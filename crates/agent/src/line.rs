@@ -1,0 +1,137 @@
+//! The agent's one connection to the controller, shared by the agent and all of its nodes.
+//!
+//! Every node session travels inside it (`FromNode`/`ToNode`): a host's nodes cost the
+//! controller and the agent one socket in all rather than one each, which is what lets a
+//! host's node count be bounded by its TUN devices and not by twice its descriptors. A writer
+//! task sends what the agent and its nodes queue, a burst in one flush; a reader task hands
+//! each node its messages and the agent the rest.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use proto::{AgentToController, ControllerToAgent, ControllerToNode};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// The sending half, and where the reader finds each node's session.
+pub(crate) struct Line {
+    out: mpsc::UnboundedSender<AgentToController>,
+    nodes: Mutex<HashMap<u32, mpsc::UnboundedSender<ControllerToNode>>>,
+    /// Set at teardown: node tasks stopped then don't announce that their sessions closed.
+    closing: AtomicBool,
+}
+
+impl Line {
+    /// Starts the writer and the reader over an accepted session. Messages for the agent
+    /// itself come out of the returned receiver, which closes when the controller goes away.
+    pub(crate) fn start(
+        sink: SplitSink<Ws, Message>,
+        incoming: SplitStream<Ws>,
+    ) -> (
+        std::sync::Arc<Line>,
+        mpsc::UnboundedReceiver<ControllerToAgent>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let line = std::sync::Arc::new(Line {
+            out,
+            nodes: Mutex::new(HashMap::new()),
+            closing: AtomicBool::new(false),
+        });
+        let writer = tokio::spawn(write(sink, out_rx));
+        let (agent_tx, agent_rx) = mpsc::unbounded_channel();
+        tokio::spawn(read(incoming, std::sync::Arc::downgrade(&line), agent_tx));
+        (line, agent_rx, writer)
+    }
+
+    /// Queues a message; false when the connection is gone.
+    pub(crate) fn send(&self, msg: AgentToController) -> bool {
+        self.out.send(msg).is_ok()
+    }
+
+    /// Opens a node's session on the line: its messages from the controller arrive on the
+    /// returned receiver (closed when the controller goes away).
+    pub(crate) fn open(&self, node: u32) -> mpsc::UnboundedReceiver<ControllerToNode> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.nodes
+            .lock()
+            .expect("no panics hold it")
+            .insert(node, tx);
+        rx
+    }
+
+    /// A node's session ended: the controller hears of it unless the agent is tearing down.
+    pub(crate) fn close(&self, node: u32) {
+        self.nodes.lock().expect("no panics hold it").remove(&node);
+        if !self.closing.load(Ordering::Relaxed) {
+            let _ = self.out.send(AgentToController::NodeClosed { node });
+        }
+    }
+
+    pub(crate) fn tearing_down(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn write(
+    mut sink: SplitSink<Ws, Message>,
+    mut out: mpsc::UnboundedReceiver<AgentToController>,
+) {
+    while let Some(mut msg) = out.recv().await {
+        loop {
+            let bytes = proto::encode(&msg).expect("control messages encode");
+            if sink.feed(Message::Binary(bytes.into())).await.is_err() {
+                return;
+            }
+            match out.try_recv() {
+                Ok(next) => msg = next,
+                Err(_) => break,
+            }
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sink.close()).await;
+}
+
+async fn read(
+    mut incoming: SplitStream<Ws>,
+    line: std::sync::Weak<Line>,
+    agent: mpsc::UnboundedSender<ControllerToAgent>,
+) {
+    while let Some(frame) = incoming.next().await {
+        let bytes = match frame {
+            Ok(Message::Binary(b)) => b,
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => continue,
+        };
+        match proto::decode::<ControllerToAgent>(&bytes) {
+            Ok(ControllerToAgent::ToNode { node, msg }) => {
+                let Some(line) = line.upgrade() else { break };
+                let nodes = line.nodes.lock().expect("no panics hold it");
+                if let Some(tx) = nodes.get(&node) {
+                    let _ = tx.send(msg);
+                }
+            }
+            Ok(msg) => {
+                if agent.send(msg).is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("the controller sent what this agent can't read: {e}");
+                break;
+            }
+        }
+    }
+    // The controller is gone: every node session hears it (their receivers close).
+    if let Some(line) = line.upgrade() {
+        line.nodes.lock().expect("no panics hold it").clear();
+    }
+}
