@@ -100,7 +100,7 @@ pub async fn run(
     let n = plan.n_nodes();
     // Before anything else: this run's prefix is ours while the agent lives: no other run plumbs over it, and
     // `cleanup` leaves it alone.
-    let _claim = hostnet::claim::PrefixClaim::take(plan.prefix())?;
+    let claim = hostnet::claim::PrefixClaim::take(plan.prefix())?;
     hostnet::addresses::check_free(&plan)?;
     let controller_err = |message: String| AgentError::Controller {
         addr: cfg.controller,
@@ -360,21 +360,25 @@ pub async fn run(
         }
     }
 
-    // Stop every node task before their namespaces go.
+    // Out of view first: the veths go in one batch, the namespaces' mounts and the bridges
+    // after them. The nodes' TUN devices live on in the unnamed namespaces until their
+    // descriptors close, which is slow (see `dataplane`'s `Tun`) and needn't hold anyone up.
     line.tearing_down();
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
-    drop(shared);
-    let started = Instant::now();
     let stats = tokio::task::spawn_blocking(move || fabric.teardown())
         .await
         .expect("teardown thread panicked")
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let teardown_seconds = stats.total.as_secs_f64();
-    let _ = started;
     line.send(AgentToController::TornDown {
         seconds: teardown_seconds,
     });
+    // Nothing of the prefix is left in view: another run may take it.
+    drop(claim);
+    // Then the nodes stop and their TUN devices close, many at once on the blocking pool;
+    // the runtime waits for those closes before the process exits.
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    drop(shared);
     // The writer sends what is queued and closes the session once the last sender is gone.
     drop(line);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;

@@ -161,6 +161,12 @@ pub enum Milestone {
         agent: AgentId,
         lost_nodes: u32,
     },
+    /// An agent removed everything of its nodes from view (it may still be closing their
+    /// TUN devices, which the kernel frees in the background).
+    AgentTornDown {
+        agent: AgentId,
+        seconds: f64,
+    },
     /// A generated flow changed state.
     Flow(Box<FlowRow>),
     /// A node's report: its links' and flows' traffic over the interval.
@@ -503,9 +509,7 @@ impl Coordinator {
                 tracing::error!("agent {agent} failed: {reason}");
                 self.handle_agent_gone(now, agent);
             }
-            A::TornDown { seconds } => {
-                tracing::info!("agent {agent} tore its nodes down in {seconds:.3} s");
-            }
+            A::TornDown { seconds } => self.emit(Milestone::AgentTornDown { agent, seconds }),
             A::FromNode { node, msg } => self.handle_carried(now, agent, node, msg)?,
             A::NodeClosed { node } => {
                 if self.slot(node).is_some_and(|s| s.carried_by == Some(agent)) {

@@ -197,7 +197,7 @@ pub struct LocalRun {
     /// Taken when the run's rows are all written.
     writer: Option<StoreWriter>,
     milestones: mpsc::UnboundedReceiver<Milestone>,
-    agent: tokio::process::Child,
+    agent: AgentProcess,
     agent_pid: u32,
     agent_error: watch::Receiver<String>,
     mem_before: MemInfo,
@@ -254,11 +254,6 @@ impl LocalRun {
         let _ = std::fs::remove_file(RunFile::path(dir));
         if let Some(&id) = opts.fail_nodes.iter().find(|&&id| id == 0 || id > n) {
             return Err(UpError::FailNode { id, n });
-        }
-        // The controller holds one end of every node's control connection.
-        let fds = 1024 + u64::from(n);
-        if let Err(e) = hostnet::tuning::raise_nofile(fds) {
-            tracing::warn!("could not raise the open-file limit to {fds}: {e}");
         }
         let port = opts.port.unwrap_or(exp.port);
         let listen = opts
@@ -382,7 +377,7 @@ impl LocalRun {
             run_id,
             writer: Some(writer),
             milestones,
-            agent,
+            agent: AgentProcess(Some(agent)),
             agent_pid,
             agent_error,
             mem_before,
@@ -593,11 +588,37 @@ impl LocalRun {
         self.handle.flows().await.unwrap_or_default()
     }
 
-    /// Tears the run down and waits for the agent to remove everything.
+    /// Tears the run down and waits for the agent to remove everything from view.
     pub async fn teardown(mut self) -> Result<(), UpError> {
         self.handle.down();
         let teardown = Instant::now();
-        let agent_status = tokio::time::timeout(Duration::from_secs(300), self.agent.wait()).await;
+        let agent = &mut self.agent;
+        let milestones = &mut self.milestones;
+        let out_of_view = async {
+            loop {
+                match milestones.recv().await {
+                    Some(Milestone::AgentTornDown { .. }) => return true,
+                    Some(_) => {}
+                    None => return false,
+                }
+            }
+        };
+        let agent_status = tokio::time::timeout(Duration::from_secs(300), async {
+            tokio::select! {
+                status = agent.wait() => status,
+                true = out_of_view => {
+                    // Nothing of the run is in view any more. The agent goes on closing its
+                    // nodes' TUN devices (the kernel unregisters each one, some milliseconds
+                    // apiece); nobody needs to wait for that, so it is let go rather than
+                    // killed (a kill would leave the same closing to its exit, on one thread).
+                    Ok(std::process::ExitStatus::default())
+                }
+            }
+        })
+        .await;
+        if matches!(agent_status, Ok(Ok(s)) if s.success()) {
+            self.agent.let_go();
+        }
         let _ = std::fs::remove_file(RunFile::path(&self.opts.state_dir));
         let prefix = self.prefix.clone();
         self.finish(RunState::Down).await;
@@ -642,5 +663,26 @@ impl LocalRun {
             .store
             .finish_run(self.run_id, state, &self.figures)
             .await;
+    }
+}
+
+/// The agent's process: killed if `up` ends before it (its child is made `kill_on_drop`),
+/// unless let go once it has removed everything from view.
+struct AgentProcess(Option<tokio::process::Child>);
+
+impl AgentProcess {
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match &mut self.0 {
+            Some(child) => child.wait().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Leaves the process running after `up` ends (it finishes on its own).
+    fn let_go(&mut self) {
+        if let Some(child) = self.0.take() {
+            // Dropping the handle would kill it.
+            std::mem::forget(child);
+        }
     }
 }

@@ -619,6 +619,9 @@ fn log_milestone(m: &Milestone) {
         Milestone::AgentGone { agent, lost_nodes } => {
             tracing::info!("agent {agent} disconnected ({lost_nodes} nodes lost)")
         }
+        Milestone::AgentTornDown { agent, seconds } => {
+            tracing::info!("agent {agent} tore its nodes down in {seconds:.3} s")
+        }
         Milestone::LinkDown { a, b } => tracing::debug!("link {a}-{b} down"),
         Milestone::RoutesApplied {
             version,

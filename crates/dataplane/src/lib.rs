@@ -76,9 +76,37 @@ pub fn unix_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// A node's TUN device, closed off the caller's thread.
+///
+/// Closing a TUN device's last descriptor unregisters the device, and the kernel then waits
+/// for RCU callbacks (outside its rtnl lock): about 15 ms apiece, one after another when
+/// thousands of nodes end on the runtime's few workers. Closed on the blocking pool instead,
+/// many wait at once (300 devices: 4.9 s one by one, 0.7 s on 16 threads).
+struct Tun(Option<tun_rs::AsyncDevice>);
+
+impl std::ops::Deref for Tun {
+    type Target = tun_rs::AsyncDevice;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Tun {
+    fn drop(&mut self) {
+        let Some(device) = self.0.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(move || drop(device));
+            }
+            Err(_) => drop(device),
+        }
+    }
+}
+
 /// One node's dataplane: its TUN device, its forwarding state, and an emulator per link.
 pub struct Dataplane {
-    tun: tun_rs::AsyncDevice,
+    tun: Tun,
     forwarder: RwLock<Forwarder>,
     egress: RwLock<HashMap<u32, mpsc::Sender<Frame>>>,
     /// Parameter changes for each link's emulator. Boxed: a channel allocates room for 32
@@ -100,7 +128,7 @@ impl Dataplane {
         pacer: Pacer,
     ) -> Arc<Self> {
         Arc::new(Dataplane {
-            tun,
+            tun: Tun(Some(tun)),
             forwarder: RwLock::new(Forwarder::new(me, my_addr, prefix_len)),
             egress: RwLock::new(HashMap::new()),
             emulators: RwLock::new(HashMap::new()),

@@ -6,6 +6,7 @@
 //! `setns` + the creating call (a few microseconds) on request and hands the result to tokio:
 //! no thread or process per node, no `ip netns exec`.
 
+use hostnet::rtnl::Mode;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
@@ -94,13 +95,18 @@ impl SocketFactory {
     ) -> io::Result<tun_rs::AsyncDevice> {
         let device = self
             .run_in(netns, move || {
-                tun_rs::DeviceBuilder::new()
+                let device = tun_rs::DeviceBuilder::new()
                     .name(hostnet::plan::NODE_TUN_IFNAME)
                     .ipv4(addr, prefix_len, None)
                     .mtu(mtu)
                     // TSO segments and checksum offload: see `frame`.
                     .offload(true)
-                    .build_sync()
+                    .build_sync()?;
+                let index = device.if_index()?;
+                hostnet::rtnl::Rtnl::open()?
+                    .request(hostnet::msg::noqueue_root(index), Mode::Replace, ())
+                    .map_err(|r| r.error)?;
+                Ok(device)
             })
             .await?;
         tun_rs::AsyncDevice::new(device)

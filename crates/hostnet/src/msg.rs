@@ -60,6 +60,10 @@ pub fn new_node_veth(
         crate::plan::NODE_UNDERLAY_IFNAME.to_owned(),
     ));
     peer.attributes.push(LinkAttribute::NetNsFd(netns_fd));
+    // One queue each way on both ends, not one per CPU: the underlay carries control and
+    // cross-host links, and every extra queue is a kernel object per node.
+    peer.attributes.push(LinkAttribute::NumTxQueues(1));
+    peer.attributes.push(LinkAttribute::NumRxQueues(1));
 
     let mut m = link(0);
     if up {
@@ -70,11 +74,27 @@ pub fn new_node_veth(
         .push(LinkAttribute::IfName(host_name.to_owned()));
     m.attributes.push(LinkAttribute::Controller(bridge_index));
     m.attributes.push(LinkAttribute::Group(group));
+    m.attributes.push(LinkAttribute::NumTxQueues(1));
+    m.attributes.push(LinkAttribute::NumRxQueues(1));
     m.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
     ]));
     RouteNetlinkMessage::NewLink(m)
+}
+
+/// `tc qdisc replace dev <index> root noqueue`: a device whose driver never pushes back (a
+/// TUN device drops when its own ring is full) gains nothing from a queue in front, and the
+/// default `pfifo_fast` holds three rings of `txqueuelen` slots (12 KiB for a TUN device).
+pub fn noqueue_root(index: u32) -> RouteNetlinkMessage {
+    let mut m = netlink_packet_route::tc::TcMessage::default();
+    m.header.index = index as i32;
+    m.header.parent = netlink_packet_route::tc::TcHandle::ROOT;
+    m.attributes
+        .push(netlink_packet_route::tc::TcAttribute::Kind(
+            "noqueue".into(),
+        ));
+    RouteNetlinkMessage::NewQueueDiscipline(m)
 }
 
 /// `ip link set dev <index> up`.

@@ -168,7 +168,7 @@ pub fn tune_host(sysctl: &Sysctl, nodes: u64, links: u64) -> Result<Vec<Raised>,
             r.to
         );
     }
-    // A control socket per node and both ends of each socket link, with room to spare.
+    // A TUN device per node and both ends of each socket link, with room to spare.
     let fds = 1024 + nodes + links;
     match raise_nofile(fds) {
         Ok(Some(n)) => tracing::info!("raised the open-file limit to {n}"),

@@ -133,10 +133,12 @@ pub fn run(args: UpArgs) -> Result<()> {
         println!("host limits are set for {n} nodes");
         return Ok(());
     }
-    // The agent holds a control socket per node, a TUN device per node with the dataplane,
-    // and both ends of every TCP link. Say so now rather than fail node by node.
+    // The agent holds a TUN device per node with the dataplane (its nodes' control sessions
+    // share its one connection) and both ends of every TCP link. Say so now rather than fail
+    // node by node.
     let links = exp.topology.n_links() as u64;
-    let per_node = if exp.dataplane { 2 } else { 1 };
+    // Unmounted namespaces are held open by the agent: one descriptor each.
+    let per_node = u64::from(exp.dataplane) + u64::from(args.no_mount);
     let tcp_fds = if exp.force_tcp { 2 * links } else { 0 };
     let need = 1024 + per_node * u64::from(n) + tcp_fds;
     if let Err(e) = hostnet::tuning::raise_nofile(need) {
