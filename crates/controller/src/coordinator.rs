@@ -262,6 +262,9 @@ pub struct Coordinator {
     topology: Topology,
     /// Every node's forwarding table, when there is a dataplane.
     router: Option<topology::routing::Router>,
+    /// The router is being computed elsewhere (see [`Coordinator::without_routes`]): links
+    /// that change meanwhile are told to it when it arrives.
+    routes_pending: Option<Vec<(u32, u32)>>,
     /// Latest counters per link direction (from, to).
     counters: std::collections::HashMap<(u32, u32), proto::LinkCounters>,
     /// When each node last reported (Unix time, nanoseconds).
@@ -301,18 +304,41 @@ pub enum AddFlowError {
 
 impl Coordinator {
     pub fn new(topology: Topology, settings: Settings) -> Self {
-        let n = topology.n_nodes() as usize;
-        let router = settings.dataplane.then(|| {
+        let router = Self::build_router(&topology, &settings);
+        let mut c = Self::without_routes(topology, settings);
+        if let Some(router) = router {
+            c.router = Some(router);
+            c.routes_pending = None;
+        }
+        c
+    }
+
+    /// Every node's forwarding table for the experiment as it starts (None without a
+    /// dataplane). Quadratic in the node count (3 s for a 10,000-node ring here), so `run`
+    /// computes it while the agents plumb and hands it over with
+    /// [`Coordinator::handle_router`].
+    pub fn build_router(
+        topology: &Topology,
+        settings: &Settings,
+    ) -> Option<topology::routing::Router> {
+        settings.dataplane.then(|| {
             let links = &settings.links;
             topology::routing::Router::new(
-                &topology,
+                topology,
                 settings.metric,
                 |a, b| link_weight(&links.params(a, b)),
                 settings.explicit_routes.clone(),
             )
-        });
+        })
+    }
+
+    /// A coordinator that takes agents and nodes at once but sends no routes, and declares
+    /// no topology ready, until its router arrives ([`Coordinator::handle_router`]).
+    pub fn without_routes(topology: Topology, settings: Settings) -> Self {
+        let n = topology.n_nodes() as usize;
         Coordinator {
-            router,
+            router: None,
+            routes_pending: settings.dataplane.then(Vec::new),
             counters: Default::default(),
             report_times: Default::default(),
             adjacency: topology.adjacency(),
@@ -980,8 +1006,29 @@ impl Coordinator {
         self.drain_flows();
     }
 
+    /// The router computed for the experiment's start arrives: links changed since are told
+    /// to it, every connected node gets its table, and the topology may become ready.
+    pub fn handle_router(&mut self, now: Instant, router: topology::routing::Router) {
+        let Some(changed) = self.routes_pending.take() else {
+            return;
+        };
+        let mut router = router;
+        for (a, b) in changed {
+            router.set_link(a, b, self.route_weight(a, b), self.route_weight(b, a));
+        }
+        self.router = Some(router);
+        let connected: Vec<u32> = (1..=self.topology.n_nodes())
+            .filter(|&id| self.slot(id).is_some_and(|s| s.connected && !s.failed))
+            .collect();
+        if !connected.is_empty() {
+            self.send_routes(now, connected);
+        }
+        self.check_ready(now);
+    }
+
     fn check_ready(&mut self, now: Instant) {
         if self.phase != Phase::Wiring
+            || self.routes_pending.is_some()
             || self.ready == 0
             || self.ready + self.failed != self.topology.n_nodes()
         {
@@ -1135,9 +1182,7 @@ impl Coordinator {
         }
         let params = self.settings.links.params(a, b);
         // Routes change when the link comes or goes, or, by delay, when its delay does.
-        if let Some(router) = &self.router
-            && (params.up != was_up || router.metric() == Metric::Delay)
-        {
+        if params.up != was_up || self.settings.metric == Metric::Delay {
             self.update_routes(now, a, b);
         }
         Ok(params)
@@ -1155,6 +1200,10 @@ impl Coordinator {
 
     /// Tells the router about link a–b as it is now and sends the tables that changed.
     fn update_routes(&mut self, now: Instant, a: u32, b: u32) {
+        if let Some(pending) = &mut self.routes_pending {
+            pending.push((a, b));
+            return;
+        }
         let (ab, ba) = (self.route_weight(a, b), self.route_weight(b, a));
         let Some(router) = &mut self.router else {
             return;
@@ -1623,6 +1672,74 @@ mod tests {
         c.handle_agent_message(t0, 1, AgentToController::NodeClosed { node: 2 })
             .unwrap();
         assert_eq!(c.status().failed, 1);
+    }
+
+    #[test]
+    fn routes_computed_elsewhere_arrive_with_the_links_changed_meanwhile_before_ready() {
+        let t0 = Instant::now();
+        let settings = Settings {
+            dataplane: true,
+            ..coordinator(4, false).settings.clone()
+        };
+        let topology = Preset::Ring { n: 4 }.build().unwrap();
+        let router = Coordinator::build_router(&topology, &settings).unwrap();
+        let mut c = Coordinator::without_routes(topology, settings);
+        register(&mut c, 1, 4, 0).unwrap();
+        for id in 1..=4 {
+            c.handle_node_hello(t0, &hello(id)).unwrap();
+        }
+        let down = LinkChange {
+            up: Some(false),
+            ..Default::default()
+        };
+        c.handle_set_link(t0, 1, 2, &down).unwrap();
+        for (a, b) in [(2, 3), (3, 4), (1, 4)] {
+            c.handle_link_up(a, b);
+            c.handle_link_up(b, a);
+        }
+        for id in 1..=4 {
+            c.handle_node_ready(t0, id);
+        }
+        let out = drain(&mut c);
+        let routes = |out: &[Output], id| {
+            to_node(out, id).into_iter().find_map(|m| match m {
+                ControllerToNode::Routes { routes, .. } => Some(routes),
+                _ => None,
+            })
+        };
+        assert!(
+            (1..=4).all(|id| routes(&out, id).is_none()),
+            "no routes yet"
+        );
+        assert!(
+            !out.iter()
+                .any(|o| matches!(o, Output::Milestone(Milestone::TopologyReady { .. })))
+        );
+        assert_eq!(c.phase(), Phase::Wiring);
+        assert_eq!(c.route_path(1, 2, None), Err(RouteError::NotYet));
+        // The router was computed with link 1-2 up; it learns that it went down.
+        c.handle_router(t0, router);
+        let out = drain(&mut c);
+        let to_2 = |id| {
+            routes(&out, id)
+                .unwrap()
+                .into_iter()
+                .find(|e| (e.first..=e.last).contains(&2))
+                .unwrap()
+                .next_hops
+        };
+        assert_eq!(to_2(1), vec![4], "1 reaches 2 the long way round");
+        assert!((1..=4).all(|id| routes(&out, id).is_some()));
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Milestone(Milestone::TopologyReady { .. })))
+        );
+        let tables = to_node(&out, 3);
+        assert!(
+            matches!(tables.first(), Some(ControllerToNode::Routes { .. }))
+                && tables.last() == Some(&ControllerToNode::TopologyReady),
+            "a node has its table before it hears the topology is ready: {tables:?}"
+        );
     }
 
     #[test]

@@ -73,10 +73,14 @@ pub async fn start(
         })
         .await?;
     let writer = store.writer(run_id, exp.overlay_base);
-    let mut coordinator = Coordinator::new(
-        exp.topology.clone(),
-        Settings::for_experiment(exp, port, multi_host),
-    );
+    // Routes for thousands of nodes take seconds to compute: the coordinator takes agents
+    // and nodes meanwhile, and declares nothing ready before it has them.
+    let settings = Settings::for_experiment(exp, port, multi_host);
+    let router = {
+        let (topology, settings) = (exp.topology.clone(), settings.clone());
+        tokio::task::spawn_blocking(move || Coordinator::build_router(&topology, &settings))
+    };
+    let mut coordinator = Coordinator::without_routes(exp.topology.clone(), settings);
     // The experiment's flows get their rows (and so their ids) before anything runs; they
     // wait in the coordinator until the topology is ready.
     if !exp.flows.is_empty() {
@@ -106,6 +110,14 @@ pub async fn start(
             node_listeners: access.node_listeners,
         },
     );
+    {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            if let Ok(Some(router)) = router.await {
+                handle.install_router(router);
+            }
+        });
+    }
     if store.is_postgres() {
         crate::store::listen::spawn(store.clone(), run_id, handle.clone()).await?;
     }

@@ -71,6 +71,8 @@ enum Input {
         msg: NodeToController,
     },
     NodeGone(u32),
+    /// The experiment's router, computed while the agents plumbed.
+    Router(Box<topology::routing::Router>),
     Status(oneshot::Sender<Status>),
     Nodes(oneshot::Sender<Vec<NodeRow>>),
     Links(oneshot::Sender<Vec<LinkRow>>),
@@ -159,6 +161,11 @@ pub struct ControllerHandle {
 }
 
 impl ControllerHandle {
+    /// Hands the coordinator its router (see `Coordinator::without_routes`).
+    pub fn install_router(&self, router: topology::routing::Router) {
+        let _ = self.tx.send(Input::Router(Box::new(router)));
+    }
+
     pub async fn status(&self) -> Option<Status> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Input::Status(reply)).ok()?;
@@ -360,6 +367,7 @@ async fn run_coordinator(
     let mut nodes: HashMap<u32, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
     let mut agents: HashMap<AgentId, mpsc::UnboundedSender<ControllerToAgent>> = HashMap::new();
     let mut waiters: RouteWaiters = HashMap::new();
+    let routes_since = Instant::now();
     loop {
         let timeout = c.poll_timeout();
         let input = tokio::select! {
@@ -398,6 +406,13 @@ async fn run_coordinator(
             Input::NodeGone(id) => {
                 nodes.remove(&id);
                 c.handle_node_gone(now, id);
+            }
+            Input::Router(router) => {
+                tracing::info!(
+                    "routes computed in {:.3} s",
+                    now.duration_since(routes_since).as_secs_f64()
+                );
+                c.handle_router(now, *router);
             }
             Input::Status(reply) => {
                 let _ = reply.send(c.status());

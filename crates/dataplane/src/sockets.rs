@@ -101,11 +101,15 @@ impl SocketFactory {
                     .mtu(mtu)
                     // TSO segments and checksum offload: see `frame`.
                     .offload(true)
+                    // Up only once its queue is set: replacing the queue of a running
+                    // device stops and restarts it.
+                    .enable(false)
                     .build_sync()?;
                 let index = device.if_index()?;
-                hostnet::rtnl::Rtnl::open()?
-                    .request(hostnet::msg::noqueue_root(index), Mode::Replace, ())
-                    .map_err(|r| r.error)?;
+                let mut rtnl = hostnet::rtnl::Rtnl::open()?;
+                rtnl.queue(hostnet::msg::noqueue_root(index), Mode::Replace, ())?;
+                rtnl.queue(hostnet::msg::link_up(index), Mode::Change, ())?;
+                rtnl.wait().map_err(|r| r.error)?;
                 Ok(device)
             })
             .await?;

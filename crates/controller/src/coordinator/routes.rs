@@ -40,6 +40,8 @@ impl RouteRequest {
 pub enum RouteError {
     #[error("routes need the dataplane (the experiment runs without TUN devices)")]
     NoDataplane,
+    #[error("the routes are still being computed: try again once the topology is ready")]
+    NotYet,
     #[error("{0}")]
     Invalid(String),
     #[error("there is no link between nodes {a} and {b} in {topology}: a route follows links")]
@@ -195,6 +197,9 @@ impl Coordinator {
         now: std::time::Instant,
         req: RouteRequest,
     ) -> Result<RouteChange, RouteError> {
+        if self.routes_pending.is_some() {
+            return Err(RouteError::NotYet);
+        }
         if self.router.is_none() {
             return Err(RouteError::NoDataplane);
         }
@@ -344,6 +349,9 @@ impl Coordinator {
 
     /// Where traffic from `src` to `dst` (of one flow, if given) goes now.
     pub fn route_path(&self, src: u32, dst: u32, flow: Option<u64>) -> Result<PathRow, RouteError> {
+        if self.routes_pending.is_some() {
+            return Err(RouteError::NotYet);
+        }
         let router = self.router.as_ref().ok_or(RouteError::NoDataplane)?;
         let n = self.topology.n_nodes();
         for id in [src, dst] {
