@@ -119,6 +119,7 @@ pub async fn serve(cfg: HostConfig, shutdown: impl Future<Output = ()>) -> Resul
                                 fail_nodes: Vec::new(),
                                 tun_devices: true,
                                 token: None,
+                                adopt: false,
                             };
                             let (stop_tx, stop_rx) = oneshot::channel::<()>();
                             let done = done_tx.clone();

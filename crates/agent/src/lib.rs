@@ -44,6 +44,9 @@ pub struct AgentConfig {
     pub tun_devices: bool,
     /// The run's token, when its controller asks agents for one (`NEXTMINI_TOKEN`).
     pub token: Option<String>,
+    /// Take over the nodes a previous run of this layout kept (`down --keep`) instead of
+    /// plumbing new ones.
+    pub adopt: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +61,8 @@ pub enum AgentError {
     Closed,
     #[error(transparent)]
     Plumbing(#[from] hostnet::CreateError),
+    #[error("{0}: run `nextmini cleanup --prefix {1}` and start again")]
+    Adopt(hostnet::AdoptError, String),
     #[error(transparent)]
     Claim(#[from] hostnet::claim::ClaimError),
     #[error(transparent)]
@@ -101,7 +106,10 @@ pub async fn run(
     // Before anything else: this run's prefix is ours while the agent lives: no other run plumbs over it, and
     // `cleanup` leaves it alone.
     let claim = hostnet::claim::PrefixClaim::take(plan.prefix())?;
-    hostnet::addresses::check_free(&plan)?;
+    // Kept nodes hold this run's addresses already.
+    if !cfg.adopt {
+        hostnet::addresses::check_free(&plan)?;
+    }
     let controller_err = |message: String| AgentError::Controller {
         addr: cfg.controller,
         message,
@@ -154,7 +162,9 @@ pub async fn run(
                 Ok(ControllerToAgent::Rejected { reason }) => {
                     return Err(AgentError::Rejected(reason));
                 }
-                Ok(ControllerToAgent::Shutdown) => return Err(AgentError::Closed),
+                Ok(ControllerToAgent::Shutdown | ControllerToAgent::Park) => {
+                    return Err(AgentError::Closed);
+                }
                 Ok(ControllerToAgent::ToNode { .. }) => continue,
                 Err(e) => return Err(controller_err(e.to_string())),
             },
@@ -203,6 +213,7 @@ pub async fn run(
         ),
         factory,
         line: line.clone(),
+        keep_tuns: Default::default(),
         pacer: dataplane::pacer::Pacer::start()?,
     });
     let mut tasks = JoinSet::new();
@@ -227,7 +238,7 @@ pub async fn run(
     let (port_tx, mut ports_up) = mpsc::unbounded_channel::<u32>();
     let overlap = mounted.is_some();
     let mut waiting = Waiting {
-        for_ports: overlap && tcp_links,
+        for_ports: overlap && tcp_links && !cfg.adopt,
         ..Waiting::default()
     };
     if waiting.for_ports {
@@ -256,13 +267,19 @@ pub async fn run(
     // namespaces behind).
     tokio::pin!(shutdown);
     let mut interrupted = false;
+    let adopt = cfg.adopt;
     let mut plumbing = tokio::task::spawn_blocking(move || {
+        if adopt {
+            let prefix = spec.plan.prefix().to_string();
+            return Fabric::adopt(&spec).map_err(|e| AgentError::Adopt(e, prefix));
+        }
         Fabric::create(&spec, &|done, plan| {
             let report = done % step == 0 || done == spec.plan.n_nodes();
             if overlap || report {
                 let _ = progress_tx.send((done, overlap.then(|| plan.clone())));
             }
         })
+        .map_err(AgentError::from)
     });
     let fabric = loop {
         tokio::select! {
@@ -296,7 +313,7 @@ pub async fn run(
                         line.send(AgentToController::Failed { reason: e.to_string() });
                         drop(line);
                         let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
-                        return Err(e.into());
+                        return Err(e);
                     }
                 }
             }
@@ -318,13 +335,14 @@ pub async fn run(
         mem_available_before: before,
         mem_available_after: hostnet::procfs::mem_available(),
     });
-    if mounted.is_none() && !interrupted {
+    if (mounted.is_none() || adopt) && !interrupted {
         for node in fabric.nodes() {
             start_node(&mut tasks, &node.plan, node.netns.handle());
         }
     }
 
     let mut failed = 0;
+    let mut park = false;
     if !interrupted {
         loop {
             tokio::select! {
@@ -335,6 +353,11 @@ pub async fn run(
                 msg = from_controller.recv() => match msg {
                     Some(ControllerToAgent::Shutdown) => {
                         tracing::info!("the controller asked for teardown");
+                        break;
+                    }
+                    Some(ControllerToAgent::Park) => {
+                        tracing::info!("the controller asked to keep the nodes for the next run");
+                        park = true;
                         break;
                     }
                     Some(_) => {}
@@ -360,25 +383,49 @@ pub async fn run(
         }
     }
 
-    // Out of view first: the veths go in one batch, the namespaces' mounts and the bridges
-    // after them. The nodes' TUN devices live on in the unnamed namespaces until their
-    // descriptors close, which is slow (see `dataplane`'s `Tun`) and needn't hold anyone up.
     line.tearing_down();
-    let stats = tokio::task::spawn_blocking(move || fabric.teardown())
-        .await
-        .expect("teardown thread panicked")
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let teardown_seconds = stats.total.as_secs_f64();
-    line.send(AgentToController::TornDown {
-        seconds: teardown_seconds,
-    });
-    // Nothing of the prefix is left in view: another run may take it.
+    let (teardown_seconds, kept) = if park {
+        // The nodes stop; their TUN devices are made persistent as they close, so nothing is
+        // unregistered, and everything stays mounted for the next run to take over.
+        let started = Instant::now();
+        shared
+            .keep_tuns
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        drop(shared);
+        let (seconds, kept) = match fabric.keep() {
+            Ok(()) => (started.elapsed().as_secs_f64(), true),
+            Err(fabric) => {
+                tracing::warn!(
+                    "these nodes can't be kept (unmounted namespaces or tunnels): tearing down"
+                );
+                (teardown(fabric).await?, false)
+            }
+        };
+        line.send(AgentToController::TornDown { seconds, kept });
+        (seconds, kept)
+    } else {
+        // Out of view first: the veths go in one batch, the namespaces' mounts and the bridges
+        // after them. The nodes' TUN devices live on in the unnamed namespaces until their
+        // descriptors close, which is slow (see `dataplane`'s `Tun`) and needn't hold anyone
+        // up: they close after the controller heard, many at once on the blocking pool (the
+        // runtime waits for those closes before the process exits).
+        let seconds = teardown(fabric).await?;
+        line.send(AgentToController::TornDown {
+            seconds,
+            kept: false,
+        });
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        drop(shared);
+        (seconds, false)
+    };
+    if kept {
+        tracing::info!("{n} nodes kept for the next run of this layout");
+    }
+    // Nothing of the prefix is in view, or what is kept is for the next run to claim.
     drop(claim);
-    // Then the nodes stop and their TUN devices close, many at once on the blocking pool;
-    // the runtime waits for those closes before the process exits.
-    tasks.abort_all();
-    while tasks.join_next().await.is_some() {}
-    drop(shared);
     // The writer sends what is queued and closes the session once the last sender is gone.
     drop(line);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
@@ -388,6 +435,15 @@ pub async fn run(
         plumb_seconds,
         teardown_seconds,
     })
+}
+
+/// Removes the fabric on a blocking thread; its seconds.
+async fn teardown(fabric: Fabric) -> Result<f64, AgentError> {
+    let stats = tokio::task::spawn_blocking(move || fabric.teardown())
+        .await
+        .expect("teardown thread panicked")
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(stats.total.as_secs_f64())
 }
 
 /// Nodes plumbed but whose port is not up yet, and ports up whose node is not plumbed yet.

@@ -40,6 +40,8 @@ pub struct Shared {
     pub transports: Transports,
     /// The agent's connection to the controller, which carries every node's session.
     pub line: Arc<crate::line::Line>,
+    /// Set when the run ends keeping its nodes: TUN devices are kept as they close.
+    pub keep_tuns: Arc<std::sync::atomic::AtomicBool>,
     pub pacer: Pacer,
 }
 
@@ -144,6 +146,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                                 prefix_len,
                                 tun,
                                 shared.pacer.clone(),
+                                shared.keep_tuns.clone(),
                             );
                             links.tun_reader = Some(dp.start());
                             links.dataplane = Some(dp);

@@ -132,6 +132,7 @@ impl AgentOptions {
             token: std::env::var("NEXTMINI_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
+            adopt: false,
         })
     }
 }

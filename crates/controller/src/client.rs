@@ -235,4 +235,9 @@ impl ControllerClient {
     pub fn down(&self) -> Result<(), ClientError> {
         self.0.post_only::<()>("/api/down", None)
     }
+
+    /// Ends the run and keeps its nodes for the next run of the same layout.
+    pub fn down_keeping_nodes(&self) -> Result<(), ClientError> {
+        self.0.post_only::<()>("/api/down?keep=1", None)
+    }
 }

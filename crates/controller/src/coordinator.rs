@@ -166,6 +166,8 @@ pub enum Milestone {
     AgentTornDown {
         agent: AgentId,
         seconds: f64,
+        /// Its nodes were kept for the next run instead (`down --keep`).
+        kept: bool,
     },
     /// A generated flow changed state.
     Flow(Box<FlowRow>),
@@ -535,7 +537,11 @@ impl Coordinator {
                 tracing::error!("agent {agent} failed: {reason}");
                 self.handle_agent_gone(now, agent);
             }
-            A::TornDown { seconds } => self.emit(Milestone::AgentTornDown { agent, seconds }),
+            A::TornDown { seconds, kept } => self.emit(Milestone::AgentTornDown {
+                agent,
+                seconds,
+                kept,
+            }),
             A::FromNode { node, msg } => self.handle_carried(now, agent, node, msg)?,
             A::NodeClosed { node } => {
                 if self.slot(node).is_some_and(|s| s.carried_by == Some(agent)) {

@@ -294,6 +294,37 @@ impl LocalRun {
                 overlay: exp.overlay_base,
             });
         }
+        // Nodes the previous run here kept (`down --keep`): taken over when the layout is the
+        // same, removed first otherwise.
+        let netns_dir = std::path::PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR);
+        let adopt = match crate::run::KeptNodes::load(dir) {
+            Some(kept) if !kept.present() => {
+                crate::run::KeptNodes::forget(dir);
+                false
+            }
+            Some(kept)
+                if kept.prefix == prefix
+                    && kept.underlay_base == base
+                    && kept.nodes == n
+                    && kept.netns_dir == netns_dir
+                    && !no_mount =>
+            {
+                tracing::info!("taking over the {n} nodes the previous run kept");
+                crate::run::KeptNodes::forget(dir);
+                true
+            }
+            Some(kept) => {
+                eprintln!(
+                    "removing the {} nodes of prefix {} the previous run here kept (this run's layout differs)",
+                    kept.nodes, kept.prefix
+                );
+                let prefix = hostnet::Prefix::new(&kept.prefix)?;
+                hostnet::cleanup::sweep(&prefix, &kept.netns_dir)?;
+                crate::run::KeptNodes::forget(dir);
+                false
+            }
+            None => false,
+        };
         // Programs in nodes reach the controller at their bridge's address (which the agent
         // adds later), where it answers the status only. Listening on every address covers the bridges
         // too: there, changes and agents need the token.
@@ -340,6 +371,9 @@ impl LocalRun {
         }
         if no_mount {
             agent.arg("--no-mount");
+        }
+        if adopt {
+            agent.arg("--adopt");
         }
         for id in &opts.fail_nodes {
             agent.args(["--fail-node", &id.to_string()]);
@@ -594,10 +628,15 @@ impl LocalRun {
         let teardown = Instant::now();
         let agent = &mut self.agent;
         let milestones = &mut self.milestones;
-        let out_of_view = async {
+        let mut kept = false;
+        let kept_ref = &mut kept;
+        let out_of_view = async move {
             loop {
                 match milestones.recv().await {
-                    Some(Milestone::AgentTornDown { .. }) => return true,
+                    Some(Milestone::AgentTornDown { kept, .. }) => {
+                        *kept_ref = kept;
+                        return true;
+                    }
                     Some(_) => {}
                     None => return false,
                 }
@@ -618,6 +657,17 @@ impl LocalRun {
         .await;
         if matches!(agent_status, Ok(Ok(s)) if s.success()) {
             self.agent.let_go();
+        }
+        if kept {
+            let record = crate::run::KeptNodes {
+                prefix: self.prefix.clone(),
+                underlay_base: self.base,
+                nodes: self.exp.topology.n_nodes(),
+                netns_dir: std::path::PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
+            };
+            if let Err(e) = record.save(&self.opts.state_dir) {
+                tracing::warn!("could not record the kept nodes: {e}");
+            }
         }
         let _ = std::fs::remove_file(RunFile::path(&self.opts.state_dir));
         let prefix = self.prefix.clone();

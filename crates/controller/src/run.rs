@@ -322,3 +322,49 @@ pub async fn serve(
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     Ok(())
 }
+
+/// Nodes a run left in place for the next run of its layout (`down --keep`): in its state
+/// directory as `kept.json`. The next `up` there with the same prefix, base and node count
+/// takes them over; another layout removes them first; `cleanup --prefix` removes them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeptNodes {
+    pub prefix: String,
+    pub underlay_base: std::net::Ipv4Addr,
+    pub nodes: u32,
+    /// Where the namespaces are mounted.
+    pub netns_dir: PathBuf,
+}
+
+impl KeptNodes {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("kept.json")
+    }
+
+    /// What `state_dir` records as kept, if anything (an unreadable record counts as none).
+    pub fn load(state_dir: &Path) -> Option<KeptNodes> {
+        let text = std::fs::read_to_string(Self::path(state_dir)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("serializes");
+        std::fs::write(Self::path(state_dir), text + "\n")
+    }
+
+    pub fn forget(state_dir: &Path) {
+        let _ = std::fs::remove_file(Self::path(state_dir));
+    }
+
+    /// Whether the nodes are still there: the first and the last node's namespace mounted.
+    pub fn present(&self) -> bool {
+        let Ok(prefix) = hostnet::Prefix::new(&self.prefix) else {
+            return false;
+        };
+        let Ok(plan) = hostnet::UnderlayPlan::new(prefix, self.underlay_base, self.nodes, 0) else {
+            return false;
+        };
+        [0, self.nodes.saturating_sub(1)]
+            .iter()
+            .all(|&i| self.netns_dir.join(plan.node(i).netns_name).exists())
+    }
+}

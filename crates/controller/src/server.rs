@@ -8,7 +8,7 @@
 //! GET  /api/nodes   every node and its state
 //! GET  /api/links   every link: up or not, each direction's parameters and counters
 //! POST /api/links/{a}/{b}  change a link (JSON LinkChange), both directions
-//! POST /api/down    tear the run down
+//! POST /api/down    tear the run down (`?keep=1`: keep the nodes for the next run)
 //! GET  /api/flows   every generated flow: state, times, bytes, completion time, TCP figures
 //! POST /api/flows   add a flow, as [[flows]] writes one ({"src_node_id": 1, …}); its id
 //! GET  /api/routes  the pinned routes
@@ -129,7 +129,10 @@ enum Input {
         flow: Option<u64>,
         reply: oneshot::Sender<Result<PathRow, RouteError>>,
     },
-    Down,
+    /// Tear down, or with `keep` end the run and keep the nodes for the next (`down --keep`).
+    Down {
+        keep: bool,
+    },
 }
 
 /// A route change in place: its version, the nodes that got new tables, and the time from
@@ -235,7 +238,7 @@ impl ControllerHandle {
 
     /// Asks every agent to tear down; `wait_down` resolves then.
     pub fn down(&self) {
-        let _ = self.tx.send(Input::Down);
+        let _ = self.tx.send(Input::Down { keep: false });
     }
 
     /// Resolves once a teardown was asked for (API, `down()`).
@@ -531,11 +534,21 @@ async fn run_coordinator(
             } => {
                 let _ = reply.send(c.route_path(src, dst, flow));
             }
-            Input::Down => {
+            // The first word counts: `up` asks again once the API has.
+            Input::Down { .. } if *down.borrow() => {}
+            Input::Down { keep } => {
                 c.handle_shutdown();
-                tracing::info!("teardown requested; telling {} agent(s)", agents.len());
+                tracing::info!(
+                    "teardown requested{}; telling {} agent(s)",
+                    if keep { " (keeping the nodes)" } else { "" },
+                    agents.len()
+                );
                 for tx in agents.values() {
-                    let _ = tx.send(ControllerToAgent::Shutdown);
+                    let _ = tx.send(if keep {
+                        ControllerToAgent::Park
+                    } else {
+                        ControllerToAgent::Shutdown
+                    });
                 }
                 let _ = down.send(true);
             }
@@ -634,9 +647,16 @@ fn log_milestone(m: &Milestone) {
         Milestone::AgentGone { agent, lost_nodes } => {
             tracing::info!("agent {agent} disconnected ({lost_nodes} nodes lost)")
         }
-        Milestone::AgentTornDown { agent, seconds } => {
-            tracing::info!("agent {agent} tore its nodes down in {seconds:.3} s")
-        }
+        Milestone::AgentTornDown {
+            agent,
+            seconds,
+            kept: false,
+        } => tracing::info!("agent {agent} tore its nodes down in {seconds:.3} s"),
+        Milestone::AgentTornDown {
+            agent,
+            seconds,
+            kept: true,
+        } => tracing::info!("agent {agent} kept its nodes for the next run ({seconds:.3} s)"),
         Milestone::LinkDown { a, b } => tracing::debug!("link {a}-{b} down"),
         Milestone::RoutesApplied {
             version,
@@ -1027,8 +1047,13 @@ async fn prometheus_metrics(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn api_down(State(s): State<AppState>) -> Response {
-    let _ = s.tx.send(Input::Down);
+/// `POST /api/down[?keep=1]`.
+async fn api_down(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> Response {
+    let keep = q.get("keep").is_some_and(|v| v == "1" || v == "true");
+    let _ = s.tx.send(Input::Down { keep });
     (axum::http::StatusCode::ACCEPTED, "tearing down\n").into_response()
 }
 

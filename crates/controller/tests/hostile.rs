@@ -135,7 +135,10 @@ fn agent_seeds() -> Vec<Vec<u8>> {
             reason: "x".into(),
         },
         AgentToController::Failed { reason: "x".into() },
-        AgentToController::TornDown { seconds: 1.0 },
+        AgentToController::TornDown {
+            seconds: 1.0,
+            kept: false,
+        },
     ]
     .iter()
     .map(|m| proto::encode(m).unwrap())

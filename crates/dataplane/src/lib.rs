@@ -82,19 +82,33 @@ pub fn unix_ns() -> u64 {
 /// for RCU callbacks (outside its rtnl lock): about 15 ms apiece, one after another when
 /// thousands of nodes end on the runtime's few workers. Closed on the blocking pool instead,
 /// many wait at once (300 devices: 4.9 s one by one, 0.7 s on 16 threads).
-struct Tun(Option<tun_rs::AsyncDevice>);
+///
+/// When its run is kept for the next (`down --keep`), the device is made persistent instead:
+/// closing it then unregisters nothing, and the next run's node takes it over.
+struct Tun {
+    device: Option<tun_rs::AsyncDevice>,
+    keep: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl std::ops::Deref for Tun {
     type Target = tun_rs::AsyncDevice;
 
     fn deref(&self) -> &Self::Target {
-        self.0.as_ref().expect("present until dropped")
+        self.device.as_ref().expect("present until dropped")
     }
 }
 
 impl Drop for Tun {
     fn drop(&mut self) {
-        let Some(device) = self.0.take() else { return };
+        let Some(device) = self.device.take() else {
+            return;
+        };
+        if self.keep.load(std::sync::atomic::Ordering::Relaxed) {
+            match device.persist() {
+                Ok(()) => return drop(device),
+                Err(e) => tracing::warn!("could not keep a TUN device: {e}"),
+            }
+        }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn_blocking(move || drop(device));
@@ -120,15 +134,20 @@ pub struct Dataplane {
 }
 
 impl Dataplane {
+    /// `keep`: when set as the dataplane ends, its TUN device is kept for the next run.
     pub fn new(
         me: u32,
         my_addr: Ipv4Addr,
         prefix_len: u8,
         tun: tun_rs::AsyncDevice,
         pacer: Pacer,
+        keep: Arc<std::sync::atomic::AtomicBool>,
     ) -> Arc<Self> {
         Arc::new(Dataplane {
-            tun: Tun(Some(tun)),
+            tun: Tun {
+                device: Some(tun),
+                keep,
+            },
             forwarder: RwLock::new(Forwarder::new(me, my_addr, prefix_len)),
             egress: RwLock::new(HashMap::new()),
             emulators: RwLock::new(HashMap::new()),

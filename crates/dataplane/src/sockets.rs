@@ -105,6 +105,9 @@ impl SocketFactory {
                     // device stops and restarts it.
                     .enable(false)
                     .build_sync()?;
+                // A device kept by the previous run is taken over as it is; it dies with its
+                // descriptor again, as a new one would.
+                unpersist(&device)?;
                 let index = device.if_index()?;
                 let mut rtnl = hostnet::rtnl::Rtnl::open()?;
                 rtnl.queue(hostnet::msg::noqueue_root(index), Mode::Replace, ())?;
@@ -121,4 +124,17 @@ fn stream_socket() -> io::Result<Socket> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_nonblocking(true)?;
     Ok(socket)
+}
+
+/// `TUNSETPERSIST 0`: the device goes when its last descriptor closes (a no-op for a new one).
+fn unpersist(device: &tun_rs::SyncDevice) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // _IOW('T', 203, int)
+    const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+    // SAFETY: an ioctl on the device's own descriptor with an integer argument.
+    let r = unsafe { libc::ioctl(device.as_raw_fd(), TUNSETPERSIST as _, 0 as libc::c_ulong) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -223,6 +223,17 @@ pub struct TeardownStats {
 #[error("teardown: {0}")]
 pub struct TeardownError(#[from] io::Error);
 
+/// Why a kept fabric can't be taken over.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    #[error("kept nodes live in mounted namespaces: this run does not mount them")]
+    NotMounted,
+    #[error("the kept nodes are incomplete ({0} is gone)")]
+    Missing(String),
+    #[error("looking for the kept nodes: {0}")]
+    Io(#[from] io::Error),
+}
+
 /// The group number host veths of a prefix carry, so that cleanup can delete them in one
 /// request. A 32-bit hash of the prefix; cleanup checks that the group holds only this prefix's
 /// links before it uses it.
@@ -489,6 +500,64 @@ impl Fabric {
         self.plan
             .idx_of(node_id)
             .and_then(|i| self.nodes.get(i as usize))
+    }
+
+    /// Leaves everything in place for a later run of the same layout ([`Fabric::adopt`]):
+    /// only a fabric of mounted namespaces without tunnels can be kept (an unmounted
+    /// namespace lives only while this process holds it, tunnels join hosts that may go).
+    /// The fabric comes back when it can't be kept.
+    pub fn keep(mut self) -> Result<(), Fabric> {
+        if !self.tunnels.is_empty() || self.nodes.iter().any(|n| !n.netns.is_mounted()) {
+            return Err(self);
+        }
+        self.torn_down = true;
+        for node in std::mem::take(&mut self.nodes) {
+            node.netns.leave_mounted();
+        }
+        Ok(())
+    }
+
+    /// The fabric a previous run of this layout kept ([`Fabric::keep`]), found in place: each
+    /// node's namespace at its mount and each bridge by name. Fails, changing nothing, when
+    /// any part is missing.
+    pub fn adopt(spec: &FabricSpec) -> Result<Fabric, AdoptError> {
+        let plan = &spec.plan;
+        let dir = spec.netns_dir.as_ref().ok_or(AdoptError::NotMounted)?;
+        let mut host: Rtnl<()> = Rtnl::open()?;
+        let links: HashMap<String, u32> = host
+            .dump(msg::get_links())?
+            .iter()
+            .filter_map(msg::link_name)
+            .map(|(name, index, _)| (name.to_owned(), index))
+            .collect();
+        let mut bridges = Vec::new();
+        for b in plan.bridges() {
+            let index = *links
+                .get(&b.name)
+                .ok_or_else(|| AdoptError::Missing(format!("bridge {}", b.name)))?;
+            bridges.push(Bridge { plan: b, index });
+        }
+        let mut nodes = Vec::new();
+        for idx in 0..plan.n_nodes() {
+            let node = plan.node(idx);
+            if !links.contains_key(&node.veth_name) {
+                return Err(AdoptError::Missing(format!("veth {}", node.veth_name)));
+            }
+            let netns = NetNs::adopt_mount(dir.join(&node.netns_name))
+                .ok_or_else(|| AdoptError::Missing(format!("namespace {}", node.netns_name)))?;
+            nodes.push(Node {
+                plan: node,
+                netns,
+                veth_made: true,
+            });
+        }
+        Ok(Fabric {
+            plan: plan.clone(),
+            bridges,
+            tunnels: Vec::new(),
+            nodes,
+            torn_down: false,
+        })
     }
 
     /// Removes everything: namespaces (and with them every veth), mounts, bridges.

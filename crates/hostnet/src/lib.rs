@@ -19,6 +19,8 @@ pub mod procfs;
 pub mod rtnl;
 pub mod tuning;
 
-pub use fabric::{CreateError, Fabric, FabricSpec, Node, Step, TeardownStats, TunnelSpec};
+pub use fabric::{
+    AdoptError, CreateError, Fabric, FabricSpec, Node, Step, TeardownStats, TunnelSpec,
+};
 pub use netns::NetNs;
 pub use plan::{NodePlan, Prefix, UnderlayPlan};

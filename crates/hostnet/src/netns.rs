@@ -137,6 +137,25 @@ impl NetNs {
         })
     }
 
+    /// A namespace mounted at `path` by an earlier run (kept by `down --keep`): reached through
+    /// the mount, which this value now owns. None when nothing is mounted there.
+    pub fn adopt_mount(path: PathBuf) -> Option<NetNs> {
+        let mounted = is_netns(&path);
+        mounted.then_some(NetNs {
+            fd: None,
+            mount: Some(path),
+        })
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        self.mount.is_some()
+    }
+
+    /// Leaves the namespace mounted for a later run: nothing is unmounted when it drops.
+    pub fn leave_mounted(mut self) {
+        self.mount = None;
+    }
+
     /// Unmounts (if mounted) now, reporting failure; dropping does the same silently.
     pub fn close(mut self) -> io::Result<()> {
         match self.mount.take() {
@@ -228,4 +247,16 @@ pub fn command_in(path: &Path, program: &str) -> io::Result<(std::process::Comma
         });
     }
     Ok((cmd, netns))
+}
+
+/// Whether `path` is a namespace file (a bind mount of one): `setns` would take it.
+fn is_netns(path: &Path) -> bool {
+    // NS_GET_NSTYPE: the namespace type of an nsfs file; fails on anything else.
+    const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    // SAFETY: an ioctl without arguments on a descriptor we own.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    kind == libc::CLONE_NEWNET
 }

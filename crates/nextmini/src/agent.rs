@@ -138,6 +138,10 @@ pub struct AgentArgs {
     /// sharing hosts need different ones.
     #[arg(long, default_value_t = 4242)]
     pub vni: u32,
+    /// Take over the nodes a previous run of this layout kept (`nextmini down --keep`)
+    /// instead of plumbing new ones.
+    #[arg(long, conflicts_with = "head")]
+    pub adopt: bool,
     #[command(flatten)]
     pub layout: AgentLayout,
 }
@@ -158,6 +162,7 @@ impl AgentArgs {
             peers: Vec::new(),
             local: None,
             vni: 4242,
+            adopt: false,
             layout: AgentLayout {
                 prefix: host::DEFAULT_PREFIX.to_owned(),
                 base: None,
@@ -227,6 +232,10 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         netns_dir: PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
     }
     .resolve(&file)?;
+    let cfg = agent::AgentConfig {
+        adopt: args.adopt,
+        ..cfg
+    };
     let report =
         tokio::runtime::Runtime::new()?.block_on(agent::run(cfg, host::shutdown_signal()))?;
     tracing::info!(

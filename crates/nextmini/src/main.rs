@@ -36,10 +36,15 @@ struct Cli {
 enum Command {
     /// Bring an experiment up: nodes, links, controller, store; a summary when it is ready.
     Up(up::UpArgs),
-    /// Tear the running experiment down.
+    /// Tear the running experiment down (or the nodes a run kept, when none runs).
     Down {
         #[arg(long, default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+        /// End the run but keep its nodes (namespaces, veths, bridges, TUN devices): the next
+        /// `up` here with the same prefix, base and node count takes them over, ready in a
+        /// fraction of the time; `status` lists them, `cleanup --prefix` removes them.
+        #[arg(long)]
+        keep: bool,
     },
     /// Nodes, links and state of the running experiment.
     Status {
@@ -118,7 +123,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<i32> = match cli.command {
         Some(Command::Up(args)) => up::run(args).map(done),
-        Some(Command::Down { state_dir }) => running::down(&state_dir).map(done),
+        Some(Command::Down { state_dir, keep }) => running::down(&state_dir, keep).map(done),
         Some(Command::Status { state_dir }) => running::status(&state_dir).map(done),
         Some(Command::Exec {
             node_id,

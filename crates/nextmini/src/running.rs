@@ -2,6 +2,7 @@
 //! They find it through the run file in the state directory, or talk to any controller with
 //! `--api` (for example a head's experiment).
 
+use controller::run::KeptNodes;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -177,7 +178,18 @@ pub fn link_show(args: &LinkShowArgs) -> Result<()> {
 }
 
 pub fn status(state_dir: &Path) -> Result<()> {
-    let run = RunFile::load(state_dir)?;
+    let run = match RunFile::load(state_dir) {
+        Err(controller::run::RunFileError::Missing { .. })
+            if let Some(kept) = KeptNodes::load(state_dir).filter(KeptNodes::present) =>
+        {
+            println!(
+                "no experiment runs; {} nodes of prefix {} are kept (`nextmini down --keep`): the next `up` here with the same prefix, base ({}) and node count takes them over; `nextmini down` or `nextmini cleanup --prefix {}` removes them",
+                kept.nodes, kept.prefix, kept.underlay_base, kept.prefix
+            );
+            return Ok(());
+        }
+        other => other?,
+    };
     let s = run.client().status()?;
     println!(
         "experiment {} (prefix {}, pid {})",
@@ -187,9 +199,23 @@ pub fn status(state_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn down(state_dir: &Path) -> Result<()> {
+pub fn down(state_dir: &Path, keep: bool) -> Result<()> {
     host::require_root("nextmini down")?;
     let run = match RunFile::load(state_dir) {
+        // Nothing runs, but a run kept its nodes: they go now.
+        Err(controller::run::RunFileError::Missing { .. })
+            if !keep && let Some(kept) = KeptNodes::load(state_dir) =>
+        {
+            let prefix = hostnet::Prefix::new(&kept.prefix)?;
+            hostnet::cleanup::sweep(&prefix, &kept.netns_dir)?;
+            KeptNodes::forget(state_dir);
+            check_nothing_left("the kept nodes", &kept.prefix)?;
+            println!(
+                "removed the {} nodes of prefix {} a run had kept",
+                kept.nodes, kept.prefix
+            );
+            return Ok(());
+        }
         Err(controller::run::RunFileError::Gone { pid, .. }) => {
             // Killed or crashed: clear its file, and say what it left.
             let run = RunFile::load_any(state_dir)?;
@@ -205,7 +231,11 @@ pub fn down(state_dir: &Path) -> Result<()> {
     };
     // Watch the run's process before asking, so its exit can't be missed.
     let pidfd = pidfd_open(run.pid);
-    run.client().down()?;
+    if keep {
+        run.client().down_keeping_nodes()?;
+    } else {
+        run.client().down()?;
+    }
     // No pidfd: the process is gone already.
     if let Some(fd) = pidfd {
         let mut fds = [nix::poll::PollFd::new(
@@ -216,6 +246,13 @@ pub fn down(state_dir: &Path) -> Result<()> {
         if nix::poll::poll(&mut fds, timeout)? == 0 {
             bail!("the experiment did not finish tearing down within 5 minutes");
         }
+    }
+    if keep && let Some(kept) = KeptNodes::load(state_dir) {
+        println!(
+            "experiment {} is down; its {} nodes are kept for the next `up` here of the same layout (`nextmini down` or `nextmini cleanup --prefix {}` removes them)",
+            run.name, kept.nodes, kept.prefix
+        );
+        return Ok(());
     }
     leftovers_of(&run)?;
     println!("experiment {} is down", run.name);

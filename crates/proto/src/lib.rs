@@ -210,36 +210,27 @@ pub enum AgentToController {
         mem_bytes: u64,
     },
     /// Nodes plumbed so far.
-    Plumbed {
-        done: u32,
-    },
+    Plumbed { done: u32 },
     PlumbingDone {
         seconds: f64,
         mem_available_before: u64,
         mem_available_after: u64,
     },
     /// A node of this agent failed before or outside its own control session.
-    NodeFailed {
-        node: u32,
-        reason: String,
-    },
+    NodeFailed { node: u32, reason: String },
     /// The agent could not go on (plumbing failed); its nodes are gone.
-    Failed {
-        reason: String,
-    },
+    Failed { reason: String },
     TornDown {
         seconds: f64,
+        /// The nodes were kept for the next run of the same layout (`Park`), not removed.
+        #[serde(default)]
+        kept: bool,
     },
     /// A message of one of this agent's node sessions: the agent carries all of its nodes'
     /// sessions over its own connection (one socket per host, not one per node).
-    FromNode {
-        node: u32,
-        msg: NodeToController,
-    },
+    FromNode { node: u32, msg: NodeToController },
     /// That node's session ended.
-    NodeClosed {
-        node: u32,
-    },
+    NodeClosed { node: u32 },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,6 +246,9 @@ pub enum ControllerToAgent {
     },
     /// Tear the nodes down and disconnect.
     Shutdown,
+    /// End the run but keep the nodes (namespaces, veths, bridges, TUN devices) for the next
+    /// run of the same layout, then disconnect (`down --keep`).
+    Park,
     /// A message for one of the agent's node sessions.
     ToNode {
         node: u32,
