@@ -400,7 +400,7 @@ pub async fn run(
                 tracing::warn!(
                     "these nodes can't be kept (unmounted namespaces or tunnels): tearing down"
                 );
-                (teardown(fabric).await?, false)
+                (teardown(*fabric).await?, false)
             }
         };
         line.send(AgentToController::TornDown { seconds, kept });

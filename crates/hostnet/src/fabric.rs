@@ -506,9 +506,9 @@ impl Fabric {
     /// only a fabric of mounted namespaces without tunnels can be kept (an unmounted
     /// namespace lives only while this process holds it, tunnels join hosts that may go).
     /// The fabric comes back when it can't be kept.
-    pub fn keep(mut self) -> Result<(), Fabric> {
+    pub fn keep(mut self) -> Result<(), Box<Fabric>> {
         if !self.tunnels.is_empty() || self.nodes.iter().any(|n| !n.netns.is_mounted()) {
-            return Err(self);
+            return Err(Box::new(self));
         }
         self.torn_down = true;
         for node in std::mem::take(&mut self.nodes) {
