@@ -309,12 +309,13 @@ impl LocalRun {
                     && kept.netns_dir == netns_dir
                     && !no_mount =>
             {
-                tracing::info!("taking over the {n} nodes the previous run kept");
+                // On stdout: `up --detach` passes it on.
+                println!("taking over the {n} nodes the previous run here kept");
                 crate::run::KeptNodes::forget(dir);
                 true
             }
             Some(kept) => {
-                eprintln!(
+                println!(
                     "removing the {} nodes of prefix {} the previous run here kept (this run's layout differs)",
                     kept.nodes, kept.prefix
                 );

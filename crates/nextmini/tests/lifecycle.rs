@@ -189,3 +189,97 @@ fn an_underlay_base_in_use_reserved_or_on_the_overlay_is_refused() {
     let down = nextmini(&["down", "--state-dir", s.state()]);
     assert!(down.status.success(), "{}", text(&down.stderr));
 }
+
+#[test]
+fn down_keep_leaves_the_nodes_for_the_next_up_of_the_layout_and_down_removes_them() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Scratch::new("tqf");
+    let port = free_port().to_string();
+    let up = |nodes: &str| {
+        let topo = format!("ring,{nodes}");
+        let out = nextmini(&[
+            "up",
+            "--topo",
+            &topo,
+            "--prefix",
+            "tqf",
+            "--base",
+            "172.20.248.0",
+            "--port",
+            &port,
+            "--state-dir",
+            s.state(),
+            "--detach",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        out
+    };
+    let ping = || {
+        let out = nextmini(&[
+            "exec",
+            "1",
+            "--state-dir",
+            s.state(),
+            "--",
+            "ping",
+            "-c",
+            "2",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "10.0.0.4",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stdout));
+    };
+    let down = |extra: &[&str]| {
+        let mut args = vec!["down", "--state-dir", s.state()];
+        args.extend_from_slice(extra);
+        let out = nextmini(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    // The namespace's own identity (its nsfs inode), not the mount file's name.
+    let identity = || std::fs::metadata("/run/netns/tqf1").unwrap().ino();
+
+    up("6");
+    ping();
+    let first = identity();
+    let said = down(&["--keep"]);
+    assert!(said.contains("its 6 nodes are kept"), "{said}");
+    assert!(!leftovers("tqf").is_empty(), "the nodes stay");
+    let status = nextmini(&["status", "--state-dir", s.state()]);
+    assert!(
+        text(&status.stdout).contains("6 nodes of prefix tqf are kept"),
+        "{}",
+        text(&status.stdout)
+    );
+
+    // The same layout takes them over: the same namespaces, and traffic crosses them.
+    let out = up("6");
+    assert!(
+        text(&out.stdout).contains("taking over the 6 nodes"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(identity(), first, "the kept namespace, not a new one");
+    ping();
+    down(&["--keep"]);
+
+    // Another layout removes them first and plumbs its own.
+    let out = up("4");
+    assert!(
+        text(&out.stdout).contains("removing the 6 nodes of prefix tqf"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_ne!(identity(), first);
+    ping();
+    down(&["--keep"]);
+
+    // With nothing running, `down` removes what was kept.
+    let said = down(&[]);
+    assert!(said.contains("removed the 4 nodes of prefix tqf"), "{said}");
+    assert_eq!(leftovers("tqf"), Vec::<String>::new());
+    assert!(!s.dir.join("kept.json").exists());
+}
