@@ -21,7 +21,9 @@ pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 /// The sending half, and where the reader finds each node's session.
 pub(crate) struct Line {
     out: mpsc::UnboundedSender<AgentToController>,
-    nodes: Mutex<HashMap<u32, mpsc::UnboundedSender<ControllerToNode>>>,
+    /// Boxed: a channel allocates its slots in blocks of 32, each the message's size, and
+    /// there is one channel per node.
+    nodes: Mutex<HashMap<u32, mpsc::UnboundedSender<Box<ControllerToNode>>>>,
     /// Set at teardown: node tasks stopped then don't announce that their sessions closed.
     closing: AtomicBool,
 }
@@ -56,7 +58,7 @@ impl Line {
 
     /// Opens a node's session on the line: its messages from the controller arrive on the
     /// returned receiver (closed when the controller goes away).
-    pub(crate) fn open(&self, node: u32) -> mpsc::UnboundedReceiver<ControllerToNode> {
+    pub(crate) fn open(&self, node: u32) -> mpsc::UnboundedReceiver<Box<ControllerToNode>> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.nodes
             .lock()
@@ -116,7 +118,7 @@ async fn read(
                 let Some(line) = line.upgrade() else { break };
                 let nodes = line.nodes.lock().expect("no panics hold it");
                 if let Some(tx) = nodes.get(&node) {
-                    let _ = tx.send(msg);
+                    let _ = tx.send(Box::new(msg));
                 }
             }
             Ok(msg) => {

@@ -251,7 +251,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
         let timeout = session.poll_timeout();
         tokio::select! {
             msg = incoming.recv() => match msg {
-                Some(m) => session.handle_message(std::time::Instant::now(), m),
+                Some(m) => session.handle_message(std::time::Instant::now(), *m),
                 None => session.handle_controller_gone(),
             },
             Some(event) = events.recv() => match event {
