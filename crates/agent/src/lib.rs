@@ -395,6 +395,7 @@ pub async fn run(
         while tasks.join_next().await.is_some() {}
         drop(shared);
         let (seconds, kept) = match fabric.keep() {
+            // What is kept is for the next run to claim.
             Ok(()) => (started.elapsed().as_secs_f64(), true),
             Err(fabric) => {
                 tracing::warn!(
@@ -403,6 +404,7 @@ pub async fn run(
                 (teardown(*fabric).await?, false)
             }
         };
+        drop(claim);
         line.send(AgentToController::TornDown { seconds, kept });
         (seconds, kept)
     } else {
@@ -412,6 +414,8 @@ pub async fn run(
         // up: they close after the controller heard, many at once on the blocking pool (the
         // runtime waits for those closes before the process exits).
         let seconds = teardown(fabric).await?;
+        // Nothing of the prefix is in view: another run may take it at once.
+        drop(claim);
         line.send(AgentToController::TornDown {
             seconds,
             kept: false,
@@ -424,8 +428,6 @@ pub async fn run(
     if kept {
         tracing::info!("{n} nodes kept for the next run of this layout");
     }
-    // Nothing of the prefix is in view, or what is kept is for the next run to claim.
-    drop(claim);
     // The writer sends what is queued and closes the session once the last sender is gone.
     drop(line);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;

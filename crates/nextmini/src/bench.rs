@@ -20,6 +20,9 @@ pub enum BenchCommand {
     Netns(NetnsArgs),
     /// `nextmini up` of a preset at several sizes: the seeds' wiring table.
     Wiring(WiringArgs),
+    /// `up` and `down` of a ring, and `up` again: on a quiet kernel, right after `down`, and
+    /// warm (after `down --keep`).
+    Rerun(RerunArgs),
     /// The scheduler alone: placement time, balance and links cut, for nodes × hosts.
     Schedule(ScheduleArgs),
     /// Route changes on a running ring: time to the last node's confirmation (--iperf: a
@@ -40,6 +43,15 @@ pub struct ScheduleArgs {
     /// Repetitions per case; the table shows the fastest and the median.
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct RerunArgs {
+    /// Ring sizes to run, e.g. 1000,1000,1000.
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    pub nodes: Vec<u32>,
+    #[arg(long, default_value = "nbr")]
+    pub prefix: String,
 }
 
 #[derive(Args, Debug)]
@@ -92,6 +104,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Netns(args) => netns(args),
         BenchCommand::Wiring(args) => wiring(args),
+        BenchCommand::Rerun(args) => rerun(args),
         BenchCommand::Schedule(args) => schedule(args),
         BenchCommand::Routes(args) => crate::bench_loop::routes(args),
         BenchCommand::Monitor(args) => crate::bench_loop::monitor(args),
@@ -176,6 +189,97 @@ fn schedule(args: ScheduleArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// One `nextmini` command of the benchmark; its output, or an error with its stderr.
+fn step(args: &[&str]) -> Result<(String, f64)> {
+    let started = std::time::Instant::now();
+    let out = Command::new(std::env::current_exe()?)
+        .args(args)
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("running nextmini {}", args.join(" ")))?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "nextmini {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), seconds))
+}
+
+/// `up --detach` of a ring: the seconds from start to ready, as `up` reports them.
+fn ready_seconds(stdout: &str) -> Result<f64> {
+    stdout
+        .split("ready ")
+        .nth(1)
+        .and_then(|t| t.split('s').next()?.parse().ok())
+        .with_context(|| format!("no readiness in `up`'s output: {stdout}"))
+}
+
+/// Up, down, up at once, down --keep, up warm, down: once per size, from a settled kernel.
+fn rerun(args: RerunArgs) -> Result<()> {
+    host::require_root("nextmini bench rerun")?;
+    let prefix = Prefix::new(&args.prefix)?;
+    let state = std::env::temp_dir().join(format!("nextmini-rerun-{}", std::process::id()));
+    std::fs::create_dir_all(&state)?;
+    let dir = state.to_str().context("the state directory is not UTF-8")?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port()
+        .to_string();
+    println!(
+        "nextmini bench rerun: ring at {:?}; {}",
+        args.nodes,
+        machine()
+    );
+    println!(
+        "| nodes | up, settled kernel | down | up right after down | down --keep | up, warm (kept nodes) | down |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    let result = (|| -> Result<()> {
+        for &n in &args.nodes {
+            settle(&prefix)?;
+            quiesce();
+            let topo = format!("ring,{n}");
+            let up: Vec<&str> = vec![
+                "up",
+                "--topo",
+                &topo,
+                "--prefix",
+                prefix.as_str(),
+                "--base",
+                "172.20.248.0",
+                "--port",
+                &port,
+                "--state-dir",
+                dir,
+                "--detach",
+            ];
+            let down = ["down", "--state-dir", dir];
+            let keep = ["down", "--keep", "--state-dir", dir];
+            let cold = ready_seconds(&step(&up)?.0)?;
+            let (_, down_1) = step(&down)?;
+            let again = ready_seconds(&step(&up)?.0)?;
+            let (_, kept) = step(&keep)?;
+            let warm = ready_seconds(&step(&up)?.0)?;
+            let (_, down_2) = step(&down)?;
+            println!(
+                "| {n} | {cold:.2}s | {down_1:.2}s | {again:.2}s | {kept:.2}s | {warm:.2}s | {down_2:.2}s |"
+            );
+        }
+        Ok(())
+    })();
+    // Whatever happened: nothing of the benchmark stays.
+    let _ = step(&["down", "--state-dir", dir]);
+    let _ = hostnet::cleanup::sweep(
+        &prefix,
+        std::path::Path::new(hostnet::netns::DEFAULT_NETNS_DIR),
+    );
+    let _ = std::fs::remove_dir_all(&state);
+    result
 }
 
 /// Runs `nextmini up --exit-when-ready` once per size, each in its own process, on a quiet
