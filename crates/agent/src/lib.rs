@@ -106,8 +106,8 @@ pub async fn run(
     // Before anything else: this run's prefix is ours while the agent lives: no other run plumbs over it, and
     // `cleanup` leaves it alone.
     let claim = hostnet::claim::PrefixClaim::take(plan.prefix())?;
-    // Kept nodes hold this run's addresses already.
-    if !cfg.adopt {
+    // Kept nodes hold this run's addresses already; nodes without an underlay take none.
+    if !cfg.adopt && cfg.spec.underlay {
         hostnet::addresses::check_free(&plan)?;
     }
     let controller_err = |message: String| AgentError::Controller {
@@ -173,10 +173,21 @@ pub async fn run(
         }
     };
     let (line, mut from_controller, writer) = line::Line::start(sink, incoming);
+    if tcp_links && !cfg.spec.underlay {
+        let reason =
+            "links over TCP travel on the underlay, and these nodes have none (--no-underlay)"
+                .to_owned();
+        line.send(AgentToController::Failed {
+            reason: reason.clone(),
+        });
+        drop(line);
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+        return Err(AgentError::Rejected(reason));
+    }
     // Programs in nodes ask their gateway for the controller's status; if the controller is
     // not listening there, relay for it.
     let mut _relays = Vec::new();
-    for b in plan.bridges() {
+    for b in plan.bridges().filter(|_| cfg.spec.underlay) {
         match relay::start(b.addr, node_port, cfg.controller) {
             Ok(Some(task)) => _relays.push(dataplane::AbortOnDrop(task.abort_handle())),
             Ok(None) => {}

@@ -33,6 +33,8 @@ pub struct AgentOptions {
     pub threads: usize,
     pub no_mount: bool,
     pub ipv6: bool,
+    /// Nodes without an underlay.
+    pub no_underlay: bool,
     pub netns_dir: PathBuf,
 }
 
@@ -103,6 +105,7 @@ impl AgentOptions {
         spec.netns_dir = (!self.no_mount).then(|| self.netns_dir.clone());
         spec.threads = self.threads;
         spec.ipv6 = self.ipv6;
+        spec.underlay = !self.no_underlay;
         if !self.peers.is_empty() {
             let local = match self.local {
                 Some(l) => l,

@@ -35,6 +35,8 @@ pub struct LocalOptions {
     pub prefix: Option<String>,
     pub base: Option<Ipv4Addr>,
     pub no_mount: bool,
+    /// Nodes without an underlay (`up --no-underlay`).
+    pub no_underlay: bool,
     /// Creator threads for plumbing.
     pub threads: usize,
     /// Store URL (default: the experiment's `[db]`, else SQLite in the state directory).
@@ -54,6 +56,10 @@ pub struct LocalOptions {
 /// Why a run could not start, or ended badly.
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
+    #[error(
+        "links over TCP (protocol = \"tcp\") travel on the underlay: drop --no-underlay, or the file's protocol"
+    )]
+    TcpWithoutUnderlay,
     #[error("cannot create the state directory {}: {source}", dir.display())]
     StateDir {
         dir: PathBuf,
@@ -276,6 +282,10 @@ impl LocalRun {
             .or(exp.underlay_base)
             .unwrap_or(hostnet::plan::DEFAULT_BASE);
         let no_mount = opts.no_mount || exp.no_mount;
+        let underlay = !opts.no_underlay;
+        if !underlay && exp.force_tcp {
+            return Err(UpError::TcpWithoutUnderlay);
+        }
         // Reachable from elsewhere, it takes changes and agents only with the token.
         let token = (opts.token || !listen.is_loopback())
             .then(crate::run::new_token)
@@ -306,6 +316,7 @@ impl LocalRun {
                 if kept.prefix == prefix
                     && kept.underlay_base == base
                     && kept.nodes == n
+                    && kept.underlay == underlay
                     && kept.netns_dir == netns_dir
                     && !no_mount =>
             {
@@ -330,7 +341,10 @@ impl LocalRun {
         // adds later), where it answers the status only. Listening on every address covers the bridges
         // too: there, changes and agents need the token.
         let mut node_listeners = Vec::new();
-        for bridge in plan.bridges().filter(|_| !listen.is_unspecified()) {
+        for bridge in plan
+            .bridges()
+            .filter(|_| underlay && !listen.is_unspecified())
+        {
             let addr = SocketAddr::from((bridge.addr, port));
             node_listeners.push(crate::server::bind_before_address(addr)?);
         }
@@ -375,6 +389,9 @@ impl LocalRun {
         }
         if adopt {
             agent.arg("--adopt");
+        }
+        if !underlay {
+            agent.arg("--no-underlay");
         }
         for id in &opts.fail_nodes {
             agent.args(["--fail-node", &id.to_string()]);
@@ -559,7 +576,8 @@ impl LocalRun {
             },
             pid: std::process::id(),
             name: self.exp.name.clone(),
-            underlay_base: Some(self.base),
+            // Without an underlay, programs in the nodes have no way to the controller.
+            underlay_base: (!self.opts.no_underlay).then_some(self.base),
             overlay_base: Some(self.exp.overlay_base),
             token: self.token.clone(),
         };
@@ -663,6 +681,7 @@ impl LocalRun {
             let record = crate::run::KeptNodes {
                 prefix: self.prefix.clone(),
                 underlay_base: self.base,
+                underlay: !self.opts.no_underlay,
                 nodes: self.exp.topology.n_nodes(),
                 netns_dir: std::path::PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
             };

@@ -330,6 +330,9 @@ pub async fn serve(
 pub struct KeptNodes {
     pub prefix: String,
     pub underlay_base: std::net::Ipv4Addr,
+    /// Whether the nodes have an underlay (not `up --no-underlay`).
+    #[serde(default = "yes")]
+    pub underlay: bool,
     pub nodes: u32,
     /// Where the namespaces are mounted.
     pub netns_dir: PathBuf,
@@ -367,4 +370,8 @@ impl KeptNodes {
             .iter()
             .all(|&i| self.netns_dir.join(plan.node(i).netns_name).exists())
     }
+}
+
+fn yes() -> bool {
+    true
 }

@@ -142,6 +142,10 @@ pub struct AgentArgs {
     /// instead of plumbing new ones.
     #[arg(long, conflicts_with = "head")]
     pub adopt: bool,
+    /// Nodes without an underlay (no veth, bridge or underlay address): for one host with
+    /// links in process.
+    #[arg(long, conflicts_with_all = ["head", "peers"])]
+    pub no_underlay: bool,
     #[command(flatten)]
     pub layout: AgentLayout,
 }
@@ -163,6 +167,7 @@ impl AgentArgs {
             local: None,
             vni: 4242,
             adopt: false,
+            no_underlay: false,
             layout: AgentLayout {
                 prefix: host::DEFAULT_PREFIX.to_owned(),
                 base: None,
@@ -229,6 +234,7 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         threads: args.layout.threads,
         no_mount: args.layout.no_mount,
         ipv6: args.layout.ipv6,
+        no_underlay: args.no_underlay,
         netns_dir: PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
     }
     .resolve(&file)?;

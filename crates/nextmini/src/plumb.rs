@@ -38,6 +38,9 @@ pub struct LayoutArgs {
     /// Leave IPv6 on inside the nodes (it makes creation O(N²) on a shared bridge).
     #[arg(long)]
     pub ipv6: bool,
+    /// Namespaces with `lo` only: no veth, bridge or underlay address.
+    #[arg(long)]
+    pub no_underlay: bool,
 }
 
 impl LayoutArgs {
@@ -60,6 +63,7 @@ impl LayoutArgs {
             early_bridges: false,
             keep_fds: true,
             tunnel: None,
+            underlay: !self.no_underlay,
         })
     }
 }

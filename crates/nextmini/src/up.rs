@@ -42,6 +42,11 @@ pub struct UpArgs {
     /// Keep node namespaces by fd only (faster at tens of thousands; `exec` needs mounts).
     #[arg(long)]
     pub no_mount: bool,
+    /// Nodes without an underlay (no veth, bridge or underlay address): lighter and faster to
+    /// create, for one host with links in process. Programs in the nodes can't reach the
+    /// controller, and links over TCP are refused.
+    #[arg(long)]
+    pub no_underlay: bool,
     /// Defaults for every link, short form: rate=10mbit,delay=5ms,jitter=1ms,loss=1%,queue=100
     /// (on top of the file's [links]).
     #[arg(long)]
@@ -167,6 +172,7 @@ async fn run_async(args: UpArgs, exp: experiment::Experiment) -> Result<()> {
         prefix: args.prefix.clone(),
         base: args.base,
         no_mount: args.no_mount,
+        no_underlay: args.no_underlay,
         threads: args.threads,
         db: args.db.clone(),
         state_dir: args.state_dir.clone(),

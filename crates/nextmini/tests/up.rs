@@ -466,3 +466,67 @@ fn bad_configs_get_one_clear_line_each() {
     drop(held);
     assert_eq!(leftovers("tuf"), Vec::<String>::new());
 }
+
+#[test]
+fn nodes_without_an_underlay_carry_traffic_over_their_links_and_leave_nothing() {
+    let s = Scratch::new("tug");
+    let port = free_port().to_string();
+    let up = nextmini(&[
+        "up",
+        "--topo",
+        "ring,6",
+        "--no-underlay",
+        "--prefix",
+        "tug",
+        "--base",
+        "172.20.252.0",
+        "--port",
+        &port,
+        "--state-dir",
+        s.state(),
+        "--detach",
+    ]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    // A namespace with lo and tun0, and nothing of the run on the host's side.
+    let links = Command::new("ip")
+        .args(["-n", "tug1", "-br", "link"])
+        .output()
+        .unwrap();
+    let names: Vec<String> = text(&links.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    assert_eq!(names, ["lo", "tun0"]);
+    let host = Command::new("ip").args(["-br", "link"]).output().unwrap();
+    assert!(
+        !text(&host.stdout).contains("tug"),
+        "{}",
+        text(&host.stdout)
+    );
+    let ping = nextmini(&[
+        "exec",
+        "1",
+        "--state-dir",
+        s.state(),
+        "--",
+        "ping",
+        "-c",
+        "2",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "10.0.0.4",
+    ]);
+    assert!(ping.status.success(), "{}", text(&ping.stdout));
+    // No way to the controller from inside: the environment says none.
+    let env = nextmini(&["exec", "2", "--state-dir", s.state(), "--", "env"]);
+    let env = text(&env.stdout);
+    assert!(
+        env.contains("NEXTMINI_NODE_ID=2") && !env.contains("NEXTMINI_API"),
+        "{env}"
+    );
+    let down = nextmini(&["down", "--state-dir", s.state()]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    assert_eq!(leftovers("tug"), Vec::<String>::new());
+}
