@@ -215,21 +215,7 @@ fn down_keep_leaves_the_nodes_for_the_next_up_of_the_layout_and_down_removes_the
         out
     };
     let ping = || {
-        let out = nextmini(&[
-            "exec",
-            "1",
-            "--state-dir",
-            s.state(),
-            "--",
-            "ping",
-            "-c",
-            "2",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "10.0.0.4",
-        ]);
+        let out = s.exec(1, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.0.4"]);
         assert!(out.status.success(), "{}", text(&out.stdout));
     };
     let down = |extra: &[&str]| {

@@ -117,19 +117,7 @@ print("kept", kept)
         text(&status.stdout),
         text(&status.stderr)
     );
-    let ping = nextmini(&[
-        "exec",
-        "1",
-        "--state-dir",
-        s.state(),
-        "--",
-        "ping",
-        "-c",
-        "1",
-        "-W",
-        "2",
-        "10.0.0.4",
-    ]);
+    let ping = s.exec(1, &["ping", "-c", "1", "-W", "2", "10.0.0.4"]);
     assert!(ping.status.success(), "{}", text(&ping.stdout));
     // The running experiment's prefix is not a crash's leftovers: cleanup refuses it, and a
     // second run can't plumb over it.

@@ -107,20 +107,7 @@ fn a_detached_fat_tree_answers_status_exec_and_down() {
     );
 
     // exec runs in the node's own namespace: node 1 sees its underlay address on eth0.
-    let addr = nextmini(&[
-        "exec",
-        "1",
-        "--state-dir",
-        s.state(),
-        "--",
-        "ip",
-        "-4",
-        "-o",
-        "addr",
-        "show",
-        "dev",
-        "eth0",
-    ]);
+    let addr = s.exec(1, &["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
     assert!(addr.status.success(), "{}", text(&addr.stderr));
     assert!(
         text(&addr.stdout).contains("172.20.100.2/22"),
@@ -166,16 +153,7 @@ fn a_detached_fat_tree_answers_status_exec_and_down() {
         text(&env.stderr)
     );
     // The exit code passes through.
-    let code = nextmini(&[
-        "exec",
-        "7",
-        "--state-dir",
-        s.state(),
-        "--",
-        "sh",
-        "-c",
-        "exit 3",
-    ]);
+    let code = s.exec(7, &["sh", "-c", "exit 3"]);
     assert_eq!(code.status.code(), Some(3));
     let missing = nextmini(&["exec", "99", "--state-dir", s.state(), "--", "true"]);
     assert!(!missing.status.success());
@@ -503,24 +481,10 @@ fn nodes_without_an_underlay_carry_traffic_over_their_links_and_leave_nothing() 
         "{}",
         text(&host.stdout)
     );
-    let ping = nextmini(&[
-        "exec",
-        "1",
-        "--state-dir",
-        s.state(),
-        "--",
-        "ping",
-        "-c",
-        "2",
-        "-i",
-        "0.2",
-        "-W",
-        "2",
-        "10.0.0.4",
-    ]);
+    let ping = s.exec(1, &["ping", "-c", "2", "-i", "0.2", "-W", "2", "10.0.0.4"]);
     assert!(ping.status.success(), "{}", text(&ping.stdout));
     // No way to the controller from inside: the environment says none.
-    let env = nextmini(&["exec", "2", "--state-dir", s.state(), "--", "env"]);
+    let env = s.exec(2, &["env"]);
     let env = text(&env.stdout);
     assert!(
         env.contains("NEXTMINI_NODE_ID=2") && !env.contains("NEXTMINI_API"),

@@ -45,6 +45,14 @@ impl Scratch {
     pub fn state(&self) -> &str {
         self.dir.to_str().unwrap()
     }
+
+    /// `nextmini exec NODE -- ARGS…` in this test's run.
+    pub fn exec(&self, node: u32, args: &[&str]) -> Output {
+        let node = node.to_string();
+        let mut all = vec!["exec", node.as_str(), "--state-dir", self.state(), "--"];
+        all.extend_from_slice(args);
+        nextmini(&all)
+    }
 }
 
 impl Drop for Scratch {
