@@ -138,6 +138,22 @@ impl PrefixClaim {
     pub fn holder(prefix: &Prefix) -> io::Result<Option<u32>> {
         Claim::holder(&claim_path(prefix)?)
     }
+
+    /// Removes the claim file a killed holder left (the kernel dropped its lock, the file
+    /// stayed). True when there was one; a live holder's file is left alone.
+    pub fn clear_stale(prefix: &Prefix) -> io::Result<bool> {
+        let path = claim_path(prefix)?;
+        if !path.exists() {
+            return Ok(false);
+        }
+        match Claim::take(&path)? {
+            Ok(claim) => {
+                claim.release_and_remove();
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -169,5 +185,29 @@ mod tests {
             !claim_path(&prefix).unwrap().exists(),
             "the file goes with the claim"
         );
+    }
+
+    #[test]
+    fn a_killed_holders_claim_file_is_cleared_and_a_live_one_is_not() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: /run/nextmini needs root");
+            return;
+        }
+        let prefix = Prefix::new("tcm").unwrap();
+        std::fs::create_dir_all(CLAIM_DIR).unwrap();
+        let path = claim_path(&prefix).unwrap();
+        // What a SIGKILLed agent leaves: its pid in a file nobody locks.
+        std::fs::write(&path, "4194303\n").unwrap();
+        assert_eq!(PrefixClaim::holder(&prefix).unwrap(), None);
+        assert!(PrefixClaim::clear_stale(&prefix).unwrap());
+        assert!(!path.exists());
+        assert!(
+            !PrefixClaim::clear_stale(&prefix).unwrap(),
+            "nothing left to clear"
+        );
+        let live = PrefixClaim::take(&prefix).unwrap();
+        assert!(!PrefixClaim::clear_stale(&prefix).unwrap());
+        assert!(path.exists(), "a live claim stays");
+        drop(live);
     }
 }

@@ -38,13 +38,17 @@ pub fn cleanup(prefix: &str, netns_dir: &Path, dry_run: bool, force: bool) -> Re
     }
     let report = hostnet::cleanup::sweep(&prefix, netns_dir)
         .with_context(|| format!("cleaning up prefix {prefix}"))?;
+    // A killed agent's claim file (its lock went with it).
+    let stale_claim = hostnet::claim::PrefixClaim::clear_stale(&prefix)?;
     for (pid, comm) in &report.holders {
         eprintln!(
             "warning: process {pid} ({comm}) is still inside a namespace of prefix {prefix}; it was left running"
         );
     }
-    if report.is_empty() {
+    if report.is_empty() && !stale_claim {
         println!("nothing of prefix {prefix} was left on this host");
+    } else if report.is_empty() {
+        println!("removed prefix {prefix}: the claim file of a killed run");
     } else {
         println!(
             "removed prefix {prefix}: {} namespaces, {} veths (with their namespaces) + {} deleted, {} bridges",

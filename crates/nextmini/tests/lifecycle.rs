@@ -106,8 +106,13 @@ fn a_killed_run_is_recognised_cleared_and_its_directory_reused() {
         serde_json::from_str(&std::fs::read_to_string(s.dir.join("run.json")).unwrap()).unwrap();
     let pid = run["pid"].as_u64().unwrap() as i32;
     kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    // Done when nothing is left and the agent has let its prefix go (just after).
+    let prefix = hostnet::Prefix::new("tqb").unwrap();
     wait_until("the agent tears down", Duration::from_secs(30), || {
         leftovers("tqb").is_empty()
+            && hostnet::claim::PrefixClaim::holder(&prefix)
+                .unwrap()
+                .is_none()
     });
     let status = nextmini(&["status", "--state-dir", s.state()]);
     assert!(!status.status.success());
