@@ -456,20 +456,21 @@ impl Sim {
                 }
                 self.deliver_outputs();
             }
-            Event::FromNode(id, msg @ NodeToController::Hello { .. }) => {
-                if let Err(e) = self.coordinator.handle_node_hello(now, &msg) {
-                    let reason = e.to_string();
-                    let at = now + self.spec.control_delay;
-                    self.schedule(at, Event::ToNode(id, ControllerToNode::Rejected { reason }));
+            // A node's session travels inside its agent's, as the agent carries it.
+            Event::FromNode(id, msg) => {
+                let agent = self.agent_of(id);
+                let carried = AgentToController::FromNode { node: id, msg };
+                if let Err(e) = self.coordinator.handle_agent_message(now, agent, carried) {
+                    tracing::warn!("sim: node {id}'s message refused: {e}");
                 }
                 self.deliver_outputs();
             }
-            Event::FromNode(id, msg) => {
-                self.coordinator.handle_node_message(now, id, msg);
-                self.deliver_outputs();
-            }
             Event::NodeGone(id) => {
-                self.coordinator.handle_node_gone(now, id);
+                let agent = self.agent_of(id);
+                let closed = AgentToController::NodeClosed { node: id };
+                if let Err(e) = self.coordinator.handle_agent_message(now, agent, closed) {
+                    tracing::warn!("sim: node {id}'s end refused: {e}");
+                }
                 self.deliver_outputs();
             }
             Event::ToNode(id, msg) => {
@@ -506,6 +507,13 @@ impl Sim {
         self.keep_coordinator_timer();
     }
 
+    /// The agent hosting node `id`: the nodes are split into blocks, one per agent.
+    fn agent_of(&self, id: u32) -> AgentId {
+        let n = self.nodes.len() as u32;
+        let per_agent = n.div_ceil(self.spec.agents.clamp(1, n.max(1)));
+        AgentId::from((id - 1) / per_agent + 1)
+    }
+
     /// Keeps one wake-up queued for the coordinator's next timeout.
     fn keep_coordinator_timer(&mut self) {
         if let Some(at) = self.coordinator.poll_timeout()
@@ -520,7 +528,8 @@ impl Sim {
     fn deliver_outputs(&mut self) {
         while let Some(out) = self.coordinator.poll_output() {
             match out {
-                Output::Node(id, m) => {
+                Output::Node(id, m)
+                | Output::Agent(_, proto::ControllerToAgent::ToNode { node: id, msg: m }) => {
                     let at = self.now + self.spec.control_delay;
                     self.schedule(at, Event::ToNode(id, m));
                 }
