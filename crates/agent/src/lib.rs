@@ -213,7 +213,7 @@ pub async fn run(
     let mut spec = cfg.spec.clone();
     let mounted = spec.netns_dir.clone();
     // Mounted namespaces are reached through their mounts: one fd per node saved, which is what
-    // lets tens of thousands of nodes and their control sockets fit one process's fd limit.
+    // lets tens of thousands of nodes and their TUN devices fit one process's fd limit.
     spec.keep_fds = mounted.is_none();
     spec.early_bridges = mounted.is_some();
     let factory = dataplane::sockets::SocketFactory::start()?;
