@@ -77,8 +77,22 @@ for n in ${SIZES:-100 300 1000}; do
     sleep 0.3
     iperf=$(ip netns exec "bm$a" iperf3 -c "10.0.0.$b" -t 5 -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6))')
     iperf_line="iperf3 from node $a (host 1) to node $b (host 3), unshaped: $iperf Mbit/s"
+    # The same two nodes' underlay addresses: the path the TCP link between their hosts takes
+    # (VXLAN between the simulated hosts), without the emulator.
+    under=$(ip -n "bm$b" -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)
+    ip netns exec "bm$b" iperf3 -s -1 -D
+    sleep 0.3
+    raw=$(ip netns exec "bm$a" iperf3 -c "$under" -t 5 -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6))')
+    raw_line="raw TCP between the same nodes' underlay addresses (over VXLAN, no emulator): $raw Mbit/s"
+    # And between the simulated hosts themselves (their veths on the switch, no VXLAN).
+    ip netns exec nbmh3 iperf3 -s -1 -D
+    sleep 0.3
+    hosts=$(ip netns exec nbmh1 iperf3 -c 172.20.254.3 -t 5 -J | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e6))')
+    hosts_line="raw TCP between host 1 and host 3 (the switch, no VXLAN): $hosts Mbit/s"
   fi
   "$nm" exp clear bm >/dev/null
 done
 echo
 echo "${iperf_line:-}"
+echo "${raw_line:-}"
+echo "${hosts_line:-}"
