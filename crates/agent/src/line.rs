@@ -56,27 +56,61 @@ impl Line {
         self.out.send(msg).is_ok()
     }
 
-    /// Opens a node's session on the line: its messages from the controller arrive on the
-    /// returned receiver (closed when the controller goes away).
-    pub(crate) fn open(&self, node: u32) -> mpsc::UnboundedReceiver<Box<ControllerToNode>> {
+    /// Opens a node's session on the line, until the returned session is dropped (also when
+    /// its task is aborted).
+    pub(crate) fn open(self: &std::sync::Arc<Self>, node: u32) -> NodeLine {
         let (tx, rx) = mpsc::unbounded_channel();
         self.nodes
             .lock()
             .expect("no panics hold it")
             .insert(node, tx);
-        rx
-    }
-
-    /// A node's session ended: the controller hears of it unless the agent is tearing down.
-    pub(crate) fn close(&self, node: u32) {
-        self.nodes.lock().expect("no panics hold it").remove(&node);
-        if !self.closing.load(Ordering::Relaxed) {
-            let _ = self.out.send(AgentToController::NodeClosed { node });
+        NodeLine {
+            node,
+            line: self.clone(),
+            incoming: rx,
         }
     }
 
     pub(crate) fn tearing_down(&self) {
         self.closing.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One node's session on the line.
+pub(crate) struct NodeLine {
+    node: u32,
+    line: std::sync::Arc<Line>,
+    incoming: mpsc::UnboundedReceiver<Box<ControllerToNode>>,
+}
+
+impl NodeLine {
+    /// The controller's next message to the node; None once the controller is gone.
+    pub(crate) async fn recv(&mut self) -> Option<Box<ControllerToNode>> {
+        self.incoming.recv().await
+    }
+
+    /// Sends a message of the node's; false when the connection is gone.
+    pub(crate) fn send(&self, msg: proto::NodeToController) -> bool {
+        self.line.send(AgentToController::FromNode {
+            node: self.node,
+            msg,
+        })
+    }
+}
+
+impl Drop for NodeLine {
+    /// The session ended: the controller hears of it unless the agent is tearing down.
+    fn drop(&mut self) {
+        let line = &self.line;
+        line.nodes
+            .lock()
+            .expect("no panics hold it")
+            .remove(&self.node);
+        if !line.closing.load(Ordering::Relaxed) {
+            let _ = line
+                .out
+                .send(AgentToController::NodeClosed { node: self.node });
+        }
     }
 }
 

@@ -10,8 +10,6 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
-use proto::AgentToController;
-
 use dataplane::pacer::Pacer;
 use dataplane::sockets::SocketFactory;
 use dataplane::transport::{Endpoint, LinkEvent, LinkIo, Transports};
@@ -57,18 +55,6 @@ pub enum NodeError {
     Ended { node: u32, end: SessionEnd },
 }
 
-/// The node's session on the agent's line, closed when the node task ends (also when aborted).
-struct OnLine {
-    node: u32,
-    shared: Arc<Shared>,
-}
-
-impl Drop for OnLine {
-    fn drop(&mut self) {
-        self.shared.line.close(self.node);
-    }
-}
-
 /// A node's links and dataplane, as the glue holds them.
 #[derive(Default)]
 struct Links {
@@ -104,11 +90,8 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                 .map_err(|source| NodeError::Listen { node, source })?,
         );
     }
-    let mut incoming = shared.line.open(node);
-    let _on_line = OnLine {
-        node,
-        shared: shared.clone(),
-    };
+    // Closed when this task ends, also when it is aborted.
+    let mut control = shared.line.open(node);
 
     let mut session = NodeSession::new(SessionConfig {
         node_id: node,
@@ -125,7 +108,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
         while let Some(action) = session.poll_action() {
             match action {
                 Action::Send(msg) => {
-                    if !shared.line.send(AgentToController::FromNode { node, msg }) {
+                    if !control.send(msg) {
                         session.handle_controller_gone();
                     }
                 }
@@ -250,7 +233,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
         }
         let timeout = session.poll_timeout();
         tokio::select! {
-            msg = incoming.recv() => match msg {
+            msg = control.recv() => match msg {
                 Some(m) => session.handle_message(std::time::Instant::now(), *m),
                 None => session.handle_controller_gone(),
             },

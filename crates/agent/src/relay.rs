@@ -1,9 +1,11 @@
-//! Node control sessions to a controller on another host.
+//! Programs in nodes asking a controller on another host (the seeds' `wait_for_topology_ready`
+//! asks for its status; node sessions themselves travel inside the agent's session).
 //!
-//! Nodes always dial their gateway (the bridge's address) at the controller's port. When the
-//! controller runs on this host it listens there itself; when it runs elsewhere, the agent
-//! listens in its place and relays each session to the controller's real address. No route or
-//! NAT takes node traffic off the host: the agent's own connection does.
+//! Programs in nodes reach the controller at their gateway (the bridge's address) and its
+//! port. When the controller runs on this host it listens there itself; when it runs
+//! elsewhere, the agent listens in its place and relays each connection to the controller's
+//! real address. No route or NAT takes node traffic off the host: the agent's own connection
+//! does.
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -31,7 +33,7 @@ pub fn start(
     socket.listen(4096)?;
     let listener = TcpListener::from_std(socket.into())?;
     tracing::info!(
-        "the controller is at {controller}: relaying node sessions from {gateway}:{port}"
+        "the controller is at {controller}: relaying what nodes ask of it from {gateway}:{port}"
     );
     Ok(Some(tokio::spawn(async move {
         loop {

@@ -400,11 +400,6 @@ impl NodeSession {
         self.close(SessionEnd::ControllerGone);
     }
 
-    /// A message that could not be read.
-    pub fn handle_garbage(&mut self, what: String) {
-        self.close(SessionEnd::Protocol(what));
-    }
-
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(at) = self.next_report
             && now >= at

@@ -561,23 +561,11 @@ impl Coordinator {
         msg: proto::NodeToController,
     ) -> Result<(), RegisterError> {
         if let proto::NodeToController::Hello { node_id, .. } = msg {
-            let queued = self.out.len();
             match self.handle_node_hello_via(now, agent, &msg) {
-                Ok(id) => {
-                    self.slot_mut(id).expect("welcomed").carried_by = Some(agent);
-                    // What the hello queued for the node goes through its agent too.
-                    for out in self.out.iter_mut().skip(queued) {
-                        if matches!(out, Output::Node(to, _) if *to == id) {
-                            let placeholder = Output::Node(id, ControllerToNode::TopologyReady);
-                            if let Output::Node(node, msg) = std::mem::replace(out, placeholder) {
-                                *out = Output::Agent(
-                                    agent,
-                                    proto::ControllerToAgent::ToNode { node, msg },
-                                );
-                            }
-                        }
-                    }
-                }
+                // What the hello queued for the node (its welcome) goes through its agent too:
+                // `poll_output` looks at `carried_by` as it hands outputs out.
+                Ok(id) => self.slot_mut(id).expect("welcomed").carried_by = Some(agent),
+                // Not to the node's own session: it may be another agent's node.
                 Err(e) => {
                     tracing::warn!("node refused: {e}");
                     self.out.push_back(Output::Agent(

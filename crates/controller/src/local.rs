@@ -81,6 +81,8 @@ pub enum UpError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Prefix(#[from] hostnet::plan::PlanError),
+    #[error(transparent)]
+    Kept(#[from] crate::run::KeptNodesError),
     #[error("cannot start the agent ({program}): {source}", program = program.display())]
     Agent {
         program: PathBuf,
@@ -214,6 +216,8 @@ pub struct LocalRun {
     any_flow: bool,
     /// The state directory, held while the run lives.
     _state_claim: hostnet::claim::Claim,
+    /// This run's layout: recorded if the run ends keeping its nodes.
+    layout: crate::run::KeptNodes,
 }
 
 /// How long [`LocalRun::hold`] keeps the run.
@@ -304,22 +308,21 @@ impl LocalRun {
                 overlay: exp.overlay_base,
             });
         }
-        // Nodes the previous run here kept (`down --keep`): taken over when the layout is the
-        // same, removed first otherwise.
-        let netns_dir = std::path::PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR);
+        // This run's layout, as `down --keep` records it. Nodes the previous run here kept
+        // are taken over when their layout is this one, removed first otherwise.
+        let layout = crate::run::KeptNodes {
+            prefix: prefix.clone(),
+            underlay_base: base,
+            underlay,
+            nodes: n,
+            netns_dir: std::path::PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
+        };
         let adopt = match crate::run::KeptNodes::load(dir) {
             Some(kept) if !kept.present() => {
                 crate::run::KeptNodes::forget(dir);
                 false
             }
-            Some(kept)
-                if kept.prefix == prefix
-                    && kept.underlay_base == base
-                    && kept.nodes == n
-                    && kept.underlay == underlay
-                    && kept.netns_dir == netns_dir
-                    && !no_mount =>
-            {
+            Some(kept) if kept == layout && !no_mount => {
                 // On stdout: `up --detach` passes it on.
                 println!("taking over the {n} nodes the previous run here kept");
                 crate::run::KeptNodes::forget(dir);
@@ -330,9 +333,7 @@ impl LocalRun {
                     "removing the {} nodes of prefix {} the previous run here kept (this run's layout differs)",
                     kept.nodes, kept.prefix
                 );
-                let prefix = hostnet::Prefix::new(&kept.prefix)?;
-                hostnet::cleanup::sweep(&prefix, &kept.netns_dir)?;
-                crate::run::KeptNodes::forget(dir);
+                kept.remove(dir)?;
                 false
             }
             None => false,
@@ -437,6 +438,7 @@ impl LocalRun {
             unfinished_flows: Default::default(),
             any_flow: false,
             _state_claim: state_claim,
+            layout,
         })
     }
 
@@ -647,45 +649,28 @@ impl LocalRun {
         let teardown = Instant::now();
         let agent = &mut self.agent;
         let milestones = &mut self.milestones;
-        let mut kept = false;
-        let kept_ref = &mut kept;
+        // Whether the agent kept its nodes, once it says it has removed them from view.
         let out_of_view = async move {
             loop {
-                match milestones.recv().await {
-                    Some(Milestone::AgentTornDown { kept, .. }) => {
-                        *kept_ref = kept;
-                        return true;
-                    }
-                    Some(_) => {}
-                    None => return false,
+                if let Milestone::AgentTornDown { kept, .. } = milestones.recv().await? {
+                    return Some(kept);
                 }
             }
         };
-        let agent_status = tokio::time::timeout(Duration::from_secs(300), async {
+        let end = tokio::time::timeout(Duration::from_secs(300), async {
             tokio::select! {
-                status = agent.wait() => status,
-                true = out_of_view => {
-                    // Nothing of the run is in view any more. The agent goes on closing its
-                    // nodes' TUN devices (the kernel unregisters each one, some milliseconds
-                    // apiece); nobody needs to wait for that, so it is let go rather than
-                    // killed (a kill would leave the same closing to its exit, on one thread).
-                    Ok(std::process::ExitStatus::default())
-                }
+                status = agent.wait() => AgentEnd::Exited(status),
+                Some(kept) = out_of_view => AgentEnd::OutOfView { kept },
             }
         })
         .await;
-        if matches!(agent_status, Ok(Ok(s)) if s.success()) {
+        if let Ok(AgentEnd::OutOfView { kept }) = end {
+            // Nothing of the run is in view any more. The agent goes on closing its nodes'
+            // TUN devices (the kernel unregisters each one, some milliseconds apiece); nobody
+            // needs to wait for that, so it is let go rather than killed (a kill would leave
+            // the same closing to its exit, on one thread).
             self.agent.let_go();
-        }
-        if kept {
-            let record = crate::run::KeptNodes {
-                prefix: self.prefix.clone(),
-                underlay_base: self.base,
-                underlay: !self.opts.no_underlay,
-                nodes: self.exp.topology.n_nodes(),
-                netns_dir: std::path::PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
-            };
-            if let Err(e) = record.save(&self.opts.state_dir) {
+            if kept && let Err(e) = self.layout.save(&self.opts.state_dir) {
                 tracing::warn!("could not record the kept nodes: {e}");
             }
         }
@@ -693,15 +678,15 @@ impl LocalRun {
         let prefix = self.prefix.clone();
         self.finish(RunState::Down).await;
         self.store.clone().close().await;
-        match agent_status {
-            Ok(Ok(s)) if s.success() => {
-                tracing::info!("torn down in {:.3} s", teardown.elapsed().as_secs_f64());
-                Ok(())
-            }
-            Ok(Ok(s)) => Err(UpError::Teardown(
+        match end {
+            Ok(AgentEnd::Exited(Ok(s))) if !s.success() => Err(UpError::Teardown(
                 format!("failed while tearing down ({s})"),
                 prefix,
             )),
+            Ok(AgentEnd::OutOfView { .. } | AgentEnd::Exited(Ok(_))) => {
+                tracing::info!("torn down in {:.3} s", teardown.elapsed().as_secs_f64());
+                Ok(())
+            }
             _ => Err(UpError::Teardown(
                 "did not finish tearing down".into(),
                 prefix,
@@ -734,6 +719,14 @@ impl LocalRun {
             .finish_run(self.run_id, state, &self.figures)
             .await;
     }
+}
+
+/// How the agent's part of a teardown ended.
+enum AgentEnd {
+    /// The process ended (before saying it had removed everything from view).
+    Exited(std::io::Result<std::process::ExitStatus>),
+    /// It said nothing of the run is in view any more (and whether it kept the nodes).
+    OutOfView { kept: bool },
 }
 
 /// The agent's process: killed if `up` ends before it (its child is made `kill_on_drop`),

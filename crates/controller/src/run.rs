@@ -358,6 +358,14 @@ impl KeptNodes {
         let _ = std::fs::remove_file(Self::path(state_dir));
     }
 
+    /// Removes the kept nodes from this host, and the record of them.
+    pub fn remove(&self, state_dir: &Path) -> Result<(), KeptNodesError> {
+        let prefix = hostnet::Prefix::new(&self.prefix)?;
+        hostnet::cleanup::sweep(&prefix, &self.netns_dir)?;
+        Self::forget(state_dir);
+        Ok(())
+    }
+
     /// Whether the nodes are still there: the first and the last node's namespace mounted.
     pub fn present(&self) -> bool {
         let Ok(prefix) = hostnet::Prefix::new(&self.prefix) else {
@@ -370,6 +378,14 @@ impl KeptNodes {
             .iter()
             .all(|&i| self.netns_dir.join(plan.node(i).netns_name).exists())
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeptNodesError {
+    #[error(transparent)]
+    Prefix(#[from] hostnet::plan::PlanError),
+    #[error("removing the kept nodes: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 fn yes() -> bool {

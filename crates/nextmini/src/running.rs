@@ -206,9 +206,7 @@ pub fn down(state_dir: &Path, keep: bool) -> Result<()> {
         Err(controller::run::RunFileError::Missing { .. })
             if !keep && let Some(kept) = KeptNodes::load(state_dir) =>
         {
-            let prefix = hostnet::Prefix::new(&kept.prefix)?;
-            hostnet::cleanup::sweep(&prefix, &kept.netns_dir)?;
-            KeptNodes::forget(state_dir);
+            kept.remove(state_dir)?;
             check_nothing_left("the kept nodes", &kept.prefix)?;
             println!(
                 "removed the {} nodes of prefix {} a run had kept",
