@@ -79,6 +79,8 @@ pub enum RegisterError {
     NotItsNode { node: u32, nodes: String },
     #[error("node {node} has no session through this agent: a node says hello first")]
     NotCarried { node: u32 },
+    #[error("node {node}'s session said hello as node {said}")]
+    HelloAsAnother { node: u32, said: u32 },
 }
 
 /// Why a node's hello was refused (the node is told the same words).
@@ -561,6 +563,12 @@ impl Coordinator {
         msg: proto::NodeToController,
     ) -> Result<(), RegisterError> {
         if let proto::NodeToController::Hello { node_id, .. } = msg {
+            if node_id != node {
+                return Err(RegisterError::HelloAsAnother {
+                    node,
+                    said: node_id,
+                });
+            }
             match self.handle_node_hello_via(now, agent, &msg) {
                 // What the hello queued for the node (its welcome) goes through its agent too:
                 // `poll_output` looks at `carried_by` as it hands outputs out.
@@ -1649,6 +1657,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(c.status().connected, 1);
+        // Nor say hello for one node in another's session.
+        let e = c
+            .handle_agent_message(t0, 1, carried(1, hello(3)))
+            .unwrap_err();
+        assert_eq!(e, RegisterError::HelloAsAnother { node: 1, said: 3 });
         assert_eq!(c.status().connected, 1);
         // Nor speak in a session it does not carry.
         let e = c

@@ -1,9 +1,8 @@
-//! The controller's I/O: WebSocket sessions for agents and nodes, the HTTP API, and one task
+//! The controller's I/O: WebSocket sessions for agents (carrying their nodes' sessions), the HTTP API, and one task
 //! that owns the [`Coordinator`] and delivers what it decides.
 //!
 //! ```text
 //! GET  /agent       WebSocket, an agent's session, carrying its nodes' sessions
-//! GET  /node        WebSocket, a node's session of its own (not on the bridges)
 //! GET  /api/status  phase and counts
 //! GET  /api/nodes   every node and its state
 //! GET  /api/links   every link: up or not, each direction's parameters and counters
@@ -39,13 +38,13 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use futures_util::{SinkExt, StreamExt};
-use proto::{AgentToController, ControllerToAgent, ControllerToNode, NodeToController};
+use proto::{AgentToController, ControllerToAgent};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::coordinator::{
-    AddFlowError, AgentId, ChangeError, Coordinator, HelloError, LinkRow, Milestone, NodeRow,
-    Output, PathRow, RouteChange, RouteError, RouteFilter, RouteRequest, RouteRow, Status,
+    AddFlowError, AgentId, ChangeError, Coordinator, LinkRow, Milestone, NodeRow, Output, PathRow,
+    RouteChange, RouteError, RouteFilter, RouteRequest, RouteRow, Status,
 };
 use crate::flows::FlowRow;
 use crate::store::Store;
@@ -61,16 +60,6 @@ enum Input {
         tx: Option<mpsc::UnboundedSender<ControllerToAgent>>,
     },
     AgentGone(AgentId),
-    Hello {
-        msg: NodeToController,
-        tx: mpsc::UnboundedSender<Vec<u8>>,
-        reply: oneshot::Sender<Result<u32, HelloError>>,
-    },
-    Node {
-        id: u32,
-        msg: NodeToController,
-    },
-    NodeGone(u32),
     /// The experiment's router, computed while the agents plumbed.
     Router(Box<topology::routing::Router>),
     Status(oneshot::Sender<Status>),
@@ -326,7 +315,6 @@ pub fn spawn(
     }
     let app = Router::new()
         .route(proto::AGENT_PATH, get(agent_ws))
-        .route(proto::NODE_PATH, get(node_ws))
         .route("/api/status", get(api_status))
         .route("/api/nodes", get(api_nodes))
         .route("/api/links", get(api_links))
@@ -365,9 +353,6 @@ async fn run_coordinator(
     down: watch::Sender<bool>,
     observers: Observers,
 ) {
-    // Messages to nodes travel encoded: a node session's channel then holds bytes, not the
-    // largest message's size in every slot of its blocks (thousands of sessions).
-    let mut nodes: HashMap<u32, mpsc::UnboundedSender<Vec<u8>>> = HashMap::new();
     let mut agents: HashMap<AgentId, mpsc::UnboundedSender<ControllerToAgent>> = HashMap::new();
     let mut waiters: RouteWaiters = HashMap::new();
     let routes_since = Instant::now();
@@ -380,7 +365,7 @@ async fn run_coordinator(
             },
             () = sleep_until(timeout), if timeout.is_some() => {
                 c.handle_timeout(Instant::now());
-                deliver(&mut c, &nodes, &agents, &milestones, &mut waiters, &observers);
+                deliver(&mut c, &agents, &milestones, &mut waiters, &observers);
                 continue;
             }
         };
@@ -397,18 +382,6 @@ async fn run_coordinator(
             Input::AgentGone(id) => {
                 agents.remove(&id);
                 c.handle_agent_gone(now, id);
-            }
-            Input::Hello { msg, tx, reply } => {
-                let verdict = c.handle_node_hello(now, &msg);
-                if let Ok(id) = verdict {
-                    nodes.insert(id, tx);
-                }
-                let _ = reply.send(verdict);
-            }
-            Input::Node { id, msg } => c.handle_node_message(now, id, msg),
-            Input::NodeGone(id) => {
-                nodes.remove(&id);
-                c.handle_node_gone(now, id);
             }
             Input::Router(router) => {
                 tracing::info!(
@@ -553,14 +526,7 @@ async fn run_coordinator(
                 let _ = down.send(true);
             }
         }
-        deliver(
-            &mut c,
-            &nodes,
-            &agents,
-            &milestones,
-            &mut waiters,
-            &observers,
-        );
+        deliver(&mut c, &agents, &milestones, &mut waiters, &observers);
     }
 }
 
@@ -573,7 +539,6 @@ async fn sleep_until(at: Option<Instant>) {
 /// Delivers what the coordinator decided.
 fn deliver(
     c: &mut Coordinator,
-    nodes: &HashMap<u32, mpsc::UnboundedSender<Vec<u8>>>,
     agents: &HashMap<AgentId, mpsc::UnboundedSender<ControllerToAgent>>,
     milestones: &mpsc::UnboundedSender<Milestone>,
     waiters: &mut RouteWaiters,
@@ -581,10 +546,10 @@ fn deliver(
 ) {
     while let Some(out) = c.poll_output() {
         match out {
+            // Every node session travels inside its agent's: the coordinator addresses a
+            // node's messages to its agent once it has said hello.
             Output::Node(id, m) => {
-                if let Some(tx) = nodes.get(&id) {
-                    let _ = tx.send(proto::encode(&m).expect("control messages encode"));
-                }
+                tracing::debug!("node {id} has no session to take {m:?}");
             }
             Output::Agent(id, m) => {
                 if let Some(tx) = agents.get(&id) {
@@ -1114,70 +1079,6 @@ async fn agent_session(socket: WebSocket, id: AgentId, tx: mpsc::UnboundedSender
         }
     }
     let _ = tx.send(Input::AgentGone(id));
-}
-
-async fn node_ws(ws: WebSocketUpgrade, State(s): State<AppState>) -> Response {
-    small(ws).on_upgrade(move |socket| node_session(socket, s.tx))
-}
-
-async fn node_session(socket: WebSocket, tx: mpsc::UnboundedSender<Input>) {
-    let (mut sink, mut stream) = socket.split();
-    let hello = match stream.next().await {
-        Some(Ok(Message::Binary(bytes))) => match proto::decode::<NodeToController>(&bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!("a node sent a bad hello: {e}");
-                return;
-            }
-        },
-        _ => return,
-    };
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let (reply, verdict) = oneshot::channel();
-    if tx
-        .send(Input::Hello {
-            msg: hello,
-            tx: out_tx,
-            reply,
-        })
-        .is_err()
-    {
-        return;
-    }
-    let id = match verdict.await {
-        Ok(Ok(id)) => id,
-        Ok(Err(e)) => {
-            tracing::warn!("node refused: {e}");
-            let bytes = proto::encode(&ControllerToNode::Rejected {
-                reason: e.to_string(),
-            })
-            .expect("encodes");
-            let _ = sink.send(Message::Binary(bytes.into())).await;
-            return;
-        }
-        Err(_) => return,
-    };
-    loop {
-        tokio::select! {
-            incoming = stream.next() => {
-                match incoming {
-                    Some(Ok(Message::Binary(bytes))) => match proto::decode::<NodeToController>(&bytes) {
-                        Ok(msg) => { let _ = tx.send(Input::Node { id, msg }); }
-                        Err(e) => { tracing::warn!("node {id}: {e}"); break; }
-                    },
-                    Some(Ok(_)) => {}
-                    _ => break,
-                }
-            }
-            outgoing = out_rx.recv() => {
-                let Some(bytes) = outgoing else { break };
-                if sink.send(Message::Binary(bytes.into())).await.is_err() {
-                    break;
-                }
-            }
-        }
-    }
-    let _ = tx.send(Input::NodeGone(id));
 }
 
 /// Binds the controller's port, with an error that says what to do when it is taken.

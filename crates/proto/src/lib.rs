@@ -8,7 +8,7 @@
 //!   neighbours, reports each link up and finally that it is ready; the controller broadcasts
 //!   topology-ready when all are. Node sessions travel inside their agent's session
 //!   (`FromNode`/`ToNode`), so a host's thousands of nodes cost the controller and the agent
-//!   one socket, not one each; `/node` still takes a session of its own.
+//!   one socket, not one each.
 //!
 //! Nothing in this exchange waits on a timer: every step answers a message.
 
@@ -26,7 +26,6 @@ pub const VERSION: u32 = 2;
 
 /// WebSocket paths on the controller.
 pub const AGENT_PATH: &str = "/agent";
-pub const NODE_PATH: &str = "/node";
 /// Where host agents connect to a head (`nextmini serve`).
 pub const HOST_PATH: &str = "/host";
 
