@@ -38,6 +38,11 @@ for h in 1 2 3; do
   ip -n nbmh$h link set eth0 mtu 1600 up
   ip -n nbmh$h addr add 172.20.254.$h/24 dev eth0
 done
+# The head keeps the token it finds in its state directory; hosts and commands carry it.
+mkdir -p "$state/head"
+NEXTMINI_TOKEN=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+export NEXTMINI_TOKEN
+(umask 077 && printf '%s\n' "$NEXTMINI_TOKEN" >"$state/head/head.token")
 "$nm" serve --port $port --host head --state-dir "$state/head" 2>"$state/head.log" &
 pids+=($!)
 sleep 0.5

@@ -26,6 +26,9 @@ pub struct HostConfig {
     pub threads: usize,
     /// Where node namespaces are mounted.
     pub netns_dir: PathBuf,
+    /// The head's token (`head.token` in its state directory): this host's session and its
+    /// experiments' agents carry it.
+    pub token: Option<String>,
 }
 
 /// How often the host reports its load.
@@ -118,7 +121,7 @@ pub async fn serve(cfg: HostConfig, shutdown: impl Future<Output = ()>) -> Resul
                                 link_port: cfg.link_port,
                                 fail_nodes: Vec::new(),
                                 tun_devices: true,
-                                token: None,
+                                token: cfg.token.clone(),
                                 adopt: false,
                             };
                             let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -227,7 +230,24 @@ async fn connect(cfg: &HostConfig) -> Result<(Sink, Incoming, Ipv4Addr), Session
         IpAddr::V6(a) => return Err(SessionError::Ipv6(a)),
     };
     let url = format!("ws://{}{}", cfg.head, proto::HOST_PATH);
-    let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
+    if let Some(token) = &cfg.token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| SessionError::Refused("the token is not a header value".into()))?;
+        request.headers_mut().insert("authorization", value);
+    }
+    let (ws, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .map_err(|e| match e {
+            tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401 => {
+                SessionError::Refused(
+                    "it asks hosts for its token: set NEXTMINI_TOKEN to the contents of head.token in the head's state directory".into(),
+                )
+            }
+            e => e.into(),
+        })?;
     let (mut sink, mut incoming) = ws.split();
     let hello = HostToHead::Hello {
         version: proto::VERSION,

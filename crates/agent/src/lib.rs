@@ -148,6 +148,7 @@ pub async fn run(
         },
         cpus: std::thread::available_parallelism().map_or(1, |c| c.get() as u32),
         mem_bytes: hostnet::procfs::mem_available(),
+        underlay_route: cfg.spec.underlay.then(|| plan.underlay_route()),
     };
     if !send(&mut sink, &register).await {
         return Err(AgentError::Closed);

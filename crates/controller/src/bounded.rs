@@ -2,6 +2,11 @@
 //! Each peer address gets a few connections at a time (a node needs one session, and a status
 //! poll now and then), and a connection that says nothing for a while is closed, so that one
 //! node can't hold the controller's descriptors.
+//!
+//! The controller's main listener may be reachable from nodes too (`nextmini controller` on
+//! 0.0.0.0, a head's experiment on its host): there, connections from the nodes' underlay
+//! ([`NodeNets`], learnt from the agents that register) are bounded the same way, and the
+//! server answers them the status only.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -51,20 +56,79 @@ impl PeerCounts {
     }
 }
 
+/// The nodes' underlay networks (each agent's route towards its bridges): a peer in one of
+/// them is a program inside a node. Shared by the listener and the server, grown as agents
+/// register.
+#[derive(Debug, Clone, Default)]
+pub struct NodeNets(Arc<std::sync::RwLock<Vec<(u32, u32)>>>);
+
+impl NodeNets {
+    /// Adds `net/len` (an agent's underlay route).
+    pub fn add(&self, net: std::net::Ipv4Addr, len: u8) {
+        let mask = if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(len.min(32)))
+        };
+        let entry = (u32::from(net) & mask, mask);
+        let mut nets = self.0.write().expect("no panics hold it");
+        if !nets.contains(&entry) {
+            nets.push(entry);
+        }
+    }
+
+    /// Whether `peer` is inside a node's underlay.
+    pub fn contains(&self, peer: IpAddr) -> bool {
+        let IpAddr::V4(v4) = peer.to_canonical() else {
+            return false;
+        };
+        let a = u32::from(v4);
+        self.0
+            .read()
+            .expect("no panics hold it")
+            .iter()
+            .any(|&(net, mask)| a & mask == net)
+    }
+}
+
+/// Who is on the other end of a connection the main listener took.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, BoundedListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, BoundedListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
 pub struct BoundedListener {
     inner: TcpListener,
     counts: Arc<Mutex<PeerCounts>>,
     per_peer: usize,
     silent_for: Duration,
+    /// Only peers in these networks are bounded (None: every peer).
+    only: Option<NodeNets>,
 }
 
 impl BoundedListener {
+    /// Every peer is bounded: a listener only nodes reach.
     pub fn new(inner: TcpListener) -> Self {
         BoundedListener {
             inner,
             counts: Arc::default(),
             per_peer: PER_PEER,
             silent_for: SILENT_FOR,
+            only: None,
+        }
+    }
+
+    /// Only peers inside `nodes` are bounded: the controller's main listener.
+    pub fn nodes_among(inner: TcpListener, nodes: NodeNets) -> Self {
+        BoundedListener {
+            only: Some(nodes),
+            ..BoundedListener::new(inner)
         }
     }
 }
@@ -84,6 +148,18 @@ impl axum::serve::Listener for BoundedListener {
                     continue;
                 }
             };
+            let _ = stream.set_nodelay(true);
+            if self.only.as_ref().is_some_and(|n| !n.contains(peer.ip())) {
+                return (
+                    BoundedStream {
+                        inner: stream,
+                        peer: peer.ip(),
+                        counts: None,
+                        silence: None,
+                    },
+                    peer,
+                );
+            }
             let admitted = self
                 .counts
                 .lock()
@@ -94,12 +170,11 @@ impl axum::serve::Listener for BoundedListener {
                 drop(stream);
                 continue;
             }
-            let _ = stream.set_nodelay(true);
             return (
                 BoundedStream {
                     inner: stream,
                     peer: peer.ip(),
-                    counts: self.counts.clone(),
+                    counts: Some(self.counts.clone()),
                     silence: Some(Box::pin(tokio::time::sleep(self.silent_for))),
                 },
                 peer,
@@ -113,18 +188,18 @@ impl axum::serve::Listener for BoundedListener {
 }
 
 /// A node's connection: gives its place back when closed; fails a read if nothing arrived
-/// within the silence allowed.
+/// within the silence allowed. (Another peer's on the main listener: neither.)
 pub struct BoundedStream {
     inner: TcpStream,
     peer: IpAddr,
-    counts: Arc<Mutex<PeerCounts>>,
+    counts: Option<Arc<Mutex<PeerCounts>>>,
     /// Until the first byte: when the connection counts as idle.
     silence: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Drop for BoundedStream {
     fn drop(&mut self) {
-        if let Ok(mut c) = self.counts.lock() {
+        if let Some(Ok(mut c)) = self.counts.as_ref().map(|c| c.lock()) {
             c.release(self.peer);
         }
     }
@@ -216,6 +291,24 @@ mod tests {
         assert!(c.open.is_empty());
     }
 
+    #[test]
+    fn node_nets_hold_the_agents_underlays_and_nothing_else() {
+        let nets = NodeNets::default();
+        let ip = |a: [u8; 4]| IpAddr::from(a);
+        assert!(!nets.contains(ip([172, 20, 0, 5])));
+        nets.add([172, 20, 0, 0].into(), 22);
+        nets.add([172, 20, 0, 0].into(), 22);
+        assert_eq!(nets.0.read().unwrap().len(), 1);
+        assert!(nets.contains(ip([172, 20, 0, 5])));
+        assert!(nets.contains(ip([172, 20, 3, 255])));
+        assert!(!nets.contains(ip([172, 20, 4, 0])));
+        assert!(!nets.contains(ip([127, 0, 0, 1])));
+        // An IPv4 peer on a dual-stack socket is the same peer.
+        assert!(nets.contains(IpAddr::from(
+            std::net::Ipv4Addr::new(172, 20, 1, 1).to_ipv6_mapped()
+        )));
+    }
+
     #[tokio::test]
     async fn a_silent_connection_is_closed_and_a_talking_one_is_not() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -226,6 +319,7 @@ mod tests {
             counts: Arc::default(),
             per_peer: 2,
             silent_for: Duration::from_millis(200),
+            only: None,
         };
         let mut silent = TcpStream::connect(addr).await.unwrap();
         let mut talking = TcpStream::connect(addr).await.unwrap();

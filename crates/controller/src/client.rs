@@ -54,6 +54,12 @@ impl Http {
         }
     }
 
+    /// Sends `token` with every request, when given.
+    pub fn with_token(mut self, token: Option<String>) -> Http {
+        self.token = token;
+        self
+    }
+
     pub fn base(&self) -> &str {
         &self.base
     }
@@ -165,9 +171,8 @@ impl ControllerClient {
     }
 
     /// Sends `token` with every request (a run started with `up --token`).
-    pub fn with_token(mut self, token: Option<String>) -> ControllerClient {
-        self.0.token = token;
-        self
+    pub fn with_token(self, token: Option<String>) -> ControllerClient {
+        ControllerClient(self.0.with_token(token))
     }
 
     pub fn status(&self) -> Result<Status, ClientError> {

@@ -1424,6 +1424,7 @@ mod tests {
                 node_ids: Vec::new(),
                 cpus: 2,
                 mem_bytes: 1 << 30,
+                underlay_route: None,
             },
         )
     }
@@ -1439,6 +1440,7 @@ mod tests {
                 node_ids: ids.to_vec(),
                 cpus: 2,
                 mem_bytes: 1 << 30,
+                underlay_route: None,
             },
         )
     }

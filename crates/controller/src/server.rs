@@ -253,6 +253,8 @@ struct AppState {
     topology: Arc<crate::view::TopologyView>,
     /// Changes need it when set.
     token: Option<Arc<str>>,
+    /// Where programs in nodes connect from: they get the status only.
+    node_nets: crate::bounded::NodeNets,
 }
 
 /// How the server is set up beyond its coordinator.
@@ -299,6 +301,7 @@ pub fn spawn(
         loads,
         topology,
         token: options.token.map(Arc::from),
+        node_nets: crate::bounded::NodeNets::default(),
     };
     for listener in options.node_listeners {
         // Node sessions travel inside their agents' sessions: nothing on a bridge speaks for
@@ -337,7 +340,15 @@ pub fn spawn(
             state.clone(),
             require_token,
         ))
-        .with_state(state);
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            nodes_read_the_status_only,
+        ))
+        .with_state(state.clone());
+    // Nodes may reach this listener too (on 0.0.0.0, or on a head's host): they are bounded
+    // here as on their own listeners.
+    let listener = crate::bounded::BoundedListener::nodes_among(listener, state.node_nets);
+    let app = app.into_make_service_with_connect_info::<crate::bounded::Peer>();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("controller server stopped: {e}");
@@ -874,6 +885,28 @@ async fn api_flow_points(
     }
 }
 
+/// A program inside a node that reaches the main listener (it listens on 0.0.0.0, or on a
+/// head's host) is answered as on its own listener: the status and nothing else.
+async fn nodes_read_the_status_only(
+    State(s): State<AppState>,
+    axum::extract::ConnectInfo(crate::bounded::Peer(peer)): axum::extract::ConnectInfo<
+        crate::bounded::Peer,
+    >,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let status =
+        request.method() == axum::http::Method::GET && request.uri().path() == "/api/status";
+    if status || !s.node_nets.contains(peer.ip()) {
+        return next.run(request).await;
+    }
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        "programs in nodes may read /api/status and nothing else here",
+    )
+        .into_response()
+}
+
 /// Requests that change the run carry the token, when there is one.
 async fn require_token(
     State(s): State<AppState>,
@@ -888,12 +921,7 @@ async fn require_token(
     if request.method() != axum::http::Method::POST && path != proto::AGENT_PATH {
         return next.run(request).await;
     }
-    let given = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+    if carries_token(request.headers(), token) {
         next.run(request).await
     } else {
         (
@@ -902,6 +930,15 @@ async fn require_token(
         )
             .into_response()
     }
+}
+
+/// Whether a request carries `token` (`Authorization: Bearer <token>`).
+pub fn carries_token(headers: &axum::http::HeaderMap, token: &str) -> bool {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes()))
 }
 
 /// Compares a given token with the run's without stopping at the first difference, so the
@@ -1030,10 +1067,22 @@ fn small(ws: WebSocketUpgrade) -> WebSocketUpgrade {
 
 async fn agent_ws(ws: WebSocketUpgrade, State(s): State<AppState>) -> Response {
     let id = s.next_agent.fetch_add(1, Ordering::Relaxed);
-    small(ws).on_upgrade(move |socket| agent_session(socket, id, s.tx))
+    small(ws).on_upgrade(move |socket| agent_session(socket, id, s.tx, s.node_nets))
 }
 
-async fn agent_session(socket: WebSocket, id: AgentId, tx: mpsc::UnboundedSender<Input>) {
+/// Whether an agent's underlay route is one to treat as nodes: not the loopback, not
+/// "this network", not wider than a /8 (an agent without a token can't make every peer a
+/// node).
+fn plausible_underlay((net, len): (std::net::Ipv4Addr, u8)) -> bool {
+    (8..=32).contains(&len) && !net.is_loopback() && net.octets()[0] != 0
+}
+
+async fn agent_session(
+    socket: WebSocket,
+    id: AgentId,
+    tx: mpsc::UnboundedSender<Input>,
+    node_nets: crate::bounded::NodeNets,
+) {
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ControllerToAgent>();
     let mut out_tx = Some(out_tx);
@@ -1046,6 +1095,11 @@ async fn agent_session(socket: WebSocket, id: AgentId, tx: mpsc::UnboundedSender
                 };
                 match proto::decode::<AgentToController>(&bytes) {
                     Ok(msg) => {
+                        if let AgentToController::Register { underlay_route: Some(route), .. } = &msg
+                            && plausible_underlay(*route)
+                        {
+                            node_nets.add(route.0, route.1);
+                        }
                         let _ = tx.send(Input::Agent { id, msg, tx: out_tx.take() });
                     }
                     Err(e) => {

@@ -40,6 +40,7 @@ fn running_ring() -> (Coordinator, Instant) {
             node_ids: Vec::new(),
             cpus: 2,
             mem_bytes: 1 << 30,
+            underlay_route: None,
         },
     )
     .unwrap();
@@ -123,6 +124,7 @@ fn agent_seeds() -> Vec<Vec<u8>> {
             node_ids: vec![2, 9, 4_000_000_000],
             cpus: 2,
             mem_bytes: 1 << 30,
+            underlay_route: None,
         },
         AgentToController::Plumbed { done: 4 },
         AgentToController::PlumbingDone {

@@ -17,16 +17,39 @@ pub fn head_addr(flag: Option<&str>) -> String {
         .unwrap_or_else(|| format!("127.0.0.1:{DEFAULT_HEAD_PORT}"))
 }
 
+/// Where `nextmini serve` keeps its state when not told otherwise.
+pub const DEFAULT_HEAD_STATE_DIR: &str = "/var/lib/nextmini/head";
+
+/// The head's token file in its state directory (readable by its owner only).
+pub const TOKEN_FILE: &str = "head.token";
+
+/// The head's token as the CLI finds it: `NEXTMINI_TOKEN`, else the token file of a head
+/// with the default state directory on this machine.
+pub fn head_token() -> Option<String> {
+    std::env::var("NEXTMINI_TOKEN")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string(std::path::Path::new(DEFAULT_HEAD_STATE_DIR).join(TOKEN_FILE))
+                .ok()
+        })
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
 #[derive(Debug, Clone)]
 pub struct HeadClient(Http);
 
 impl HeadClient {
+    /// A client of the head at `addr`, with its token as [`head_token`] finds it.
     pub fn new(addr: &str) -> HeadClient {
-        HeadClient(Http::new(
-            addr,
-            "head",
-            "start it with `nextmini serve`, or give --head",
-        ))
+        HeadClient(
+            Http::new(
+                addr,
+                "head",
+                "start it with `nextmini serve`, or give --head",
+            )
+            .with_token(head_token()),
+        )
     }
 
     pub fn http(&self) -> &Http {

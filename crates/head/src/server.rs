@@ -36,6 +36,9 @@ pub struct HeadConfig {
     pub host: String,
     /// Where the head keeps its state and the store of experiment runs.
     pub state_dir: PathBuf,
+    /// What host agents, changes through the API and the experiments' agents must carry
+    /// (`Authorization: Bearer`); each experiment's controller asks for it too.
+    pub token: String,
 }
 
 /// Why a head could not start.
@@ -87,6 +90,7 @@ struct App {
     db_url: String,
     /// Where the head keeps experiments across restarts.
     state_file: PathBuf,
+    token: Arc<str>,
 }
 
 impl App {
@@ -137,6 +141,7 @@ pub async fn serve(cfg: HeadConfig, shutdown: impl Future<Output = ()>) -> Resul
     };
     let app = App {
         state_file,
+        token: Arc::from(cfg.token.as_str()),
         shared: Arc::new(Mutex::new(Shared {
             head,
             hosts: HashMap::new(),
@@ -150,7 +155,7 @@ pub async fn serve(cfg: HeadConfig, shutdown: impl Future<Output = ()>) -> Resul
     };
     let listener = controller::server::bind(SocketAddr::from((cfg.listen, cfg.port))).await?;
     eprintln!(
-        "head {} listening on {}:{}; host agents: nextmini agent --head <this address>:{}",
+        "head {} listening on {}:{}; host agents: NEXTMINI_TOKEN=<head.token of its state directory> nextmini agent --head <this address>:{}",
         cfg.host, cfg.listen, cfg.port, cfg.port
     );
     let router = axum::Router::new()
@@ -164,6 +169,10 @@ pub async fn serve(cfg: HeadConfig, shutdown: impl Future<Output = ()>) -> Resul
         .route("/api/exps/{name}/queueing", post(api_queueing))
         .route("/api/exps/{name}/exec", post(api_exec))
         .route("/api/exps/{name}/clear", post(api_clear))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            require_token,
+        ))
         .with_state(app.clone());
     tokio::select! {
         r = axum::serve(listener, router) => r.map_err(ServeError::Server)?,
@@ -180,6 +189,26 @@ pub async fn serve(cfg: HeadConfig, shutdown: impl Future<Output = ()>) -> Resul
         let _ = clear(&app, &name).await;
     }
     Ok(())
+}
+
+/// Host agents and every change carry the head's token; reading is open.
+async fn require_token(
+    State(app): State<App>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.method() != axum::http::Method::POST && request.uri().path() != proto::HOST_PATH {
+        return next.run(request).await;
+    }
+    if controller::server::carries_token(request.headers(), &app.token) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            "the head takes host agents and changes with its token: set NEXTMINI_TOKEN to the contents of head.token in the head's state directory\n",
+        )
+            .into_response()
+    }
 }
 
 struct ApiError(StatusCode, String);
@@ -380,21 +409,25 @@ async fn api_launch(
     exp.prefix = Some(launch.prefix.clone());
     exp.underlay_base = Some(launch.base);
     exp.name = name.clone();
-    let started =
-        match controller::run::start(&exp, listener, &app.db_url, true, Default::default()).await {
-            Ok(s) => s,
-            Err(e) => {
-                // Nothing was sent to the hosts: the launch failed everywhere, and can be cleared.
-                let mut s = app.shared.lock().expect("no panics hold it");
-                for host in launch.shares.keys() {
-                    s.head.host_launched(&name, host, false, now());
-                }
-                return Err(ApiError(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("cannot start the experiment's controller: {e}"),
-                ));
+    // Its agents carry the head's token (the hosts have it); so do changes through its API.
+    let access = controller::run::Access {
+        token: Some(app.token.to_string()),
+        node_listeners: Vec::new(),
+    };
+    let started = match controller::run::start(&exp, listener, &app.db_url, true, access).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Nothing was sent to the hosts: the launch failed everywhere, and can be cleared.
+            let mut s = app.shared.lock().expect("no panics hold it");
+            for host in launch.shares.keys() {
+                s.head.host_launched(&name, host, false, now());
             }
-        };
+            return Err(ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot start the experiment's controller: {e}"),
+            ));
+        }
+    };
     let controller::run::Started {
         handle,
         writer,

@@ -208,6 +208,7 @@ pub fn agent(args: AgentArgs) -> Result<()> {
             link_port: args.link_port.unwrap_or(experiment::DEFAULT_LINK_PORT),
             threads: args.layout.threads,
             netns_dir: PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
+            token: head::client::head_token(),
         };
         return tokio::runtime::Runtime::new()?
             .block_on(agent::host::serve(cfg, host::shutdown_signal()))

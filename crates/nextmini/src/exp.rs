@@ -34,22 +34,54 @@ pub struct ServeArgs {
     /// This host's name: the default experiment's only host [default: the hostname].
     #[arg(long)]
     pub host: Option<String>,
-    /// Where the head keeps its state and the store of experiment runs.
-    #[arg(long, default_value = "/var/lib/nextmini/head")]
+    /// Where the head keeps its state, its token and the store of experiment runs.
+    #[arg(long, default_value = head::client::DEFAULT_HEAD_STATE_DIR)]
     pub state_dir: PathBuf,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
     crate::host::require_root("nextmini serve")?;
+    let token = head_token_file(&args.state_dir)?;
     let cfg = head::server::HeadConfig {
         listen: args.listen,
         port: args.port,
         host: args.host.unwrap_or_else(crate::host::hostname),
         state_dir: args.state_dir,
+        token,
     };
     tokio::runtime::Runtime::new()?
         .block_on(head::server::serve(cfg, crate::host::shutdown_signal()))?;
     Ok(())
+}
+
+/// The head's token: the one in its state directory (a restarted head keeps it, so its
+/// hosts reconnect), else a new one written there, readable by its owner only.
+fn head_token_file(state_dir: &std::path::Path) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join(head::client::TOKEN_FILE);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let token = text.trim().to_owned();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let token = controller::run::new_token()?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "{token}"))
+        .with_context(|| format!("cannot write the head's token to {}", path.display()))?;
+    eprintln!(
+        "host agents and changes need the token in {} (NEXTMINI_TOKEN; the CLI on this host reads it itself when the state directory is the default)",
+        path.display()
+    );
+    Ok(token)
 }
 
 #[derive(Args, Debug)]

@@ -13,11 +13,16 @@ mod common;
 use common::cluster::{Cluster, HOSTS, get_json, wait_json};
 use common::{free_port, text};
 
-/// `nextmini <args>` against the head at `port`.
+/// The head's token, written into its state directory before it starts (it keeps one it
+/// finds there): what the hosts and the command line carry.
+const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+/// `nextmini <args>` against the head at `port`, with its token.
 fn nm(port: u16, args: &[&str]) -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_nextmini"))
         .args(args)
         .env("NEXTMINI_HEAD", format!("127.0.0.1:{port}"))
+        .env("NEXTMINI_TOKEN", TOKEN)
         .output()
         .unwrap();
     assert!(
@@ -30,11 +35,23 @@ fn nm(port: u16, args: &[&str]) -> serde_json::Value {
 
 fn host_agent(cluster: &mut Cluster, h: u32, port: u16) -> usize {
     let head = format!("{}:{port}", cluster.switch_addr());
-    let cmd = cluster.on_host(
+    let mut cmd = cluster.on_host(
         h,
         &["agent", "--head", &head, "--host", &format!("host{h}")],
     );
+    cmd.env("NEXTMINI_TOKEN", TOKEN);
     cluster.spawn(cmd, &format!("agent{h}.log"))
+}
+
+/// Starts the head on `port` with the test's token in its state directory.
+fn start_head(cluster: &mut Cluster, port: u16, log: &str) -> usize {
+    let state = cluster.dir.join("head");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(state.join("head.token"), format!("{TOKEN}\n")).unwrap();
+    let mut head = Command::new(env!("CARGO_BIN_EXE_nextmini"));
+    head.args(["serve", "--port", &port.to_string(), "--host", "head"])
+        .args(["--state-dir", state.to_str().unwrap()]);
+    cluster.spawn(head, log)
 }
 
 /// A plan's node ids on `host`.
@@ -53,10 +70,7 @@ fn ring(n: u32) -> String {
 fn a_head_pools_hosts_for_experiments() {
     let mut cluster = Cluster::new("tr", 153, &["hga", "hgb"]);
     let port = free_port();
-    let mut head = Command::new(env!("CARGO_BIN_EXE_nextmini"));
-    head.args(["serve", "--port", &port.to_string(), "--host", "head"])
-        .args(["--state-dir", cluster.dir.join("head").to_str().unwrap()]);
-    let head_process = cluster.spawn(head, "head.log");
+    let head_process = start_head(&mut cluster, port, "head.log");
     let mut agents: Vec<usize> = HOSTS
         .iter()
         .map(|&h| host_agent(&mut cluster, h, port))
@@ -77,7 +91,38 @@ fn a_head_pools_hosts_for_experiments() {
     });
 
     // The default experiment holds the head only; a new one every host but the head.
+    // Without the head's token: no changes, and no host joins.
+    let refused = Command::new(env!("CARGO_BIN_EXE_nextmini"))
+        .args(["exp", "hgx"])
+        .env("NEXTMINI_HEAD", format!("127.0.0.1:{port}"))
+        .env("NEXTMINI_TOKEN", "")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("NEXTMINI_TOKEN"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let head_addr = format!("{}:{port}", cluster.switch_addr());
+    let mut intruder = cluster.on_host(1, &["agent", "--head", &head_addr, "--host", "intruder"]);
+    intruder.env("NEXTMINI_TOKEN", "not-the-token");
+    let intruder = cluster.spawn(intruder, "intruder.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(cluster.dir.join("intruder.log"))
+        .unwrap_or_default()
+        .contains("asks hosts for its token")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a host without the token was not refused"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    cluster.kill(intruder);
+
     let exps = nm(port, &["exp", "--json"]);
+    assert_eq!(exps.as_array().map(Vec::len), Some(1), "{exps}");
     assert_eq!(exps[0]["name"], "default");
     assert_eq!(exps[0]["hosts"], "head");
     nm(port, &["exp", "hga"]);
@@ -111,10 +156,17 @@ fn a_head_pools_hosts_for_experiments() {
     wait_json(&status_url("hga"), "hga ready", |v| {
         v["status"]["phase"] == "ready" && v["schedules"][0]["state"] == "completed"
     });
-    // The experiment's links, through its own controller on the head.
+    // The experiment's links, through its own controller on the head, which wants the
+    // head's token for changes.
     let api = format!("127.0.0.1:{}", launched["port"]);
+    let down = ureq::post(&format!("http://{api}/api/down")).send_empty();
+    assert!(
+        matches!(down, Err(ureq::Error::StatusCode(401))),
+        "{down:?}"
+    );
     let delay = Command::new(env!("CARGO_BIN_EXE_nextmini"))
         .args(["link", "set", "1-2", "--delay", "3ms", "--api", &api])
+        .env("NEXTMINI_TOKEN", TOKEN)
         .output()
         .unwrap();
     assert!(delay.status.success(), "{}", text(&delay.stderr));
@@ -140,9 +192,21 @@ fn a_head_pools_hosts_for_experiments() {
             .args(["exp", "hga", "exec"])
             .args(args)
             .env("NEXTMINI_HEAD", format!("127.0.0.1:{port}"))
+            .env("NEXTMINI_TOKEN", TOKEN)
             .output()
             .unwrap()
     };
+    // A program in a node on another host than the controller reaches it at its gateway
+    // through the host's relay: the status, nothing else.
+    let probe = exec(&[
+        &a3.to_string(),
+        "--",
+        "python3",
+        "-c",
+        common::NODE_PROBE,
+        &launched["port"].to_string(),
+    ]);
+    common::assert_probe_saw_the_status_only(&text(&probe.stdout));
     let (n1, to3) = (a1.to_string(), format!("10.0.0.{a3}"));
     let ping = exec(&[&n1, "--", "ping", "-c", "1", "-W", "2", &to3]);
     assert!(ping.status.success(), "{}", text(&ping.stderr));
@@ -271,10 +335,7 @@ fn a_head_pools_hosts_for_experiments() {
     nm(port, &["exp", "hgc"]);
     nm(port, &["hosts", "del", "host1"]);
     cluster.kill(head_process);
-    let mut head = Command::new(env!("CARGO_BIN_EXE_nextmini"));
-    head.args(["serve", "--port", &port.to_string(), "--host", "head"])
-        .args(["--state-dir", cluster.dir.join("head").to_str().unwrap()]);
-    cluster.spawn(head, "head2.log");
+    start_head(&mut cluster, port, "head2.log");
     wait_json(&hosts_url, "the hosts are back after a head restart", |v| {
         v.as_array()
             .is_some_and(|a| a.len() == 3 && a.iter().all(|h| h["up"] == true))

@@ -304,6 +304,13 @@ fn a_controller_for_other_hosts_can_require_a_token_of_agents_and_changes() {
         assert!(started.elapsed().as_secs() < 60, "the ring never got ready");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // Listening on every address, the controller is reachable from the nodes' gateway too:
+    // it answers them the status only, and bounds their connections.
+    let probe = common::in_netns(
+        "tsc2",
+        &["python3", "-c", common::NODE_PROBE, &port.to_string()],
+    );
+    common::assert_probe_saw_the_status_only(&text(&probe.stdout));
     // Changes: refused without it, taken with it (the CLI reads NEXTMINI_TOKEN with --api).
     let set = |token: Option<&str>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_nextmini"));

@@ -207,6 +207,11 @@ pub enum AgentToController {
         node_ids: Vec<u32>,
         cpus: u32,
         mem_bytes: u64,
+        /// The network the agent's nodes send from towards the host (its underlay route;
+        /// none without an underlay): the controller answers connections from there as it
+        /// answers programs in nodes (the status only).
+        #[serde(default)]
+        underlay_route: Option<(Ipv4Addr, u8)>,
     },
     /// Nodes plumbed so far.
     Plumbed { done: u32 },

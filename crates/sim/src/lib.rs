@@ -324,6 +324,7 @@ impl Sim {
                         node_ids: Vec::new(),
                         cpus: 2,
                         mem_bytes: 1 << 30,
+                        underlay_route: None,
                     },
                 ),
             );

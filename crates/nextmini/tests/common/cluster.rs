@@ -135,11 +135,7 @@ impl Cluster {
 
     /// Runs a command inside a node's namespace.
     pub fn exec(node_ns: &str, cmd: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", node_ns])
-            .args(cmd)
-            .output()
-            .unwrap()
+        super::in_netns(node_ns, cmd)
     }
 
     /// Whether three pings from a node get through.

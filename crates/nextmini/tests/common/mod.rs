@@ -55,6 +55,15 @@ impl Scratch {
     }
 }
 
+/// Runs `args` in the network namespace `netns` (a node of a run not started by `up`).
+pub fn in_netns(netns: &str, args: &[&str]) -> Output {
+    Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(args)
+        .output()
+        .expect("running ip netns exec")
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         if self.dir.join("run.json").exists() {
@@ -106,4 +115,66 @@ pub fn iperf3_server(state: &str, node: u32) -> std::process::Child {
     // The rest is read and dropped: a closed pipe would end the server at its next line.
     std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     server
+}
+
+/// A Python program for inside a node: asks the controller at the node's gateway and the
+/// port given as its argument what a hostile program would, and prints `<what> <status>` per
+/// line (`kept N`: of 40 idle connections, how many were still open 3 s later).
+pub const NODE_PROBE: &str = r#"
+import ipaddress, socket, subprocess, sys, time, urllib.request, urllib.error
+port = int(sys.argv[1])
+# The gateway: .1 of the node's underlay subnet (the interface that is not lo or the TUN).
+gateway = None
+for line in subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout.splitlines():
+    f = line.split()
+    iface = ipaddress.ip_interface(f[3])
+    if f[1] != "lo" and iface.ip not in ipaddress.ip_network("10.0.0.0/8"):
+        gateway = str(iface.network.network_address + 1)
+api = "http://%s:%d" % (gateway, port)
+def ask(method, path, body=None):
+    req = urllib.request.Request(api + path, data=body, method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError as e:
+        return type(e).__name__
+print("nodes", ask("GET", "/api/nodes"))
+print("down", ask("POST", "/api/down", b"{}"))
+print("link", ask("POST", "/api/links/1/2", b'{"up": false}'))
+print("agent", ask("GET", "/agent"))
+print("status", ask("GET", "/api/status"))
+held = [socket.create_connection((gateway, port), timeout=5) for _ in range(40)]
+time.sleep(3)
+kept = 0
+for c in held:
+    c.setblocking(False)
+    try:
+        kept += c.recv(1) != b""
+    except BlockingIOError:
+        kept += 1
+    except OSError:
+        pass
+print("kept", kept)
+"#;
+
+/// Checks what [`NODE_PROBE`] printed: the status only, and a few connections at a time.
+pub fn assert_probe_saw_the_status_only(said: &str) {
+    for line in [
+        "nodes 404",
+        "down 404",
+        "link 404",
+        "agent 404",
+        "status 200",
+    ] {
+        assert!(said.lines().any(|l| l == line), "{line}: {said}");
+    }
+    let kept: usize = said
+        .lines()
+        .find_map(|l| l.strip_prefix("kept "))
+        .unwrap_or_else(|| panic!("{said}"))
+        .parse()
+        .unwrap();
+    assert!(kept <= 8, "{said}");
 }
