@@ -181,6 +181,47 @@ fn ignore_vanished(r: Result<(), crate::rtnl::Refused<()>>) -> io::Result<()> {
     }
 }
 
+/// Kills (SIGKILL) every process whose network namespace is one of `inodes`, other than
+/// this one: programs started in a run's nodes (by `nextmini exec`, `ip netns exec`, a
+/// script) end with the run instead of keeping its namespaces alive. Returns them as
+/// `pid comm`.
+pub fn stop_processes_inside(inodes: &HashSet<u64>) -> Vec<String> {
+    let mut stopped = Vec::new();
+    if inodes.is_empty() {
+        return stopped;
+    }
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return stopped;
+    };
+    let me = std::process::id();
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let inside = std::fs::metadata(p.path().join("ns/net"))
+            .is_ok_and(|meta| inodes.contains(&meta.ino()));
+        if !inside {
+            continue;
+        }
+        let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+        let Ok(raw) = i32::try_from(pid) else {
+            continue;
+        };
+        if nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(raw),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .is_ok()
+        {
+            stopped.push(format!("{pid} {}", comm.trim()));
+        }
+    }
+    stopped
+}
+
 /// A process that keeps a node namespace alive.
 struct Holder {
     pid: u32,

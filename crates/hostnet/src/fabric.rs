@@ -521,6 +521,7 @@ impl Fabric {
             return Err(Box::new(self));
         }
         self.torn_down = true;
+        stop_programs_in(self.plan.prefix(), &self.nodes);
         for node in std::mem::take(&mut self.nodes) {
             node.netns.leave_mounted();
         }
@@ -739,6 +740,20 @@ fn plumb_node(
 /// long enough for the kernel's namespace workqueue to start on a batch of thousands.
 const DRAIN_IDLE: Duration = Duration::from_secs(10);
 
+/// The run is over: programs still running in its nodes end with it (they would keep the
+/// namespaces, and what a node's TUN device carried, alive).
+fn stop_programs_in(prefix: &Prefix, nodes: &[Node]) {
+    let inodes: HashSet<u64> = nodes.iter().filter_map(|n| n.netns.inode()).collect();
+    let stopped = crate::cleanup::stop_processes_inside(&inodes);
+    if !stopped.is_empty() {
+        tracing::info!(
+            "stopped {} programs left running in nodes of prefix {prefix}: {}",
+            stopped.len(),
+            stopped.join(", ")
+        );
+    }
+}
+
 fn teardown_parts(
     prefix: &Prefix,
     nodes: Vec<Node>,
@@ -746,6 +761,7 @@ fn teardown_parts(
     tunnels: Vec<u32>,
 ) -> Result<TeardownStats, TeardownError> {
     let started = Instant::now();
+    stop_programs_in(prefix, &nodes);
     let node_count = nodes.len();
     let names: HashSet<String> = nodes
         .iter()

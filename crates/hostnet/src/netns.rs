@@ -151,6 +151,17 @@ impl NetNs {
         self.mount.is_some()
     }
 
+    /// The namespace's inode (what `/proc/PID/ns/net` of a process inside it shows), from its
+    /// fd or its mount.
+    pub fn inode(&self) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        match (&self.fd, &self.mount) {
+            (Some(fd), _) => nix::sys::stat::fstat(fd.as_fd()).ok().map(|st| st.st_ino),
+            (None, Some(path)) => std::fs::metadata(path).ok().map(|m| m.ino()),
+            (None, None) => None,
+        }
+    }
+
     /// Leaves the namespace mounted for a later run: nothing is unmounted when it drops.
     pub fn leave_mounted(mut self) {
         self.mount = None;

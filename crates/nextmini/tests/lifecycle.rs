@@ -10,7 +10,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 mod common;
-use common::{Scratch, free_port, leftovers, nextmini, text};
+use common::{Kill, Scratch, free_port, leftovers, nextmini, text};
 
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
@@ -273,4 +273,48 @@ fn down_keep_leaves_the_nodes_for_the_next_up_of_the_layout_and_down_removes_the
     assert!(said.contains("removed the 4 nodes of prefix tqf"), "{said}");
     assert_eq!(leftovers("tqf"), Vec::<String>::new());
     assert!(!s.dir.join("kept.json").exists());
+}
+
+#[test]
+fn programs_left_running_in_nodes_end_with_down() {
+    let s = Scratch::new("tqg");
+    let port = free_port().to_string();
+    let out = nextmini(&[
+        "up",
+        "--topo",
+        "ring,3",
+        "--prefix",
+        "tqg",
+        "--base",
+        "172.20.224.0",
+        "--port",
+        &port,
+        "--state-dir",
+        s.state(),
+        "--detach",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Started by hand and forgotten: `nextmini exec` becomes the program, so this is its pid.
+    let mut forgotten = Kill(
+        Command::new(env!("CARGO_BIN_EXE_nextmini"))
+            .args(["exec", "2", "--state-dir", s.state(), "--", "sleep", "600"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = forgotten.0.id();
+    wait_until(
+        "the program runs in node 2",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep"),
+    );
+    let down = nextmini(&["down", "--state-dir", s.state()]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    wait_until(
+        "the program ends with the run",
+        Duration::from_secs(10),
+        || forgotten.0.try_wait().unwrap().is_some(),
+    );
+    assert_eq!(leftovers("tqg"), Vec::<String>::new());
 }

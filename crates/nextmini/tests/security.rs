@@ -4,7 +4,7 @@
 //! underlay subnet, a port and a state directory, swept when it ends, also on failure.
 
 mod common;
-use common::{Scratch, free_port, leftovers, nextmini, text};
+use common::{Kill, Scratch, free_port, leftovers, nextmini, text};
 
 fn up(s: &Scratch, base: &str, port: &str, extra: &[&str]) {
     let mut args = vec![
@@ -207,15 +207,6 @@ fn listening_beyond_this_host_needs_the_token() {
     let down = nextmini(&["down", "--state-dir", s.state()]);
     assert!(down.status.success(), "{}", text(&down.stderr));
     assert_eq!(leftovers("tsb"), Vec::<String>::new());
-}
-
-/// A child stopped when the test ends, also on failure.
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -74,6 +74,16 @@ impl Drop for Scratch {
     }
 }
 
+/// A child stopped (by its PID) when the test ends, also on failure.
+pub struct Kill(pub std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A free TCP port (the kernel's choice), for a test's controller.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("0.0.0.0:0")
