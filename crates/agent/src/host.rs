@@ -29,6 +29,8 @@ pub struct HostConfig {
     /// The head's token (`head.token` in its state directory): this host's session and its
     /// experiments' agents carry it.
     pub token: Option<String>,
+    /// The head (and its experiments' controllers) are reached over TLS, trusting this.
+    pub tls: Option<tls::Trust>,
 }
 
 /// How often the host reports its load.
@@ -123,6 +125,7 @@ pub async fn serve(cfg: HostConfig, shutdown: impl Future<Output = ()>) -> Resul
                                 tun_devices: true,
                                 token: cfg.token.clone(),
                                 adopt: false,
+                                tls: cfg.tls.clone(),
                             };
                             let (stop_tx, stop_rx) = oneshot::channel::<()>();
                             let done = done_tx.clone();
@@ -197,12 +200,9 @@ struct Run {
     cleared: bool,
 }
 
-type Sink = futures_util::stream::SplitSink<
-    tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
-    Message,
->;
-type Incoming =
-    futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>;
+type Sink =
+    futures_util::stream::SplitSink<tokio_tungstenite::WebSocketStream<tls::Stream>, Message>;
+type Incoming = futures_util::stream::SplitStream<tokio_tungstenite::WebSocketStream<tls::Stream>>;
 
 /// Why a session with the head could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -229,7 +229,9 @@ async fn connect(cfg: &HostConfig) -> Result<(Sink, Incoming, Ipv4Addr), Session
         IpAddr::V4(a) => a,
         IpAddr::V6(a) => return Err(SessionError::Ipv6(a)),
     };
-    let url = format!("ws://{}{}", cfg.head, proto::HOST_PATH);
+    let stream = tls::Stream::open(cfg.tls.as_ref(), &cfg.head.ip().to_string(), stream).await?;
+    let scheme = if cfg.tls.is_some() { "wss" } else { "ws" };
+    let url = format!("{scheme}://{}{}", cfg.head, proto::HOST_PATH);
     let mut request =
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
     if let Some(token) = &cfg.token {

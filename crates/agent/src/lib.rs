@@ -47,6 +47,8 @@ pub struct AgentConfig {
     /// Take over the nodes a previous run of this layout kept (`down --keep`) instead of
     /// plumbing new ones.
     pub adopt: bool,
+    /// The controller is reached over TLS, trusting this (`https://` controllers).
+    pub tls: Option<tls::Trust>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +119,11 @@ pub async fn run(
     let stream = tokio::net::TcpStream::connect(cfg.controller)
         .await
         .map_err(|e| controller_err(e.to_string()))?;
-    let url = format!("ws://{}{}", cfg.controller, proto::AGENT_PATH);
+    let stream = tls::Stream::open(cfg.tls.as_ref(), &cfg.controller.ip().to_string(), stream)
+        .await
+        .map_err(|e| controller_err(format!("TLS: {e}")))?;
+    let scheme = if cfg.tls.is_some() { "wss" } else { "ws" };
+    let url = format!("{scheme}://{}{}", cfg.controller, proto::AGENT_PATH);
     let mut request =
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
             .map_err(|e| controller_err(e.to_string()))?;
@@ -189,7 +195,7 @@ pub async fn run(
     // not listening there, relay for it.
     let mut _relays = Vec::new();
     for b in plan.bridges().filter(|_| cfg.spec.underlay) {
-        match relay::start(b.addr, node_port, cfg.controller) {
+        match relay::start(b.addr, node_port, cfg.controller, cfg.tls.clone()) {
             Ok(Some(task)) => _relays.push(dataplane::AbortOnDrop(task.abort_handle())),
             Ok(None) => {}
             Err(e) => {

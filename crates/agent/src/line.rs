@@ -16,7 +16,7 @@ use proto::{AgentToController, ControllerToAgent, ControllerToNode};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tls::Stream>;
 
 /// The sending half, and where the reader finds each node's session.
 pub(crate) struct Line {

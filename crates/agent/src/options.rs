@@ -42,6 +42,8 @@ pub struct AgentOptions {
 pub enum OptionsError {
     #[error("how many nodes? give --n-nodes N (or n_nodes in --config-path), or --nodes 1-4,9")]
     NoNodes,
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("--controller {0} is not host:port")]
     Controller(String),
     #[error("no route to the controller at {0}: give --local")]
@@ -78,9 +80,17 @@ impl AgentOptions {
             None if self.n_nodes.is_none() => file.single_node()?.map(|id| vec![id]),
             None => None,
         };
+        // `https://` or `wss://`: over TLS, trusting the certificate NEXTMINI_CA names.
+        let over_tls = self
+            .controller
+            .as_deref()
+            .is_some_and(|c| c.starts_with("https://") || c.starts_with("wss://"));
         let controller: SocketAddr = match &self.controller {
             Some(c) => c
                 .trim_start_matches("ws://")
+                .trim_start_matches("wss://")
+                .trim_start_matches("http://")
+                .trim_start_matches("https://")
                 .trim_end_matches('/')
                 .parse()
                 .map_err(|_| OptionsError::Controller(c.clone()))?,
@@ -136,6 +146,13 @@ impl AgentOptions {
                 .ok()
                 .filter(|t| !t.is_empty()),
             adopt: false,
+            tls: if over_tls {
+                Some(tls::Trust::required(&format!(
+                    "the controller at {controller}"
+                ))?)
+            } else {
+                None
+            },
         })
     }
 }

@@ -35,6 +35,7 @@ pub fn start(
     gateway: Ipv4Addr,
     port: u16,
     controller: SocketAddr,
+    tls: Option<tls::Trust>,
 ) -> io::Result<Option<tokio::task::JoinHandle<()>>> {
     let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -66,9 +67,10 @@ pub fn start(
             let Some(place) = Place::take(&open, peer.ip()) else {
                 continue;
             };
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let _place = place;
-                if let Err(e) = relay_one(node, controller).await {
+                if let Err(e) = relay_one(node, controller, tls.as_ref()).await {
                     tracing::debug!("relay for {peer}: {e}");
                 }
             });
@@ -109,7 +111,11 @@ impl Drop for Place {
     }
 }
 
-async fn relay_one(mut node: TcpStream, controller: SocketAddr) -> io::Result<()> {
+async fn relay_one(
+    mut node: TcpStream,
+    controller: SocketAddr,
+    tls: Option<&tls::Trust>,
+) -> io::Result<()> {
     let _ = node.set_nodelay(true);
     let Ok(head) = tokio::time::timeout(REQUEST_WITHIN, read_head(&mut node)).await else {
         return Ok(());
@@ -121,8 +127,10 @@ async fn relay_one(mut node: TcpStream, controller: SocketAddr) -> io::Result<()
         );
         return node.write_all(refused.as_bytes()).await;
     };
-    let mut upstream = TcpStream::connect(controller).await?;
+    let upstream = TcpStream::connect(controller).await?;
     let _ = upstream.set_nodelay(true);
+    // Nodes speak plain HTTP to their gateway; the hop between hosts is TLS when the agent's is.
+    let mut upstream = tls::Stream::open(tls, &controller.ip().to_string(), upstream).await?;
     upstream.write_all(&request).await?;
     // One request, one answer: the controller closes after it (`Connection: close`), and
     // nothing more the node sends is read.

@@ -103,6 +103,74 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Boun
     }
 }
 
+impl
+    axum::extract::connect_info::Connected<
+        axum::serve::IncomingStream<'_, TlsListener<BoundedListener>>,
+    > for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener<BoundedListener>>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// TLS in front of another listener (`--tls`): each connection's handshake runs on its own
+/// task (at most [`HANDSHAKE_WITHIN`]), so a slow or silent client holds up nobody else.
+pub struct TlsListener<L: axum::serve::Listener> {
+    inner: L,
+    acceptor: tls::TlsAcceptor,
+    done_tx: tokio::sync::mpsc::Sender<(tls::ServerStream<L::Io>, L::Addr)>,
+    done_rx: tokio::sync::mpsc::Receiver<(tls::ServerStream<L::Io>, L::Addr)>,
+}
+
+/// How long a client has to finish its TLS handshake.
+pub const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
+
+impl<L: axum::serve::Listener> TlsListener<L> {
+    pub fn new(inner: L, acceptor: tls::TlsAcceptor) -> Self {
+        let (done_tx, done_rx) = tokio::sync::mpsc::channel(64);
+        TlsListener {
+            inner,
+            acceptor,
+            done_tx,
+            done_rx,
+        }
+    }
+}
+
+impl<L> axum::serve::Listener for TlsListener<L>
+where
+    L: axum::serve::Listener,
+    L::Io: Unpin,
+{
+    type Io = tls::ServerStream<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            tokio::select! {
+                (io, addr) = self.inner.accept() => {
+                    let acceptor = self.acceptor.clone();
+                    let done = self.done_tx.clone();
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(HANDSHAKE_WITHIN, acceptor.accept(io)).await {
+                            Ok(Ok(stream)) => {
+                                let _ = done.send((stream, addr)).await;
+                            }
+                            Ok(Err(e)) => tracing::debug!("TLS handshake: {e}"),
+                            Err(_) => tracing::debug!("TLS handshake not done in time"),
+                        }
+                    });
+                }
+                Some(done) = self.done_rx.recv() => return done,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
 pub struct BoundedListener {
     inner: TcpListener,
     counts: Arc<Mutex<PeerCounts>>,

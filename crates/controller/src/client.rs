@@ -39,18 +39,41 @@ pub struct Http {
     hint: &'static str,
     /// Sent as `Authorization: Bearer …` with every request, when set.
     token: Option<String>,
+    /// For an `https://` address: the certificate trusted (`NEXTMINI_CA`), or why there is
+    /// none.
+    tls: Option<Result<ureq::tls::TlsConfig, String>>,
 }
 
 impl Http {
     /// `addr` is `host:port` or `http://host:port`; `what` and `hint` name the server and say
     /// what to do when it does not answer.
+    /// `https://host:port` is reached over TLS, trusting the certificate `NEXTMINI_CA` names.
     pub fn new(addr: &str, what: &'static str, hint: &'static str) -> Http {
-        let bare = addr.trim_start_matches("http://").trim_end_matches('/');
+        let (scheme, rest) = match addr.strip_prefix("https://") {
+            Some(rest) => ("https", rest),
+            None => ("http", addr.trim_start_matches("http://")),
+        };
+        let bare = rest.trim_end_matches('/');
+        let tls = (scheme == "https").then(|| {
+            tls::Trust::required(&format!("the {what} at {addr}"))
+                .map(|trust| {
+                    let certs = trust
+                        .certificates()
+                        .iter()
+                        .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+                        .collect();
+                    ureq::tls::TlsConfig::builder()
+                        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+                        .build()
+                })
+                .map_err(|e| e.to_string())
+        });
         Http {
-            base: format!("http://{bare}"),
+            base: format!("{scheme}://{bare}"),
             what,
             hint,
             token: None,
+            tls,
         }
     }
 
@@ -66,30 +89,43 @@ impl Http {
 
     /// The host part of the address (for printing other ports of the same server).
     pub fn host(&self) -> &str {
-        let bare = self.base.trim_start_matches("http://");
+        let bare = self
+            .base
+            .split_once("://")
+            .map_or(self.base.as_str(), |(_, rest)| rest);
         bare.rsplit_once(':').map_or(bare, |(h, _)| h)
     }
 
     fn call(&self, path: &str, body: Option<String>) -> Result<String, ClientError> {
         let url = format!("{}{path}", self.base);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let tls = match &self.tls {
+            Some(Ok(config)) => Some(config.clone()),
+            Some(Err(why)) => return Err(ClientError::Refused(why.clone())),
+            None => None,
+        };
         let response = match body {
             None => {
                 let mut r = ureq::get(&url);
                 if let Some(a) = &auth {
                     r = r.header("authorization", a);
                 }
-                r.config().http_status_as_error(false).build().call()
+                let mut config = r.config().http_status_as_error(false);
+                if let Some(tls) = tls {
+                    config = config.tls_config(tls);
+                }
+                config.build().call()
             }
             Some(b) => {
                 let mut r = ureq::post(&url).header("content-type", "application/json");
                 if let Some(a) = &auth {
                     r = r.header("authorization", a);
                 }
-                r.config()
-                    .http_status_as_error(false)
-                    .build()
-                    .send(b.as_str())
+                let mut config = r.config().http_status_as_error(false);
+                if let Some(tls) = tls {
+                    config = config.tls_config(tls);
+                }
+                config.build().send(b.as_str())
             }
         };
         let mut response = response.map_err(|e| ClientError::Unreachable {

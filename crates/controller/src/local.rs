@@ -363,6 +363,7 @@ impl LocalRun {
             crate::run::Access {
                 token: token.clone(),
                 node_listeners,
+                tls: None,
             },
         )
         .await?;

@@ -53,6 +53,8 @@ pub struct Started {
 pub struct Access {
     pub token: Option<String>,
     pub node_listeners: Vec<tokio::net::TcpListener>,
+    /// TLS on the main listener, for agents and clients on other hosts.
+    pub tls: Option<tls::TlsAcceptor>,
 }
 
 /// Opens the store, records the run and starts the controller on `listener`.
@@ -108,6 +110,7 @@ pub async fn start(
             run: Some((store.clone(), run_id)),
             token: access.token,
             node_listeners: access.node_listeners,
+            tls: access.tls,
         },
     );
     {
@@ -277,7 +280,7 @@ pub async fn serve(
     exp: &experiment::Experiment,
     listener: tokio::net::TcpListener,
     db_url: &str,
-    token: Option<String>,
+    access: Access,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StoreError> {
     use crate::store::{RunFigures, RunState};
@@ -287,17 +290,7 @@ pub async fn serve(
         run_id,
         writer,
         mut milestones,
-    } = start(
-        exp,
-        listener,
-        db_url,
-        true,
-        Access {
-            token,
-            node_listeners: Vec::new(),
-        },
-    )
-    .await?;
+    } = start(exp, listener, db_url, true, access).await?;
     let recorder = tokio::spawn(async move {
         let mut figures = RunFigures::default();
         while let Some(m) = milestones.recv().await {

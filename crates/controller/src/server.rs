@@ -268,6 +268,8 @@ pub struct ServeOptions {
     /// the status only, bounded per peer (see [`crate::bounded`]). Code running inside a
     /// node can dial these, so nothing there changes or stops the experiment.
     pub node_listeners: Vec<TcpListener>,
+    /// TLS on the main listener (`--tls`): agents and clients on other hosts.
+    pub tls: Option<tls::TlsAcceptor>,
 }
 
 /// Starts the controller on `listener`. Milestones go to `milestones` as they happen; flows
@@ -350,7 +352,14 @@ pub fn spawn(
     let listener = crate::bounded::BoundedListener::nodes_among(listener, state.node_nets);
     let app = app.into_make_service_with_connect_info::<crate::bounded::Peer>();
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        let served = match options.tls {
+            Some(acceptor) => {
+                let listener = crate::bounded::TlsListener::new(listener, acceptor);
+                axum::serve(listener, app).await
+            }
+            None => axum::serve(listener, app).await,
+        };
+        if let Err(e) = served {
             tracing::error!("controller server stopped: {e}");
         }
     });

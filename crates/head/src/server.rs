@@ -28,7 +28,7 @@ use crate::api::{
 use crate::state::{Head, HeadError, HostInfo};
 
 /// Where and how a head runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HeadConfig {
     pub listen: Ipv4Addr,
     pub port: u16,
@@ -39,6 +39,8 @@ pub struct HeadConfig {
     /// What host agents, changes through the API and the experiments' agents must carry
     /// (`Authorization: Bearer`); each experiment's controller asks for it too.
     pub token: String,
+    /// TLS on the head's listener and its experiments' controllers (`serve --tls`).
+    pub tls: Option<tls::TlsAcceptor>,
 }
 
 /// Why a head could not start.
@@ -91,6 +93,7 @@ struct App {
     /// Where the head keeps experiments across restarts.
     state_file: PathBuf,
     token: Arc<str>,
+    tls: Option<tls::TlsAcceptor>,
 }
 
 impl App {
@@ -142,6 +145,7 @@ pub async fn serve(cfg: HeadConfig, shutdown: impl Future<Output = ()>) -> Resul
     let app = App {
         state_file,
         token: Arc::from(cfg.token.as_str()),
+        tls: cfg.tls.clone(),
         shared: Arc::new(Mutex::new(Shared {
             head,
             hosts: HashMap::new(),
@@ -174,8 +178,17 @@ pub async fn serve(cfg: HeadConfig, shutdown: impl Future<Output = ()>) -> Resul
             require_token,
         ))
         .with_state(app.clone());
+    let served = async {
+        match cfg.tls {
+            Some(acceptor) => {
+                let listener = controller::bounded::TlsListener::new(listener, acceptor);
+                axum::serve(listener, router).await
+            }
+            None => axum::serve(listener, router).await,
+        }
+    };
     tokio::select! {
-        r = axum::serve(listener, router) => r.map_err(ServeError::Server)?,
+        r = served => r.map_err(ServeError::Server)?,
         () = shutdown => {}
     }
     // Leaving: clear every experiment on the hosts that are up.
@@ -413,6 +426,7 @@ async fn api_launch(
     let access = controller::run::Access {
         token: Some(app.token.to_string()),
         node_listeners: Vec::new(),
+        tls: app.tls.clone(),
     };
     let started = match controller::run::start(&exp, listener, &app.db_url, true, access).await {
         Ok(s) => s,

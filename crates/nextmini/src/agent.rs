@@ -35,6 +35,11 @@ pub struct ControllerArgs {
     /// --api take it from NEXTMINI_TOKEN.
     #[arg(long)]
     pub token: bool,
+    /// TLS for agents and clients: a certificate made once in `<state-dir>/tls/` (this host's
+    /// addresses and name); they trust it with NEXTMINI_CA=<state-dir>/tls/cert.pem and reach
+    /// the controller as https://HOST:PORT.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// The controller alone, for agents started elsewhere (the seeds' first terminal).
@@ -84,6 +89,16 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
         }
         None
     };
+    let tls = args
+        .tls
+        .then(|| tls::Identity::in_state_dir(&args.state_dir))
+        .transpose()?;
+    if let Some(identity) = &tls {
+        eprintln!(
+            "TLS: agents and clients trust {} (NEXTMINI_CA) and use https://<this host>:{port}",
+            identity.cert_path.display()
+        );
+    }
     tokio::runtime::Runtime::new()?.block_on(async move {
         let listener = controller::server::bind(SocketAddr::from((args.listen, port))).await?;
         eprintln!(
@@ -92,7 +107,12 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
             exp.topology.n_nodes(),
             args.listen
         );
-        controller::run::serve(&exp, listener, &db_url, token, host::shutdown_signal()).await?;
+        let access = controller::run::Access {
+            token,
+            node_listeners: Vec::new(),
+            tls: tls.as_ref().map(tls::Identity::acceptor),
+        };
+        controller::run::serve(&exp, listener, &db_url, access, host::shutdown_signal()).await?;
         Ok(())
     })
 }
@@ -197,11 +217,21 @@ pub struct AgentLayout {
 pub fn agent(args: AgentArgs) -> Result<()> {
     host::require_root("nextmini agent")?;
     let name = args.host.clone().unwrap_or_else(host::hostname);
-    if let Some(head) = &args.head {
-        let head: SocketAddr = head
+    if let Some(given) = &args.head {
+        // `https://HEAD:PORT`: the head is reached over TLS (`nextmini serve --tls`), trusting
+        // the certificate NEXTMINI_CA names.
+        let over_tls = given.starts_with("https://");
+        let head: SocketAddr = given
             .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
             .parse()
-            .with_context(|| format!("--head {head} is not host:port"))?;
+            .with_context(|| format!("--head {given} is not host:port"))?;
+        let tls = if over_tls {
+            Some(tls::Trust::required(&format!("the head at {head}"))?)
+        } else {
+            None
+        };
         let cfg = agent::host::HostConfig {
             head,
             name,
@@ -209,6 +239,7 @@ pub fn agent(args: AgentArgs) -> Result<()> {
             threads: args.layout.threads,
             netns_dir: PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
             token: head::client::head_token(),
+            tls,
         };
         return tokio::runtime::Runtime::new()?
             .block_on(agent::host::serve(cfg, host::shutdown_signal()))

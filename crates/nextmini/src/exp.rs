@@ -37,17 +37,34 @@ pub struct ServeArgs {
     /// Where the head keeps its state, its token and the store of experiment runs.
     #[arg(long, default_value = head::client::DEFAULT_HEAD_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// TLS for hosts and clients (the head and its experiments' controllers): a certificate
+    /// made once in `<state-dir>/tls/`; they trust it with NEXTMINI_CA=<state-dir>/tls/cert.pem
+    /// and reach the head as https://HEAD:PORT.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
     crate::host::require_root("nextmini serve")?;
     let token = head_token_file(&args.state_dir)?;
+    let tls = args
+        .tls
+        .then(|| tls::Identity::in_state_dir(&args.state_dir))
+        .transpose()?;
+    if let Some(identity) = &tls {
+        eprintln!(
+            "TLS: hosts and clients trust {} (NEXTMINI_CA) and use https://<this host>:{}",
+            identity.cert_path.display(),
+            args.port
+        );
+    }
     let cfg = head::server::HeadConfig {
         listen: args.listen,
         port: args.port,
         host: args.host.unwrap_or_else(crate::host::hostname),
         state_dir: args.state_dir,
         token,
+        tls: tls.as_ref().map(tls::Identity::acceptor),
     };
     tokio::runtime::Runtime::new()?
         .block_on(head::server::serve(cfg, crate::host::shutdown_signal()))?;
@@ -285,7 +302,12 @@ fn run_verb(c: &HeadClient, name: &str, verb: ExpVerb, json: bool) -> Result<i32
             if json {
                 return print_json(&r).map(|()| 0);
             }
-            print!("{}", head::render::status(&r, c.http().host()));
+            // An experiment's controller is reached as its head is (over TLS or not).
+            let host = match c.http().base().strip_prefix("https://") {
+                Some(_) => format!("https://{}", c.http().host()),
+                None => c.http().host().to_owned(),
+            };
+            print!("{}", head::render::status(&r, &host));
         }
         ExpVerb::Hosts { change: None } => {
             let doc = c.experiment(name)?;

@@ -10,21 +10,51 @@
 use std::process::Command;
 
 mod common;
-use common::cluster::{Cluster, HOSTS, get_json, wait_json};
+use common::cluster::{Cluster, HOSTS, get_json_trusting, wait_json_trusting};
 use common::{free_port, text};
 
 /// The head's token, written into its state directory before it starts (it keeps one it
 /// finds there): what the hosts and the command line carry.
 const TOKEN: &str = "0123456789abcdef0123456789abcdef";
 
-/// `nextmini <args>` against the head at `port`, with its token.
-fn nm(port: u16, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_nextmini"))
-        .args(args)
-        .env("NEXTMINI_HEAD", format!("127.0.0.1:{port}"))
-        .env("NEXTMINI_TOKEN", TOKEN)
-        .output()
-        .unwrap();
+/// The head of the test: its port, and the certificate it serves (`serve --tls`), which hosts
+/// and commands trust.
+struct Head {
+    port: u16,
+    ca: std::path::PathBuf,
+}
+
+impl Head {
+    /// `nextmini` reaching this head over TLS, with its token.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nextmini"));
+        cmd.env("NEXTMINI_HEAD", format!("https://127.0.0.1:{}", self.port))
+            .env("NEXTMINI_CA", &self.ca)
+            .env("NEXTMINI_TOKEN", TOKEN);
+        cmd
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn get(&self, path: &str) -> serde_json::Value {
+        get_json_trusting(&self.url(path), Some(&self.ca))
+    }
+
+    fn wait(
+        &self,
+        path: &str,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        wait_json_trusting(&self.url(path), Some(&self.ca), what, done)
+    }
+}
+
+/// `nextmini <args>` against the head, with its token.
+fn nm(head: &Head, args: &[&str]) -> serde_json::Value {
+    let out = head.command().args(args).output().unwrap();
     assert!(
         out.status.success(),
         "nextmini {args:?}: {}",
@@ -33,25 +63,44 @@ fn nm(port: u16, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
-fn host_agent(cluster: &mut Cluster, h: u32, port: u16) -> usize {
-    let head = format!("{}:{port}", cluster.switch_addr());
+fn host_agent(cluster: &mut Cluster, h: u32, head: &Head) -> usize {
+    let addr = format!("https://{}:{}", cluster.switch_addr(), head.port);
     let mut cmd = cluster.on_host(
         h,
-        &["agent", "--head", &head, "--host", &format!("host{h}")],
+        &["agent", "--head", &addr, "--host", &format!("host{h}")],
     );
-    cmd.env("NEXTMINI_TOKEN", TOKEN);
+    cmd.env("NEXTMINI_TOKEN", TOKEN)
+        .env("NEXTMINI_CA", &head.ca);
     cluster.spawn(cmd, &format!("agent{h}.log"))
 }
 
-/// Starts the head on `port` with the test's token in its state directory.
-fn start_head(cluster: &mut Cluster, port: u16, log: &str) -> usize {
+/// Starts the head on `port` over TLS with the test's token in its state directory; returns
+/// once its certificate is made.
+fn start_head(cluster: &mut Cluster, port: u16, log: &str) -> (usize, Head) {
     let state = cluster.dir.join("head");
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(state.join("head.token"), format!("{TOKEN}\n")).unwrap();
     let mut head = Command::new(env!("CARGO_BIN_EXE_nextmini"));
-    head.args(["serve", "--port", &port.to_string(), "--host", "head"])
-        .args(["--state-dir", state.to_str().unwrap()]);
-    cluster.spawn(head, log)
+    head.args([
+        "serve",
+        "--port",
+        &port.to_string(),
+        "--host",
+        "head",
+        "--tls",
+    ])
+    .args(["--state-dir", state.to_str().unwrap()]);
+    let process = cluster.spawn(head, log);
+    let ca = state.join("tls/cert.pem");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ca.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the head made no certificate"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (process, Head { port, ca })
 }
 
 /// A plan's node ids on `host`.
@@ -70,19 +119,19 @@ fn ring(n: u32) -> String {
 fn a_head_pools_hosts_for_experiments() {
     let mut cluster = Cluster::new("tr", 153, &["hga", "hgb"]);
     let port = free_port();
-    let head_process = start_head(&mut cluster, port, "head.log");
+    let (head_process, head) = start_head(&mut cluster, port, "head.log");
     let mut agents: Vec<usize> = HOSTS
         .iter()
-        .map(|&h| host_agent(&mut cluster, h, port))
+        .map(|&h| host_agent(&mut cluster, h, &head))
         .collect();
-    let hosts_url = format!("http://127.0.0.1:{port}/api/hosts");
-    wait_json(&hosts_url, "three hosts registered", |v| {
+    let hosts_url = "/api/hosts";
+    head.wait(hosts_url, "three hosts registered", |v| {
         v.as_array()
             .is_some_and(|a| a.len() == 3 && a.iter().all(|h| h["up"] == true))
     });
 
     // Hosts report their load (available memory below their total once reported).
-    wait_json(&hosts_url, "load reports", |v| {
+    head.wait(hosts_url, "load reports", |v| {
         v.as_array().is_some_and(|a| {
             a.iter().all(|h| {
                 h["mem_available_mib"].as_u64().unwrap_or(0) < h["mem_mib"].as_u64().unwrap_or(0)
@@ -92,9 +141,9 @@ fn a_head_pools_hosts_for_experiments() {
 
     // The default experiment holds the head only; a new one every host but the head.
     // Without the head's token: no changes, and no host joins.
-    let refused = Command::new(env!("CARGO_BIN_EXE_nextmini"))
+    let refused = head
+        .command()
         .args(["exp", "hgx"])
-        .env("NEXTMINI_HEAD", format!("127.0.0.1:{port}"))
         .env("NEXTMINI_TOKEN", "")
         .output()
         .unwrap();
@@ -104,9 +153,11 @@ fn a_head_pools_hosts_for_experiments() {
         "{}",
         text(&refused.stderr)
     );
-    let head_addr = format!("{}:{port}", cluster.switch_addr());
+    let head_addr = format!("https://{}:{port}", cluster.switch_addr());
     let mut intruder = cluster.on_host(1, &["agent", "--head", &head_addr, "--host", "intruder"]);
-    intruder.env("NEXTMINI_TOKEN", "not-the-token");
+    intruder
+        .env("NEXTMINI_TOKEN", "not-the-token")
+        .env("NEXTMINI_CA", &head.ca);
     let intruder = cluster.spawn(intruder, "intruder.log");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !std::fs::read_to_string(cluster.dir.join("intruder.log"))
@@ -121,12 +172,12 @@ fn a_head_pools_hosts_for_experiments() {
     }
     cluster.kill(intruder);
 
-    let exps = nm(port, &["exp", "--json"]);
+    let exps = nm(&head, &["exp", "--json"]);
     assert_eq!(exps.as_array().map(Vec::len), Some(1), "{exps}");
     assert_eq!(exps[0]["name"], "default");
     assert_eq!(exps[0]["hosts"], "head");
-    nm(port, &["exp", "hga"]);
-    let exps = nm(port, &["exp", "--json"]);
+    nm(&head, &["exp", "hga"]);
+    let exps = nm(&head, &["exp", "--json"]);
     assert_eq!(
         (&exps[1]["name"], &exps[1]["hosts"], &exps[1]["active"]),
         (&"hga".into(), &"host[1-3]".into(), &true.into())
@@ -136,7 +187,10 @@ fn a_head_pools_hosts_for_experiments() {
     let file = cluster.dir.join("ring12.toml");
     std::fs::write(&file, ring(12)).unwrap();
     let file = file.to_str().unwrap();
-    let dry = nm(port, &["exp", "--json", "hga", "launch", file, "--dry-run"]);
+    let dry = nm(
+        &head,
+        &["exp", "--json", "hga", "launch", file, "--dry-run"],
+    );
     for h in ["host1", "host2", "host3"] {
         assert_eq!(share(&dry, h).len(), 4, "{dry}");
     }
@@ -145,32 +199,57 @@ fn a_head_pools_hosts_for_experiments() {
     } else {
         "host3"
     };
-    let moved = nm(port, &["exp", "--json", "hga", "mv", "1", from]);
+    let moved = nm(&head, &["exp", "--json", "hga", "mv", "1", from]);
     assert!(share(&moved, from).contains(&1), "{moved}");
-    let launched = nm(port, &["exp", "--json", "launch", file]);
+    let launched = nm(&head, &["exp", "--json", "launch", file]);
     assert_eq!(
         launched["hosts"], moved["hosts"],
         "the moved dry run launches"
     );
-    let status_url = |exp: &str| format!("http://127.0.0.1:{port}/api/exps/{exp}");
-    wait_json(&status_url("hga"), "hga ready", |v| {
+    let status_url = |exp: &str| format!("/api/exps/{exp}");
+    head.wait(&status_url("hga"), "hga ready", |v| {
         v["status"]["phase"] == "ready" && v["schedules"][0]["state"] == "completed"
     });
     // The experiment's links, through its own controller on the head, which wants the
     // head's token for changes.
-    let api = format!("127.0.0.1:{}", launched["port"]);
-    let down = ureq::post(&format!("http://{api}/api/down")).send_empty();
+    let api = format!("https://127.0.0.1:{}", launched["port"]);
+    let without_token = head
+        .command()
+        .args(["link", "set", "1-2", "--up", "--api", &api])
+        .env("NEXTMINI_TOKEN", "")
+        .output()
+        .unwrap();
+    assert!(!without_token.status.success());
     assert!(
-        matches!(down, Err(ureq::Error::StatusCode(401))),
-        "{down:?}"
+        text(&without_token.stderr).contains("token"),
+        "{}",
+        text(&without_token.stderr)
     );
-    let delay = Command::new(env!("CARGO_BIN_EXE_nextmini"))
+    // Over TLS, a client that does not trust the head's certificate gets nowhere.
+    let untrusting = head
+        .command()
+        .args(["link", "show", "--api", &api])
+        .env("NEXTMINI_CA", "")
+        .output()
+        .unwrap();
+    assert!(
+        text(&untrusting.stderr).contains("NEXTMINI_CA"),
+        "{}",
+        text(&untrusting.stderr)
+    );
+    let plain = get_json_trusting(
+        &format!("http://127.0.0.1:{}/api/status", launched["port"]),
+        None,
+    );
+    assert!(plain.is_null(), "{plain}");
+    let delay = head
+        .command()
         .args(["link", "set", "1-2", "--delay", "3ms", "--api", &api])
-        .env("NEXTMINI_TOKEN", TOKEN)
         .output()
         .unwrap();
     assert!(delay.status.success(), "{}", text(&delay.stderr));
-    let show = Command::new(env!("CARGO_BIN_EXE_nextmini"))
+    let show = head
+        .command()
         .args(["link", "show", "1-2", "--api", &api])
         .output()
         .unwrap();
@@ -188,11 +267,9 @@ fn a_head_pools_hosts_for_experiments() {
 
     // A command in a node, through the head and the node's host; its exit code comes back.
     let exec = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_nextmini"))
+        head.command()
             .args(["exp", "hga", "exec"])
             .args(args)
-            .env("NEXTMINI_HEAD", format!("127.0.0.1:{port}"))
-            .env("NEXTMINI_TOKEN", TOKEN)
             .output()
             .unwrap()
     };
@@ -221,20 +298,20 @@ fn a_head_pools_hosts_for_experiments() {
     );
 
     // A second experiment on hosts 1 and 2 only, with the same overlay addresses.
-    nm(port, &["exp", "hgb"]);
-    nm(port, &["hosts", "del", "host3"]);
+    nm(&head, &["exp", "hgb"]);
+    nm(&head, &["hosts", "del", "host3"]);
     let file6 = cluster.dir.join("ring6.toml");
     std::fs::write(&file6, ring(6)).unwrap();
     // With queueing on, the file only queues; a launch without one starts it.
-    nm(port, &["exp", "queueing", "on"]);
-    let queued = nm(port, &["exp", "--json", "launch", file6.to_str().unwrap()]);
+    nm(&head, &["exp", "queueing", "on"]);
+    let queued = nm(&head, &["exp", "--json", "launch", file6.to_str().unwrap()]);
     assert_eq!(queued["queued"], true, "{queued}");
-    let dump = nm(port, &["exp", "--json", "dump"]);
+    let dump = nm(&head, &["exp", "--json", "dump"]);
     assert_eq!(dump.as_object().map(|d| d.len()), Some(6), "{dump}");
-    let b = nm(port, &["exp", "--json", "launch"]);
+    let b = nm(&head, &["exp", "--json", "launch"]);
     assert_eq!(b["hosts"], queued["hosts"], "the queued plan launches");
     assert!(share(&b, "host3").is_empty(), "{b}");
-    wait_json(&status_url("hgb"), "hgb ready", |v| {
+    head.wait(&status_url("hgb"), "hgb ready", |v| {
         v["status"]["phase"] == "ready"
     });
     assert_ne!(b["underlay_base"], launched["underlay_base"]);
@@ -250,7 +327,7 @@ fn a_head_pools_hosts_for_experiments() {
         "hgb reaches hga's node 9"
     );
     // Hosts count every experiment's nodes.
-    let hosts = get_json(&hosts_url);
+    let hosts = head.get(hosts_url);
     let total: u64 = hosts
         .as_array()
         .unwrap()
@@ -260,7 +337,7 @@ fn a_head_pools_hosts_for_experiments() {
     assert_eq!(total, 18);
 
     // Clearing hga leaves nothing of it on any host; hgb is untouched.
-    let cleared = nm(port, &["exp", "--json", "clear", "hga"]);
+    let cleared = nm(&head, &["exp", "--json", "clear", "hga"]);
     assert_eq!(cleared["complete"], true, "{cleared}");
     for h in HOSTS {
         assert_eq!(
@@ -274,12 +351,12 @@ fn a_head_pools_hosts_for_experiments() {
     // Host 2 dies: it is down, hgb reports its nodes there lost; clear succeeds on host 1
     // and reaches host 2 when its agent is back.
     cluster.kill(agents[1]);
-    wait_json(&hosts_url, "host2 down", |v| {
+    head.wait(hosts_url, "host2 down", |v| {
         v.as_array()
             .is_some_and(|a| a.iter().any(|h| h["name"] == "host2" && h["up"] == false))
     });
     let host2_share = share(&b, "host2").len();
-    let lost = wait_json(&status_url("hgb"), "hgb's lost nodes", |v| {
+    let lost = head.wait(&status_url("hgb"), "hgb's lost nodes", |v| {
         v["failed_nodes"]
             .as_array()
             .is_some_and(|a| a.len() == host2_share)
@@ -296,7 +373,7 @@ fn a_head_pools_hosts_for_experiments() {
             .collect::<Vec<_>>(),
         share(&b, "host2")
     );
-    let cleared = nm(port, &["exp", "--json", "clear", "hgb"]);
+    let cleared = nm(&head, &["exp", "--json", "clear", "hgb"]);
     assert_eq!(cleared["down"][0], "host2", "{cleared}");
     // Host 1 holds nothing of hgb; what is seen from it are host 2's node namespaces (the
     // simulated hosts share this machine's mounts).
@@ -314,7 +391,7 @@ fn a_head_pools_hosts_for_experiments() {
         !cluster.leftovers(2, "hgb").is_empty(),
         "host 2 still holds what it had"
     );
-    agents[1] = host_agent(&mut cluster, 2, port);
+    agents[1] = host_agent(&mut cluster, 2, &head);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !cluster.leftovers(2, "hgb").is_empty() {
         assert!(
@@ -323,7 +400,7 @@ fn a_head_pools_hosts_for_experiments() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let exps = nm(port, &["exp", "--json"]);
+    let exps = nm(&head, &["exp", "--json"]);
     assert_eq!(
         exps.as_array().unwrap().len(),
         1,
@@ -332,15 +409,15 @@ fn a_head_pools_hosts_for_experiments() {
 
     // The head restarts: it keeps its experiments, and the hosts' agents register again by
     // themselves.
-    nm(port, &["exp", "hgc"]);
-    nm(port, &["hosts", "del", "host1"]);
+    nm(&head, &["exp", "hgc"]);
+    nm(&head, &["hosts", "del", "host1"]);
     cluster.kill(head_process);
     start_head(&mut cluster, port, "head2.log");
-    wait_json(&hosts_url, "the hosts are back after a head restart", |v| {
+    head.wait(hosts_url, "the hosts are back after a head restart", |v| {
         v.as_array()
             .is_some_and(|a| a.len() == 3 && a.iter().all(|h| h["up"] == true))
     });
-    let exps = nm(port, &["exp", "--json"]);
+    let exps = nm(&head, &["exp", "--json"]);
     let hgc = exps
         .as_array()
         .unwrap()

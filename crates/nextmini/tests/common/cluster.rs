@@ -186,7 +186,28 @@ impl Drop for Cluster {
 
 /// A controller's or head's JSON at `url`, or Null while it does not answer.
 pub fn get_json(url: &str) -> serde_json::Value {
-    ureq::get(url)
+    get_json_trusting(url, None)
+}
+
+/// The same, for an `https://` URL: trusting only the certificate in the file `ca`.
+pub fn get_json_trusting(url: &str, ca: Option<&Path>) -> serde_json::Value {
+    let mut config = ureq::get(url).config();
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).unwrap();
+        let certs = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c.to_owned()),
+                _ => None,
+            })
+            .collect();
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+                .build(),
+        );
+    }
+    config
+        .build()
         .call()
         .and_then(|mut r| r.body_mut().read_to_string())
         .ok()
@@ -200,9 +221,19 @@ pub fn wait_json(
     what: &str,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
+    wait_json_trusting(url, None, what, done)
+}
+
+/// The same, for an `https://` URL, trusting the certificate in `ca`.
+pub fn wait_json_trusting(
+    url: &str,
+    ca: Option<&Path>,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let v = get_json(url);
+        let v = get_json_trusting(url, ca);
         if done(&v) {
             return v;
         }
