@@ -2,7 +2,7 @@
 //! separately) and `nextmini agent` (this host's share of nodes, for a controller or a head).
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -30,11 +30,16 @@ pub struct ControllerArgs {
     pub db: Option<String>,
     #[arg(long, default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
-    /// Agents and changes must carry a token, made now and written to
+    /// Agents and changes must carry a token, made at each start and written to
     /// `<state-dir>/controller.token` (readable by its owner only): agents and commands with
-    /// --api take it from NEXTMINI_TOKEN.
-    #[arg(long)]
+    /// --api take it from NEXTMINI_TOKEN (an agent on this host with the default state
+    /// directory reads the file itself). The default; the flag is kept for old scripts.
+    #[arg(long, conflicts_with = "no_token")]
     pub token: bool,
+    /// No token: whoever reaches the port (other than the nodes) can change or stop the
+    /// experiment, as with the seeds' controller.
+    #[arg(long)]
+    pub no_token: bool,
     /// TLS for agents and clients: a certificate made once in `<state-dir>/tls/` (this host's
     /// addresses and name); they trust it with NEXTMINI_CA=<state-dir>/tls/cert.pem and reach
     /// the controller as https://HOST:PORT.
@@ -62,7 +67,7 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
         .clone()
         .or(exp.db_url.clone())
         .unwrap_or_else(|| controller::run::default_db_url(&args.state_dir));
-    let token = if args.token {
+    let token = if !args.no_token {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let token = controller::run::new_token()?;
@@ -83,7 +88,7 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
     } else {
         if !args.listen.is_loopback() {
             tracing::warn!(
-                "listening on {} without a token: whoever reaches port {port} can change or stop the experiment (--token requires one)",
+                "listening on {} without a token: whoever reaches port {port} can change or stop the experiment",
                 args.listen
             );
         }
@@ -270,8 +275,17 @@ pub fn agent(args: AgentArgs) -> Result<()> {
         netns_dir: PathBuf::from(hostnet::netns::DEFAULT_NETNS_DIR),
     }
     .resolve(&file)?;
+    // The controller's token: from NEXTMINI_TOKEN, else the file a controller on this host
+    // with the default state directory wrote (the seeds' two terminals).
+    let token = cfg.token.clone().or_else(|| {
+        std::fs::read_to_string(Path::new(DEFAULT_STATE_DIR).join("controller.token"))
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    });
     let cfg = agent::AgentConfig {
         adopt: args.adopt,
+        token,
         ..cfg
     };
     let report =

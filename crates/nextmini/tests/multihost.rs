@@ -47,7 +47,10 @@ fn agent(
         .map(|&o| cluster.host_addr(o))
         .collect();
     let controller = format!("{}:{port}", cluster.switch_addr());
+    // The token its controller made (state directory named as the prefix).
+    let token = std::fs::read_to_string(cluster.dir.join(prefix).join("controller.token")).unwrap();
     let mut cmd = cluster.on_host(h, &["agent", "--controller", &controller]);
+    cmd.env("NEXTMINI_TOKEN", token.trim());
     cmd.args(share)
         .args([
             "--prefix",
@@ -241,8 +244,11 @@ fn experiments_span_hosts_stay_apart_and_survive_a_lost_host() {
 
     // Down: the remaining agents remove everything of theirs; the lost host's leftovers go
     // with `nextmini cleanup` there; nothing stays on any host.
-    for port in [tw_port, tx_port] {
+    for (name, port) in [("tw", tw_port), ("tx", tx_port)] {
+        let token =
+            std::fs::read_to_string(cluster.dir.join(name).join("controller.token")).unwrap();
         ureq::post(&format!("http://127.0.0.1:{port}/api/down"))
+            .header("authorization", &format!("Bearer {}", token.trim()))
             .send_empty()
             .unwrap();
     }

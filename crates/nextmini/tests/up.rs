@@ -275,8 +275,11 @@ fn the_seeds_two_terminal_way_runs_their_example_configs() {
         log.any(|l| l.unwrap().contains("listening on")),
         "the controller did not start"
     );
-    // Terminal B: the dataplane with the seeds' config and --n-nodes.
+    // Terminal B: the dataplane with the seeds' config and --n-nodes, with the token the
+    // controller made (an agent reads it itself when the state directory is the default).
+    let token = std::fs::read_to_string(s.dir.join("controller.token")).unwrap();
     let mut agent = Command::new(env!("CARGO_BIN_EXE_nextmini"))
+        .env("NEXTMINI_TOKEN", token.trim())
         .args(["agent", "--config-path"])
         .arg(examples.join("config.toml"))
         .args([
