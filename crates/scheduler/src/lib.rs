@@ -24,9 +24,12 @@
 //!   on one host are merged into clusters, and from the coarsest level down, nodes and
 //!   clusters on the borders move to the host most of their links go to, each host within
 //!   3 % of its share (as METIS's default allows; exactly its share under a coschedule
-//!   limit). Constrained nodes are fixed vertices: they never move.
+//!   limit). Constrained nodes are fixed vertices: they never move. When no node is
+//!   constrained, a placement made afresh competes ([`bisect`]: the whole graph coarsened,
+//!   its coarsest level cut by recursive bisection, refined back up) and the lower cut wins.
 
 pub mod bench;
+mod bisect;
 pub mod ranges;
 pub mod refine;
 

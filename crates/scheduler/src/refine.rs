@@ -67,7 +67,7 @@ pub struct Bounds {
 /// One level coarser: each free node merged with the free neighbour on its host it shares
 /// the heaviest link with (if any is left unmatched). Returns the coarse graph, its parts and
 /// movable flags, and the map from fine to coarse nodes.
-fn coarsen(
+pub(crate) fn coarsen(
     g: &Graph,
     part: &[usize],
     movable: &[bool],
@@ -98,28 +98,46 @@ fn coarsen(
     let mut weight = vec![0; next];
     let mut coarse_part = vec![0; next];
     let mut coarse_movable = vec![true; next];
-    let mut merged: Vec<HashMap<usize, usize>> = vec![HashMap::new(); next];
+    // Each coarse node's members (one or two), then its links merged through a scratch
+    // index (no hashing: this runs over every link on every level).
+    let mut members: Vec<[usize; 2]> = vec![[usize::MAX; 2]; next];
     for v in 0..n {
         let c = coarse_of[v];
         weight[c] += g.weight[v];
         coarse_part[c] = part[v];
         coarse_movable[c] &= movable[v];
-        for &(w, lw) in &g.adjacency[v] {
-            let cw = coarse_of[w];
-            if cw != c {
-                *merged[c].entry(cw).or_default() += lw;
+        let slot = usize::from(members[c][0] != usize::MAX);
+        members[c][slot] = v;
+    }
+    let mut seen_by = vec![usize::MAX; next];
+    let mut at = vec![0usize; next];
+    let mut adjacency = Vec::with_capacity(next);
+    for (c, pair) in members.iter().enumerate() {
+        let mut list: Vec<(usize, usize)> = Vec::new();
+        for &v in pair.iter().filter(|&&v| v != usize::MAX) {
+            for &(w, lw) in &g.adjacency[v] {
+                let cw = coarse_of[w];
+                if cw == c {
+                    continue;
+                }
+                if seen_by[cw] == c {
+                    list[at[cw]].1 += lw;
+                } else {
+                    seen_by[cw] = c;
+                    at[cw] = list.len();
+                    list.push((cw, lw));
+                }
             }
         }
+        list.sort_unstable();
+        adjacency.push(list);
     }
-    let coarse = Graph {
-        weight,
-        adjacency: merged.into_iter().map(sorted).collect(),
-    };
+    let coarse = Graph { weight, adjacency };
     (coarse, coarse_part, coarse_movable, coarse_of)
 }
 
 /// Greedy passes on one level until a pass moves nothing (or `max_passes`).
-fn refine_level(
+pub(crate) fn refine_level(
     g: &Graph,
     part: &mut [usize],
     movable: &[bool],
@@ -128,7 +146,9 @@ fn refine_level(
     max_passes: usize,
 ) -> usize {
     let mut moves = 0;
-    let mut links_to: HashMap<usize, usize> = HashMap::new();
+    // Link weight per host a node's neighbours are on: a few hosts per node, so a short list
+    // beats a map.
+    let mut links_to: Vec<(usize, usize)> = Vec::new();
     for _ in 0..max_passes {
         let mut moved = 0;
         for v in 0..g.len() {
@@ -138,9 +158,16 @@ fn refine_level(
             let here = part[v];
             links_to.clear();
             for &(w, lw) in &g.adjacency[v] {
-                *links_to.entry(part[w]).or_default() += lw;
+                let p = part[w];
+                match links_to.iter_mut().find(|(q, _)| *q == p) {
+                    Some(entry) => entry.1 += lw,
+                    None => links_to.push((p, lw)),
+                }
             }
-            let internal = links_to.get(&here).copied().unwrap_or(0);
+            let internal = links_to
+                .iter()
+                .find(|(p, _)| *p == here)
+                .map_or(0, |&(_, n)| n);
             if links_to.len() == 1 && internal > 0 {
                 continue; // inside its host: nothing to gain
             }
@@ -151,13 +178,13 @@ fn refine_level(
             // The host with the most of its links that has room; ties to the emptier.
             let best = links_to
                 .iter()
-                .filter(|&(&p, _)| p != here && load[p] + w <= bounds.upper[p])
+                .filter(|&&(p, _)| p != here && load[p] + w <= bounds.upper[p])
                 .max_by(|a, b| {
-                    a.1.cmp(b.1)
-                        .then(load[*b.0].cmp(&load[*a.0]))
-                        .then(b.0.cmp(a.0))
+                    a.1.cmp(&b.1)
+                        .then(load[b.0].cmp(&load[a.0]))
+                        .then(b.0.cmp(&a.0))
                 })
-                .map(|(&p, &n)| (p, n));
+                .copied();
             let Some((to, external)) = best else {
                 continue;
             };
@@ -178,6 +205,70 @@ fn refine_level(
     moves
 }
 
+/// Brings every host within its bounds: a host over its upper bound gives the node whose
+/// move costs least (links kept over links cut) to a host with room, preferring hosts it has
+/// links to; a host under its lower bound takes the cheapest node from a host that can spare
+/// one. Only free nodes move; stops when nothing can.
+pub(crate) fn rebalance(
+    g: &Graph,
+    part: &mut [usize],
+    movable: &[bool],
+    load: &mut [usize],
+    bounds: &Bounds,
+) {
+    let hosts = load.len();
+    let links_to = |v: usize, h: usize, part: &[usize]| -> isize {
+        g.adjacency[v]
+            .iter()
+            .filter(|&&(w, _)| part[w] == h)
+            .map(|&(_, lw)| lw as isize)
+            .sum()
+    };
+    for _ in 0..g.len() {
+        let over = (0..hosts)
+            .filter(|&h| load[h] > bounds.upper[h])
+            .max_by_key(|&h| load[h] - bounds.upper[h]);
+        let under = (0..hosts)
+            .filter(|&h| load[h] < bounds.lower[h])
+            .max_by_key(|&h| bounds.lower[h] - load[h]);
+        // (gain, node, to)
+        let mut best: Option<(isize, usize, usize)> = None;
+        let mut consider = |gain: isize, v: usize, to: usize| {
+            if best.is_none_or(|(g0, v0, t0)| {
+                (gain, std::cmp::Reverse((v, to))) > (g0, std::cmp::Reverse((v0, t0)))
+            }) {
+                best = Some((gain, v, to));
+            }
+        };
+        if let Some(h) = over {
+            for v in (0..g.len()).filter(|&v| movable[v] && part[v] == h) {
+                let w = g.weight[v];
+                let stay = links_to(v, h, part);
+                for t in (0..hosts).filter(|&t| t != h && load[t] + w <= bounds.upper[t]) {
+                    consider(links_to(v, t, part) - stay, v, t);
+                }
+            }
+        } else if let Some(h) = under {
+            for v in (0..g.len()).filter(|&v| movable[v] && part[v] != h) {
+                let (from, w) = (part[v], g.weight[v]);
+                if load[from] < bounds.lower[from] + w {
+                    continue;
+                }
+                consider(links_to(v, h, part) - links_to(v, from, part), v, h);
+            }
+        } else {
+            return;
+        }
+        let Some((_, v, to)) = best else {
+            return; // nothing can move: the bounds can't be met with these weights
+        };
+        let from = part[v];
+        load[from] -= g.weight[v];
+        load[to] += g.weight[v];
+        part[v] = to;
+    }
+}
+
 /// Coarsest levels stop here: a few nodes per host is enough to move clusters around.
 const COARSEST_PER_HOST: usize = 8;
 /// Passes of refinement per level: most of the gain comes in the first few.
@@ -189,7 +280,30 @@ const CYCLES: usize = 4;
 
 /// Refines `part` over the graph's levels, again while a cycle still lowers the cut; returns
 /// the refined parts.
-pub fn refine(g: &Graph, mut part: Vec<usize>, movable: &[bool], bounds: &Bounds) -> Vec<usize> {
+pub fn refine(g: &Graph, part: Vec<usize>, movable: &[bool], bounds: &Bounds) -> Vec<usize> {
+    let refined = refine_start(g, part, movable, bounds);
+    // With every node free, a placement made afresh on the whole graph's levels competes
+    // (it finds straight cuts that a start's regions hide); the lower cut wins.
+    if !movable.iter().all(|&m| m) || bounds.upper.len() < 2 {
+        return refined;
+    }
+    let fresh = refine_start(g, crate::bisect::partition(g, bounds), movable, bounds);
+    let within = |part: &[usize]| {
+        let mut load = vec![0usize; bounds.upper.len()];
+        for (v, &p) in part.iter().enumerate() {
+            load[p] += g.weight[v];
+        }
+        (0..load.len()).all(|h| (bounds.lower[h]..=bounds.upper[h]).contains(&load[h]))
+    };
+    if within(&fresh) && (g.cut(&fresh) < g.cut(&refined) || !within(&refined)) {
+        fresh
+    } else {
+        refined
+    }
+}
+
+/// Refines a start by V-cycles while a cycle lowers the cut.
+fn refine_start(g: &Graph, mut part: Vec<usize>, movable: &[bool], bounds: &Bounds) -> Vec<usize> {
     let mut cut = g.cut(&part);
     for _ in 0..CYCLES {
         let next = cycle(g, part.clone(), movable, bounds);
