@@ -30,7 +30,7 @@ pub use file::{
 };
 pub use flows::PlannedFlow;
 pub use linkem::{LinkChange, LinkParams};
-pub use links::LinkPlan;
+pub use links::{LinkPlan, UNSHAPED_WEIGHT};
 use topology::Topology;
 use topology::routing::{ExplicitRoute, Metric};
 

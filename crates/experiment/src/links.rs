@@ -4,6 +4,9 @@ use std::collections::HashMap;
 
 use linkem::{LinkChange, LinkParams};
 
+/// The placement weight of an unshaped link: as a 100 Gbit/s one (what a host can carry).
+pub const UNSHAPED_WEIGHT: u64 = 100_000;
+
 /// Link parameters: a default, and overrides per direction `(from, to)`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LinkPlan {
@@ -23,6 +26,18 @@ impl LinkPlan {
             .get(&(from, to))
             .copied()
             .unwrap_or(self.default)
+    }
+
+    /// What cutting the link `a`–`b` costs a placement: its rate in Mbit/s (the faster
+    /// direction; at least 1), an unshaped link as [`UNSHAPED_WEIGHT`]. Placing a 10 Gbit/s
+    /// link across hosts then weighs a thousand 10 Mbit/s ones.
+    pub fn cut_weight(&self, a: u32, b: u32) -> u64 {
+        let rate = |from, to| {
+            self.params(from, to)
+                .rate
+                .map_or(UNSHAPED_WEIGHT, |r| (r.bps() / 1_000_000).max(1))
+        };
+        rate(a, b).max(rate(b, a))
     }
 
     /// Makes `change` to the direction `from` → `to`; returns its new parameters.

@@ -243,6 +243,19 @@ fn links_are_configured_with_units_and_overrides() {
 }
 
 #[test]
+fn a_links_placement_weight_is_its_faster_directions_rate_in_mbit() {
+    let e = resolve(
+        "[topology]\ntype = \"line\"\nline_config = { n_nodes = 4 }\n[links]\nrate = \"10mbit\"\n[[link]]\nfrom = 2\nto = 3\nrate = \"10gbit\"\n[[link]]\nbetween = [3, 4]\nrate = \"64kbit\"\n",
+    )
+    .unwrap();
+    assert_eq!(e.links.cut_weight(1, 2), 10);
+    assert_eq!(e.links.cut_weight(3, 2), 10_000);
+    assert_eq!(e.links.cut_weight(3, 4), 1, "at least 1");
+    let unshaped = resolve(RING6).unwrap();
+    assert_eq!(unshaped.links.cut_weight(1, 2), crate::UNSHAPED_WEIGHT);
+}
+
+#[test]
 fn the_command_line_link_form_goes_on_top_of_the_file() {
     let mut f = parse(&format!(
         "{RING6}[links]\ndelay = \"5ms\"\nrate = \"10mbit\"\n"

@@ -70,10 +70,15 @@ pub fn plan(
         })
         .collect();
     let edges = exp.topology.edges().to_vec();
+    let weights: Vec<u64> = edges
+        .iter()
+        .map(|&(a, b)| exp.links.cut_weight(a, b))
+        .collect();
     let problem = Problem {
         hosts: &host_list,
         nodes: &exp.placement,
         edges: &edges,
+        edge_weights: &weights,
         metric: load,
     };
     let mut plan: Plan = scheduler::schedule(&problem)?;

@@ -70,8 +70,8 @@ struct Running {
     recorder: tokio::task::JoinHandle<()>,
 }
 
-/// An experiment's nodes (demands, constraints) and links, as the scheduler sees them.
-type Demands = (Vec<scheduler::NodeReq>, Vec<(u32, u32)>);
+/// An experiment's nodes (demands, constraints), links, and what cutting each link costs.
+type Demands = (Vec<scheduler::NodeReq>, Vec<(u32, u32)>, Vec<u64>);
 
 struct Shared {
     head: Head,
@@ -393,6 +393,11 @@ async fn api_launch(
     let mut exp = file.resolve(None).map_err(bad)?;
     let nodes = exp.placement.clone();
     let edges = exp.topology.edges().to_vec();
+    // Cutting a fast link costs more than a slow one: placement weighs links by rate.
+    let weights: Vec<u64> = edges
+        .iter()
+        .map(|&(a, b)| exp.links.cut_weight(a, b))
+        .collect();
     let load: scheduler::LoadMetric = body
         .load
         .as_deref()
@@ -401,8 +406,13 @@ async fn api_launch(
         .map_err(bad)?;
     let plan = {
         let mut s = app.shared.lock().expect("no panics hold it");
-        let plan = s.head.plan(&name, &nodes, &edges, load, dry_run)?;
-        s.files.insert(name.clone(), (nodes.clone(), edges.clone()));
+        let plan = s
+            .head
+            .plan(&name, &nodes, (&edges, &weights), load, dry_run)?;
+        s.files.insert(
+            name.clone(),
+            (nodes.clone(), edges.clone(), weights.clone()),
+        );
         plan
     };
     if dry_run {
@@ -588,12 +598,14 @@ async fn api_mv(
 ) -> Result<Json<PlanDoc>, ApiError> {
     let ids = topology::ids::parse_ids(&body.nodes).map_err(bad)?;
     let mut s = app.shared.lock().expect("no panics hold it");
-    let (nodes, edges) = s
+    let (nodes, edges, weights) = s
         .files
         .get(&name)
         .cloned()
         .ok_or(HeadError::NoDryRun(name.clone()))?;
-    let plan = s.head.move_nodes(&name, &nodes, &edges, &ids, &body.host)?;
+    let plan = s
+        .head
+        .move_nodes(&name, &nodes, (&edges, &weights), &ids, &body.host)?;
     Ok(Json(plan_doc(&plan, &edges)))
 }
 

@@ -478,7 +478,7 @@ impl Head {
         &mut self,
         exp: &str,
         nodes: &[NodeReq],
-        edges: &[(u32, u32)],
+        (edges, edge_weights): (&[(u32, u32)], &[u64]),
         load: LoadMetric,
         dry_run: bool,
     ) -> Result<Plan, HeadError> {
@@ -490,6 +490,7 @@ impl Head {
             hosts: &hosts,
             nodes,
             edges,
+            edge_weights,
             metric: load,
         };
         // A dry run's plan, moved by hand, is kept if it still holds.
@@ -513,7 +514,7 @@ impl Head {
         &mut self,
         exp: &str,
         nodes: &[NodeReq],
-        edges: &[(u32, u32)],
+        (edges, edge_weights): (&[(u32, u32)], &[u64]),
         ids: &[u32],
         host: &str,
     ) -> Result<Plan, HeadError> {
@@ -527,6 +528,7 @@ impl Head {
             hosts: &hosts,
             nodes,
             edges,
+            edge_weights,
             metric: e.load,
         };
         plan.move_nodes(&problem, ids, host)?;
@@ -798,7 +800,7 @@ mod tests {
         let (nodes, edges) = ring(30);
         h.switch("ea").unwrap();
         let plan = h
-            .plan("ea", &nodes, &edges, LoadMetric::CpuCommit, false)
+            .plan("ea", &nodes, (&edges, &[]), LoadMetric::CpuCommit, false)
             .unwrap();
         let (a, orders) = h.launch("ea", &plan, &nodes, 4000, 10).unwrap();
         assert_eq!(orders.len(), 3);
@@ -808,7 +810,7 @@ mod tests {
                 .all(|o| o.node_ids.len() == 10 && o.peers.len() == 2)
         );
         assert!(matches!(
-            h.plan("ea", &nodes, &edges, LoadMetric::CpuCommit, false),
+            h.plan("ea", &nodes, (&edges, &[]), LoadMetric::CpuCommit, false),
             Err(HeadError::AlreadyLaunched(_))
         ));
         // A second experiment on two of the hosts: kn008 already carries 10 of ea's nodes.
@@ -816,7 +818,13 @@ mod tests {
         h.hosts_del("eb", "kn010").unwrap();
         let (small, small_edges) = ring(2000);
         let plan = h
-            .plan("eb", &small, &small_edges, LoadMetric::CpuCommit, false)
+            .plan(
+                "eb",
+                &small,
+                (&small_edges, &[]),
+                LoadMetric::CpuCommit,
+                false,
+            )
             .unwrap();
         let (b, _) = h.launch("eb", &plan, &small, 4001, 11).unwrap();
         assert_ne!(a.vni, b.vni);
@@ -846,7 +854,7 @@ mod tests {
         assert!(h.experiment("ea").is_err());
         h.switch("ec").unwrap();
         let plan = h
-            .plan("ec", &nodes, &edges, LoadMetric::CpuCommit, false)
+            .plan("ec", &nodes, (&edges, &[]), LoadMetric::CpuCommit, false)
             .unwrap();
         let (c, _) = h.launch("ec", &plan, &nodes, 4002, 14).unwrap();
         assert_eq!(c.base, a.base, "the first free range again");
@@ -858,7 +866,7 @@ mod tests {
         let (nodes, edges) = ring(9);
         h.switch("ea").unwrap();
         let plan = h
-            .plan("ea", &nodes, &edges, LoadMetric::CpuCommit, false)
+            .plan("ea", &nodes, (&edges, &[]), LoadMetric::CpuCommit, false)
             .unwrap();
         h.launch("ea", &plan, &nodes, 4000, 1).unwrap();
         for n in ["kn008", "kn009"] {
@@ -876,7 +884,7 @@ mod tests {
         // New plans leave a down host out.
         h.switch("eb").unwrap();
         let plan = h
-            .plan("eb", &nodes, &edges, LoadMetric::CpuCommit, false)
+            .plan("eb", &nodes, (&edges, &[]), LoadMetric::CpuCommit, false)
             .unwrap();
         assert!(plan.host_of.values().all(|v| v != "kn010"));
     }
@@ -897,7 +905,7 @@ mod tests {
         h.set_queueing("ea", true).unwrap();
         let (nodes, edges) = ring(4);
         let plan = h
-            .plan("ea", &nodes, &edges, LoadMetric::MemCommit, false)
+            .plan("ea", &nodes, (&edges, &[]), LoadMetric::MemCommit, false)
             .unwrap();
         h.launch("ea", &plan, &nodes, 4000, 1).unwrap();
         h.switch("eb").unwrap();
@@ -921,21 +929,23 @@ mod tests {
         let (nodes, edges) = ring(6);
         h.switch("ea").unwrap();
         assert!(matches!(
-            h.move_nodes("ea", &nodes, &edges, &[1], "kn008"),
+            h.move_nodes("ea", &nodes, (&edges, &[]), &[1], "kn008"),
             Err(HeadError::NoDryRun(_))
         ));
         let plan = h
-            .plan("ea", &nodes, &edges, LoadMetric::CpuCommit, true)
+            .plan("ea", &nodes, (&edges, &[]), LoadMetric::CpuCommit, true)
             .unwrap();
         let target = if plan.host_of[&1] == "kn010" {
             "kn009"
         } else {
             "kn010"
         };
-        let moved = h.move_nodes("ea", &nodes, &edges, &[1], target).unwrap();
+        let moved = h
+            .move_nodes("ea", &nodes, (&edges, &[]), &[1], target)
+            .unwrap();
         assert_eq!(moved.host_of[&1], target);
         let launched = h
-            .plan("ea", &nodes, &edges, LoadMetric::CpuCommit, false)
+            .plan("ea", &nodes, (&edges, &[]), LoadMetric::CpuCommit, false)
             .unwrap();
         assert_eq!(launched, moved, "the moved dry run is what launches");
     }

@@ -66,6 +66,7 @@ pub fn place(
         hosts: &host_list,
         nodes: &nodes,
         edges: &edges,
+        edge_weights: &[],
         metric: LoadMetric::CpuCommit,
     };
     let mut times = Vec::new();

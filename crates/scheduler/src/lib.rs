@@ -127,6 +127,9 @@ pub struct Problem<'a> {
     pub nodes: &'a [NodeReq],
     /// The experiment's links, by node id.
     pub edges: &'a [(u32, u32)],
+    /// What cutting each link costs, in the order of `edges` (its rate, say); empty: every
+    /// link the same.
+    pub edge_weights: &'a [u64],
     pub metric: LoadMetric,
 }
 
@@ -679,11 +682,12 @@ fn refine_free(
         .collect();
     ids.sort_unstable();
     let index: HashMap<u32, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-    let graph = refine::Graph::from_edges(
+    let graph = refine::Graph::from_weighted_edges(
         ids.len(),
-        p.edges
-            .iter()
-            .filter_map(|(a, b)| Some((*index.get(a)?, *index.get(b)?))),
+        p.edges.iter().enumerate().filter_map(|(i, (a, b))| {
+            let w = p.edge_weights.get(i).copied().unwrap_or(1).max(1);
+            Some((*index.get(a)?, *index.get(b)?, usize::try_from(w).ok()?))
+        }),
     );
     let mut part = vec![0; ids.len()];
     let mut movable = vec![false; ids.len()];
@@ -979,6 +983,7 @@ mod tests {
             hosts: h,
             nodes: n,
             edges: e,
+            edge_weights: &[],
             metric: LoadMetric::CpuCommit,
         }
     }
@@ -987,6 +992,37 @@ mod tests {
         h.iter()
             .map(|h| plan.host_of.values().filter(|v| **v == h.name).count())
             .collect()
+    }
+
+    /// A ring of 8 on two hosts whose links 1-2 and 5-6 are slow (weight 1) and the others
+    /// fast (1,000): each host takes half, and the two links cut are the slow ones.
+    #[test]
+    fn fast_links_stay_inside_hosts_and_slow_ones_are_cut() {
+        let h = hosts(2, 4);
+        let n = nodes(8);
+        let e = ring(8);
+        let weights: Vec<u64> = e
+            .iter()
+            .map(|&(a, b)| {
+                if (a, b) == (1, 2) || (a, b) == (5, 6) {
+                    1
+                } else {
+                    1000
+                }
+            })
+            .collect();
+        let p = Problem {
+            edge_weights: &weights,
+            ..problem(&h, &n, &e)
+        };
+        let plan = schedule(&p).unwrap();
+        assert_eq!(counts(&plan, &h), vec![4, 4]);
+        let cut: Vec<(u32, u32)> = e
+            .iter()
+            .copied()
+            .filter(|(a, b)| plan.host_of[a] != plan.host_of[b])
+            .collect();
+        assert_eq!(cut, vec![(1, 2), (5, 6)], "{:?}", plan.host_of);
     }
 
     #[test]

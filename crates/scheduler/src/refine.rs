@@ -20,11 +20,19 @@ pub struct Graph {
 impl Graph {
     /// Unit weights from links given by index (duplicates add up).
     pub fn from_edges(n: usize, edges: impl IntoIterator<Item = (usize, usize)>) -> Graph {
+        Graph::from_weighted_edges(n, edges.into_iter().map(|(a, b)| (a, b, 1)))
+    }
+
+    /// Links given by index with their weights (duplicates add up); nodes weigh 1.
+    pub fn from_weighted_edges(
+        n: usize,
+        edges: impl IntoIterator<Item = (usize, usize, usize)>,
+    ) -> Graph {
         let mut merged: Vec<HashMap<usize, usize>> = vec![HashMap::new(); n];
-        for (a, b) in edges {
+        for (a, b, w) in edges {
             if a != b {
-                *merged[a].entry(b).or_default() += 1;
-                *merged[b].entry(a).or_default() += 1;
+                *merged[a].entry(b).or_default() += w;
+                *merged[b].entry(a).or_default() += w;
             }
         }
         Graph {
