@@ -68,18 +68,8 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
         .or(exp.db_url.clone())
         .unwrap_or_else(|| controller::run::default_db_url(&args.state_dir));
     let token = if !args.no_token {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let token = controller::run::new_token()?;
         let path = args.state_dir.join("controller.token");
-        let _ = std::fs::remove_file(&path);
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| writeln!(f, "{token}"))
-            .with_context(|| format!("writing {}", path.display()))?;
+        let token = host::write_token(&path)?;
         eprintln!(
             "agents and changes need the token in {} (NEXTMINI_TOKEN)",
             path.display()
@@ -94,16 +84,7 @@ pub fn controller(args: ControllerArgs) -> Result<()> {
         }
         None
     };
-    let tls = args
-        .tls
-        .then(|| tls::Identity::in_state_dir(&args.state_dir))
-        .transpose()?;
-    if let Some(identity) = &tls {
-        eprintln!(
-            "TLS: agents and clients trust {} (NEXTMINI_CA) and use https://<this host>:{port}",
-            identity.cert_path.display()
-        );
-    }
+    let tls = host::tls_identity(args.tls, &args.state_dir, "agents and clients", port)?;
     tokio::runtime::Runtime::new()?.block_on(async move {
         let listener = controller::server::bind(SocketAddr::from((args.listen, port))).await?;
         eprintln!(

@@ -47,17 +47,7 @@ pub struct ServeArgs {
 pub fn serve(args: ServeArgs) -> Result<()> {
     crate::host::require_root("nextmini serve")?;
     let token = head_token_file(&args.state_dir)?;
-    let tls = args
-        .tls
-        .then(|| tls::Identity::in_state_dir(&args.state_dir))
-        .transpose()?;
-    if let Some(identity) = &tls {
-        eprintln!(
-            "TLS: hosts and clients trust {} (NEXTMINI_CA) and use https://<this host>:{}",
-            identity.cert_path.display(),
-            args.port
-        );
-    }
+    let tls = crate::host::tls_identity(args.tls, &args.state_dir, "hosts and clients", args.port)?;
     let cfg = head::server::HeadConfig {
         listen: args.listen,
         port: args.port,
@@ -74,8 +64,6 @@ pub fn serve(args: ServeArgs) -> Result<()> {
 /// The head's token: the one in its state directory (a restarted head keeps it, so its
 /// hosts reconnect), else a new one written there, readable by its owner only.
 fn head_token_file(state_dir: &std::path::Path) -> Result<String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = state_dir.join(head::client::TOKEN_FILE);
     if let Ok(text) = std::fs::read_to_string(&path) {
         let token = text.trim().to_owned();
@@ -85,15 +73,7 @@ fn head_token_file(state_dir: &std::path::Path) -> Result<String> {
     }
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
-    let token = controller::run::new_token()?;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .and_then(|mut f| writeln!(f, "{token}"))
-        .with_context(|| format!("cannot write the head's token to {}", path.display()))?;
+    let token = crate::host::write_token(&path)?;
     eprintln!(
         "host agents and changes need the token in {} (NEXTMINI_TOKEN; the CLI on this host reads it itself when the state directory is the default)",
         path.display()

@@ -111,3 +111,38 @@ impl std::str::FromStr for NodeIds {
         })
     }
 }
+
+/// A new token written to `path` (replacing what was there), readable by its owner only.
+pub fn write_token(path: &Path) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let token = controller::run::new_token()?;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "{token}"))
+        .with_context(|| format!("cannot write the token to {}", path.display()))?;
+    Ok(token)
+}
+
+/// The server's TLS certificate in `state_dir` when `asked` (made there once), and a line
+/// that tells `clients` what to trust and where to reach it.
+pub fn tls_identity(
+    asked: bool,
+    state_dir: &Path,
+    clients: &str,
+    port: u16,
+) -> Result<Option<tls::Identity>> {
+    if !asked {
+        return Ok(None);
+    }
+    let identity = tls::Identity::in_state_dir(state_dir)?;
+    eprintln!(
+        "TLS: {clients} trust {} (NEXTMINI_CA) and use https://<this host>:{port}",
+        identity.cert_path.display()
+    );
+    Ok(Some(identity))
+}
