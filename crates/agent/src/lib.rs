@@ -159,13 +159,14 @@ pub async fn run(
     if !send(&mut sink, &register).await {
         return Err(AgentError::Closed);
     }
-    let (node_port, tcp_links) = loop {
+    let (node_port, tcp_links, link_transport) = loop {
         match incoming.next().await {
             Some(Ok(Message::Binary(b))) => match proto::decode::<ControllerToAgent>(&b) {
                 Ok(ControllerToAgent::Accepted {
                     node_port,
                     tcp_links,
-                }) => break (node_port, tcp_links),
+                    link_transport,
+                }) => break (node_port, tcp_links, link_transport),
                 Ok(ControllerToAgent::Rejected { reason }) => {
                     return Err(AgentError::Rejected(reason));
                 }
@@ -182,7 +183,7 @@ pub async fn run(
     let (line, mut from_controller, writer) = line::Line::start(sink, incoming);
     if tcp_links && !cfg.spec.underlay {
         let reason =
-            "links over TCP travel on the underlay, and these nodes have none (--no-underlay)"
+            "links over the network travel on the underlay, and these nodes have none (--no-underlay)"
                 .to_owned();
         line.send(AgentToController::Failed {
             reason: reason.clone(),
@@ -227,7 +228,7 @@ pub async fn run(
     let shared = Arc::new(node::Shared {
         transports: dataplane::transport::Transports::new(
             factory.clone(),
-            tcp_links.then_some(cfg.link_port),
+            tcp_links.then_some((cfg.link_port, link_transport)),
         ),
         factory,
         line: line.clone(),

@@ -29,8 +29,10 @@ pub type AgentId = u64;
 pub struct Settings {
     pub overlay_base: Ipv4Addr,
     pub overlay_prefix_len: u8,
-    /// Carry every link over TCP, even between nodes of one agent (`protocol = "tcp"`).
-    pub force_tcp: bool,
+    /// Carry every link over the network, even between nodes of one agent (`protocol`).
+    pub force_network: bool,
+    /// What carries links over the network: TCP, or UDP (`protocol = "udp"`).
+    pub network_transport: Transport,
     /// Port nodes use to reach the controller at their gateway.
     pub node_port: u16,
     /// Nodes may be spread over several agents, so links between them go over TCP.
@@ -449,7 +451,8 @@ impl Coordinator {
             ControllerToAgent::Accepted {
                 node_port: self.settings.node_port,
                 // One agent with local links needs no listener; several agents link over TCP.
-                tcp_links: self.settings.force_tcp || self.settings.multi_host,
+                tcp_links: self.settings.force_network || self.settings.multi_host,
+                link_transport: self.settings.network_transport,
             },
         ));
         self.emit(Milestone::AgentRegistered {
@@ -817,10 +820,10 @@ impl Coordinator {
             .map(|&peer| {
                 let same_agent =
                     my_agent.is_some() && self.slot(peer).and_then(|s| s.agent) == my_agent;
-                let transport = if same_agent && !self.settings.force_tcp {
+                let transport = if same_agent && !self.settings.force_network {
                     Transport::Local
                 } else {
-                    Transport::Tcp
+                    self.settings.network_transport
                 };
                 Neighbour {
                     id: peer,
@@ -859,7 +862,7 @@ impl Coordinator {
                 ));
                 continue;
             }
-            if n.transport != Transport::Tcp || !peer.connected {
+            if n.transport == Transport::Local || !peer.connected {
                 continue;
             }
             let (dialer, target) = if node_id > n.id {
@@ -1388,13 +1391,14 @@ mod tests {
     use proto::{AgentToController, NodeToController};
     use topology::Preset;
 
-    fn coordinator(n: u32, force_tcp: bool) -> Coordinator {
+    fn coordinator(n: u32, force_network: bool) -> Coordinator {
         Coordinator::new(
             Preset::Ring { n }.build().unwrap(),
             Settings {
                 overlay_base: Ipv4Addr::new(10, 0, 0, 0),
                 overlay_prefix_len: 16,
-                force_tcp,
+                force_network,
+                network_transport: Transport::Tcp,
                 node_port: 3000,
                 multi_host: true,
                 dataplane: false,
@@ -1559,6 +1563,42 @@ mod tests {
             })
             .collect();
         assert_eq!(dials, vec![1, 2]);
+    }
+
+    #[test]
+    fn with_udp_every_link_is_udp_the_agents_are_told_and_the_higher_id_dials() {
+        let t0 = Instant::now();
+        let mut c = coordinator(3, true);
+        c.settings.network_transport = Transport::Udp;
+        register(&mut c, 1, 3, 0).unwrap();
+        let accepted = drain(&mut c);
+        assert!(
+            accepted.iter().any(|o| matches!(
+                o,
+                Output::Agent(
+                    _,
+                    ControllerToAgent::Accepted {
+                        tcp_links: true,
+                        link_transport: Transport::Udp,
+                        ..
+                    }
+                )
+            )),
+            "{accepted:?}"
+        );
+        c.handle_node_hello(t0, &hello(1)).unwrap();
+        let welcome = to_node(&drain(&mut c), 1);
+        let ControllerToNode::Welcome { neighbours, .. } = &welcome[0] else {
+            panic!("{welcome:?}");
+        };
+        assert!(neighbours.iter().all(|n| n.transport == Transport::Udp));
+        c.handle_node_hello(t0, &hello(2)).unwrap();
+        let dial = to_node(&drain(&mut c), 2);
+        assert!(
+            dial.iter()
+                .any(|m| matches!(m, ControllerToNode::Dial { peer: 1, .. })),
+            "{dial:?}"
+        );
     }
 
     #[test]

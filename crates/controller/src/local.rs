@@ -57,7 +57,7 @@ pub struct LocalOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
     #[error(
-        "links over TCP (protocol = \"tcp\") travel on the underlay: drop --no-underlay, or the file's protocol"
+        "links over the network (protocol = \"tcp\" or \"udp\") travel on the underlay: drop --no-underlay, or the file's protocol"
     )]
     TcpWithoutUnderlay,
     #[error("cannot create the state directory {}: {source}", dir.display())]
@@ -287,7 +287,7 @@ impl LocalRun {
             .unwrap_or(hostnet::plan::DEFAULT_BASE);
         let no_mount = opts.no_mount || exp.no_mount;
         let underlay = !opts.no_underlay;
-        if !underlay && exp.force_tcp {
+        if !underlay && exp.force_network {
             return Err(UpError::TcpWithoutUnderlay);
         }
         // Reachable from elsewhere, it takes changes and agents only with the token.

@@ -25,7 +25,8 @@ impl Settings {
         Settings {
             overlay_base: exp.overlay_base,
             overlay_prefix_len: exp.overlay_prefix_len,
-            force_tcp: exp.force_tcp,
+            force_network: exp.force_network,
+            network_transport: exp.network_transport,
             node_port,
             multi_host,
             dataplane: exp.dataplane,

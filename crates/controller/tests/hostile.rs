@@ -17,7 +17,8 @@ fn running_ring() -> (Coordinator, Instant) {
         Settings {
             overlay_base: Ipv4Addr::new(10, 0, 0, 0),
             overlay_prefix_len: 16,
-            force_tcp: false,
+            force_network: false,
+            network_transport: proto::Transport::Tcp,
             node_port: 3000,
             multi_host: false,
             dataplane: true,

@@ -31,8 +31,8 @@ pub struct ExperimentFile {
     /// Overlay (TUN) network: node n gets `base_addr + n`.
     pub base_addr: Option<Ipv4Addr>,
     pub net_mask: Option<Ipv4Addr>,
-    /// `"tcp"` carries every link over TCP; without it, links between nodes of one host are
-    /// in-process channels.
+    /// `"tcp"` or `"udp"` carries every link over TCP or UDP; without it, links between nodes
+    /// of one host are in-process channels (and links between hosts TCP).
     pub protocol: Option<Spanned<String>>,
     pub db: Option<DbTable>,
     pub node_settings: Option<NodesTable>,
@@ -503,7 +503,11 @@ impl ExperimentFile {
             .build(file_text.as_deref())
             .map_err(|e| meaning(format!("[topology]: {e}")))?;
         // Any other protocol was refused when the file was read.
-        let force_tcp = self.protocol.is_some();
+        let force_network = self.protocol.is_some();
+        let network_transport = match self.protocol.as_ref().map(|p| p.get_ref().as_str()) {
+            Some("udp") => proto::Transport::Udp,
+            _ => proto::Transport::Tcp,
+        };
         let nodes = self.node_settings.clone().unwrap_or_default();
         let links = self.link_plan(&topology).map_err(meaning)?;
         let metric = self.metric().map_err(meaning)?;
@@ -550,7 +554,8 @@ impl ExperimentFile {
             port: self.port.unwrap_or(DEFAULT_PORT),
             overlay_base: self.base_addr.unwrap_or(Ipv4Addr::new(10, 0, 0, 0)),
             overlay_prefix_len,
-            force_tcp,
+            force_network,
+            network_transport,
             db_url: self
                 .db
                 .as_ref()

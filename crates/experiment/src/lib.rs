@@ -158,8 +158,10 @@ pub struct Experiment {
     pub port: u16,
     pub overlay_base: Ipv4Addr,
     pub overlay_prefix_len: u8,
-    /// Carry every link over TCP, even between nodes of one host (`protocol = "tcp"`).
-    pub force_tcp: bool,
+    /// Carry every link over the network, even between nodes of one host (`protocol`).
+    pub force_network: bool,
+    /// What carries links over the network: TCP, or UDP (`protocol = "udp"`).
+    pub network_transport: proto::Transport,
     pub db_url: Option<String>,
     pub prefix: Option<String>,
     pub underlay_base: Option<Ipv4Addr>,

@@ -81,7 +81,7 @@ pub const SEED_KEYS: &[SeedKey] = &[
         Controller,
         "protocol",
         ByValue,
-        "\"tcp\": every link is a TCP connection over the underlay; \"udp\" and \"quic\" are refused (not supported yet); without it, links between nodes of one host are in-process channels",
+        "\"tcp\": every link is a TCP connection over the underlay; \"udp\": every link is UDP datagrams over the underlay (a frame each); \"quic\" is refused (not supported yet); without it, links between nodes of one host are in-process channels and links between hosts TCP",
     ),
     k(
         Controller,
@@ -453,7 +453,7 @@ fn refused(file: SeedsFile, key: &str, value: Option<&str>) -> String {
 /// refused one.
 pub(crate) fn check_controller(f: &ExperimentFile) -> Result<(), (usize, String)> {
     if let Some(p) = &f.protocol
-        && p.get_ref() != "tcp"
+        && !matches!(p.get_ref().as_str(), "tcp" | "udp")
     {
         return Err((
             p.span().start,

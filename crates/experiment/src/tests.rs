@@ -34,7 +34,7 @@ port = "5432"
 "#;
     let e = resolve(text).unwrap();
     assert_eq!(e.topology.n_nodes(), 600);
-    assert!(e.force_tcp);
+    assert!(e.force_network);
     assert_eq!(
         e.db_url.as_deref(),
         Some("postgres://pgusr:pgpwrd@172.16.8.2:5432/nextmini")

@@ -144,8 +144,13 @@ pub fn run(args: UpArgs) -> Result<()> {
     let links = exp.topology.n_links() as u64;
     // Unmounted namespaces are held open by the agent: one descriptor each.
     let per_node = u64::from(exp.dataplane) + u64::from(args.no_mount);
-    let tcp_fds = if exp.force_tcp { 2 * links } else { 0 };
-    let need = 1024 + per_node * u64::from(n) + tcp_fds;
+    // Links over the network: both ends of every TCP link, or a UDP socket per node.
+    let link_fds = match (exp.force_network, exp.network_transport) {
+        (false, _) => 0,
+        (true, proto::Transport::Udp) => u64::from(n),
+        (true, _) => 2 * links,
+    };
+    let need = 1024 + per_node * u64::from(n) + link_fds;
     if let Err(e) = hostnet::tuning::raise_nofile(need) {
         bail!(
             "{n} nodes need about {need} open files in the agent, more than this process may have ({e}): raise the hard limit (ulimit -Hn, as a user with CAP_SYS_RESOURCE){}",

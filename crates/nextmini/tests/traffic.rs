@@ -499,3 +499,27 @@ fn jumbo_frames_cross_the_emulated_network() {
     let total = 8 << 20;
     assert_eq!(bulk_transfer("tvi", 1, 3, total), total);
 }
+
+#[test]
+fn links_over_udp_keep_their_delay_and_carry_bulk_data_intact() {
+    let _turn = turn();
+    // Every link a UDP socket pair over the underlay: 5 ms per link as in process, and 64 KB
+    // segments (too large for one datagram) cut into packets on the way.
+    let body = format!(
+        "protocol = \"udp\"\n{}",
+        line("tvi", "172.20.236.0", 4, "[links]\ndelay = \"5ms\"\n")
+    );
+    let run = Running::up("tvi", &body);
+    let ping = run.exec(1, &["ping", "-c", "40", "-i", "0.05", "10.0.0.4"]);
+    assert!(ping.status.success(), "{}", text(&ping.stdout));
+    assert_rtt(median_rtt(&text(&ping.stdout)), 30.0, 6);
+    let total = 24 << 20;
+    assert_eq!(bulk_transfer("tvi", 1, 4, total), total, "over UDP links");
+    // The links are the nodes' UDP sockets on the link port, one per node.
+    let sockets = run.exec(2, &["ss", "-u", "-a", "-n", "-H"]);
+    assert!(
+        text(&sockets.stdout).contains(":8080"),
+        "{}",
+        text(&sockets.stdout)
+    );
+}

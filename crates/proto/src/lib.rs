@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use flows::{DEFAULT_FLOW_PORT, FlowLen, FlowOrder, FlowSpec, FlowTransport, TcpStats};
 
 /// Bumped on any incompatible change; both hellos carry it.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// WebSocket paths on the controller.
 pub const AGENT_PATH: &str = "/agent";
@@ -37,6 +37,13 @@ pub enum Transport {
     Local,
     /// A persistent TCP connection over the underlay; the higher node id dials the lower.
     Tcp,
+    /// UDP datagrams over the underlay, a frame each (a segment too large for one datagram
+    /// is cut into packets first); the higher node id says hello to the lower.
+    Udp,
+}
+
+fn default_network_transport() -> Transport {
+    Transport::Tcp
 }
 
 /// A link direction's parameters, and changes to them: the link emulator's own types.
@@ -242,8 +249,11 @@ pub enum ControllerToAgent {
     Accepted {
         /// Port nodes use to reach the controller at their gateway address.
         node_port: u16,
-        /// Nodes must accept TCP links (some link is carried over TCP).
+        /// Nodes must accept links over the network (some link is carried over it).
         tcp_links: bool,
+        /// What carries those links (`protocol`): TCP unless the experiment says UDP.
+        #[serde(default = "default_network_transport")]
+        link_transport: Transport,
     },
     Rejected {
         reason: String,
@@ -414,7 +424,8 @@ mod tests {
         assert_eq!(decode::<ControllerToNode>(&encode(&w).unwrap()).unwrap(), w);
         let a = ControllerToAgent::Accepted {
             node_port: 3000,
-            tcp_links: false,
+            tcp_links: true,
+            link_transport: Transport::Udp,
         };
         assert_eq!(
             decode::<ControllerToAgent>(&encode(&a).unwrap()).unwrap(),

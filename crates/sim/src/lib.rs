@@ -67,7 +67,7 @@ pub struct SimSpec {
     /// different agents are dialled (TCP), links within one are paired in process.
     pub agents: u32,
     /// Every link dialled, as `protocol = "tcp"` asks.
-    pub force_tcp: bool,
+    pub force_network: bool,
     /// Nodes forward packets (else: control sessions and links only).
     pub dataplane: bool,
     /// Nodes that fail right after their welcome (as `--fail-node`).
@@ -92,7 +92,7 @@ impl SimSpec {
             metric: Metric::Hops,
             explicit_routes: Vec::new(),
             agents: 1,
-            force_tcp: false,
+            force_network: false,
             dataplane: true,
             fail: Vec::new(),
             control_delay: Duration::from_micros(50),
@@ -108,7 +108,7 @@ impl SimSpec {
             links: exp.links.clone(),
             metric: exp.metric,
             explicit_routes: exp.explicit_routes.clone(),
-            force_tcp: exp.force_tcp,
+            force_network: exp.force_network,
             dataplane: exp.dataplane,
             metrics_interval: exp.metrics_interval,
             ..SimSpec::new(exp.topology.clone())
@@ -259,7 +259,8 @@ impl Sim {
             Settings {
                 overlay_base: OVERLAY_BASE,
                 overlay_prefix_len: 16,
-                force_tcp: spec.force_tcp,
+                force_network: spec.force_network,
+                network_transport: proto::Transport::Tcp,
                 node_port: NODE_PORT,
                 multi_host: spec.agents > 1,
                 dataplane: spec.dataplane,

@@ -12,6 +12,7 @@
 
 mod local;
 mod tcp;
+mod udp;
 
 use std::collections::HashMap;
 use std::io;
@@ -27,6 +28,7 @@ use crate::sockets::SocketFactory;
 
 pub use local::LocalTransport;
 pub use tcp::TcpTransport;
+pub use udp::UdpTransport;
 
 /// A link's two directions as channels: frames to the peer, frames from it.
 pub struct LinkIo {
@@ -84,15 +86,25 @@ pub struct Transports {
 }
 
 impl Transports {
-    /// The in-process transport, and TCP on `link_port` when some link goes over TCP.
-    pub fn new(factory: SocketFactory, link_port: Option<u16>) -> Transports {
+    /// The in-process transport, and TCP or UDP on a link port when some link goes over the
+    /// network.
+    pub fn new(factory: SocketFactory, network: Option<(u16, proto::Transport)>) -> Transports {
         let mut by_kind: HashMap<proto::Transport, Arc<dyn Transport>> = HashMap::new();
         by_kind.insert(proto::Transport::Local, Arc::new(LocalTransport::default()));
-        if let Some(port) = link_port {
-            by_kind.insert(
-                proto::Transport::Tcp,
-                Arc::new(TcpTransport::new(factory, port)),
-            );
+        match network {
+            Some((port, proto::Transport::Udp)) => {
+                by_kind.insert(
+                    proto::Transport::Udp,
+                    Arc::new(UdpTransport::new(factory, port)),
+                );
+            }
+            Some((port, _)) => {
+                by_kind.insert(
+                    proto::Transport::Tcp,
+                    Arc::new(TcpTransport::new(factory, port)),
+                );
+            }
+            None => {}
         }
         Transports { by_kind }
     }
