@@ -91,24 +91,18 @@ for c in held:
 print("kept", kept)
 "#;
     let said = in_node(&s, "4", program);
-    for line in [
-        "down 404",
-        "link 404",
-        "routes 404",
-        "flows 404",
-        "agent 404",
-        "status 200",
-        "loopback closed",
-    ] {
-        assert!(said.lines().any(|l| l == line), "{line}: {said}");
-    }
-    let kept: usize = said
-        .lines()
-        .find_map(|l| l.strip_prefix("kept "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(kept <= controller::bounded::PER_PEER, "{said}");
+    common::assert_probe_said(
+        &said,
+        &[
+            "down 404",
+            "link 404",
+            "routes 404",
+            "flows 404",
+            "agent 404",
+            "status 200",
+            "loopback closed",
+        ],
+    );
     // The experiment is as it was, and its API answers on this host.
     let status = nextmini(&["status", "--state-dir", s.state()]);
     assert!(

@@ -171,14 +171,23 @@ print("kept", kept)
 
 /// Checks what [`NODE_PROBE`] printed: the status only, and a few connections at a time.
 pub fn assert_probe_saw_the_status_only(said: &str) {
-    for line in [
-        "nodes 404",
-        "down 404",
-        "link 404",
-        "agent 404",
-        "status 200",
-    ] {
-        assert!(said.lines().any(|l| l == line), "{line}: {said}");
+    assert_probe_said(
+        said,
+        &[
+            "nodes 404",
+            "down 404",
+            "link 404",
+            "agent 404",
+            "status 200",
+        ],
+    );
+}
+
+/// Checks that a probe printed each of `lines` and kept at most a node's few connections
+/// (its `kept N` line).
+pub fn assert_probe_said(said: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(said.lines().any(|l| l == *line), "{line}: {said}");
     }
     let kept: usize = said
         .lines()
@@ -186,5 +195,5 @@ pub fn assert_probe_saw_the_status_only(said: &str) {
         .unwrap_or_else(|| panic!("{said}"))
         .parse()
         .unwrap();
-    assert!(kept <= 8, "{said}");
+    assert!(kept <= controller::bounded::PER_PEER, "{said}");
 }
