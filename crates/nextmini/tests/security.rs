@@ -324,3 +324,94 @@ fn a_controller_for_other_hosts_can_require_a_token_of_agents_and_changes() {
     let _ = controller.0.wait();
     assert_eq!(leftovers("tsc"), Vec::<String>::new());
 }
+
+#[test]
+fn a_controller_with_tls_takes_agents_and_commands_that_trust_its_certificate() {
+    use std::process::{Command, Stdio};
+    let s = Scratch::new("tsd");
+    let port = free_port();
+    let file = s.dir.join("ring.toml");
+    std::fs::write(
+        &file,
+        "[topology]\ntype = \"ring\"\nring_config = { n_nodes = 3 }\n",
+    )
+    .unwrap();
+    let _controller = Kill(
+        Command::new(env!("CARGO_BIN_EXE_nextmini"))
+            .args(["controller", "--config-path"])
+            .arg(&file)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--state-dir",
+                s.state(),
+                "--tls",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ca = s.dir.join("tls/cert.pem");
+    let token_file = s.dir.join("controller.token");
+    let started = std::time::Instant::now();
+    while !(ca.exists() && token_file.exists()) {
+        assert!(started.elapsed().as_secs() < 20, "no certificate made");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let api = format!("https://127.0.0.1:{port}");
+    // The certificate is made at start; wait until it is served.
+    let status = || common::cluster::get_json_trusting(&format!("{api}/api/status"), Some(&ca));
+    while status().is_null() {
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "the controller did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Plain HTTP on its port gets nothing; an agent not given the certificate is told to.
+    assert!(
+        common::cluster::get_json_trusting(&format!("http://127.0.0.1:{port}/api/status"), None)
+            .is_null()
+    );
+    let agent = |ca: Option<&std::path::Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nextmini"));
+        cmd.args(["agent", "--controller", &api, "--n-nodes", "3"])
+            .args(["--prefix", "tsd", "--base", "172.20.232.0"])
+            .env("NEXTMINI_TOKEN", token.trim())
+            .env_remove("NEXTMINI_CA")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(ca) = ca {
+            cmd.env("NEXTMINI_CA", ca);
+        }
+        cmd
+    };
+    let refused = agent(None).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("NEXTMINI_CA"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let mut wired = Kill(agent(Some(&ca)).spawn().unwrap());
+    while status()["phase"] != "ready" {
+        assert!(started.elapsed().as_secs() < 60, "the ring never got ready");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // A command over TLS with the certificate and the token changes a link.
+    let set = Command::new(env!("CARGO_BIN_EXE_nextmini"))
+        .args(["link", "set", "1-2", "--delay", "3ms", "--api", &api])
+        .env("NEXTMINI_CA", &ca)
+        .env("NEXTMINI_TOKEN", token.trim())
+        .output()
+        .unwrap();
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    let ping = common::in_netns("tsd1", &["ping", "-c", "1", "-W", "2", "10.0.0.2"]);
+    assert!(ping.status.success(), "{}", text(&ping.stdout));
+    let down = common::cluster::post_trusting(&format!("{api}/api/down"), &ca, token.trim());
+    assert_eq!(down, 202, "down is accepted");
+    assert!(wired.0.wait().unwrap().success());
+    assert_eq!(leftovers("tsd"), Vec::<String>::new());
+}

@@ -189,22 +189,38 @@ pub fn get_json(url: &str) -> serde_json::Value {
     get_json_trusting(url, None)
 }
 
+/// TLS trusting only the certificate in the file `ca`.
+fn trusting(ca: &Path) -> ureq::tls::TlsConfig {
+    let pem = std::fs::read(ca).unwrap();
+    let certs = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c.to_owned()),
+            _ => None,
+        })
+        .collect();
+    ureq::tls::TlsConfig::builder()
+        .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
+        .build()
+}
+
+/// POSTs nothing to an `https://` URL with a token, trusting the certificate in `ca`: the
+/// answer's status.
+pub fn post_trusting(url: &str, ca: &Path, token: &str) -> u16 {
+    ureq::post(url)
+        .header("authorization", &format!("Bearer {token}"))
+        .config()
+        .tls_config(trusting(ca))
+        .http_status_as_error(false)
+        .build()
+        .send_empty()
+        .map_or(0, |r| r.status().as_u16())
+}
+
 /// The same, for an `https://` URL: trusting only the certificate in the file `ca`.
 pub fn get_json_trusting(url: &str, ca: Option<&Path>) -> serde_json::Value {
     let mut config = ureq::get(url).config();
     if let Some(ca) = ca {
-        let pem = std::fs::read(ca).unwrap();
-        let certs = ureq::tls::parse_pem(&pem)
-            .filter_map(|item| match item {
-                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c.to_owned()),
-                _ => None,
-            })
-            .collect();
-        config = config.tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(certs)))
-                .build(),
-        );
+        config = config.tls_config(trusting(ca));
     }
     config
         .build()
