@@ -24,7 +24,8 @@
 //!   on one host are merged into clusters, and from the coarsest level down, nodes and
 //!   clusters on the borders move to the host most of their links go to, each host within
 //!   3 % of its share (as METIS's default allows; exactly its share under a coschedule
-//!   limit). Constrained nodes are fixed vertices: they never move. When no node is
+//!   limit). Each free node weighs what it commits under the metric (unless a coschedule
+//!   limits some host: then counts). Constrained nodes are fixed vertices: they never move. When no node is
 //!   constrained, a placement made afresh competes ([`bisect`]: the whole graph coarsened,
 //!   its coarsest level cut by recursive bisection, refined back up) and the lower cut wins.
 
@@ -564,6 +565,9 @@ impl Search<'_> {
     }
 }
 
+/// What the mean free node weighs when hosts' shares are balanced by weight.
+const UNIT_WEIGHT: usize = 100;
+
 /// Spreads single free nodes: how many each host takes comes from water-filling the load
 /// metric; which ones comes from the topology's depth-first order, so each host takes a
 /// connected stretch.
@@ -657,7 +661,26 @@ fn fill(p: &Problem, free: &[Group], slots: &mut [Slot], plan: &mut Plan) {
     } else {
         regions
     };
-    let chosen = refine_free(p, &placed, chosen, &counts, slots);
+    // What each free node weighs under the metric, the mean node 100: a host's share is
+    // balanced by weight, so two heavy nodes don't end up together just because they count 2.
+    let demand = |g: &Group| match p.metric {
+        LoadMetric::CpuCommit => g.cpu,
+        LoadMetric::MemCommit => g.mem,
+        LoadMetric::NetCommit => g.links as f64,
+    };
+    let mean = free.iter().map(demand).sum::<f64>() / n as f64;
+    let weights: HashMap<u32, usize> = free
+        .iter()
+        .map(|g| {
+            let w = if mean > 0.0 {
+                (demand(g) / mean * UNIT_WEIGHT as f64).round() as usize
+            } else {
+                UNIT_WEIGHT
+            };
+            (g.members[0], w.max(1))
+        })
+        .collect();
+    let chosen = refine_free(p, &placed, chosen, &counts, slots, &weights);
     for (id, h) in chosen {
         slots[h].add(by_id[&id]);
         plan.host_of.insert(id, p.hosts[h].name.clone());
@@ -673,6 +696,7 @@ fn refine_free(
     chosen: Vec<(u32, usize)>,
     counts: &[usize],
     slots: &[Slot],
+    weights: &HashMap<u32, usize>,
 ) -> Vec<(u32, usize)> {
     // In id order, so that the same problem always gives the same plan.
     let mut ids: Vec<u32> = placed
@@ -689,6 +713,18 @@ fn refine_free(
             Some((*index.get(a)?, *index.get(b)?, usize::try_from(w).ok()?))
         }),
     );
+    // Free nodes weigh their demand (the mean one [`UNIT_WEIGHT`]) unless a coschedule
+    // limits some host, whose share is then an exact count.
+    let by_weight = slots.iter().all(|s| s.limit.is_none());
+    let unit = if by_weight { UNIT_WEIGHT } else { 1 };
+    let mut graph = graph;
+    if by_weight {
+        for (i, id) in ids.iter().enumerate() {
+            if let Some(&w) = weights.get(id) {
+                graph.weight[i] = w;
+            }
+        }
+    }
     let mut part = vec![0; ids.len()];
     let mut movable = vec![false; ids.len()];
     for (id, &h) in placed {
@@ -702,19 +738,19 @@ fn refine_free(
         if s.limit.is_some() {
             0
         } else {
-            (c * 3 / 100).max(1)
+            (c * unit * 3 / 100).max(unit)
         }
     };
     let bounds = refine::Bounds {
         lower: counts
             .iter()
             .zip(slots)
-            .map(|(&c, s)| c.saturating_sub(slack(c, s)))
+            .map(|(&c, s)| (c * unit).saturating_sub(slack(c, s)))
             .collect(),
         upper: counts
             .iter()
             .zip(slots)
-            .map(|(&c, s)| c + slack(c, s))
+            .map(|(&c, s)| c * unit + slack(c, s))
             .collect(),
     };
     let part = refine::refine(&graph, part, &movable, &bounds);
@@ -1023,6 +1059,27 @@ mod tests {
             .filter(|(a, b)| plan.host_of[a] != plan.host_of[b])
             .collect();
         assert_eq!(cut, vec![(1, 2), (5, 6)], "{:?}", plan.host_of);
+    }
+
+    /// A ring of 12 on two hosts where nodes 1 and 2 (neighbours) each want a whole core and
+    /// the rest 1 %: balanced by count they would share a host; balanced by commitment each
+    /// host takes one of them.
+    #[test]
+    fn heavy_nodes_are_balanced_by_what_they_commit_not_by_count() {
+        let h = hosts(2, 4);
+        let mut n = nodes(12);
+        n[0].cpu = 1.0;
+        n[1].cpu = 1.0;
+        let e = ring(12);
+        let plan = schedule(&problem(&h, &n, &e)).unwrap();
+        assert_ne!(plan.host_of[&1], plan.host_of[&2], "{:?}", plan.host_of);
+        let cpu = |host: &str| -> f64 {
+            n.iter()
+                .filter(|r| plan.host_of[&r.id] == host)
+                .map(|r| r.cpu)
+                .sum()
+        };
+        assert!(cpu("h1") > 1.0 && cpu("h2") > 1.0, "{:?}", plan.host_of);
     }
 
     #[test]
