@@ -212,7 +212,7 @@ enum SessionError {
     #[error("this host reaches the head over IPv6 ({0}): use IPv4")]
     Ipv6(std::net::Ipv6Addr),
     #[error("{0}")]
-    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+    Open(String),
     #[error("the head closed the session")]
     Closed,
     #[error("the head refused this host: {0}")]
@@ -229,27 +229,20 @@ async fn connect(cfg: &HostConfig) -> Result<(Sink, Incoming, Ipv4Addr), Session
         IpAddr::V4(a) => a,
         IpAddr::V6(a) => return Err(SessionError::Ipv6(a)),
     };
-    let stream = tls::Stream::open(cfg.tls.as_ref(), &cfg.head.ip().to_string(), stream).await?;
-    let scheme = if cfg.tls.is_some() { "wss" } else { "ws" };
-    let url = format!("{scheme}://{}{}", cfg.head, proto::HOST_PATH);
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
-    if let Some(token) = &cfg.token {
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| SessionError::Refused("the token is not a header value".into()))?;
-        request.headers_mut().insert("authorization", value);
-    }
-    let (ws, _) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .map_err(|e| match e {
-            tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401 => {
-                SessionError::Refused(
-                    "it asks hosts for its token: set NEXTMINI_TOKEN to the contents of head.token in the head's state directory".into(),
-                )
-            }
-            e => e.into(),
-        })?;
+    let ws = crate::line::open_session(
+        cfg.head,
+        proto::HOST_PATH,
+        stream,
+        cfg.tls.as_ref(),
+        cfg.token.as_deref(),
+    )
+    .await
+    .map_err(|e| match e {
+        crate::line::OpenError::NoToken => SessionError::Refused(
+            "it asks hosts for its token: set NEXTMINI_TOKEN to the contents of head.token in the head's state directory".into(),
+        ),
+        crate::line::OpenError::Other(e) => SessionError::Open(e),
+    })?;
     let (mut sink, mut incoming) = ws.split();
     let hello = HostToHead::Hello {
         version: proto::VERSION,

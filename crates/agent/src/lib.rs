@@ -119,28 +119,20 @@ pub async fn run(
     let stream = tokio::net::TcpStream::connect(cfg.controller)
         .await
         .map_err(|e| controller_err(e.to_string()))?;
-    let stream = tls::Stream::open(cfg.tls.as_ref(), &cfg.controller.ip().to_string(), stream)
-        .await
-        .map_err(|e| controller_err(format!("TLS: {e}")))?;
-    let scheme = if cfg.tls.is_some() { "wss" } else { "ws" };
-    let url = format!("{scheme}://{}{}", cfg.controller, proto::AGENT_PATH);
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
-            .map_err(|e| controller_err(e.to_string()))?;
-    if let Some(token) = &cfg.token {
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| controller_err("the token is not a header value".into()))?;
-        request.headers_mut().insert("authorization", value);
-    }
-    let (ws, _) = tokio_tungstenite::client_async(request, stream)
-        .await
-        .map_err(|e| match e {
-            tokio_tungstenite::tungstenite::Error::Http(r) if r.status() == 401 => controller_err(
-                "it asks agents for the run's token: set NEXTMINI_TOKEN to the token in the run's run.json".into(),
-            ),
-            e => controller_err(e.to_string()),
-        })?;
+    let ws = line::open_session(
+        cfg.controller,
+        proto::AGENT_PATH,
+        stream,
+        cfg.tls.as_ref(),
+        cfg.token.as_deref(),
+    )
+    .await
+    .map_err(|e| match e {
+        line::OpenError::NoToken => controller_err(
+            "it asks agents for the run's token: set NEXTMINI_TOKEN to the token in the run's run.json".into(),
+        ),
+        line::OpenError::Other(e) => controller_err(e),
+    })?;
     let (mut sink, mut incoming) = ws.split();
     let register = AgentToController::Register {
         version: proto::VERSION,

@@ -171,3 +171,42 @@ async fn read(
         line.nodes.lock().expect("no panics hold it").clear();
     }
 }
+
+/// Why a WebSocket session could not be opened.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    /// The server wants a token this side does not have (HTTP 401).
+    NoToken,
+    Other(String),
+}
+
+/// Opens a WebSocket session to `path` at `addr` over `stream`: over TLS when `trust` is
+/// given, carrying `token` as `Authorization: Bearer`.
+pub(crate) async fn open_session(
+    addr: std::net::SocketAddr,
+    path: &str,
+    stream: tokio::net::TcpStream,
+    trust: Option<&tls::Trust>,
+    token: Option<&str>,
+) -> Result<Ws, OpenError> {
+    use tokio_tungstenite::tungstenite;
+    let stream = tls::Stream::open(trust, &addr.ip().to_string(), stream)
+        .await
+        .map_err(|e| OpenError::Other(format!("TLS: {e}")))?;
+    let scheme = if trust.is_some() { "wss" } else { "ws" };
+    let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(
+        "{scheme}://{addr}{path}"
+    ))
+    .map_err(|e| OpenError::Other(e.to_string()))?;
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| OpenError::Other("the token is not a header value".into()))?;
+        request.headers_mut().insert("authorization", value);
+    }
+    match tokio_tungstenite::client_async(request, stream).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::Error::Http(r)) if r.status() == 401 => Err(OpenError::NoToken),
+        Err(e) => Err(OpenError::Other(e.to_string())),
+    }
+}

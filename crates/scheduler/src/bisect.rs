@@ -287,15 +287,13 @@ fn fm(
                     .sum()
             })
             .collect();
-        let mut queue = std::collections::BTreeSet::<(isize, std::cmp::Reverse<usize>)>::new();
-        for v in 0..n {
-            // Only nodes on the border can gain; the others join as neighbours move.
-            if adj[v].iter().any(|&(w, _)| left[w] != left[v]) {
-                queue.insert((gain[v], std::cmp::Reverse(v)));
-            }
-        }
+        // Only nodes on the border can gain; the others join as neighbours move.
         let mut queued: Vec<bool> = (0..n)
             .map(|v| adj[v].iter().any(|&(w, _)| left[w] != left[v]))
+            .collect();
+        let mut queue: std::collections::BTreeSet<(isize, std::cmp::Reverse<usize>)> = (0..n)
+            .filter(|&v| queued[v])
+            .map(|v| (gain[v], std::cmp::Reverse(v)))
             .collect();
         let mut locked = vec![false; n];
         let mut moves: Vec<usize> = Vec::new();
