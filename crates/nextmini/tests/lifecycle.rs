@@ -202,20 +202,7 @@ fn down_keep_leaves_the_nodes_for_the_next_up_of_the_layout_and_down_removes_the
     let port = free_port().to_string();
     let up = |nodes: &str| {
         let topo = format!("ring,{nodes}");
-        let out = nextmini(&[
-            "up",
-            "--topo",
-            &topo,
-            "--prefix",
-            "tqf",
-            "--base",
-            "172.20.248.0",
-            "--port",
-            &port,
-            "--state-dir",
-            s.state(),
-            "--detach",
-        ]);
+        let out = s.up(&topo, "172.20.248.0", &port, &[]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         out
     };
@@ -279,20 +266,7 @@ fn down_keep_leaves_the_nodes_for_the_next_up_of_the_layout_and_down_removes_the
 fn programs_left_running_in_nodes_end_with_down() {
     let s = Scratch::new("tqg");
     let port = free_port().to_string();
-    let out = nextmini(&[
-        "up",
-        "--topo",
-        "ring,3",
-        "--prefix",
-        "tqg",
-        "--base",
-        "172.20.224.0",
-        "--port",
-        &port,
-        "--state-dir",
-        s.state(),
-        "--detach",
-    ]);
+    let out = s.up("ring,3", "172.20.224.0", &port, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // Started by hand and forgotten: `nextmini exec` becomes the program, so this is its pid.
     let mut forgotten = Kill(

@@ -7,22 +7,7 @@ mod common;
 use common::{Kill, Scratch, free_port, leftovers, nextmini, text};
 
 fn up(s: &Scratch, base: &str, port: &str, extra: &[&str]) {
-    let mut args = vec![
-        "up",
-        "--topo",
-        "ring,6",
-        "--prefix",
-        s.prefix,
-        "--base",
-        base,
-        "--port",
-        port,
-        "--state-dir",
-        s.state(),
-        "--detach",
-    ];
-    args.extend_from_slice(extra);
-    let out = nextmini(&args);
+    let out = s.up("ring,6", base, port, extra);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
@@ -203,6 +188,20 @@ fn listening_beyond_this_host_needs_the_token() {
     assert_eq!(leftovers("tsb"), Vec::<String>::new());
 }
 
+/// `nextmini agent` for `n` nodes of the controller at `controller`, with neither a token nor
+/// a certificate from the environment (the caller gives what the case needs); its errors
+/// piped.
+fn agent_command(controller: &str, n: &str, prefix: &str, base: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nextmini"));
+    cmd.args(["agent", "--controller", controller, "--n-nodes", n])
+        .args(["--prefix", prefix, "--base", base])
+        .env_remove("NEXTMINI_TOKEN")
+        .env_remove("NEXTMINI_CA")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
 #[test]
 fn a_controller_for_other_hosts_can_require_a_token_of_agents_and_changes() {
     use std::process::{Command, Stdio};
@@ -248,19 +247,9 @@ fn a_controller_for_other_hosts_can_require_a_token_of_agents_and_changes() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "{mode:o}");
+    let address = format!("127.0.0.1:{port}");
     let agent = |token: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nextmini"));
-        cmd.args([
-            "agent",
-            "--controller",
-            &format!("127.0.0.1:{port}"),
-            "--n-nodes",
-            "4",
-        ])
-        .args(["--prefix", "tsc", "--base", "172.20.220.0"])
-        .env_remove("NEXTMINI_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        let mut cmd = agent_command(&address, "4", "tsc", "172.20.220.0");
         if let Some(t) = token {
             cmd.env("NEXTMINI_TOKEN", t);
         }
@@ -376,13 +365,8 @@ fn a_controller_with_tls_takes_agents_and_commands_that_trust_its_certificate() 
             .is_null()
     );
     let agent = |ca: Option<&std::path::Path>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nextmini"));
-        cmd.args(["agent", "--controller", &api, "--n-nodes", "3"])
-            .args(["--prefix", "tsd", "--base", "172.20.232.0"])
-            .env("NEXTMINI_TOKEN", token.trim())
-            .env_remove("NEXTMINI_CA")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut cmd = agent_command(&api, "3", "tsd", "172.20.232.0");
+        cmd.env("NEXTMINI_TOKEN", token.trim());
         if let Some(ca) = ca {
             cmd.env("NEXTMINI_CA", ca);
         }

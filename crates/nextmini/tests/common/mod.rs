@@ -46,6 +46,27 @@ impl Scratch {
         self.dir.to_str().unwrap()
     }
 
+    /// `nextmini up --topo TOPO` detached in this test's state directory, with its prefix,
+    /// underlay `base`, controller `port` and `extra` flags.
+    pub fn up(&self, topo: &str, base: &str, port: &str, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "up",
+            "--topo",
+            topo,
+            "--prefix",
+            self.prefix,
+            "--base",
+            base,
+            "--port",
+            port,
+            "--state-dir",
+            self.state(),
+            "--detach",
+        ];
+        args.extend_from_slice(extra);
+        nextmini(&args)
+    }
+
     /// `nextmini exec NODE -- ARGS…` in this test's run.
     pub fn exec(&self, node: u32, args: &[&str]) -> Output {
         let node = node.to_string();
