@@ -71,6 +71,69 @@ struct Links {
     overlay: Option<Ipv4Addr>,
     /// Taking flows, and flows being sent: they end with the node.
     flows: Vec<AbortOnDrop>,
+    /// The node's TUN MTU, which its kernel links take too.
+    mtu: u16,
+    /// Max mode: kernel links that came up and wait for the session to attach them.
+    kernel_arrived: std::collections::HashSet<u32>,
+    /// Kernel links carried, with their parameters.
+    kernel: std::collections::BTreeMap<u32, proto::LinkParams>,
+    /// The forwarding table last set, and the kernel routes made of it.
+    routes: Vec<proto::Route>,
+    kernel_routes: Vec<hostnet::kernel::KernelRoute>,
+}
+
+impl Links {
+    /// Puts the kernel routes that the current table and kernel links call for in the node's
+    /// kernel (max mode); nothing without kernel links.
+    async fn refresh_kernel_routes(
+        &mut self,
+        ctx: &NodeCtx,
+        shared: &Shared,
+    ) -> std::io::Result<()> {
+        let Some(my_addr) = self.overlay else {
+            return Ok(());
+        };
+        let peers: std::collections::BTreeSet<u32> = self.kernel.keys().copied().collect();
+        let new = dataplane::kernel::kernel_routes(&self.routes, ctx.node_id, my_addr, &peers);
+        if new.is_empty() && self.kernel_routes.is_empty() {
+            return Ok(());
+        }
+        let old = std::mem::take(&mut self.kernel_routes);
+        let routes = new.clone();
+        self.kernel_routes = new;
+        shared
+            .factory
+            .run_in(ctx.netns.clone(), move || {
+                hostnet::kernel::apply_routes(&old, &routes, my_addr)
+            })
+            .await
+    }
+
+    /// Gives the kernel link to `peer` its MTU, neighbour, shape and state.
+    async fn set_up_kernel_link(
+        &self,
+        ctx: &NodeCtx,
+        shared: &Shared,
+        peer: u32,
+        params: proto::LinkParams,
+    ) -> std::io::Result<()> {
+        let Some(my_addr) = self.overlay else {
+            return Err(std::io::Error::other("the node has no TUN device"));
+        };
+        let peer_addr = std::net::Ipv4Addr::from(u32::from(my_addr) - ctx.node_id + peer);
+        let (mtu, shape) = (self.mtu, dataplane::kernel::kernel_shape(&params, self.mtu));
+        shared
+            .factory
+            .run_in(ctx.netns.clone(), move || {
+                hostnet::kernel::configure_end(peer, peer_addr, mtu)?;
+                hostnet::kernel::shape(peer, shape)?;
+                if !params.up {
+                    hostnet::kernel::set_up(peer, false)?;
+                }
+                Ok(())
+            })
+            .await
+    }
 }
 
 pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError> {
@@ -134,6 +197,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                             links.tun_reader = Some(dp.start());
                             links.dataplane = Some(dp);
                             links.overlay = Some(overlay_addr);
+                            links.mtu = mtu;
                         }
                         Err(e) => session.handle_dataplane_failed(e.to_string()),
                     }
@@ -154,6 +218,21 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                         "node {node}: no {transport:?} transport on this agent for the link to {peer}"
                     ),
                 },
+                Action::Attach { peer, params } if links.kernel_arrived.remove(&peer) => {
+                    let set = links.set_up_kernel_link(&ctx, &shared, peer, params).await;
+                    let routed = match (set, &links.dataplane) {
+                        (Ok(()), Some(dp)) => {
+                            dp.attach_kernel(peer);
+                            links.kernel.insert(peer, params);
+                            links.refresh_kernel_routes(&ctx, &shared).await
+                        }
+                        (Ok(()), None) => Err(std::io::Error::other("the node has no TUN device")),
+                        (Err(e), _) => Err(e),
+                    };
+                    if let Err(e) = routed {
+                        session.handle_kernel_link_failed(peer, e.to_string());
+                    }
+                }
                 Action::Attach { peer, params } => {
                     if let Some(io) = links.arrived.remove(&peer) {
                         match &links.dataplane {
@@ -178,10 +257,42 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                     if let Some(dp) = &links.dataplane {
                         dp.detach(peer);
                     }
+                    if links.kernel.remove(&peer).is_some()
+                        && let Err(e) = links.refresh_kernel_routes(&ctx, &shared).await
+                    {
+                        tracing::warn!("node {node}: {e}");
+                    }
                 }
                 Action::SetRoutes { routes, pinned } => {
                     if let Some(dp) = &links.dataplane {
+                        links.routes = routes.clone();
                         dp.set_routes(routes, pinned);
+                    }
+                    if let Err(e) = links.refresh_kernel_routes(&ctx, &shared).await {
+                        tracing::warn!("node {node}: {e}");
+                    }
+                }
+                Action::ChangeLink { peer, change } if links.kernel.contains_key(&peer) => {
+                    let before = links.kernel[&peer];
+                    let after = change.apply(before);
+                    links.kernel.insert(peer, after);
+                    let (mtu, up) = (links.mtu, after.up);
+                    let shape = dataplane::kernel::kernel_shape(&after, mtu);
+                    let reshape = shape != dataplane::kernel::kernel_shape(&before, mtu);
+                    let changed = shared
+                        .factory
+                        .run_in(ctx.netns.clone(), move || {
+                            if reshape {
+                                hostnet::kernel::shape(peer, shape)?;
+                            }
+                            if up != before.up {
+                                hostnet::kernel::set_up(peer, up)?;
+                            }
+                            Ok(())
+                        })
+                        .await;
+                    if let Err(e) = changed {
+                        tracing::warn!("node {node}: the kernel link to {peer}: {e}");
                     }
                 }
                 Action::ChangeLink { peer, change } => {
@@ -191,11 +302,25 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                 }
                 Action::ReadCounters => {
                     let time_ns = dataplane::unix_ns();
-                    let (counters, (flows, apps)) = links
+                    let (mut counters, (flows, apps)) = links
                         .dataplane
                         .as_ref()
                         .map(|dp| (dp.link_counters(), dp.take_flows(time_ns)))
                         .unwrap_or_default();
+                    if !links.kernel.is_empty() {
+                        match shared
+                            .factory
+                            .run_in(ctx.netns.clone(), hostnet::kernel::counters)
+                            .await
+                        {
+                            Ok(kernel) => {
+                                counters
+                                    .extend(kernel.iter().map(dataplane::kernel::link_counters));
+                                counters.sort_by_key(|c| c.peer);
+                            }
+                            Err(e) => tracing::warn!("node {node}: kernel link counters: {e}"),
+                        }
+                    }
                     session.handle_counters(counters, flows, apps, time_ns);
                 }
                 Action::AcceptFlows { port } => {
@@ -240,6 +365,10 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
             Some(event) = events.recv() => match event {
                 LinkEvent::Up(peer, io) => {
                     links.arrived.insert(peer, io);
+                    session.handle_link_up(peer);
+                }
+                LinkEvent::Kernel(peer) => {
+                    links.kernel_arrived.insert(peer);
                     session.handle_link_up(peer);
                 }
                 LinkEvent::Down(peer) => session.handle_link_down(peer),

@@ -386,6 +386,16 @@ impl NodeSession {
         self.push(Action::Send(NodeToController::LinkDown { peer }));
     }
 
+    /// The kernel link to `peer` could not be set as asked (its shape, its neighbour or its
+    /// routes): the node fails rather than carry it otherwise.
+    pub fn handle_kernel_link_failed(&mut self, peer: u32, reason: String) {
+        let reason = format!("cannot set up its kernel link to {peer}: {reason}");
+        self.push(Action::Send(NodeToController::Failed {
+            reason: reason.clone(),
+        }));
+        self.close(SessionEnd::Failed(reason));
+    }
+
     /// The node's TUN device could not be made.
     pub fn handle_dataplane_failed(&mut self, reason: String) {
         let reason = format!("cannot create its TUN device: {reason}");
@@ -523,7 +533,7 @@ impl NodeSession {
 /// Whether a transport's links are opened by one side when the controller says (rather than
 /// by both sides at once, as in-process links are paired).
 fn dials(t: Transport) -> bool {
-    !matches!(t, Transport::Local)
+    !matches!(t, Transport::Local | Transport::Kernel)
 }
 
 #[cfg(test)]
@@ -560,6 +570,7 @@ mod tests {
                 .collect(),
             dataplane,
             metrics_interval_ms: 1000,
+            max_mode: false,
             mtu: 1500,
         }
     }

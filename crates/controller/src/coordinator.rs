@@ -50,6 +50,8 @@ pub struct Settings {
     pub flow_port: u16,
     /// How often nodes report their counters.
     pub metrics_interval_ms: u32,
+    /// Nodes in max mode, ascending.
+    pub max_nodes: Vec<u32>,
 }
 
 /// Why an agent was refused (the agent is told the same words).
@@ -105,6 +107,10 @@ pub enum HelloError {
 pub enum ChangeError {
     #[error("there is no link {a}-{b} in {topology}")]
     NoLink { a: u32, b: u32, topology: String },
+    #[error(
+        "the link {a}-{b} joins two max-mode nodes, which the kernel carries with a rate, a burst and a queue only: it can't take {what}"
+    )]
+    BeyondTheKernel { a: u32, b: u32, what: String },
 }
 
 /// Something to deliver or to tell the world.
@@ -820,7 +826,9 @@ impl Coordinator {
             .map(|&peer| {
                 let same_agent =
                     my_agent.is_some() && self.slot(peer).and_then(|s| s.agent) == my_agent;
-                let transport = if same_agent && !self.settings.force_network {
+                let transport = if same_agent && self.max_mode(node_id) && self.max_mode(peer) {
+                    Transport::Kernel
+                } else if same_agent && !self.settings.force_network {
                     Transport::Local
                 } else {
                     self.settings.network_transport
@@ -842,6 +850,7 @@ impl Coordinator {
                 dataplane: self.settings.dataplane,
                 mtu: self.settings.mtu,
                 metrics_interval_ms: self.settings.metrics_interval_ms,
+                max_mode: self.max_mode(node_id),
             },
         ));
         if let Some(table) = self
@@ -862,7 +871,7 @@ impl Coordinator {
                 ));
                 continue;
             }
-            if n.transport == Transport::Local || !peer.connected {
+            if matches!(n.transport, Transport::Local | Transport::Kernel) || !peer.connected {
                 continue;
             }
             let (dialer, target) = if node_id > n.id {
@@ -891,6 +900,10 @@ impl Coordinator {
             });
         }
         Ok(node_id)
+    }
+
+    fn max_mode(&self, node: u32) -> bool {
+        self.settings.max_nodes.binary_search(&node).is_ok()
     }
 
     fn failed_unconnected(&self) -> u32 {
@@ -1172,6 +1185,14 @@ impl Coordinator {
                 topology: self.topology.label.clone(),
             });
         }
+        if self.max_mode(a) && self.max_mode(b) {
+            for (from, to) in [(a, b), (b, a)] {
+                let after = change.apply(self.settings.links.params(from, to));
+                if let Some(what) = after.beyond_the_kernel() {
+                    return Err(ChangeError::BeyondTheKernel { a, b, what });
+                }
+            }
+        }
         let was_up = self.settings.links.params(a, b).up;
         for (from, to) in [(a, b), (b, a)] {
             self.settings.links.change(from, to, change);
@@ -1408,6 +1429,7 @@ mod tests {
                 explicit_routes: Vec::new(),
                 flow_port: proto::DEFAULT_FLOW_PORT,
                 metrics_interval_ms: 1000,
+                max_nodes: Vec::new(),
             },
         )
     }
@@ -1599,6 +1621,56 @@ mod tests {
                 .any(|m| matches!(m, ControllerToNode::Dial { peer: 1, .. })),
             "{dial:?}"
         );
+    }
+
+    #[test]
+    fn links_between_max_mode_nodes_of_one_agent_are_the_kernels_and_take_no_delay() {
+        let t0 = Instant::now();
+        let mut c = coordinator(4, false);
+        c.settings.max_nodes = vec![1, 2, 3];
+        register(&mut c, 1, 2, 0).unwrap();
+        register(&mut c, 2, 2, 2).unwrap();
+        drain(&mut c);
+        let mut transports = Vec::new();
+        for id in 1..=4 {
+            c.handle_node_hello(t0, &hello(id)).unwrap();
+            let out = to_node(&drain(&mut c), id);
+            let Some(ControllerToNode::Welcome {
+                neighbours,
+                max_mode,
+                ..
+            }) = out.first()
+            else {
+                panic!("{out:?}");
+            };
+            assert_eq!(*max_mode, id != 4);
+            transports.extend(neighbours.iter().map(|n| (id, n.id, n.transport)));
+        }
+        // 1=2 one agent, both max: kernel. 2-3 both max on two agents: over the network.
+        // 3-4 one agent, 4 normal: in process. 4-1: two agents.
+        assert_eq!(
+            transports,
+            [
+                (1, 2, Transport::Kernel),
+                (1, 4, Transport::Tcp),
+                (2, 1, Transport::Kernel),
+                (2, 3, Transport::Tcp),
+                (3, 2, Transport::Tcp),
+                (3, 4, Transport::Local),
+                (4, 1, Transport::Tcp),
+                (4, 3, Transport::Local),
+            ]
+        );
+        // Between two max-mode nodes a rate goes; a delay is refused, wherever they are.
+        let rate = LinkChange::from_short("rate=10mbit").unwrap();
+        assert!(c.handle_set_link(t0, 1, 2, &rate).is_ok());
+        let delay = LinkChange::from_short("delay=5ms").unwrap();
+        for (a, b) in [(1, 2), (2, 3)] {
+            let refused = c.handle_set_link(t0, a, b, &delay).unwrap_err().to_string();
+            assert!(refused.contains("can't take delay 5ms"), "{refused}");
+            assert!(c.settings.links.params(a, b).delay.is_zero());
+        }
+        assert!(c.handle_set_link(t0, 3, 4, &delay).is_ok());
     }
 
     #[test]

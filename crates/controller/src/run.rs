@@ -36,6 +36,7 @@ impl Settings {
             explicit_routes: exp.explicit_routes.clone(),
             flow_port: exp.flow_port,
             metrics_interval_ms: exp.metrics_interval.as_millis().min(u128::from(u32::MAX)) as u32,
+            max_nodes: exp.max_nodes.clone(),
         }
     }
 }

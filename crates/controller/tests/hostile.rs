@@ -28,6 +28,7 @@ fn running_ring() -> (Coordinator, Instant) {
             explicit_routes: Vec::new(),
             flow_port: proto::DEFAULT_FLOW_PORT,
             metrics_interval_ms: 1000,
+            max_nodes: Vec::new(),
         },
     );
     c.handle_agent_message(

@@ -13,6 +13,7 @@
 pub mod emulator;
 pub mod forward;
 pub mod frame;
+pub mod kernel;
 pub mod monitor;
 pub mod pacer;
 pub mod packet;
@@ -130,6 +131,9 @@ pub struct Dataplane {
     counters: RwLock<HashMap<u32, Arc<Mutex<LinkMeter>>>>,
     /// The applications' connections from this node, seen as they leave its TUN device.
     app_flows: Mutex<monitor::AppFlows>,
+    /// Neighbours reached over kernel links (max mode): a packet routed to one of them is
+    /// handed to the node's kernel, which forwards it over the veth.
+    kernel_peers: RwLock<std::collections::HashSet<u32>>,
     pacer: Pacer,
 }
 
@@ -153,6 +157,7 @@ impl Dataplane {
             emulators: RwLock::new(HashMap::new()),
             counters: RwLock::new(HashMap::new()),
             app_flows: Mutex::new(monitor::AppFlows::default()),
+            kernel_peers: RwLock::new(std::collections::HashSet::new()),
             pacer,
         })
     }
@@ -268,6 +273,15 @@ impl Dataplane {
         ]
     }
 
+    /// Routes what this node forwards to `peer` through its kernel: the link is a veth pair
+    /// the kernel carries (max mode).
+    pub fn attach_kernel(&self, peer: u32) {
+        self.kernel_peers
+            .write()
+            .expect("no panics hold it")
+            .insert(peer);
+    }
+
     /// Changes the link to `peer` from the next packet on; the link's connection stays as it
     /// is.
     pub fn set_link(&self, peer: u32, change: LinkChange) {
@@ -307,6 +321,10 @@ impl Dataplane {
     }
 
     pub fn detach(&self, peer: u32) {
+        self.kernel_peers
+            .write()
+            .expect("no panics hold it")
+            .remove(&peer);
         self.emulators
             .write()
             .expect("no panics hold it")
@@ -327,16 +345,28 @@ impl Dataplane {
                 .observe(unix_ns(), packet.ip());
         }
         let mut link = None;
+        let mut kernel = false;
         let hop = {
             let egress = self.egress.read().expect("no panics hold it");
+            let kernel_peers = self.kernel_peers.read().expect("no panics hold it");
             self.forwarder
                 .read()
                 .expect("no panics hold it")
                 .forward(packet, from_link, |peer| {
                     link = egress.get(&peer).cloned();
-                    link.is_some()
+                    kernel = kernel_peers.contains(&peer);
+                    link.is_some() || kernel
                 })
         };
+        if kernel && let Hop::Link(_, mut p) = hop {
+            // The kernel routes it on (its routes send this destination over a kernel link)
+            // and takes off the hop's TTL itself.
+            if from_link && let Ok(mut ip) = packet::Ipv4Packet::new_checked(p.ip_mut()) {
+                ip.increment_ttl();
+            }
+            to_tun.push(p);
+            return;
+        }
         match (hop, link) {
             (Hop::Tun(p), _) => {
                 if from_link && monitor::AppFlows::closes(p.ip()) {

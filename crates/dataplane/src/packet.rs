@@ -153,6 +153,17 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         let sum = (sum & 0xffff) + (sum >> 16);
         b[field::CHECKSUM].copy_from_slice(&(sum as u16).to_be_bytes());
     }
+
+    /// Gives back a decrement (a packet handed to the node's kernel, which decrements it
+    /// again as it forwards); the header checksum is computed afresh.
+    pub fn increment_ttl(&mut self) {
+        let header_len = self.header_len();
+        let b = self.buffer.as_mut();
+        b[field::TTL] = b[field::TTL].saturating_add(1);
+        b[field::CHECKSUM].copy_from_slice(&[0, 0]);
+        let sum = checksum(&b[..header_len]);
+        b[field::CHECKSUM].copy_from_slice(&sum.to_be_bytes());
+    }
 }
 
 /// The Internet checksum of `data`.
@@ -285,6 +296,12 @@ pub(crate) mod tests {
         }
         p.decrement_ttl();
         assert_eq!(p.ttl(), 0);
+        for ttl in 1..=64 {
+            p.increment_ttl();
+            assert_eq!(p.ttl(), ttl);
+            assert_eq!(checksum(p.header()), 0, "header checksum must verify");
+        }
+        assert_eq!(p.into_inner(), packet(1, 4, 64, TCP, (1, 2)));
     }
 
     #[test]

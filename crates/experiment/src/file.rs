@@ -539,7 +539,17 @@ impl ExperimentFile {
             .ok_or_else(|| meaning(format!("net_mask {mask} is not a contiguous mask")))?;
         let metrics_interval =
             metrics_interval(self.metrics_collection_interval.as_ref()).map_err(meaning)?;
-        Ok(Experiment {
+        // Modes other than normal and max were refused when the file was read.
+        let max_nodes: Vec<u32> = self
+            .nodes
+            .as_ref()
+            .map(|n| n.get_ref().as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter(|n| n.operating_mode.as_deref() == Some("max"))
+            .map(|n| n.node_id)
+            .collect();
+        let exp = Experiment {
             metrics_interval,
             links,
             metric,
@@ -566,7 +576,9 @@ impl ExperimentFile {
             underlay_base: nodes.underlay_base,
             no_mount: nodes.no_mount.unwrap_or(false),
             link_port: nodes.link_port.unwrap_or(DEFAULT_LINK_PORT),
-        })
+            max_nodes: Vec::new(),
+        };
+        exp.with_max_nodes(max_nodes).map_err(meaning)
     }
 }
 

@@ -181,6 +181,46 @@ pub struct Experiment {
     pub flow_port: u16,
     /// How often nodes report their counters (`metrics_collection_interval`).
     pub metrics_interval: std::time::Duration,
+    /// Nodes in max mode (`[[nodes]] operating_mode = "max"`, `--max-nodes`), ascending:
+    /// the links between two of them on one host are veth pairs the kernel forwards over.
+    pub max_nodes: Vec<u32>,
+}
+
+impl Experiment {
+    /// Puts `ids` in max mode, after checking that the topology has them, that the nodes
+    /// have a dataplane, and that every link between two of them asks only what the kernel
+    /// can do (a rate, a burst, a queue).
+    pub fn with_max_nodes(mut self, mut ids: Vec<u32>) -> Result<Experiment, String> {
+        ids.sort_unstable();
+        ids.dedup();
+        let n = self.topology.n_nodes();
+        if let Some(bad) = ids.iter().find(|&&id| id == 0 || id > n) {
+            return Err(format!(
+                "max mode for node {bad}: {} has nodes 1 to {n}",
+                self.topology.label
+            ));
+        }
+        if !ids.is_empty() && !self.dataplane {
+            return Err(
+                "max mode needs the dataplane: remove dataplane = false (or --no-dataplane)".into(),
+            );
+        }
+        let max = |id: u32| ids.binary_search(&id).is_ok();
+        for &(a, b) in self.topology.edges() {
+            if !(max(a) && max(b)) {
+                continue;
+            }
+            for (from, to) in [(a, b), (b, a)] {
+                if let Some(what) = self.links.params(from, to).beyond_the_kernel() {
+                    return Err(format!(
+                        "the link {from}->{to} joins two max-mode nodes, which the kernel carries with a rate, a burst and a queue only, but it has {what}: drop that from the link or make node {a} or {b} normal"
+                    ));
+                }
+            }
+        }
+        self.max_nodes = ids;
+        Ok(self)
+    }
 }
 
 /// The prefix length of a contiguous mask.

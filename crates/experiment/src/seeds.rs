@@ -111,7 +111,7 @@ pub const SEED_KEYS: &[SeedKey] = &[
         Controller,
         "max_server_port",
         Accepted,
-        "only max-mode nodes listen on it, and max mode is refused",
+        "the seeds' max-mode nodes relayed TCP on it; nextmini's max mode is kernel forwarding, with no port",
     ),
     k(
         Controller,
@@ -123,7 +123,7 @@ pub const SEED_KEYS: &[SeedKey] = &[
         Controller,
         "external_base_addr",
         Accepted,
-        "maps external hosts to node ids for max mode, which is refused",
+        "maps external hosts to node ids for the seeds' max mode; nextmini's max mode reaches no external host",
     ),
     k(
         Controller,
@@ -165,7 +165,7 @@ pub const SEED_KEYS: &[SeedKey] = &[
         Controller,
         "[[nodes]]",
         ByValue,
-        "operating_mode = \"normal\": what every node does; \"max\" is refused (max mode is not implemented)",
+        "operating_mode = \"normal\" (the default) or \"max\": the kernel forwards between a max-mode node's links to other max-mode nodes of its host (veth pairs, rate and queue only); any other mode is refused",
     ),
     k(
         Dataplane,
@@ -485,10 +485,11 @@ pub(crate) fn check_controller(f: &ExperimentFile) -> Result<(), (usize, String)
         ));
     }
     if let Some(nodes) = &f.nodes
-        && let Some(n) = nodes
-            .get_ref()
-            .iter()
-            .find(|n| n.operating_mode.as_deref().is_some_and(|m| m != "normal"))
+        && let Some(n) = nodes.get_ref().iter().find(|n| {
+            n.operating_mode
+                .as_deref()
+                .is_some_and(|m| !matches!(m, "normal" | "max"))
+        })
     {
         return Err((
             nodes.span().start,

@@ -91,9 +91,9 @@ fn refused_seeds_keys_name_their_line_and_say_why() {
         ("protocol = \"quic\"\n", 1, "not supported yet"),
         ("flow_transport = \"lossless_unicast\"\n", 1, "lossless"),
         (
-            "[[nodes]]\nnode_id = 3\noperating_mode = \"max\"\n",
+            "[[nodes]]\nnode_id = 3\noperating_mode = \"fast\"\n",
             1,
-            "max mode",
+            "any other mode is refused",
         ),
     ] {
         let e = parse(&format!("{text}{RING6}")).unwrap_err().to_string();
@@ -420,4 +420,51 @@ fn the_seeds_flows_and_workloads_resolve_into_one_list_by_start() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("flows need the dataplane"), "{e}");
+}
+
+#[test]
+fn max_mode_nodes_are_read_and_links_between_two_take_only_what_the_kernel_does() {
+    let max = |ids: &[u32]| {
+        ids.iter()
+            .map(|id| format!("[[nodes]]\nnode_id = {id}\noperating_mode = \"max\"\n"))
+            .collect::<String>()
+    };
+    let e = resolve(&format!(
+        "{}[[nodes]]\nnode_id = 4\noperating_mode = \"normal\"\n[[link]]\nbetween = [2, 3]\nrate = \"1gbit\"\nqueue_bytes = 90000\n[[link]]\nbetween = [3, 4]\ndelay = \"5ms\"\n{RING6}",
+        max(&[3, 2, 2])
+    ))
+    .unwrap();
+    assert_eq!(e.max_nodes, [2, 3]);
+    // A delay between two max-mode nodes is refused with the link and the way out.
+    let err = resolve(&format!(
+        "{}[[link]]\nbetween = [2, 3]\ndelay = \"5ms\"\n{RING6}",
+        max(&[2, 3])
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("the link 2->3 joins two max-mode nodes")
+            && err.contains("delay 5ms")
+            && err.contains("make node 2 or 3 normal"),
+        "{err}"
+    );
+    // The defaults count too, and loss is named.
+    let err = resolve(&format!("{}[links]\nloss = \"1%\"\n{RING6}", max(&[1, 2])))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("it has loss"), "{err}");
+    let err = resolve(&format!("{}{RING6}", max(&[9])))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("max mode for node 9: ring(6) has nodes 1 to 6"),
+        "{err}"
+    );
+    let err = resolve(&format!(
+        "{}[node_settings]\ndataplane = false\n{RING6}",
+        max(&[1])
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("max mode needs the dataplane"), "{err}");
 }

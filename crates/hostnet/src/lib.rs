@@ -11,6 +11,7 @@ pub mod bench;
 pub mod claim;
 pub mod cleanup;
 pub mod fabric;
+pub mod kernel;
 pub mod monitor;
 pub mod msg;
 pub mod netns;

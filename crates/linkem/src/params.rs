@@ -227,6 +227,29 @@ impl LinkParams {
             || self.scheduler == Scheduler::Wrr
     }
 
+    /// What of these parameters a link the kernel carries (a veth pair shaped by a token
+    /// bucket filter: max mode) can't do: none when it can do them all. The kernel here has
+    /// no netem, so it gives a rate, a burst, a queue and up or down, nothing else.
+    pub fn beyond_the_kernel(&self) -> Option<String> {
+        let mut what = Vec::new();
+        if !self.delay.is_zero() {
+            what.push(format!("delay {}", self.delay));
+        }
+        if !self.jitter.is_zero() {
+            what.push(format!("jitter {}", self.jitter));
+        }
+        if self.loss != Loss::None {
+            what.push("loss".to_owned());
+        }
+        if self.aqm.is_red() {
+            what.push("RED".to_owned());
+        }
+        if self.scheduler == Scheduler::Wrr {
+            what.push("weighted round robin".to_owned());
+        }
+        (!what.is_empty()).then(|| what.join(", "))
+    }
+
     /// One line for people: `rate 100mbit, delay 5ms, jitter 0, loss 1%, queue 1000 packets, up`.
     pub fn describe(&self) -> String {
         let loss = match self.loss {
@@ -577,6 +600,21 @@ mod tests {
         assert_eq!(p.queue, QueueLimit::Packets(100));
         assert_eq!(p.aqm, Aqm::RED);
         assert!((p.loss.mean() - 0.01).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_kernel_takes_a_rate_a_burst_and_a_queue_and_names_the_rest() {
+        let kernel = LinkChange::from_short("rate=1gbit,burst=30000,queue_bytes=90000,up=false")
+            .unwrap()
+            .apply(LinkParams::default());
+        assert_eq!(kernel.beyond_the_kernel(), None);
+        let emulated = LinkChange::from_short("delay=5ms,jitter=1ms,loss=1%,aqm=red,scheduler=wrr")
+            .unwrap()
+            .apply(kernel);
+        assert_eq!(
+            emulated.beyond_the_kernel().as_deref(),
+            Some("delay 5ms, jitter 1ms, loss, RED, weighted round robin")
+        );
     }
 
     #[test]

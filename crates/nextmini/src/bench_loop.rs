@@ -407,6 +407,7 @@ pub fn monitor(args: MonitorArgs) -> Result<()> {
             explicit_routes: Vec::new(),
             flow_port: proto::DEFAULT_FLOW_PORT,
             metrics_interval_ms: args.interval.duration().as_millis() as u32,
+            max_nodes: Vec::new(),
         },
     );
     let interval_ns = args.interval.duration().as_nanos() as u64;

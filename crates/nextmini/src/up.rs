@@ -54,6 +54,11 @@ pub struct UpArgs {
     /// No TUN devices and no forwarding: nodes and links only (the connection-only baseline).
     #[arg(long)]
     pub no_dataplane: bool,
+    /// Nodes in max mode (`1-4,9`; with the file's `[[nodes]] operating_mode = "max"`):
+    /// links between two of them on this host are veth pairs the kernel forwards over,
+    /// with a rate and a queue only.
+    #[arg(long, value_name = "IDS")]
+    pub max_nodes: Option<crate::host::NodeIds>,
     /// Creator threads for plumbing.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
@@ -122,6 +127,12 @@ fn experiment(args: &UpArgs) -> Result<experiment::Experiment> {
     if args.no_dataplane {
         exp.dataplane = false;
     }
+    let mut max_nodes = exp.max_nodes.clone();
+    max_nodes.extend(args.max_nodes.iter().flat_map(|m| m.ids.iter()));
+    // Checked again: the flags may have changed the links or the dataplane.
+    let exp = exp
+        .with_max_nodes(max_nodes)
+        .map_err(|e| anyhow::anyhow!(e))?;
     Ok(exp)
 }
 

@@ -523,3 +523,117 @@ fn links_over_udp_keep_their_delay_and_carry_bulk_data_intact() {
         text(&sockets.stdout)
     );
 }
+
+/// The TUN device's packet counters of a node, both ways.
+fn tun_packets(prefix: &str, node: u32) -> u64 {
+    let ns = format!("{prefix}{node}");
+    ["rx_packets", "tx_packets"]
+        .iter()
+        .map(|c| {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &ns, "cat"])
+                .arg(format!("/sys/class/net/tun0/statistics/{c}"))
+                .output()
+                .unwrap();
+            text(&out.stdout).trim().parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+#[test]
+fn max_mode_nodes_forward_in_the_kernel_at_the_links_rate_and_the_path_keeps_its_delays() {
+    let _turn = turn();
+    // 1 - 2 = 3 = 4 - 5: nodes 2 to 4 in max mode (kernel links between them), the links to
+    // the normal nodes at the ends emulated in user space with 5 ms each way.
+    let links = "[[link]]\nbetween = [1, 2]\ndelay = \"5ms\"\n[[link]]\nbetween = [4, 5]\ndelay = \"5ms\"\n[[nodes]]\nnode_id = 2\noperating_mode = \"max\"\n[[nodes]]\nnode_id = 3\noperating_mode = \"max\"\n[[nodes]]\nnode_id = 4\noperating_mode = \"max\"\n";
+    let run = Running::up("tvj", &line("tvj", "172.23.20.0", 5, links));
+    // The veths are there, the kernel routes over them, and forwards.
+    let route = std::process::Command::new("ip")
+        .args(["-n", "tvj3", "route", "get", "10.0.0.5"])
+        .output()
+        .unwrap();
+    assert!(
+        text(&route.stdout).contains("via 10.0.0.4 dev k4"),
+        "{}",
+        text(&route.stdout)
+    );
+    // End to end: four user-space crossings of 5 ms, the kernel hops add next to nothing;
+    // each hop shows once (a packet handed from user space to the kernel keeps its TTL).
+    let ping = run.exec(1, &["ping", "-c", "10", "-i", "0.05", "10.0.0.5"]);
+    assert!(ping.status.success(), "{}", text(&ping.stdout));
+    assert_rtt(median_rtt(&text(&ping.stdout)), 20.0, 4);
+    let trace = run.exec(1, &["traceroute", "-n", "-q", "1", "-w", "2", "10.0.0.5"]);
+    assert_eq!(
+        hops(&trace.stdout),
+        ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]
+    );
+
+    // A rate set at run time is the kernel's token bucket; iperf3 from 2 to 4 crosses node 3
+    // without a packet through its TUN device (so none through user space).
+    let set = nextmini(&[
+        "link",
+        "set",
+        "2-3",
+        "--rate",
+        "50mbit",
+        "--state-dir",
+        run.state(),
+    ]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    let tun_before = tun_packets("tvj", 3);
+    let mut server = iperf3_server(run.state(), 4);
+    let client = run.exec(2, &["iperf3", "-c", "10.0.0.4", "-t", "3", "-J"]);
+    let _ = server.wait();
+    assert!(client.status.success(), "{}", text(&client.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
+    let mbit = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap()
+        / 1e6;
+    // The token bucket counts Ethernet headers: 1,448 bytes of TCP payload per 1,514 on the
+    // wire is 47.8 Mbit/s of the 50.
+    assert!((44.0..=50.0).contains(&mbit), "{mbit} Mbit/s");
+    let through_tun = tun_packets("tvj", 3) - tun_before;
+    assert!(
+        through_tun < 20,
+        "{through_tun} packets went through node 3's TUN device"
+    );
+    // The kernel link's counters reach the API like any link's.
+    let table = nextmini(&["link", "show", "2-3", "--state-dir", run.state()]);
+    let table = text(&table.stdout);
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("| 2→3 |"))
+        .unwrap_or_else(|| panic!("{table}"))
+        .split('|')
+        .map(str::trim)
+        .collect();
+    let sent_bytes: u64 = row[7].parse().unwrap_or_else(|_| panic!("{table}"));
+    assert!(sent_bytes > 10_000_000, "{table}");
+
+    // What the kernel can't do is refused, and the link keeps what it had.
+    let delay = nextmini(&[
+        "link",
+        "set",
+        "2-3",
+        "--delay",
+        "5ms",
+        "--state-dir",
+        run.state(),
+    ]);
+    assert!(!delay.status.success());
+    assert!(
+        text(&delay.stderr).contains("max-mode"),
+        "{}",
+        text(&delay.stderr)
+    );
+    // Down, the kernel link carries nothing; up again, the path is back.
+    let down = nextmini(&["link", "set", "3-4", "--down", "--state-dir", run.state()]);
+    assert!(down.status.success(), "{}", text(&down.stderr));
+    let cut = run.exec(1, &["ping", "-c", "1", "-W", "1", "10.0.0.5"]);
+    assert!(!cut.status.success());
+    let up = nextmini(&["link", "set", "3-4", "--up", "--state-dir", run.state()]);
+    assert!(up.status.success(), "{}", text(&up.stderr));
+    let back = run.exec(1, &["ping", "-c", "3", "-i", "0.2", "-w", "5", "10.0.0.5"]);
+    assert!(back.status.success(), "{}", text(&back.stdout));
+}

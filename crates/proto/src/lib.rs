@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use flows::{DEFAULT_FLOW_PORT, FlowLen, FlowOrder, FlowSpec, FlowTransport, TcpStats};
 
 /// Bumped on any incompatible change; both hellos carry it.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// WebSocket paths on the controller.
 pub const AGENT_PATH: &str = "/agent";
@@ -40,6 +40,9 @@ pub enum Transport {
     /// UDP datagrams over the underlay, a frame each (a segment too large for one datagram
     /// is cut into packets first); the higher node id says hello to the lower.
     Udp,
+    /// A veth pair between two max-mode nodes of one agent: the kernels of the two
+    /// namespaces forward across it, shaped by a token bucket filter (rate and queue only).
+    Kernel,
 }
 
 fn default_network_transport() -> Transport {
@@ -162,6 +165,10 @@ pub enum ControllerToNode {
         /// How often the node reports its counters.
         #[serde(default = "monitor::metrics_interval_default")]
         metrics_interval_ms: u32,
+        /// Max mode (`operating_mode = "max"`): the node's kernel forwards over its kernel
+        /// links, and the routes that leave by them are the kernel's too.
+        #[serde(default)]
+        max_mode: bool,
     },
     /// The node's whole forwarding table, replacing the previous one; the node confirms
     /// `version` once it is in place (`RoutesApplied`).
@@ -420,6 +427,7 @@ mod tests {
             dataplane: true,
             mtu: 1500,
             metrics_interval_ms: 250,
+            max_mode: false,
         };
         assert_eq!(decode::<ControllerToNode>(&encode(&w).unwrap()).unwrap(), w);
         let a = ControllerToAgent::Accepted {

@@ -270,6 +270,8 @@ impl Sim {
                 explicit_routes: spec.explicit_routes.clone(),
                 flow_port: proto::DEFAULT_FLOW_PORT,
                 metrics_interval_ms: spec.metrics_interval.as_millis() as u32,
+                // Kernel links are the kernel's: the simulator models user-space links only.
+                max_nodes: Vec::new(),
             },
         );
         let nodes = (1..=n)

@@ -10,6 +10,7 @@
 //! Adding a transport: a file here implementing [`Transport`], an arm in `proto::Transport`
 //! (the name the controller uses for it), and a line in [`Transports::new`].
 
+mod kernel;
 mod local;
 mod tcp;
 mod udp;
@@ -26,6 +27,7 @@ use crate::AbortOnDrop;
 use crate::frame::Frame;
 use crate::sockets::SocketFactory;
 
+pub use kernel::KernelTransport;
 pub use local::LocalTransport;
 pub use tcp::TcpTransport;
 pub use udp::UdpTransport;
@@ -39,6 +41,8 @@ pub struct LinkIo {
 /// What happens to a node's links.
 pub enum LinkEvent {
     Up(u32, LinkIo),
+    /// A kernel link to this peer is up: the node's kernel carries it, not a [`LinkIo`].
+    Kernel(u32),
     Down(u32),
 }
 
@@ -86,11 +90,15 @@ pub struct Transports {
 }
 
 impl Transports {
-    /// The in-process transport, and TCP or UDP on a link port when some link goes over the
-    /// network.
+    /// The in-process and kernel transports, and TCP or UDP on a link port when some link
+    /// goes over the network.
     pub fn new(factory: SocketFactory, network: Option<(u16, proto::Transport)>) -> Transports {
         let mut by_kind: HashMap<proto::Transport, Arc<dyn Transport>> = HashMap::new();
         by_kind.insert(proto::Transport::Local, Arc::new(LocalTransport::default()));
+        by_kind.insert(
+            proto::Transport::Kernel,
+            Arc::new(KernelTransport::new(factory.clone())),
+        );
         match network {
             Some((port, proto::Transport::Udp)) => {
                 by_kind.insert(
