@@ -906,6 +906,16 @@ impl Coordinator {
         self.settings.max_nodes.binary_search(&node).is_ok()
     }
 
+    /// Whether `node`'s kernel forwards some of its traffic: it is in max mode with a
+    /// max-mode neighbour on its agent (a kernel link), or may have one (not placed yet).
+    fn forwards_in_kernel(&self, node: u32) -> bool {
+        let agent = |n: u32| self.slot(n).and_then(|s| s.agent);
+        self.max_mode(node)
+            && self.adjacency[node as usize - 1]
+                .iter()
+                .any(|&peer| self.max_mode(peer) && (agent(node).is_none() || agent(peer) == agent(node)))
+    }
+
     fn failed_unconnected(&self) -> u32 {
         self.nodes
             .iter()
@@ -1671,6 +1681,18 @@ mod tests {
             assert!(c.settings.links.params(a, b).delay.is_zero());
         }
         assert!(c.handle_set_link(t0, 3, 4, &delay).is_ok());
+        // A route pinned out of 1 or 2 (kernel links) can't hold; out of 3 (on another agent
+        // than its max-mode neighbour) it can.
+        let through = RouteRequest::path(&[4, 1, 2], None).unwrap();
+        assert!(matches!(
+            c.handle_set_route(t0, through),
+            Err(RouteError::ThroughMaxMode(1))
+        ));
+        let around = RouteRequest::path(&[3, 4, 1], None).unwrap();
+        assert!(!matches!(
+            c.handle_set_route(t0, around),
+            Err(RouteError::ThroughMaxMode(_))
+        ));
     }
 
     #[test]

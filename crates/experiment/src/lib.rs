@@ -218,6 +218,24 @@ impl Experiment {
                 }
             }
         }
+        // A max-mode node with a max-mode neighbour may forward in its kernel, which goes by
+        // destination only.
+        let in_kernel = |n: u32| {
+            max(n)
+                && self
+                    .topology
+                    .edges()
+                    .iter()
+                    .any(|&(a, b)| (a == n && max(b)) || (b == n && max(a)))
+        };
+        for r in &self.explicit_routes {
+            if let Some(&(a, _)) = r.edges.iter().find(|&&(a, _)| in_kernel(a)) {
+                return Err(format!(
+                    "[[routes]] from {} to {} leaves node {a}, which is in max mode: its kernel forwards by destination only and can't follow a pinned route; route around it or make it normal",
+                    r.src, r.dst
+                ));
+            }
+        }
         self.max_nodes = ids;
         Ok(self)
     }

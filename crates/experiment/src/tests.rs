@@ -467,4 +467,15 @@ fn max_mode_nodes_are_read_and_links_between_two_take_only_what_the_kernel_does(
     .unwrap_err()
     .to_string();
     assert!(err.contains("max mode needs the dataplane"), "{err}");
+    // A route pinned out of a max-mode node with a max-mode neighbour is refused; ending
+    // there is fine.
+    let err = resolve(&format!(
+        "{}[[routes]]\nroute = [1, 2, 3, 4]\n{RING6}",
+        max(&[2, 3])
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("leaves node 2, which is in max mode"), "{err}");
+    resolve(&format!("{}[[routes]]\nroute = [4, 3, 2]\n{RING6}", max(&[2])))
+        .unwrap();
 }

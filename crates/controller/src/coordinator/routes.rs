@@ -57,6 +57,10 @@ pub enum RouteError {
     UnknownFlow(u64),
     #[error("flow {id} goes from {src} to {dst}: its route must too")]
     FlowEnds { id: u64, src: u32, dst: u32 },
+    #[error(
+        "node {0} is in max mode: its kernel forwards by destination only and can't follow a pinned route; pin a route that does not leave from it, or make it normal"
+    )]
+    ThroughMaxMode(u32),
 }
 
 /// Which pinned routes to clear (all that match every given field).
@@ -197,6 +201,9 @@ impl Coordinator {
         now: std::time::Instant,
         req: RouteRequest,
     ) -> Result<RouteChange, RouteError> {
+        if let Some(&(a, _)) = req.edges.iter().find(|&&(a, _)| self.forwards_in_kernel(a)) {
+            return Err(RouteError::ThroughMaxMode(a));
+        }
         if self.routes_pending.is_some() {
             return Err(RouteError::NotYet);
         }
