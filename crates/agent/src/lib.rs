@@ -151,14 +151,15 @@ pub async fn run(
     if !send(&mut sink, &register).await {
         return Err(AgentError::Closed);
     }
-    let (node_port, tcp_links, link_transport) = loop {
+    let (node_port, tcp_links, link_transport, quic_congestion) = loop {
         match incoming.next().await {
             Some(Ok(Message::Binary(b))) => match proto::decode::<ControllerToAgent>(&b) {
                 Ok(ControllerToAgent::Accepted {
                     node_port,
                     tcp_links,
                     link_transport,
-                }) => break (node_port, tcp_links, link_transport),
+                    quic_congestion,
+                }) => break (node_port, tcp_links, link_transport, quic_congestion),
                 Ok(ControllerToAgent::Rejected { reason }) => {
                     return Err(AgentError::Rejected(reason));
                 }
@@ -220,8 +221,12 @@ pub async fn run(
     let shared = Arc::new(node::Shared {
         transports: dataplane::transport::Transports::new(
             factory.clone(),
-            tcp_links.then_some((cfg.link_port, link_transport)),
-        ),
+            tcp_links.then_some(dataplane::transport::NetworkLinks {
+                port: cfg.link_port,
+                transport: link_transport,
+                quic_congestion,
+            }),
+        )?,
         factory,
         line: line.clone(),
         keep_tuns: Default::default(),

@@ -31,8 +31,10 @@ pub struct Settings {
     pub overlay_prefix_len: u8,
     /// Carry every link over the network, even between nodes of one agent (`protocol`).
     pub force_network: bool,
-    /// What carries links over the network: TCP, or UDP (`protocol = "udp"`).
+    /// What carries links over the network: TCP, UDP or QUIC (`protocol`).
     pub network_transport: Transport,
+    /// The congestion controller of QUIC links.
+    pub quic_congestion: proto::QuicCongestion,
     /// Port nodes use to reach the controller at their gateway.
     pub node_port: u16,
     /// Nodes may be spread over several agents, so links between them go over TCP.
@@ -459,6 +461,7 @@ impl Coordinator {
                 // One agent with local links needs no listener; several agents link over TCP.
                 tcp_links: self.settings.force_network || self.settings.multi_host,
                 link_transport: self.settings.network_transport,
+                quic_congestion: self.settings.quic_congestion,
             },
         ));
         self.emit(Milestone::AgentRegistered {
@@ -911,9 +914,9 @@ impl Coordinator {
     fn forwards_in_kernel(&self, node: u32) -> bool {
         let agent = |n: u32| self.slot(n).and_then(|s| s.agent);
         self.max_mode(node)
-            && self.adjacency[node as usize - 1]
-                .iter()
-                .any(|&peer| self.max_mode(peer) && (agent(node).is_none() || agent(peer) == agent(node)))
+            && self.adjacency[node as usize - 1].iter().any(|&peer| {
+                self.max_mode(peer) && (agent(node).is_none() || agent(peer) == agent(node))
+            })
     }
 
     fn failed_unconnected(&self) -> u32 {
@@ -1430,6 +1433,7 @@ mod tests {
                 overlay_prefix_len: 16,
                 force_network,
                 network_transport: Transport::Tcp,
+                quic_congestion: proto::QuicCongestion::Cubic,
                 node_port: 3000,
                 multi_host: true,
                 dataplane: false,

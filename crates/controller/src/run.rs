@@ -27,6 +27,7 @@ impl Settings {
             overlay_prefix_len: exp.overlay_prefix_len,
             force_network: exp.force_network,
             network_transport: exp.network_transport,
+            quic_congestion: exp.quic_congestion,
             node_port,
             multi_host,
             dataplane: exp.dataplane,

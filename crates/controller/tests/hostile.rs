@@ -19,6 +19,7 @@ fn running_ring() -> (Coordinator, Instant) {
             overlay_prefix_len: 16,
             force_network: false,
             network_transport: proto::Transport::Tcp,
+            quic_congestion: proto::QuicCongestion::Cubic,
             node_port: 3000,
             multi_host: false,
             dataplane: true,

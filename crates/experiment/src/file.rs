@@ -34,6 +34,8 @@ pub struct ExperimentFile {
     /// `"tcp"` or `"udp"` carries every link over TCP or UDP; without it, links between nodes
     /// of one host are in-process channels (and links between hosts TCP).
     pub protocol: Option<Spanned<String>>,
+    /// With `protocol = "quic"`: `"cubic"` (the default) or `"bbr"`.
+    pub quic_congestion_control: Option<Spanned<String>>,
     pub db: Option<DbTable>,
     pub node_settings: Option<NodesTable>,
     /// Defaults for every link, both directions.
@@ -506,7 +508,17 @@ impl ExperimentFile {
         let force_network = self.protocol.is_some();
         let network_transport = match self.protocol.as_ref().map(|p| p.get_ref().as_str()) {
             Some("udp") => proto::Transport::Udp,
+            Some("quic") => proto::Transport::Quic,
             _ => proto::Transport::Tcp,
+        };
+        // Anything but cubic and bbr was refused when the file was read.
+        let quic_congestion = match self
+            .quic_congestion_control
+            .as_ref()
+            .map(|c| c.get_ref().as_str())
+        {
+            Some("bbr") => proto::QuicCongestion::Bbr,
+            _ => proto::QuicCongestion::Cubic,
         };
         let nodes = self.node_settings.clone().unwrap_or_default();
         let links = self.link_plan(&topology).map_err(meaning)?;
@@ -566,6 +578,7 @@ impl ExperimentFile {
             overlay_prefix_len,
             force_network,
             network_transport,
+            quic_congestion,
             db_url: self
                 .db
                 .as_ref()

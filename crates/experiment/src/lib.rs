@@ -162,6 +162,8 @@ pub struct Experiment {
     pub force_network: bool,
     /// What carries links over the network: TCP, or UDP (`protocol = "udp"`).
     pub network_transport: proto::Transport,
+    /// The congestion controller of QUIC links (`quic_congestion_control`).
+    pub quic_congestion: proto::QuicCongestion,
     pub db_url: Option<String>,
     pub prefix: Option<String>,
     pub underlay_base: Option<Ipv4Addr>,

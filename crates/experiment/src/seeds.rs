@@ -81,7 +81,7 @@ pub const SEED_KEYS: &[SeedKey] = &[
         Controller,
         "protocol",
         ByValue,
-        "\"tcp\": every link is a TCP connection over the underlay; \"udp\": every link is UDP datagrams over the underlay (a frame each); \"quic\" is refused (not supported yet); without it, links between nodes of one host are in-process channels and links between hosts TCP",
+        "\"tcp\": every link is a TCP connection over the underlay; \"udp\": every link is UDP datagrams over the underlay (a frame each); \"quic\": every link is a QUIC connection (quinn; quic_congestion_control = \"cubic\" or \"bbr\" in the same file); anything else is refused; without it, links between nodes of one host are in-process channels and links between hosts TCP",
     ),
     k(
         Controller,
@@ -303,7 +303,7 @@ pub const SEED_KEYS: &[SeedKey] = &[
         Dataplane,
         "quic_congestion_control",
         Accepted,
-        "only QUIC links use it, and QUIC is refused",
+        "both ends of a QUIC link must agree, so the experiment file's quic_congestion_control (beside protocol = \"quic\") sets it for the run",
     ),
     k(
         Dataplane,
@@ -452,8 +452,30 @@ fn refused(file: SeedsFile, key: &str, value: Option<&str>) -> String {
 /// Checks the seeds' keys of an experiment file: the byte offset and message of the first
 /// refused one.
 pub(crate) fn check_controller(f: &ExperimentFile) -> Result<(), (usize, String)> {
+    if let Some(c) = &f.quic_congestion_control {
+        let quic = f
+            .protocol
+            .as_ref()
+            .is_some_and(|p| p.get_ref().as_str() == "quic");
+        if !matches!(c.get_ref().as_str(), "cubic" | "bbr") {
+            return Err((
+                c.span().start,
+                format!(
+                    "quic_congestion_control = {:?}: use \"cubic\" or \"bbr\"",
+                    c.get_ref()
+                ),
+            ));
+        }
+        if !quic {
+            return Err((
+                c.span().start,
+                "quic_congestion_control is for QUIC links: add protocol = \"quic\" or remove it"
+                    .into(),
+            ));
+        }
+    }
     if let Some(p) = &f.protocol
-        && !matches!(p.get_ref().as_str(), "tcp" | "udp")
+        && !matches!(p.get_ref().as_str(), "tcp" | "udp" | "quic")
     {
         return Err((
             p.span().start,

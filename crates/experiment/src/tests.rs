@@ -88,7 +88,17 @@ fn unknown_keys_and_bad_values_name_the_line() {
 fn refused_seeds_keys_name_their_line_and_say_why() {
     for (text, line, expect) in [
         ("scheduler_type = \"sfq\"\n", 1, "weighted round robin"),
-        ("protocol = \"quic\"\n", 1, "not supported yet"),
+        ("protocol = \"sctp\"\n", 1, "anything else is refused"),
+        (
+            "quic_congestion_control = \"bbr\"\n",
+            1,
+            "add protocol = \"quic\"",
+        ),
+        (
+            "protocol = \"quic\"\nquic_congestion_control = \"reno\"\n",
+            2,
+            "use \"cubic\" or \"bbr\"",
+        ),
         ("flow_transport = \"lossless_unicast\"\n", 1, "lossless"),
         (
             "[[nodes]]\nnode_id = 3\noperating_mode = \"fast\"\n",
@@ -476,6 +486,24 @@ fn max_mode_nodes_are_read_and_links_between_two_take_only_what_the_kernel_does(
     .unwrap_err()
     .to_string();
     assert!(err.contains("leaves node 2, which is in max mode"), "{err}");
-    resolve(&format!("{}[[routes]]\nroute = [4, 3, 2]\n{RING6}", max(&[2])))
-        .unwrap();
+    resolve(&format!(
+        "{}[[routes]]\nroute = [4, 3, 2]\n{RING6}",
+        max(&[2])
+    ))
+    .unwrap();
+}
+
+#[test]
+fn quic_links_take_their_congestion_controller() {
+    let e = resolve(&format!(
+        "protocol = \"quic\"\nquic_congestion_control = \"bbr\"\n{RING6}"
+    ))
+    .unwrap();
+    assert!(e.force_network);
+    assert_eq!(
+        (e.network_transport, e.quic_congestion),
+        (proto::Transport::Quic, proto::QuicCongestion::Bbr)
+    );
+    let e = resolve(&format!("protocol = \"quic\"\n{RING6}")).unwrap();
+    assert_eq!(e.quic_congestion, proto::QuicCongestion::Cubic);
 }

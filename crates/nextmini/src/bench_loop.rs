@@ -398,6 +398,7 @@ pub fn monitor(args: MonitorArgs) -> Result<()> {
             overlay_prefix_len: 16,
             force_network: false,
             network_transport: proto::Transport::Tcp,
+            quic_congestion: proto::QuicCongestion::Cubic,
             node_port: 0,
             multi_host: false,
             dataplane: true,

@@ -524,6 +524,27 @@ fn links_over_udp_keep_their_delay_and_carry_bulk_data_intact() {
     );
 }
 
+#[test]
+fn links_over_quic_keep_their_delay_and_carry_bulk_data_intact() {
+    let _turn = turn();
+    // Every link a QUIC connection (BBR) over the underlay, frames on one stream each way.
+    let body = format!(
+        "protocol = \"quic\"\nquic_congestion_control = \"bbr\"\n{}",
+        line("tvk", "172.23.32.0", 4, "[links]\ndelay = \"5ms\"\n")
+    );
+    let run = Running::up("tvk", &body);
+    let ping = run.exec(1, &["ping", "-c", "40", "-i", "0.05", "10.0.0.4"]);
+    assert!(ping.status.success(), "{}", text(&ping.stdout));
+    assert_rtt(median_rtt(&text(&ping.stdout)), 30.0, 6);
+    let total = 24 << 20;
+    assert_eq!(bulk_transfer("tvk", 1, 4, total), total, "over QUIC links");
+    // Node 2 takes its link from 3 on the link port and dials 1 from a port of its own.
+    let sockets = run.exec(2, &["ss", "-u", "-a", "-n", "-H"]);
+    let sockets = text(&sockets.stdout);
+    assert!(sockets.contains("172.23.32.3:8080"), "{sockets}");
+    assert_eq!(sockets.lines().count(), 2, "{sockets}");
+}
+
 /// The TUN device's packet counters of a node, both ways.
 fn tun_packets(prefix: &str, node: u32) -> u64 {
     let ns = format!("{prefix}{node}");

@@ -40,6 +40,9 @@ pub enum Transport {
     /// UDP datagrams over the underlay, a frame each (a segment too large for one datagram
     /// is cut into packets first); the higher node id says hello to the lower.
     Udp,
+    /// A QUIC connection over the underlay (quinn), frames on one stream each way; the
+    /// higher node id dials the lower, as for TCP.
+    Quic,
     /// A veth pair between two max-mode nodes of one agent: the kernels of the two
     /// namespaces forward across it, shaped by a token bucket filter (rate and queue only).
     Kernel,
@@ -47,6 +50,16 @@ pub enum Transport {
 
 fn default_network_transport() -> Transport {
     Transport::Tcp
+}
+
+/// The congestion controller of QUIC links (`quic_congestion_control`): both ends of a link
+/// use the run's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuicCongestion {
+    #[default]
+    Cubic,
+    Bbr,
 }
 
 /// A link direction's parameters, and changes to them: the link emulator's own types.
@@ -261,6 +274,9 @@ pub enum ControllerToAgent {
         /// What carries those links (`protocol`): TCP unless the experiment says UDP.
         #[serde(default = "default_network_transport")]
         link_transport: Transport,
+        /// The congestion controller of QUIC links.
+        #[serde(default)]
+        quic_congestion: QuicCongestion,
     },
     Rejected {
         reason: String,
@@ -434,6 +450,7 @@ mod tests {
             node_port: 3000,
             tcp_links: true,
             link_transport: Transport::Udp,
+            quic_congestion: QuicCongestion::Bbr,
         };
         assert_eq!(
             decode::<ControllerToAgent>(&encode(&a).unwrap()).unwrap(),

@@ -261,6 +261,7 @@ impl Sim {
                 overlay_prefix_len: 16,
                 force_network: spec.force_network,
                 network_transport: proto::Transport::Tcp,
+                quic_congestion: proto::QuicCongestion::Cubic,
                 node_port: NODE_PORT,
                 multi_host: spec.agents > 1,
                 dataplane: spec.dataplane,

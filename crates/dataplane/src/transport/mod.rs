@@ -12,6 +12,7 @@
 
 mod kernel;
 mod local;
+mod quic;
 mod tcp;
 mod udp;
 
@@ -29,6 +30,7 @@ use crate::sockets::SocketFactory;
 
 pub use kernel::KernelTransport;
 pub use local::LocalTransport;
+pub use quic::QuicTransport;
 pub use tcp::TcpTransport;
 pub use udp::UdpTransport;
 
@@ -83,6 +85,15 @@ impl Acceptor for NoAcceptor {
     }
 }
 
+/// How an agent's links over the network are carried, as the controller says.
+#[derive(Debug, Clone, Copy)]
+pub struct NetworkLinks {
+    /// Where nodes take links, on their underlay address.
+    pub port: u16,
+    pub transport: proto::Transport,
+    pub quic_congestion: proto::QuicCongestion,
+}
+
 /// The transports of one agent, by the name the controller uses.
 #[derive(Clone)]
 pub struct Transports {
@@ -90,31 +101,30 @@ pub struct Transports {
 }
 
 impl Transports {
-    /// The in-process and kernel transports, and TCP or UDP on a link port when some link
-    /// goes over the network.
-    pub fn new(factory: SocketFactory, network: Option<(u16, proto::Transport)>) -> Transports {
+    /// The in-process and kernel transports, and TCP, UDP or QUIC on a link port when some
+    /// link goes over the network.
+    pub fn new(factory: SocketFactory, network: Option<NetworkLinks>) -> io::Result<Transports> {
         let mut by_kind: HashMap<proto::Transport, Arc<dyn Transport>> = HashMap::new();
         by_kind.insert(proto::Transport::Local, Arc::new(LocalTransport::default()));
         by_kind.insert(
             proto::Transport::Kernel,
             Arc::new(KernelTransport::new(factory.clone())),
         );
-        match network {
-            Some((port, proto::Transport::Udp)) => {
-                by_kind.insert(
-                    proto::Transport::Udp,
-                    Arc::new(UdpTransport::new(factory, port)),
-                );
-            }
-            Some((port, _)) => {
-                by_kind.insert(
-                    proto::Transport::Tcp,
-                    Arc::new(TcpTransport::new(factory, port)),
-                );
-            }
-            None => {}
+        if let Some(net) = network {
+            let transport: Arc<dyn Transport> = match net.transport {
+                proto::Transport::Udp => Arc::new(UdpTransport::new(factory, net.port)),
+                proto::Transport::Quic => {
+                    Arc::new(QuicTransport::new(factory, net.port, net.quic_congestion)?)
+                }
+                _ => Arc::new(TcpTransport::new(factory, net.port)),
+            };
+            let kind = match net.transport {
+                proto::Transport::Udp | proto::Transport::Quic => net.transport,
+                _ => proto::Transport::Tcp,
+            };
+            by_kind.insert(kind, transport);
         }
-        Transports { by_kind }
+        Ok(Transports { by_kind })
     }
 
     pub fn get(&self, kind: proto::Transport) -> Option<&Arc<dyn Transport>> {

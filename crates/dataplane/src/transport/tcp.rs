@@ -98,7 +98,26 @@ impl Acceptor for TcpAcceptor {
 
 /// Frames a TCP link onto a pair of channels, and reports it down when the peer closes it.
 fn frame_link(stream: TcpStream, peer: u32, events: LinkEvents) -> LinkIo {
-    let (mut reader, writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
+    frame_streams(reader, writer, peer, events, ())
+}
+
+/// Frames a link carried by a byte stream each way (a TCP connection's halves, a QUIC
+/// stream's) onto a pair of channels: a 4-byte big-endian length, then the frame. The link
+/// is reported down when the incoming stream ends; `keep` (a connection handle) lives as
+/// long as the link does.
+pub(super) fn frame_streams<R, W, K>(
+    mut reader: R,
+    writer: W,
+    peer: u32,
+    events: LinkEvents,
+    keep: K,
+) -> LinkIo
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+    K: Send + 'static,
+{
     let (in_tx, in_rx) = mpsc::channel::<Frame>(DEPTH);
     let (out_tx, mut out_rx) = mpsc::channel::<Frame>(DEPTH);
     tokio::spawn(async move {
@@ -118,6 +137,7 @@ fn frame_link(stream: TcpStream, peer: u32, events: LinkEvents) -> LinkIo {
             }
         }
         let _ = events.send(LinkEvent::Down(peer));
+        drop(keep);
     });
     tokio::spawn(async move {
         let mut writer = tokio::io::BufWriter::new(writer);
@@ -142,8 +162,8 @@ fn frame_link(stream: TcpStream, peer: u32, events: LinkEvents) -> LinkIo {
     }
 }
 
-async fn write_frame(
-    writer: &mut tokio::io::BufWriter<tokio::net::tcp::OwnedWriteHalf>,
+async fn write_frame<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut tokio::io::BufWriter<W>,
     frame: &Frame,
 ) -> io::Result<()> {
     writer.write_u32(frame.as_bytes().len() as u32).await?;
