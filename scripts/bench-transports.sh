@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # iperf3 between the two nodes of a line of 2 on this host, with the link in process (the
-# default), as a TCP connection (protocol = "tcp") and as UDP datagrams (protocol = "udp").
+# default), as a TCP connection (protocol = "tcp"), as UDP datagrams (protocol = "udp") and
+# as a QUIC connection (protocol = "quic", CUBIC).
 # Prints a markdown table. Needs root and iperf3. Everything it creates carries the prefix
 # "nbx" and is removed at exit.
 set -euo pipefail
@@ -18,7 +19,7 @@ echo "nextmini bench transports: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%
 echo
 echo "| link carried by | Mbit/s | TCP retransmits |"
 echo "|---|---:|---:|"
-for proto in "" tcp udp; do
+for proto in "" tcp udp quic; do
   line=""
   [ -n "$proto" ] && line="protocol = \"$proto\""
   printf '%s\n[topology]\ntype = "line"\nline_config = { n_nodes = 2 }\n[node_settings]\nprefix = "nbx"\nunderlay_base = "172.20.244.0"\n' "$line" >"$state/exp.toml"

@@ -77,6 +77,8 @@ class Experiment:
         metrics_interval: Optional[Union[float, str]] = None,
         token: bool = False,
         dataplane: bool = True,
+        protocol: Optional[str] = None,
+        max_nodes: Sequence[int] = (),
         extra: str = "",
     ):
         self.topology = topology
@@ -96,6 +98,10 @@ class Experiment:
         self.metrics_interval = metrics_interval
         self.token = token
         self.dataplane = dataplane
+        # "tcp", "udp" or "quic": what carries every link (default: in process on one host).
+        self.protocol = protocol
+        # Nodes in max mode: links between two of them are veths their kernels forward over.
+        self.max_nodes = sorted(set(max_nodes))
         self.extra = extra
         self._own_state = state_dir is None
         self.state_dir = Path(state_dir) if state_dir else None
@@ -110,6 +116,8 @@ class Experiment:
         lines = []
         if self.name:
             lines.append(f"name = {_toml_value(self.name)}")
+        if self.protocol:
+            lines.append(f"protocol = {_toml_value(self.protocol)}")
         if self.scheduler:
             lines.append(f"scheduler_type = {_toml_value(self.scheduler)}")
         if self.metrics_interval is not None:
@@ -123,6 +131,8 @@ class Experiment:
         if self.links:
             lines += ["", "[links]"] + [f"{k} = {_toml_value(v)}" for k, v in self.links.items()]
         lines += ["", self.topology.toml()]
+        for node in self.max_nodes:
+            lines += ["", "[[nodes]]", f"node_id = {int(node)}", 'operating_mode = "max"']
         if self.extra:
             lines += ["", self.extra]
         return "\n".join(lines)

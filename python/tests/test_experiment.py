@@ -162,3 +162,15 @@ def test_programs_started_in_nodes_are_the_processes_held_and_end_with_the_exper
         ours = Path("/proc/self/ns/net").stat().st_ino
         assert Path(f"/proc/{p.pid}/ns/net").stat().st_ino != ours
     assert p.poll() is not None, "the program outlived its experiment"
+
+
+def test_max_mode_nodes_forward_in_their_kernels_and_refuse_a_delay(root_only):
+    with Experiment(topo.line(3), max_nodes=[1, 2, 3]) as exp:
+        exp.wait_ready()
+        routes = subprocess.run(
+            ["ip", "-n", f"{exp.prefix}1", "route", "get", "10.0.0.3"], capture_output=True, text=True
+        ).stdout
+        assert "dev k2" in routes, routes
+        exp.node(1).exec("ping -c 3 -i 0.2 10.0.0.3", check=True)
+        with pytest.raises(NextminiError, match="max-mode"):
+            exp.link(1, 2).set(delay="5ms")

@@ -51,3 +51,6 @@ def test_an_experiment_file_carries_its_prefix_subnet_and_links():
     assert f'prefix = "{exp.prefix}"' in text and exp.prefix.startswith("py")
     assert '[links]\nrate = "1gbit"\ndelay = "1ms"' in text
     assert 'scheduler_type = "wrr"' in text and 'name = "r4"' in text
+    text = Experiment(topo.line(3), protocol="quic", max_nodes=[3, 2, 3]).experiment_file()
+    assert 'protocol = "quic"' in text
+    assert text.count('operating_mode = "max"') == 2 and "node_id = 2" in text and "node_id = 3" in text

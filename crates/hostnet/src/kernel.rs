@@ -269,16 +269,22 @@ pub struct KernelRoute {
     pub via: Vec<(u32, Ipv4Addr)>,
 }
 
-fn route_message(route: &KernelRoute, src: Ipv4Addr) -> io::Result<RouteNetlinkMessage> {
+/// A route of ours in the main table to `dest/prefix_len`, with `scope`.
+fn route_to(dest: Ipv4Addr, prefix_len: u8, scope: RouteScope) -> RouteMessage {
     let mut m = RouteMessage::default();
     m.header.address_family = AddressFamily::Inet;
-    m.header.destination_prefix_length = route.prefix_len;
+    m.header.destination_prefix_length = prefix_len;
     m.header.table = libc::RT_TABLE_MAIN;
     m.header.protocol = PROTOCOL;
-    m.header.scope = RouteScope::Universe;
-    m.header.kind = RouteType::Unicast;
+    m.header.scope = scope;
     m.attributes
-        .push(RouteAttribute::Destination(RouteAddress::Inet(route.dest)));
+        .push(RouteAttribute::Destination(RouteAddress::Inet(dest)));
+    m
+}
+
+fn route_message(route: &KernelRoute, src: Ipv4Addr) -> io::Result<RouteNetlinkMessage> {
+    let mut m = route_to(route.dest, route.prefix_len, RouteScope::Universe);
+    m.header.kind = RouteType::Unicast;
     // The node's own packets leave from its overlay address (the veths have none).
     m.attributes
         .push(RouteAttribute::PrefSource(RouteAddress::Inet(src)));
@@ -318,14 +324,7 @@ pub fn apply_routes(old: &[KernelRoute], new: &[KernelRoute], src: Ipv4Addr) -> 
         if keep.contains(&(r.dest, r.prefix_len)) {
             continue;
         }
-        let mut m = RouteMessage::default();
-        m.header.address_family = AddressFamily::Inet;
-        m.header.destination_prefix_length = r.prefix_len;
-        m.header.table = libc::RT_TABLE_MAIN;
-        m.header.protocol = PROTOCOL;
-        m.header.scope = RouteScope::NoWhere;
-        m.attributes
-            .push(RouteAttribute::Destination(RouteAddress::Inet(r.dest)));
+        let m = route_to(r.dest, r.prefix_len, RouteScope::NoWhere);
         // Gone already when its link went down: not an error.
         if let Err(refused) = rtnl.request(RouteNetlinkMessage::DelRoute(m), Mode::Delete, ())
             && refused.error.raw_os_error() != Some(libc::ESRCH)
