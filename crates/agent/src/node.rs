@@ -14,6 +14,7 @@ use dataplane::pacer::Pacer;
 use dataplane::sockets::SocketFactory;
 use dataplane::transport::{Endpoint, LinkEvent, LinkIo, Transports};
 use dataplane::{AbortOnDrop, Dataplane};
+use hostnet::rtnl::Rtnl;
 use tokio::sync::mpsc;
 
 use crate::session::{Action, FlowEvent, NodeSession, SessionConfig, SessionEnd};
@@ -84,55 +85,62 @@ struct Links {
 
 impl Links {
     /// Puts the kernel routes that the current table and kernel links call for in the node's
-    /// kernel (max mode); nothing without kernel links.
-    async fn refresh_kernel_routes(
+    /// kernel (max mode), after `first` (work on this node's ends of its kernel links) in the
+    /// same visit to its namespace; nothing without kernel links.
+    async fn update_kernel(
         &mut self,
         ctx: &NodeCtx,
         shared: &Shared,
+        first: impl FnOnce(&mut Rtnl<()>) -> std::io::Result<()> + Send + 'static,
     ) -> std::io::Result<()> {
         let Some(my_addr) = self.overlay else {
-            return Ok(());
+            return Err(std::io::Error::other("the node has no TUN device"));
         };
         let peers: std::collections::BTreeSet<u32> = self.kernel.keys().copied().collect();
         let new = dataplane::kernel::kernel_routes(&self.routes, ctx.node_id, my_addr, &peers);
-        if new.is_empty() && self.kernel_routes.is_empty() {
-            return Ok(());
-        }
-        let old = std::mem::take(&mut self.kernel_routes);
-        let routes = new.clone();
-        self.kernel_routes = new;
+        let old = std::mem::replace(&mut self.kernel_routes, new.clone());
         shared
             .factory
             .run_in(ctx.netns.clone(), move || {
-                hostnet::kernel::apply_routes(&old, &routes, my_addr)
+                let mut rtnl = Rtnl::open()?;
+                first(&mut rtnl)?;
+                if new.is_empty() && old.is_empty() {
+                    return Ok(());
+                }
+                hostnet::kernel::apply_routes(&mut rtnl, &old, &new, my_addr)
             })
             .await
     }
 
-    /// Gives the kernel link to `peer` its MTU, neighbour, shape and state.
-    async fn set_up_kernel_link(
-        &self,
+    /// Carries the kernel link to `peer`: the node forwards (its first kernel link), its end
+    /// gets its MTU, neighbour, shape and state, and the kernel its routes over it.
+    async fn attach_kernel_link(
+        &mut self,
         ctx: &NodeCtx,
         shared: &Shared,
         peer: u32,
         params: proto::LinkParams,
     ) -> std::io::Result<()> {
-        let Some(my_addr) = self.overlay else {
+        let (Some(my_addr), Some(dp)) = (self.overlay, self.dataplane.clone()) else {
             return Err(std::io::Error::other("the node has no TUN device"));
         };
         let peer_addr = std::net::Ipv4Addr::from(u32::from(my_addr) - ctx.node_id + peer);
+        let first_link = self.kernel.is_empty();
         let (mtu, shape) = (self.mtu, dataplane::kernel::kernel_shape(&params, self.mtu));
-        shared
-            .factory
-            .run_in(ctx.netns.clone(), move || {
-                hostnet::kernel::configure_end(peer, peer_addr, mtu)?;
-                hostnet::kernel::shape(peer, shape)?;
-                if !params.up {
-                    hostnet::kernel::set_up(peer, false)?;
-                }
-                Ok(())
-            })
-            .await
+        self.kernel.insert(peer, params);
+        self.update_kernel(ctx, shared, move |rtnl| {
+            if first_link {
+                hostnet::kernel::enable_forwarding()?;
+            }
+            hostnet::kernel::configure_end(rtnl, peer, peer_addr, mtu, params.up)?;
+            if shape.is_some() {
+                hostnet::kernel::shape(rtnl, peer, shape)?;
+            }
+            Ok(())
+        })
+        .await?;
+        dp.attach_kernel(peer);
+        Ok(())
     }
 }
 
@@ -219,17 +227,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                     ),
                 },
                 Action::Attach { peer, params } if links.kernel_arrived.remove(&peer) => {
-                    let set = links.set_up_kernel_link(&ctx, &shared, peer, params).await;
-                    let routed = match (set, &links.dataplane) {
-                        (Ok(()), Some(dp)) => {
-                            dp.attach_kernel(peer);
-                            links.kernel.insert(peer, params);
-                            links.refresh_kernel_routes(&ctx, &shared).await
-                        }
-                        (Ok(()), None) => Err(std::io::Error::other("the node has no TUN device")),
-                        (Err(e), _) => Err(e),
-                    };
-                    if let Err(e) = routed {
+                    if let Err(e) = links.attach_kernel_link(&ctx, &shared, peer, params).await {
                         session.handle_kernel_link_failed(peer, e.to_string());
                     }
                 }
@@ -258,7 +256,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                         dp.detach(peer);
                     }
                     if links.kernel.remove(&peer).is_some()
-                        && let Err(e) = links.refresh_kernel_routes(&ctx, &shared).await
+                        && let Err(e) = links.update_kernel(&ctx, &shared, |_| Ok(())).await
                     {
                         tracing::warn!("node {node}: {e}");
                     }
@@ -268,7 +266,9 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                         links.routes = routes.clone();
                         dp.set_routes(routes, pinned);
                     }
-                    if let Err(e) = links.refresh_kernel_routes(&ctx, &shared).await {
+                    if !links.kernel.is_empty()
+                        && let Err(e) = links.update_kernel(&ctx, &shared, |_| Ok(())).await
+                    {
                         tracing::warn!("node {node}: {e}");
                     }
                 }
@@ -282,11 +282,12 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                     let changed = shared
                         .factory
                         .run_in(ctx.netns.clone(), move || {
+                            let mut rtnl = Rtnl::open()?;
                             if reshape {
-                                hostnet::kernel::shape(peer, shape)?;
+                                hostnet::kernel::shape(&mut rtnl, peer, shape)?;
                             }
                             if up != before.up {
-                                hostnet::kernel::set_up(peer, up)?;
+                                hostnet::kernel::set_up(&mut rtnl, peer, up)?;
                             }
                             Ok(())
                         })

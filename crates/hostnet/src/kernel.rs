@@ -73,9 +73,8 @@ fn index_of(name: &str) -> io::Result<u32> {
 }
 
 /// `ip link add k<peer> address <mac(me)> type veth peer name k<me> address <mac(peer)>
-/// netns <peer_ns>`, both ends without IPv6, this one up; a link of the same name left by an
-/// earlier run is replaced. The peer raises its end with [`raise`]; each end gets its MTU and
-/// neighbour from its own node ([`configure_end`]).
+/// netns <peer_ns>`; a link of the same name left by an earlier run is replaced. Each end is
+/// raised and configured by its own node ([`configure_end`]).
 pub fn create_pair(me: u32, peer: u32, peer_ns: RawFd) -> io::Result<()> {
     let mut rtnl: Rtnl<()> = Rtnl::open()?;
     if let Ok(old) = index_of(&ifname(peer)) {
@@ -84,10 +83,6 @@ pub fn create_pair(me: u32, peer: u32, peer_ns: RawFd) -> io::Result<()> {
         rtnl.request(RouteNetlinkMessage::DelLink(m), Mode::Delete, ())
             .map_err(|r| kernel_error("cannot remove an old kernel link", r.error))?;
     }
-    let no_ipv6 =
-        LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
-            In6AddrGenMode::None,
-        )])]);
     let mut theirs = LinkMessage::default();
     theirs.attributes.push(LinkAttribute::IfName(ifname(me)));
     theirs
@@ -103,60 +98,58 @@ pub fn create_pair(me: u32, peer: u32, peer_ns: RawFd) -> io::Result<()> {
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(theirs))),
     ]));
     rtnl.request(RouteNetlinkMessage::NewLink(mine), Mode::Create, ())
-        .map_err(|r| kernel_error("cannot create a kernel link", r.error))?;
-    let mut quiet = LinkMessage::default();
-    quiet.attributes.push(LinkAttribute::IfName(ifname(peer)));
-    quiet.attributes.push(no_ipv6);
-    rtnl.request(RouteNetlinkMessage::SetLink(quiet), Mode::Change, ())
-        .map_err(|r| kernel_error("cannot configure a kernel link", r.error))?;
-    set_up(peer, true)
+        .map_err(|r| kernel_error("cannot create a kernel link", r.error))
 }
 
-/// The peer's side of [`create_pair`]: its end (towards `peer`) without IPv6, and up.
-pub fn raise(peer: u32) -> io::Result<()> {
-    let mut rtnl: Rtnl<()> = Rtnl::open()?;
-    let mut quiet = LinkMessage::default();
-    quiet.attributes.push(LinkAttribute::IfName(ifname(peer)));
-    quiet
-        .attributes
-        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
-            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
-        )]));
-    rtnl.request(RouteNetlinkMessage::SetLink(quiet), Mode::Change, ())
-        .map_err(|r| kernel_error("cannot configure a kernel link", r.error))?;
-    set_up(peer, true)
-}
-
-/// `ip link set k<peer> up|down`: a link down drops what it holds and carries nothing either
-/// way (the other end loses its carrier).
-pub fn set_up(peer: u32, up: bool) -> io::Result<()> {
+fn set_up_message(index: u32, up: bool) -> RouteNetlinkMessage {
     let mut m = LinkMessage::default();
-    m.header.index = index_of(&ifname(peer))?;
+    m.header.index = index;
     m.header.change_mask = LinkFlags::Up;
     if up {
         m.header.flags = LinkFlags::Up;
     }
-    Rtnl::<()>::open()?
-        .request(RouteNetlinkMessage::SetLink(m), Mode::Change, ())
+    RouteNetlinkMessage::SetLink(m)
+}
+
+/// `ip link set k<peer> up|down`: a link down drops what it holds and carries nothing either
+/// way (the other end loses its carrier).
+pub fn set_up(rtnl: &mut Rtnl<()>, peer: u32, up: bool) -> io::Result<()> {
+    let index = index_of(&ifname(peer))?;
+    rtnl.request(set_up_message(index, up), Mode::Change, ())
         .map_err(|r| kernel_error("cannot set a kernel link up or down", r.error))
 }
 
-/// `ip link set k<peer> mtu <mtu>` (the node's TUN MTU, so that what fits one fits the
-/// other) and `ip neigh replace <peer_addr> lladdr <mac(peer)> dev k<peer> nud permanent`.
-pub fn configure_end(peer: u32, peer_addr: Ipv4Addr, mtu: u16) -> io::Result<()> {
+/// This node's end of the kernel link to `peer`: `ip link set k<peer> mtu <mtu> addrgenmode
+/// none` (the node's TUN MTU, so that what fits one fits the other; no IPv6 chatter), `ip
+/// neigh replace <peer_addr> lladdr <mac(peer)> dev k<peer> nud permanent`, and up unless
+/// the link is down.
+pub fn configure_end(
+    rtnl: &mut Rtnl<()>,
+    peer: u32,
+    peer_addr: Ipv4Addr,
+    mtu: u16,
+    up: bool,
+) -> io::Result<()> {
     let index = index_of(&ifname(peer))?;
-    let mut rtnl: Rtnl<()> = Rtnl::open()?;
     let mut m = LinkMessage::default();
     m.header.index = index;
     m.attributes.push(LinkAttribute::Mtu(u32::from(mtu)));
-    rtnl.request(RouteNetlinkMessage::SetLink(m), Mode::Change, ())
-        .map_err(|r| kernel_error("cannot set a kernel link's MTU", r.error))?;
-    rtnl.request(
+    m.attributes
+        .push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(
+            vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)],
+        )]));
+    // Queued together, acknowledged together; the address mode is set before the link is up.
+    rtnl.queue(RouteNetlinkMessage::SetLink(m), Mode::Change, ())?;
+    rtnl.queue(
         crate::msg::new_permanent_neighbour(index, peer_addr, mac(peer)),
         Mode::Replace,
         (),
-    )
-    .map_err(|r| kernel_error("cannot add the kernel link's neighbour", r.error))
+    )?;
+    if up {
+        rtnl.queue(set_up_message(index, true), Mode::Change, ())?;
+    }
+    rtnl.wait()
+        .map_err(|r| kernel_error("cannot configure a kernel link's end", r.error))
 }
 
 /// How a kernel link's direction is shaped.
@@ -209,9 +202,8 @@ pub fn tbf_options(shape: &Shape) -> Vec<TcOption> {
 /// `tc qdisc replace dev k<peer> root handle 1: tbf rate … burst …` and `tc qdisc replace dev
 /// k<peer> parent 1:1 handle 2: pfifo|bfifo limit …`; with no shape, the root goes back to
 /// the veth's default (no queue, no rate).
-pub fn shape(peer: u32, shape: Option<Shape>) -> io::Result<()> {
+pub fn shape(rtnl: &mut Rtnl<()>, peer: u32, shape: Option<Shape>) -> io::Result<()> {
     let index = index_of(&ifname(peer))? as i32;
-    let mut rtnl: Rtnl<()> = Rtnl::open()?;
     let Some(shape) = shape else {
         let mut m = TcMessage::default();
         m.header.index = index;
@@ -313,38 +305,35 @@ fn route_message(route: &KernelRoute, src: Ipv4Addr) -> io::Result<RouteNetlinkM
 }
 
 /// Puts `new` in the kernel's table (each route replaced, so one the kernel dropped with a
-/// link that went down comes back) and removes what of `old` is not in it. Returns the
-/// first refusal, after trying every route.
-pub fn apply_routes(old: &[KernelRoute], new: &[KernelRoute], src: Ipv4Addr) -> io::Result<()> {
-    let mut rtnl: Rtnl<()> = Rtnl::open()?;
-    let mut first_error = None;
+/// link that went down comes back) and removes what of `old` is not in it, all in one batch.
+/// Returns the first refusal; the kernel has tried every request by then.
+pub fn apply_routes(
+    rtnl: &mut Rtnl<()>,
+    old: &[KernelRoute],
+    new: &[KernelRoute],
+    src: Ipv4Addr,
+) -> io::Result<()> {
     let keep: std::collections::HashSet<(Ipv4Addr, u8)> =
         new.iter().map(|r| (r.dest, r.prefix_len)).collect();
-    for r in old {
-        if keep.contains(&(r.dest, r.prefix_len)) {
-            continue;
-        }
+    let gone = old
+        .iter()
+        .filter(|r| !keep.contains(&(r.dest, r.prefix_len)));
+    // Removals first: one the kernel dropped already (its link went down) is refused, and a
+    // refusal there must not hide one among the routes put in.
+    for r in gone {
         let m = route_to(r.dest, r.prefix_len, RouteScope::NoWhere);
-        // Gone already when its link went down: not an error.
-        if let Err(refused) = rtnl.request(RouteNetlinkMessage::DelRoute(m), Mode::Delete, ())
-            && refused.error.raw_os_error() != Some(libc::ESRCH)
-        {
-            first_error.get_or_insert(kernel_error("cannot remove a kernel route", refused.error));
-        }
+        rtnl.queue(RouteNetlinkMessage::DelRoute(m), Mode::Delete, ())?;
+    }
+    if let Err(refused) = rtnl.wait()
+        && refused.error.raw_os_error() != Some(libc::ESRCH)
+    {
+        return Err(kernel_error("cannot remove a kernel route", refused.error));
     }
     for r in new {
-        let result = route_message(r, src).and_then(|m| {
-            rtnl.request(m, Mode::Replace, ())
-                .map_err(|refused| refused.error)
-        });
-        if let Err(e) = result {
-            first_error.get_or_insert(kernel_error(
-                &format!("cannot route {}/{} over kernel links", r.dest, r.prefix_len),
-                e,
-            ));
-        }
+        rtnl.queue(route_message(r, src)?, Mode::Replace, ())?;
     }
-    first_error.map_or(Ok(()), Err)
+    rtnl.wait()
+        .map_err(|r| kernel_error("cannot route over kernel links", r.error))
 }
 
 /// What one kernel link's end has sent since it was made.

@@ -60,30 +60,22 @@ impl KernelTransport {
             }
         };
         let (peer_ns, tell_peer) = first;
-        let peer_ns_for_create = peer_ns.clone();
-        let made = async {
-            self.factory
-                .run_in(my_ns, move || {
-                    hostnet::kernel::enable_forwarding()?;
-                    let file;
-                    let fd = match &peer_ns_for_create {
-                        NsHandle::Fd(fd) => *fd,
-                        NsHandle::Path(path) => {
-                            file = std::fs::File::open(path)?;
-                            file.as_raw_fd()
-                        }
-                    };
-                    hostnet::kernel::create_pair(me, peer, fd)
-                })
-                .await?;
-            self.factory
-                .run_in(peer_ns, move || {
-                    hostnet::kernel::enable_forwarding()?;
-                    hostnet::kernel::raise(me)
-                })
-                .await
-        }
-        .await;
+        // Made from this side into the peer's namespace; each node raises and configures its
+        // own end when it attaches the link.
+        let made = self
+            .factory
+            .run_in(my_ns, move || {
+                let file;
+                let fd = match &peer_ns {
+                    NsHandle::Fd(fd) => *fd,
+                    NsHandle::Path(path) => {
+                        file = std::fs::File::open(path)?;
+                        file.as_raw_fd()
+                    }
+                };
+                hostnet::kernel::create_pair(me, peer, fd)
+            })
+            .await;
         let _ = tell_peer.send(match &made {
             Ok(()) => Ok(()),
             Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
