@@ -151,7 +151,7 @@ pub async fn run(
     if !send(&mut sink, &register).await {
         return Err(AgentError::Closed);
     }
-    let (node_port, tcp_links, link_transport, quic_congestion) = loop {
+    let (node_port, network) = loop {
         match incoming.next().await {
             Some(Ok(Message::Binary(b))) => match proto::decode::<ControllerToAgent>(&b) {
                 Ok(ControllerToAgent::Accepted {
@@ -159,7 +159,21 @@ pub async fn run(
                     tcp_links,
                     link_transport,
                     quic_congestion,
-                }) => break (node_port, tcp_links, link_transport, quic_congestion),
+                    mut link_transports,
+                }) => {
+                    if link_transports.is_empty() && tcp_links {
+                        link_transports.push(link_transport);
+                    }
+                    let network = dataplane::transport::NetworkLinks {
+                        port: cfg.link_port,
+                        transports: link_transports,
+                        quic_congestion,
+                    };
+                    break (
+                        node_port,
+                        (!network.transports.is_empty()).then_some(network),
+                    );
+                }
                 Ok(ControllerToAgent::Rejected { reason }) => {
                     return Err(AgentError::Rejected(reason));
                 }
@@ -174,6 +188,8 @@ pub async fn run(
         }
     };
     let (line, mut from_controller, writer) = line::Line::start(sink, incoming);
+    // Some link goes over the network, so nodes take links on their underlay address.
+    let tcp_links = network.is_some();
     if tcp_links && !cfg.spec.underlay {
         let reason =
             "links over the network travel on the underlay, and these nodes have none (--no-underlay)"
@@ -219,14 +235,7 @@ pub async fn run(
     spec.early_bridges = mounted.is_some();
     let factory = dataplane::sockets::SocketFactory::start()?;
     let shared = Arc::new(node::Shared {
-        transports: dataplane::transport::Transports::new(
-            factory.clone(),
-            tcp_links.then_some(dataplane::transport::NetworkLinks {
-                port: cfg.link_port,
-                transport: link_transport,
-                quic_congestion,
-            }),
-        )?,
+        transports: dataplane::transport::Transports::new(factory.clone(), network)?,
         factory,
         line: line.clone(),
         keep_tuns: Default::default(),

@@ -35,6 +35,8 @@ pub struct Settings {
     pub network_transport: Transport,
     /// The congestion controller of QUIC links.
     pub quic_congestion: proto::QuicCongestion,
+    /// Links with a transport of their own (`[[link]] protocol`), by their ends, lower first.
+    pub link_protocols: std::collections::BTreeMap<(u32, u32), Transport>,
     /// Port nodes use to reach the controller at their gateway.
     pub node_port: u16,
     /// Nodes may be spread over several agents, so links between them go over TCP.
@@ -459,9 +461,10 @@ impl Coordinator {
             ControllerToAgent::Accepted {
                 node_port: self.settings.node_port,
                 // One agent with local links needs no listener; several agents link over TCP.
-                tcp_links: self.settings.force_network || self.settings.multi_host,
+                tcp_links: !self.network_transports().is_empty(),
                 link_transport: self.settings.network_transport,
                 quic_congestion: self.settings.quic_congestion,
+                link_transports: self.network_transports(),
             },
         ));
         self.emit(Milestone::AgentRegistered {
@@ -829,8 +832,14 @@ impl Coordinator {
             .map(|&peer| {
                 let same_agent =
                     my_agent.is_some() && self.slot(peer).and_then(|s| s.agent) == my_agent;
+                let own = self
+                    .settings
+                    .link_protocols
+                    .get(&(node_id.min(peer), node_id.max(peer)));
                 let transport = if same_agent && self.max_mode(node_id) && self.max_mode(peer) {
                     Transport::Kernel
+                } else if let Some(&own) = own {
+                    own
                 } else if same_agent && !self.settings.force_network {
                     Transport::Local
                 } else {
@@ -882,10 +891,11 @@ impl Coordinator {
             } else {
                 (n.id, node_id)
             };
-            let addr = self
+            let at = self
                 .slot(target)
                 .and_then(|s| s.link_addr)
                 .expect("connected");
+            let addr = SocketAddrV4::new(*at.ip(), n.transport.port(at.port()));
             self.out.push_back(Output::Node(
                 dialer,
                 ControllerToNode::Dial { peer: target, addr },
@@ -903,6 +913,18 @@ impl Coordinator {
             });
         }
         Ok(node_id)
+    }
+
+    /// The transports links take over the network in this run: the run's own when some link
+    /// leaves an agent (or `protocol` says so), and every link's own.
+    fn network_transports(&self) -> Vec<Transport> {
+        let mut all: Vec<Transport> = self.settings.link_protocols.values().copied().collect();
+        if self.settings.force_network || self.settings.multi_host {
+            all.push(self.settings.network_transport);
+        }
+        all.sort_by_key(|t| *t as u8);
+        all.dedup();
+        all
     }
 
     fn max_mode(&self, node: u32) -> bool {
@@ -1434,6 +1456,7 @@ mod tests {
                 force_network,
                 network_transport: Transport::Tcp,
                 quic_congestion: proto::QuicCongestion::Cubic,
+                link_protocols: Default::default(),
                 node_port: 3000,
                 multi_host: true,
                 dataplane: false,
@@ -1633,6 +1656,40 @@ mod tests {
         assert!(
             dial.iter()
                 .any(|m| matches!(m, ControllerToNode::Dial { peer: 1, .. })),
+            "{dial:?}"
+        );
+    }
+
+    #[test]
+    fn a_link_with_a_protocol_of_its_own_takes_it_and_quic_is_dialled_on_the_next_port() {
+        let t0 = Instant::now();
+        let mut c = coordinator(4, false);
+        c.settings.multi_host = false;
+        c.settings.link_protocols = [((1, 2), Transport::Quic), ((3, 4), Transport::Udp)].into();
+        register(&mut c, 1, 4, 0).unwrap();
+        let accepted = drain(&mut c);
+        assert!(
+            accepted.iter().any(|o| matches!(
+                o,
+                Output::Agent(_, ControllerToAgent::Accepted { tcp_links: true, link_transports, .. })
+                    if link_transports == &[Transport::Udp, Transport::Quic]
+            )),
+            "{accepted:?}"
+        );
+        c.handle_node_hello(t0, &hello(1)).unwrap();
+        let out = to_node(&drain(&mut c), 1);
+        let Some(ControllerToNode::Welcome { neighbours, .. }) = out.first() else {
+            panic!("{out:?}");
+        };
+        let got: Vec<_> = neighbours.iter().map(|n| (n.id, n.transport)).collect();
+        assert_eq!(got, [(2, Transport::Quic), (4, Transport::Local)]);
+        c.handle_node_hello(t0, &hello(2)).unwrap();
+        let dial = to_node(&drain(&mut c), 2);
+        assert!(
+            dial.contains(&ControllerToNode::Dial {
+                peer: 1,
+                addr: SocketAddrV4::new(Ipv4Addr::new(172, 16, 8, 2), 8081),
+            }),
             "{dial:?}"
         );
     }

@@ -28,6 +28,7 @@ impl Settings {
             force_network: exp.force_network,
             network_transport: exp.network_transport,
             quic_congestion: exp.quic_congestion,
+            link_protocols: exp.link_protocols.iter().copied().collect(),
             node_port,
             multi_host,
             dataplane: exp.dataplane,

@@ -20,6 +20,7 @@ fn running_ring() -> (Coordinator, Instant) {
             force_network: false,
             network_transport: proto::Transport::Tcp,
             quic_congestion: proto::QuicCongestion::Cubic,
+            link_protocols: Default::default(),
             node_port: 3000,
             multi_host: false,
             dataplane: true,

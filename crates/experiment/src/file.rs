@@ -222,6 +222,9 @@ pub struct LinkOverride {
     pub between: Option<[u32; 2]>,
     pub from: Option<u32>,
     pub to: Option<u32>,
+    /// What carries this link, whatever the experiment's `protocol`: `"tcp"`, `"udp"` or
+    /// `"quic"` (a link has one; with `between`).
+    pub protocol: Option<String>,
     #[serde(flatten)]
     pub change: LinkChange,
 }
@@ -459,6 +462,38 @@ impl ExperimentFile {
         Ok(plan)
     }
 
+    /// Links carried otherwise than the experiment's `protocol` says (`[[link]] protocol`),
+    /// each by its ends, lower id first.
+    fn link_protocols(
+        &self,
+        topology: &Topology,
+    ) -> Result<Vec<((u32, u32), proto::Transport)>, String> {
+        let mut out = Vec::new();
+        for (i, o) in self.link_overrides.iter().flatten().enumerate() {
+            let Some(p) = &o.protocol else { continue };
+            let table = format!("[[link]] #{}", i + 1);
+            let Some([a, b]) = o.between else {
+                return Err(format!(
+                    "{table}: protocol is the whole link's: give it with `between = [a, b]`"
+                ));
+            };
+            let transport = network_transport(p).ok_or_else(|| {
+                format!("{table}: protocol = {p:?}: use \"tcp\", \"udp\" or \"quic\"")
+            })?;
+            if !topology.has_edge(a, b) {
+                return Err(format!(
+                    "{table}: there is no link between nodes {a} and {b} in {}",
+                    topology.label
+                ));
+            }
+            let key = (a.min(b), a.max(b));
+            out.retain(|(k, _)| *k != key);
+            out.push((key, transport));
+        }
+        out.sort_by_key(|(k, _)| *k);
+        Ok(out)
+    }
+
     /// Resolves with the seeds' `--n-nodes`: it sizes presets that have a node count, and
     /// must match the others.
     pub fn resolve_with_n_nodes(
@@ -506,11 +541,12 @@ impl ExperimentFile {
             .map_err(|e| meaning(format!("[topology]: {e}")))?;
         // Any other protocol was refused when the file was read.
         let force_network = self.protocol.is_some();
-        let network_transport = match self.protocol.as_ref().map(|p| p.get_ref().as_str()) {
-            Some("udp") => proto::Transport::Udp,
-            Some("quic") => proto::Transport::Quic,
-            _ => proto::Transport::Tcp,
-        };
+        let network_transport = self
+            .protocol
+            .as_ref()
+            .and_then(|p| network_transport(p.get_ref()))
+            .unwrap_or(proto::Transport::Tcp);
+        let link_protocols = self.link_protocols(&topology).map_err(meaning)?;
         // Anything but cubic and bbr was refused when the file was read.
         let quic_congestion = match self
             .quic_congestion_control
@@ -579,6 +615,7 @@ impl ExperimentFile {
             force_network,
             network_transport,
             quic_congestion,
+            link_protocols,
             db_url: self
                 .db
                 .as_ref()
@@ -592,6 +629,16 @@ impl ExperimentFile {
             max_nodes: Vec::new(),
         };
         exp.with_max_nodes(max_nodes).map_err(meaning)
+    }
+}
+
+/// The transport a `protocol` value names.
+fn network_transport(protocol: &str) -> Option<proto::Transport> {
+    match protocol {
+        "tcp" => Some(proto::Transport::Tcp),
+        "udp" => Some(proto::Transport::Udp),
+        "quic" => Some(proto::Transport::Quic),
+        _ => None,
     }
 }
 

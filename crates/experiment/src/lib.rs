@@ -164,6 +164,9 @@ pub struct Experiment {
     pub network_transport: proto::Transport,
     /// The congestion controller of QUIC links (`quic_congestion_control`).
     pub quic_congestion: proto::QuicCongestion,
+    /// Links carried by a protocol of their own (`[[link]] protocol`), by their ends (lower
+    /// id first), ascending.
+    pub link_protocols: Vec<((u32, u32), proto::Transport)>,
     pub db_url: Option<String>,
     pub prefix: Option<String>,
     pub underlay_base: Option<Ipv4Addr>,
@@ -208,6 +211,15 @@ impl Experiment {
             );
         }
         let max = |id: u32| ids.binary_search(&id).is_ok();
+        if let Some(((a, b), _)) = self
+            .link_protocols
+            .iter()
+            .find(|((a, b), _)| max(*a) && max(*b))
+        {
+            return Err(format!(
+                "the link {a}-{b} joins two max-mode nodes, which the kernel carries: it takes no protocol"
+            ));
+        }
         for &(a, b) in self.topology.edges() {
             if !(max(a) && max(b)) {
                 continue;

@@ -456,7 +456,11 @@ pub(crate) fn check_controller(f: &ExperimentFile) -> Result<(), (usize, String)
         let quic = f
             .protocol
             .as_ref()
-            .is_some_and(|p| p.get_ref().as_str() == "quic");
+            .is_some_and(|p| p.get_ref().as_str() == "quic")
+            || f.link_overrides
+                .iter()
+                .flatten()
+                .any(|o| o.protocol.as_deref() == Some("quic"));
         if !matches!(c.get_ref().as_str(), "cubic" | "bbr") {
             return Err((
                 c.span().start,

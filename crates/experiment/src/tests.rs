@@ -506,4 +506,43 @@ fn quic_links_take_their_congestion_controller() {
     );
     let e = resolve(&format!("protocol = \"quic\"\n{RING6}")).unwrap();
     assert_eq!(e.quic_congestion, proto::QuicCongestion::Cubic);
+    // A link may have a protocol of its own; QUIC's congestion control goes with it.
+    let e = resolve(&format!(
+        "quic_congestion_control = \"bbr\"\n[[link]]\nbetween = [3, 2]\nprotocol = \"quic\"\n[[link]]\nbetween = [5, 6]\nprotocol = \"udp\"\n{RING6}"
+    ))
+    .unwrap();
+    assert!(!e.force_network);
+    assert_eq!(
+        e.link_protocols,
+        [
+            ((2, 3), proto::Transport::Quic),
+            ((5, 6), proto::Transport::Udp)
+        ]
+    );
+    assert_eq!(e.quic_congestion, proto::QuicCongestion::Bbr);
+    for (link, expect) in [
+        (
+            "between = [1, 2]\nprotocol = \"sctp\"",
+            "use \"tcp\", \"udp\" or \"quic\"",
+        ),
+        (
+            "from = 1\nto = 2\nprotocol = \"udp\"",
+            "give it with `between",
+        ),
+        (
+            "between = [1, 3]\nprotocol = \"udp\"",
+            "no link between nodes 1 and 3",
+        ),
+    ] {
+        let err = resolve(&format!("[[link]]\n{link}\n{RING6}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expect), "{err}");
+    }
+    let err = resolve(&format!(
+        "[[nodes]]\nnode_id = 1\noperating_mode = \"max\"\n[[nodes]]\nnode_id = 2\noperating_mode = \"max\"\n[[link]]\nbetween = [1, 2]\nprotocol = \"udp\"\n{RING6}"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("takes no protocol"), "{err}");
 }

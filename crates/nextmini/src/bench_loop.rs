@@ -399,6 +399,7 @@ pub fn monitor(args: MonitorArgs) -> Result<()> {
             force_network: false,
             network_transport: proto::Transport::Tcp,
             quic_congestion: proto::QuicCongestion::Cubic,
+            link_protocols: Default::default(),
             node_port: 0,
             multi_host: false,
             dataplane: true,

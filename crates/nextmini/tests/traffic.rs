@@ -538,11 +538,31 @@ fn links_over_quic_keep_their_delay_and_carry_bulk_data_intact() {
     assert_rtt(median_rtt(&text(&ping.stdout)), 30.0, 6);
     let total = 24 << 20;
     assert_eq!(bulk_transfer("tvk", 1, 4, total), total, "over QUIC links");
-    // Node 2 takes its link from 3 on the link port and dials 1 from a port of its own.
+    // Node 2 takes its link from 3 on QUIC's port (the link port's next) and dials 1 from a
+    // port of its own.
     let sockets = run.exec(2, &["ss", "-u", "-a", "-n", "-H"]);
     let sockets = text(&sockets.stdout);
-    assert!(sockets.contains("172.23.32.3:8080"), "{sockets}");
+    assert!(sockets.contains("172.23.32.3:8081"), "{sockets}");
     assert_eq!(sockets.lines().count(), 2, "{sockets}");
+}
+
+#[test]
+fn links_with_a_protocol_of_their_own_mix_with_in_process_ones() {
+    let _turn = turn();
+    // 1 -udp- 2 -quic- 3 - 4: the last link in process (no experiment-wide protocol).
+    let links = "[links]\ndelay = \"2ms\"\n[[link]]\nbetween = [1, 2]\nprotocol = \"udp\"\n[[link]]\nbetween = [2, 3]\nprotocol = \"quic\"\n";
+    let run = Running::up("tvl", &line("tvl", "172.23.44.0", 4, links));
+    let ping = run.exec(1, &["ping", "-c", "20", "-i", "0.05", "10.0.0.4"]);
+    assert!(ping.status.success(), "{}", text(&ping.stdout));
+    assert_rtt(median_rtt(&text(&ping.stdout)), 12.0, 6);
+    // Node 2 has the UDP link's socket and QUIC's listener, and no TCP connection: the run
+    // has no TCP link.
+    let two = text(&run.exec(2, &["ss", "-u", "-t", "-a", "-n", "-H"]).stdout);
+    assert!(
+        two.contains("172.23.44.3:8080") && two.contains("172.23.44.3:8081"),
+        "{two}"
+    );
+    assert!(!two.lines().any(|l| l.starts_with("tcp")), "{two}");
 }
 
 /// The TUN device's packet counters of a node, both ways.

@@ -52,6 +52,17 @@ fn default_network_transport() -> Transport {
     Transport::Tcp
 }
 
+impl Transport {
+    /// The port a node takes links of this transport on, given its link port: QUIC's is the
+    /// next one, so that a run with UDP and QUIC links has a socket for each.
+    pub fn port(self, link_port: u16) -> u16 {
+        match self {
+            Transport::Quic => link_port.wrapping_add(1),
+            _ => link_port,
+        }
+    }
+}
+
 /// The congestion controller of QUIC links (`quic_congestion_control`): both ends of a link
 /// use the run's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -271,12 +282,16 @@ pub enum ControllerToAgent {
         node_port: u16,
         /// Nodes must accept links over the network (some link is carried over it).
         tcp_links: bool,
-        /// What carries those links (`protocol`): TCP unless the experiment says UDP.
+        /// What carries those links (`protocol`): TCP unless the experiment says otherwise.
         #[serde(default = "default_network_transport")]
         link_transport: Transport,
         /// The congestion controller of QUIC links.
         #[serde(default)]
         quic_congestion: QuicCongestion,
+        /// Every transport this run's links take over the network (`link_transport` and
+        /// those of links with a protocol of their own); empty: `link_transport` alone.
+        #[serde(default)]
+        link_transports: Vec<Transport>,
     },
     Rejected {
         reason: String,
@@ -451,6 +466,7 @@ mod tests {
             tcp_links: true,
             link_transport: Transport::Udp,
             quic_congestion: QuicCongestion::Bbr,
+            link_transports: vec![Transport::Udp, Transport::Quic],
         };
         assert_eq!(
             decode::<ControllerToAgent>(&encode(&a).unwrap()).unwrap(),

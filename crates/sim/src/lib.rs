@@ -262,6 +262,7 @@ impl Sim {
                 force_network: spec.force_network,
                 network_transport: proto::Transport::Tcp,
                 quic_congestion: proto::QuicCongestion::Cubic,
+                link_protocols: Default::default(),
                 node_port: NODE_PORT,
                 multi_host: spec.agents > 1,
                 dataplane: spec.dataplane,

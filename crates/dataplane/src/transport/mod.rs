@@ -86,11 +86,13 @@ impl Acceptor for NoAcceptor {
 }
 
 /// How an agent's links over the network are carried, as the controller says.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct NetworkLinks {
-    /// Where nodes take links, on their underlay address.
+    /// Where nodes take links, on their underlay address (QUIC's is the next port:
+    /// [`proto::Transport::port`]).
     pub port: u16,
-    pub transport: proto::Transport,
+    /// TCP, UDP or QUIC: each one some link takes.
+    pub transports: Vec<proto::Transport>,
     pub quic_congestion: proto::QuicCongestion,
 }
 
@@ -101,8 +103,7 @@ pub struct Transports {
 }
 
 impl Transports {
-    /// The in-process and kernel transports, and TCP, UDP or QUIC on a link port when some
-    /// link goes over the network.
+    /// The in-process and kernel transports, and those of the links over the network.
     pub fn new(factory: SocketFactory, network: Option<NetworkLinks>) -> io::Result<Transports> {
         let mut by_kind: HashMap<proto::Transport, Arc<dyn Transport>> = HashMap::new();
         by_kind.insert(proto::Transport::Local, Arc::new(LocalTransport::default()));
@@ -110,17 +111,18 @@ impl Transports {
             proto::Transport::Kernel,
             Arc::new(KernelTransport::new(factory.clone())),
         );
-        if let Some(net) = network {
-            let transport: Arc<dyn Transport> = match net.transport {
-                proto::Transport::Udp => Arc::new(UdpTransport::new(factory, net.port)),
-                proto::Transport::Quic => {
-                    Arc::new(QuicTransport::new(factory, net.port, net.quic_congestion)?)
-                }
-                _ => Arc::new(TcpTransport::new(factory, net.port)),
-            };
-            let kind = match net.transport {
-                proto::Transport::Udp | proto::Transport::Quic => net.transport,
-                _ => proto::Transport::Tcp,
+        for kind in network.iter().flat_map(|n| n.transports.iter().copied()) {
+            let net = network.as_ref().expect("iterating it");
+            let port = kind.port(net.port);
+            let transport: Arc<dyn Transport> = match kind {
+                proto::Transport::Udp => Arc::new(UdpTransport::new(factory.clone(), port)),
+                proto::Transport::Quic => Arc::new(QuicTransport::new(
+                    factory.clone(),
+                    port,
+                    net.quic_congestion,
+                )?),
+                proto::Transport::Tcp => Arc::new(TcpTransport::new(factory.clone(), port)),
+                proto::Transport::Local | proto::Transport::Kernel => continue,
             };
             by_kind.insert(kind, transport);
         }
