@@ -464,10 +464,7 @@ impl ExperimentFile {
 
     /// Links carried otherwise than the experiment's `protocol` says (`[[link]] protocol`),
     /// each by its ends, lower id first.
-    fn link_protocols(
-        &self,
-        topology: &Topology,
-    ) -> Result<Vec<((u32, u32), proto::Transport)>, String> {
+    fn link_protocols(&self, topology: &Topology) -> Result<Vec<crate::LinkProtocol>, String> {
         let mut out = Vec::new();
         for (i, o) in self.link_overrides.iter().flatten().enumerate() {
             let Some(p) = &o.protocol else { continue };

@@ -166,7 +166,7 @@ pub struct Experiment {
     pub quic_congestion: proto::QuicCongestion,
     /// Links carried by a protocol of their own (`[[link]] protocol`), by their ends (lower
     /// id first), ascending.
-    pub link_protocols: Vec<((u32, u32), proto::Transport)>,
+    pub link_protocols: Vec<LinkProtocol>,
     pub db_url: Option<String>,
     pub prefix: Option<String>,
     pub underlay_base: Option<Ipv4Addr>,
@@ -190,6 +190,9 @@ pub struct Experiment {
     /// the links between two of them on one host are veth pairs the kernel forwards over.
     pub max_nodes: Vec<u32>,
 }
+
+/// A link (its ends, lower id first) and what carries it.
+pub type LinkProtocol = ((u32, u32), proto::Transport);
 
 impl Experiment {
     /// Puts `ids` in max mode, after checking that the topology has them, that the nodes
