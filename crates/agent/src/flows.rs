@@ -33,13 +33,15 @@ fn unix_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Takes flows on `addr` inside the node's namespace; each one received is reported.
+/// Takes flows on `addr` inside the node's namespace, TCP and lossless (UDP); each one
+/// received is reported.
 pub async fn listen(
     factory: &SocketFactory,
     netns: hostnet::netns::NsHandle,
     addr: SocketAddrV4,
     events: mpsc::UnboundedSender<FlowEvent>,
-) -> io::Result<AbortOnDrop> {
+) -> io::Result<[AbortOnDrop; 2]> {
+    let lossless = crate::lossless::listen(factory, netns.clone(), addr, events.clone()).await?;
     let listener = factory.listen(netns, addr).await?;
     let task = tokio::spawn(async move {
         loop {
@@ -54,7 +56,7 @@ pub async fn listen(
             });
         }
     });
-    Ok(AbortOnDrop(task.abort_handle()))
+    Ok([AbortOnDrop(task.abort_handle()), lossless])
 }
 
 /// Counts one flow's bytes until its sender closes.
@@ -97,7 +99,13 @@ pub fn start(
 ) -> AbortOnDrop {
     let task = tokio::spawn(async move {
         let id = order.id;
-        if let Err(e) = send(&factory, netns, order, &events).await {
+        let sent = match order.spec.transport {
+            proto::FlowTransport::Tcp => send(&factory, netns, order, &events).await,
+            proto::FlowTransport::LosslessUnicast => {
+                crate::lossless::send(&factory, netns, order, &events).await
+            }
+        };
+        if let Err(e) = sent {
             let _ = events.send(FlowEvent::Failed {
                 id,
                 reason: e.to_string(),

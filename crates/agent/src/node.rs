@@ -334,8 +334,8 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                         )
                         .await
                         {
-                            Ok(guard) => {
-                                links.flows.push(guard);
+                            Ok(guards) => {
+                                links.flows.extend(guards);
                                 FlowEvent::Listening
                             }
                             Err(e) => FlowEvent::NotListening {

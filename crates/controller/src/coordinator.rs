@@ -35,6 +35,8 @@ pub struct Settings {
     pub network_transport: Transport,
     /// The congestion controller of QUIC links.
     pub quic_congestion: proto::QuicCongestion,
+    /// How lossless flows are cut and protected (`[lossless_runtime_config]`).
+    pub lossless: proto::LosslessConfig,
     /// Links with a transport of their own (`[[link]] protocol`), by their ends, lower first.
     pub link_protocols: std::collections::BTreeMap<(u32, u32), Transport>,
     /// Port nodes use to reach the controller at their gateway.
@@ -369,7 +371,8 @@ impl Coordinator {
             first_hello: None,
             wiring: None,
             phase: Phase::Wiring,
-            flows: FlowTable::new(settings.flow_port, settings.overlay_base),
+            flows: FlowTable::new(settings.flow_port, settings.overlay_base)
+                .with_lossless(settings.lossless),
             route_version: 0,
             route_waits: BTreeMap::new(),
             flow_routes: BTreeMap::new(),
@@ -1457,6 +1460,7 @@ mod tests {
                 network_transport: Transport::Tcp,
                 quic_congestion: proto::QuicCongestion::Cubic,
                 link_protocols: Default::default(),
+                lossless: Default::default(),
                 node_port: 3000,
                 multi_host: true,
                 dataplane: false,

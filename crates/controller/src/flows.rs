@@ -116,6 +116,8 @@ pub struct FlowTable {
     reports: BTreeMap<u64, Reports>,
     out: std::collections::VecDeque<FlowOutput>,
     port: u16,
+    /// How lossless flows are cut and protected.
+    lossless: proto::LosslessConfig,
     overlay_base: Option<Ipv4Addr>,
     /// Open connections by their 5-tuple's hash (routes for one flow) and by their source
     /// node and port (the dataplane's per-flow counters).
@@ -131,6 +133,12 @@ impl FlowTable {
             overlay_base: Some(overlay_base),
             ..Default::default()
         }
+    }
+
+    /// Lossless flows are cut and protected so.
+    pub fn with_lossless(mut self, lossless: proto::LosslessConfig) -> FlowTable {
+        self.lossless = lossless;
+        self
     }
 
     #[must_use]
@@ -282,6 +290,7 @@ impl FlowTable {
             dst_addr,
             port: self.port,
             spec: f.spec.clone(),
+            lossless: self.lossless,
         };
         self.out.push_back(FlowOutput::Node(
             f.src,

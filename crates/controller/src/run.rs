@@ -29,6 +29,7 @@ impl Settings {
             network_transport: exp.network_transport,
             quic_congestion: exp.quic_congestion,
             link_protocols: exp.link_protocols.iter().copied().collect(),
+            lossless: exp.lossless,
             node_port,
             multi_host,
             dataplane: exp.dataplane,

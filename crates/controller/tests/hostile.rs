@@ -21,6 +21,7 @@ fn running_ring() -> (Coordinator, Instant) {
             network_transport: proto::Transport::Tcp,
             quic_congestion: proto::QuicCongestion::Cubic,
             link_protocols: Default::default(),
+            lossless: Default::default(),
             node_port: 3000,
             multi_host: false,
             dataplane: true,

@@ -58,12 +58,12 @@ pub(crate) fn plan(
 ) -> Result<Vec<PlannedFlow>, String> {
     let mut flows = Vec::new();
     for (i, f) in entries.iter().enumerate() {
-        check_flow(topology, f.src_node_id, f.dst_node_id, &f.flow_spec)
-            .map_err(|e| format!("[[flows]] #{}: {e}", i + 1))?;
         let mut spec = f.flow_spec.clone();
         if spec.transport == proto::FlowTransport::Tcp {
             spec.transport = default_transport;
         }
+        check_flow(topology, f.src_node_id, f.dst_node_id, &spec)
+            .map_err(|e| format!("[[flows]] #{}: {e}", i + 1))?;
         flows.push(PlannedFlow {
             src: f.src_node_id,
             dst: f.dst_node_id,

@@ -167,6 +167,8 @@ pub struct Experiment {
     /// Links carried by a protocol of their own (`[[link]] protocol`), by their ends (lower
     /// id first), ascending.
     pub link_protocols: Vec<LinkProtocol>,
+    /// How lossless flows are cut and protected (`[lossless_runtime_config]`).
+    pub lossless: proto::LosslessConfig,
     pub db_url: Option<String>,
     pub prefix: Option<String>,
     pub underlay_base: Option<Ipv4Addr>,

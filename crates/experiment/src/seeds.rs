@@ -141,7 +141,7 @@ pub const SEED_KEYS: &[SeedKey] = &[
         Controller,
         "flow_transport",
         ByValue,
-        "\"tcp\": accepted ([[flows]] is refused, so no flow uses it); \"lossless_unicast\" is refused (lossless transfer is not implemented yet)",
+        "the transport of flows that name none: \"tcp\" (the default) or \"lossless_unicast\" (UDP datagrams at the flow's rate, acknowledged and repaired, with RaptorQ FEC when [lossless_runtime_config] fec_enabled); anything else is refused",
     ),
     k(
         Controller,
@@ -429,7 +429,7 @@ pub const SEED_KEYS: &[SeedKey] = &[
         Dataplane,
         "lossless_runtime_config",
         Accepted,
-        "settings of lossless flows, and flow_transport = \"lossless_unicast\" is refused",
+        "the sender of a flow must know them, so the experiment file's [lossless_runtime_config] (default_chunk_size, fec_enabled, fec_default_symbols_per_block) sets them for the run",
     ),
 ];
 
@@ -487,7 +487,7 @@ pub(crate) fn check_controller(f: &ExperimentFile) -> Result<(), (usize, String)
         ));
     }
     if let Some(v) = &f.flow_transport
-        && v.get_ref() != "tcp"
+        && !matches!(v.get_ref().as_str(), "tcp" | "lossless_unicast")
     {
         return Err((
             v.span().start,

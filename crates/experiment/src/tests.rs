@@ -99,7 +99,7 @@ fn refused_seeds_keys_name_their_line_and_say_why() {
             2,
             "use \"cubic\" or \"bbr\"",
         ),
-        ("flow_transport = \"lossless_unicast\"\n", 1, "lossless"),
+        ("flow_transport = \"udp\"\n", 1, "anything else is refused"),
         (
             "[[nodes]]\nnode_id = 3\noperating_mode = \"fast\"\n",
             1,
@@ -545,4 +545,49 @@ fn quic_links_take_their_congestion_controller() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("takes no protocol"), "{err}");
+}
+
+#[test]
+fn lossless_flows_take_the_runs_chunk_size_and_fec() {
+    let e = resolve(&format!(
+        "flow_transport = \"lossless_unicast\"\n[lossless_runtime_config]\ndefault_chunk_size = 1200\nfec_enabled = true\nfec_default_symbols_per_block = 64\nready_grace_ms = 1500\n[[flows]]\nsrc_node_id = 1\ndst_node_id = 4\nflow_spec = {{ flow_len = {{ Bytes = 1000000 }}, flow_rate = 125000 }}\n{RING6}"
+    ))
+    .unwrap();
+    assert_eq!(
+        e.lossless,
+        proto::LosslessConfig {
+            chunk_size: 1200,
+            fec_symbols_per_block: Some(64)
+        }
+    );
+    assert_eq!(
+        e.flows[0].spec.transport,
+        proto::FlowTransport::LosslessUnicast
+    );
+    // Without FEC the defaults; a lossless flow needs a rate; the symbol size is the chunk.
+    assert_eq!(
+        resolve(RING6).unwrap().lossless,
+        proto::LosslessConfig::default()
+    );
+    for (text, expect) in [
+        (
+            "flow_transport = \"lossless_unicast\"\n[[flows]]\nsrc_node_id = 1\ndst_node_id = 4\nflow_spec = { flow_len = { Bytes = 1000 } }\n",
+            "give it flow_rate",
+        ),
+        (
+            "[lossless_runtime_config]\ndefault_chunk_size = 8500\nfec_default_symbol_size = 1400\n",
+            "set default_chunk_size = 1400 instead",
+        ),
+        (
+            "[lossless_runtime_config]\ndefault_chunk_size = 20\n",
+            "use 64 to 16384",
+        ),
+        (
+            "[lossless_runtime_config]\nfec_colour = 1\n",
+            "unknown field",
+        ),
+    ] {
+        let err = resolve(&format!("{text}{RING6}")).unwrap_err().to_string();
+        assert!(err.contains(expect), "{err}");
+    }
 }

@@ -400,6 +400,7 @@ pub fn monitor(args: MonitorArgs) -> Result<()> {
             network_transport: proto::Transport::Tcp,
             quic_congestion: proto::QuicCongestion::Cubic,
             link_protocols: Default::default(),
+            lossless: Default::default(),
             node_port: 0,
             multi_host: false,
             dataplane: true,

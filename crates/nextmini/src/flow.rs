@@ -8,7 +8,7 @@ use crate::running::Target;
 
 #[derive(Subcommand)]
 pub enum FlowCommand {
-    /// Start a TCP flow between two nodes: nextmini flow add 1 8 --bytes 10MB --rate 5MB/s
+    /// Start a flow between two nodes: nextmini flow add 1 8 --bytes 10MB --rate 5MB/s
     Add(FlowAddArgs),
     /// Every generated flow: state, completion time, throughput, TCP figures.
     List(FlowListArgs),
@@ -55,6 +55,10 @@ pub struct FlowAddArgs {
     /// Congestion control: cubic, bbr, reno (what the kernel has).
     #[arg(long)]
     pub cc: Option<String>,
+    /// How it travels: tcp, or lossless_unicast (UDP at --rate, acknowledged and repaired,
+    /// with the experiment's [lossless_runtime_config]).
+    #[arg(long, default_value = "tcp", value_parser = ["tcp", "lossless_unicast"])]
+    pub transport: String,
     /// Start this long from now.
     #[arg(long)]
     pub start: Option<linkem::Span>,
@@ -73,7 +77,11 @@ impl FlowAddArgs {
             flow_len,
             flow_rate: self.rate.map(|r| r.0),
             flow_weight: self.weight,
-            transport: FlowTransport::Tcp,
+            transport: if self.transport == "lossless_unicast" {
+                FlowTransport::LosslessUnicast
+            } else {
+                FlowTransport::Tcp
+            },
             cc: self.cc.clone(),
         };
         spec.check().map_err(anyhow::Error::msg)?;

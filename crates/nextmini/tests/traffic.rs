@@ -565,6 +565,86 @@ fn links_with_a_protocol_of_their_own_mix_with_in_process_ones() {
     assert!(!two.lines().any(|l| l.starts_with("tcp")), "{two}");
 }
 
+/// Flow `id`'s row of `flow list` once it is finished (or failed), as its cells.
+fn finished_flow(run: &Running, id: u32, within: std::time::Duration) -> Vec<String> {
+    let until = std::time::Instant::now() + within;
+    loop {
+        let list = text(&nextmini(&["flow", "list", "--state-dir", run.state()]).stdout);
+        let row = list
+            .lines()
+            .find(|l| l.starts_with(&format!("| {id} |")))
+            .map(|l| {
+                l.split('|')
+                    .map(|c| c.trim().to_owned())
+                    .collect::<Vec<_>>()
+            });
+        if let Some(row) = row.filter(|r| r.iter().any(|c| c == "finished" || c == "failed")) {
+            return row;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "flow {id} not done:\n{list}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn lossless_flows_arrive_whole_over_a_lossy_link_with_and_without_fec() {
+    let _turn = turn();
+    // 10 % loss on the middle link, 5 ms each way on every link.
+    let links = "[links]\ndelay = \"5ms\"\nrate = \"100mbit\"\n[[link]]\nbetween = [2, 3]\nloss = \"10%\"\n";
+    for (fec, prefix, base) in [(false, "tvm", "172.23.52.0"), (true, "tvn", "172.23.56.0")] {
+        let config = if fec {
+            "[lossless_runtime_config]\nfec_enabled = true\nfec_default_symbols_per_block = 16\n"
+        } else {
+            ""
+        };
+        let run = Running::up(prefix, &line(prefix, base, 4, &format!("{links}{config}")));
+        let add = nextmini(&[
+            "flow",
+            "add",
+            "1",
+            "4",
+            "--bytes",
+            "3MB",
+            "--rate",
+            "40mbit",
+            "--transport",
+            "lossless_unicast",
+            "--state-dir",
+            run.state(),
+        ]);
+        assert!(add.status.success(), "{}", text(&add.stderr));
+        let row = finished_flow(&run, 1, std::time::Duration::from_secs(30));
+        // Every byte, checked by the receiver against what the sender made; and repairs
+        // were needed (the `retrans` column counts them).
+        assert_eq!(row[8], "finished", "{row:?}");
+        assert_eq!(row[10], "3000000", "{row:?}");
+        let repairs: u64 = row[13].parse().unwrap();
+        assert!(repairs > 0, "{row:?}");
+        // A lossless flow without a rate is refused: it has no congestion control.
+        let norate = nextmini(&[
+            "flow",
+            "add",
+            "1",
+            "4",
+            "--bytes",
+            "1MB",
+            "--transport",
+            "lossless_unicast",
+            "--state-dir",
+            run.state(),
+        ]);
+        assert!(!norate.status.success());
+        assert!(
+            text(&norate.stderr).contains("flow_rate"),
+            "{}",
+            text(&norate.stderr)
+        );
+    }
+}
+
 /// The TUN device's packet counters of a node, both ways.
 fn tun_packets(prefix: &str, node: u32) -> u64 {
     let ns = format!("{prefix}{node}");

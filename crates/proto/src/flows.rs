@@ -20,7 +20,33 @@ pub enum FlowTransport {
     /// A TCP connection between the two nodes' namespaces.
     #[default]
     Tcp,
+    /// UDP datagrams paced at the flow's rate, acknowledged and repaired, optionally with
+    /// RaptorQ forward error correction (`[lossless_runtime_config]`).
+    LosslessUnicast,
 }
+
+/// How lossless flows are cut and protected: the experiment's `[lossless_runtime_config]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LosslessConfig {
+    /// Bytes of the flow in each datagram (`default_chunk_size`).
+    pub chunk_size: u16,
+    /// Source symbols per RaptorQ block (`fec_default_symbols_per_block`, when
+    /// `fec_enabled`); None: lost chunks are sent again.
+    pub fec_symbols_per_block: Option<u16>,
+}
+
+impl Default for LosslessConfig {
+    /// Chunks that fit a 1,500-byte packet with their headers, no FEC.
+    fn default() -> Self {
+        LosslessConfig {
+            chunk_size: DEFAULT_LOSSLESS_CHUNK,
+            fec_symbols_per_block: None,
+        }
+    }
+}
+
+/// A chunk, its 38 bytes of header, UDP and IP fill a 1,500-byte packet.
+pub const DEFAULT_LOSSLESS_CHUNK: u16 = 1_434;
 
 /// A flow as the seeds write it (`flow_spec = { flow_len = { Bytes = n }, flow_rate = …,
 /// flow_weight = …, transport = "tcp" }`), with nextmini's `cc`.
@@ -65,6 +91,12 @@ impl FlowSpec {
         if self.flow_rate == Some(0) {
             return Err("flow_rate: 0 bytes/s; leave it out for no pacing".into());
         }
+        if self.transport == FlowTransport::LosslessUnicast && self.flow_rate.is_none() {
+            return Err(
+                "a lossless_unicast flow has no congestion control and sends at its rate: give it flow_rate (--rate)"
+                    .into(),
+            );
+        }
         if let Some(w) = self.flow_weight
             && !(1..=63).contains(&w)
         {
@@ -94,6 +126,9 @@ pub struct FlowOrder {
     pub dst_addr: Ipv4Addr,
     pub port: u16,
     pub spec: FlowSpec,
+    /// How a lossless flow is cut and protected.
+    #[serde(default)]
+    pub lossless: LosslessConfig,
 }
 
 /// What the kernel says of a TCP connection at its end (`TCP_INFO`).

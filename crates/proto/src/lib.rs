@@ -19,7 +19,10 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde::{Deserialize, Serialize};
 
-pub use flows::{DEFAULT_FLOW_PORT, FlowLen, FlowOrder, FlowSpec, FlowTransport, TcpStats};
+pub use flows::{
+    DEFAULT_FLOW_PORT, DEFAULT_LOSSLESS_CHUNK, FlowLen, FlowOrder, FlowSpec, FlowTransport,
+    LosslessConfig, TcpStats,
+};
 
 /// Bumped on any incompatible change; both hellos carry it.
 pub const VERSION: u32 = 4;

@@ -263,6 +263,7 @@ impl Sim {
                 network_transport: proto::Transport::Tcp,
                 quic_congestion: proto::QuicCongestion::Cubic,
                 link_protocols: Default::default(),
+                lossless: Default::default(),
                 node_port: NODE_PORT,
                 multi_host: spec.agents > 1,
                 dataplane: spec.dataplane,

@@ -1,0 +1,178 @@
+//! Sender and receiver over the link emulator's own state machine (`linkem::Link`), in
+//! virtual time: rate, delay and loss as an experiment's link would have them.
+
+use super::*;
+
+/// One direction of a link: the emulator, in virtual time.
+struct Wire(linkem::Link<Vec<u8>>);
+
+impl Wire {
+    fn new(spec: &str, seed: u64) -> Wire {
+        let params = linkem::LinkChange::from_short(spec)
+            .unwrap()
+            .apply(linkem::LinkParams::default());
+        Wire(linkem::Link::new(params, seed))
+    }
+}
+
+struct Outcome {
+    elapsed: Duration,
+    sender: SenderStats,
+    receiver: ReceiverStats,
+}
+
+/// Moves a flow of `total` bytes from a sender to a receiver until both are done (or an
+/// hour of virtual time has passed).
+fn transfer(total: u64, config: Config, forward: &str, back: &str, seed: u64) -> Outcome {
+    let t0 = Instant::now();
+    let mut now = t0;
+    let mut sender = Sender::new(7, total, config, now);
+    let mut receiver: Option<Receiver> = None;
+    let (mut fwd, mut bwd) = (Wire::new(forward, seed), Wire::new(back, seed ^ 1));
+    while !(sender.is_done() && receiver.as_ref().is_some_and(Receiver::is_done)) {
+        assert!(now - t0 < Duration::from_secs(3600), "no progress");
+        while let Some(d) = sender.poll_transmit(now) {
+            fwd.0.handle_arrival(now, d);
+        }
+        while let Some(d) = fwd.0.poll_departure(now) {
+            let r = receiver.get_or_insert_with(|| Receiver::for_datagram(&d).unwrap());
+            r.handle_datagram(now, &d);
+        }
+        if let Some(r) = receiver.as_mut() {
+            while let Some(f) = r.poll_transmit(now) {
+                bwd.0.handle_arrival(now, f);
+            }
+        }
+        while let Some(f) = bwd.0.poll_departure(now) {
+            sender.handle_datagram(now, &f);
+        }
+        let next = [
+            sender.poll_timeout(),
+            receiver.as_ref().and_then(Receiver::poll_timeout),
+            fwd.0.poll_timeout(),
+            bwd.0.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        now = next.map_or(now + Duration::from_millis(1), |n| {
+            n.max(now + Duration::from_micros(1))
+        });
+    }
+    let receiver = receiver.unwrap();
+    assert_eq!(receiver.total(), total);
+    Outcome {
+        elapsed: now - t0,
+        sender: sender.stats(),
+        receiver: receiver.stats(),
+    }
+}
+
+fn config(fec: Option<u16>) -> Config {
+    Config {
+        chunk_size: 1400,
+        fec: fec.map(|k| Fec {
+            symbols_per_block: k,
+        }),
+        // 100 Mbit/s.
+        bytes_per_sec: 12_500_000,
+    }
+}
+
+#[test]
+fn a_transfer_arrives_whole_and_checked_at_every_loss_with_and_without_fec() {
+    for fec in [None, Some(32)] {
+        for (loss, seed) in [("0%", 1), ("1%", 2), ("10%", 3)] {
+            let link = format!("rate=100mbit,delay=10ms,loss={loss},queue=1000");
+            let o = transfer(
+                2_000_000,
+                config(fec),
+                &link,
+                "rate=100mbit,delay=10ms",
+                seed,
+            );
+            assert_eq!(
+                (o.receiver.bytes, o.receiver.corrupt_blocks),
+                (2_000_000, 0),
+                "fec {fec:?}, loss {loss}"
+            );
+            if loss == "0%" && fec.is_none() {
+                assert_eq!(o.sender.repairs, 0);
+            }
+            assert!(
+                o.sender
+                    .srtt
+                    .is_some_and(|r| r >= Duration::from_millis(20))
+            );
+        }
+    }
+}
+
+#[test]
+fn at_the_links_rate_the_transfer_takes_about_its_bytes_over_the_rate() {
+    // 5 MB at 100 Mbit/s is 0.4 s of payload; headers add about 3 %, one round trip 20 ms.
+    let o = transfer(
+        5_000_000,
+        config(None),
+        "rate=100mbit,delay=10ms",
+        "delay=10ms",
+        4,
+    );
+    let secs = o.elapsed.as_secs_f64();
+    assert!((0.40..0.48).contains(&secs), "{secs} s");
+}
+
+#[test]
+fn fec_repairs_most_losses_without_a_round_trip() {
+    // At 5 % loss, a chunk lost without FEC waits for the receiver's word (a round trip and
+    // more); with FEC, most blocks decode from the repair symbols sent with them.
+    let link = "rate=100mbit,delay=20ms,loss=5%";
+    let plain = transfer(3_000_000, config(None), link, "delay=20ms", 5);
+    let fec = transfer(3_000_000, config(Some(32)), link, "delay=20ms", 5);
+    assert_eq!(plain.receiver.bytes, 3_000_000);
+    assert_eq!(fec.receiver.bytes, 3_000_000);
+    assert!(
+        fec.elapsed < plain.elapsed,
+        "with FEC {:?}, without {:?}",
+        fec.elapsed,
+        plain.elapsed
+    );
+}
+
+#[test]
+fn datagrams_round_trip_and_garbage_is_refused() {
+    let data = Packet::Data {
+        header: Header {
+            flow: 9,
+            total: 5000,
+            symbol_size: 1400,
+            k: 4,
+            sent_ns: 123,
+            seq: 77,
+        },
+        block: 3,
+        esi: 40,
+        data: &[1, 2, 3],
+    };
+    assert_eq!(Packet::decode(&data.encode()).unwrap(), data);
+    let fb = Packet::Feedback(Feedback {
+        flow: 9,
+        echo_ns: 5,
+        complete_below: 2,
+        symbols_received: 10,
+        symbols_sent_seen: 12,
+        blocks: vec![(2, 3, false), (4, 4, true)],
+    });
+    let bytes = fb.encode();
+    assert_eq!(Packet::decode(&bytes).unwrap(), fb);
+    for n in 0..bytes.len() {
+        assert!(Packet::decode(&bytes[..n]).is_err());
+    }
+    let mut long = data.encode();
+    long.extend_from_slice(&[0; 1400]);
+    assert!(
+        Packet::decode(&long).is_err(),
+        "a symbol longer than the symbol size"
+    );
+    assert!(Receiver::for_datagram(b"NL\x01").is_none());
+}
