@@ -276,13 +276,15 @@ class Experiment:
         cc: Optional[str] = None,
         weight: Optional[int] = None,
         start: Optional[str] = None,
+        transport: str = "tcp",
     ) -> "Flow":
-        """Starts a TCP flow from src to dst: `bytes` ("10MB") or `duration` (seconds)."""
+        """Starts a flow from src to dst: `bytes` ("10MB") or `duration` (seconds); over TCP,
+        or with transport="lossless_unicast" (UDP at `rate`, acknowledged and repaired)."""
         if (bytes is None) == (duration is None):
             raise ValueError("give a flow bytes= or duration=, one of them")
         spec: Dict[str, Any] = {
             "flow_len": {"Bytes": parse_bytes(bytes)} if bytes is not None else {"Duration": float(duration)},
-            "transport": "tcp",
+            "transport": transport,
         }
         if rate is not None:
             spec["flow_rate"] = parse_rate_bytes(rate)

@@ -174,3 +174,12 @@ def test_max_mode_nodes_forward_in_their_kernels_and_refuse_a_delay(root_only):
         exp.node(1).exec("ping -c 3 -i 0.2 10.0.0.3", check=True)
         with pytest.raises(NextminiError, match="max-mode"):
             exp.link(1, 2).set(delay="5ms")
+
+
+def test_a_lossless_flow_with_fec_arrives_whole_over_a_lossy_link(root_only):
+    extra = "[lossless_runtime_config]\nfec_enabled = true"
+    with Experiment(topo.line(2), links={"delay": "5ms", "loss": "5%"}, extra=extra) as exp:
+        exp.wait_ready()
+        f = exp.flow(1, 2, bytes="2MB", rate="40mbit", transport="lossless_unicast")
+        f.wait()
+        assert f.row["state"] == "finished" and f.row["bytes"] == 2_000_000, f.row

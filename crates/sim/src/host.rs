@@ -153,6 +153,20 @@ impl HostStack {
         order: &proto::FlowOrder,
         window: u32,
     ) -> Answer {
+        if order.spec.transport != proto::FlowTransport::Tcp {
+            // Lossless flows are tested in virtual time in their own crate (over the link
+            // emulator); the simulated hosts carry TCP-like streams only.
+            return Answer {
+                events: vec![(
+                    src,
+                    FlowEvent::Failed {
+                        id: order.id,
+                        reason: "the simulator carries TCP flows only".into(),
+                    },
+                )],
+                ..Default::default()
+            };
+        }
         let sport = 20_000 + (order.id % 40_000) as u16;
         let (total, until) = match order.spec.flow_len {
             proto::FlowLen::Bytes(b) => (Some(b), None),
