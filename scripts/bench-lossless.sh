@@ -32,13 +32,15 @@ fec_default_symbols_per_block = 32'
       "$loss" "$config" >"$state/exp.toml"
     "$nm" up "$state/exp.toml" --port 3987 --state-dir "$state/run" --detach >/dev/null
     if [ "$how" = tcp ]; then
-      "$nm" flow add 1 2 --bytes "$SIZE" --cc cubic --state-dir "$state/run" >/dev/null
+      added=$("$nm" flow add 1 2 --bytes "$SIZE" --cc cubic --state-dir "$state/run")
     else
-      "$nm" flow add 1 2 --bytes "$SIZE" --rate 100mbit --transport lossless_unicast --state-dir "$state/run" >/dev/null
+      added=$("$nm" flow add 1 2 --bytes "$SIZE" --rate 100mbit --transport lossless_unicast --state-dir "$state/run")
     fi
+    # "flow 7: 1 -> 2": ids go on across runs of one state directory.
+    id=$(printf '%s' "$added" | sed -n 's/^flow \([0-9]*\):.*/\1/p')
     row=""
     for _ in $(seq $((LIMIT * 10))); do
-      row=$("$nm" flow list --state-dir "$state/run" | grep -E '^\| 1 \|' || true)
+      row=$("$nm" flow list --state-dir "$state/run" | grep -E "^\\| $id \\|" || true)
       case "$row" in *finished*|*failed*) break ;; esac
       sleep 0.1
     done

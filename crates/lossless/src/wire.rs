@@ -36,8 +36,10 @@ pub struct Feedback {
     pub symbols_received: u64,
     /// One past the highest datagram number received.
     pub symbols_sent_seen: u64,
-    /// Blocks from `complete_below` on: (block, symbols held, decoded).
-    pub blocks: Vec<(u32, u16, bool)>,
+    /// Blocks from `complete_below` on, a bit each (least significant first): decoded.
+    pub decoded: Vec<u8>,
+    /// Blocks from `complete_below` on that are not decoded yet, with the symbols held.
+    pub partial: Vec<(u32, u16)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,11 +117,12 @@ impl<'a> Packet<'a> {
                 out.extend_from_slice(&f.complete_below.to_be_bytes());
                 out.extend_from_slice(&f.symbols_received.to_be_bytes());
                 out.extend_from_slice(&f.symbols_sent_seen.to_be_bytes());
-                out.extend_from_slice(&(f.blocks.len() as u16).to_be_bytes());
-                for &(b, have, done) in &f.blocks {
+                out.extend_from_slice(&(f.decoded.len() as u16).to_be_bytes());
+                out.extend_from_slice(&f.decoded);
+                out.extend_from_slice(&(f.partial.len() as u16).to_be_bytes());
+                for &(b, have) in &f.partial {
                     out.extend_from_slice(&b.to_be_bytes());
                     out.extend_from_slice(&have.to_be_bytes());
-                    out.push(u8::from(done));
                 }
             }
         }
@@ -158,9 +161,11 @@ impl<'a> Packet<'a> {
                 let (flow, echo_ns, complete_below) = (r.u64()?, r.u64()?, r.u32()?);
                 let (symbols_received, symbols_sent_seen) = (r.u64()?, r.u64()?);
                 let n = r.u16()?;
-                let mut blocks = Vec::with_capacity(usize::from(n).min(r.0.len() / 7));
+                let decoded = r.take(usize::from(n))?.to_vec();
+                let n = r.u16()?;
+                let mut partial = Vec::with_capacity(usize::from(n).min(r.0.len() / 6));
                 for _ in 0..n {
-                    blocks.push((r.u32()?, r.u16()?, r.u8()? != 0));
+                    partial.push((r.u32()?, r.u16()?));
                 }
                 if !r.0.is_empty() {
                     return Err(Malformed);
@@ -171,7 +176,8 @@ impl<'a> Packet<'a> {
                     complete_below,
                     symbols_received,
                     symbols_sent_seen,
-                    blocks,
+                    decoded,
+                    partial,
                 }))
             }
             _ => Err(Malformed),

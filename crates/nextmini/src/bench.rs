@@ -30,6 +30,49 @@ pub enum BenchCommand {
     Routes(crate::bench_loop::RoutesArgs),
     /// What monitoring costs at 10,000 flows: per packet, per report, per store write.
     Monitor(crate::bench_loop::MonitorArgs),
+    /// RaptorQ (lossless flows' FEC): encoding and decoding rates at block sizes.
+    Fec(FecArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct FecArgs {
+    /// Source symbols per block.
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64,256")]
+    pub k: Vec<u16>,
+    /// Bytes per symbol (the lossless flows' chunk).
+    #[arg(long, default_value_t = proto::DEFAULT_LOSSLESS_CHUNK)]
+    pub symbol_size: u16,
+    /// Repair symbols per block, as a fraction of k (lost and repaired when decoding).
+    #[arg(long, default_value_t = 0.1)]
+    pub repair: f64,
+    /// Megabytes of source data per row.
+    #[arg(long, default_value_t = 50)]
+    pub megabytes: u64,
+}
+
+fn fec(args: FecArgs) -> anyhow::Result<()> {
+    println!(
+        "nextmini bench fec: RaptorQ (raptorq crate), {}-byte symbols, {:.0} % repair, {} MB per row, one core",
+        args.symbol_size,
+        args.repair * 100.0,
+        args.megabytes
+    );
+    println!();
+    println!("| symbols per block | encode (source + repair) | decode (with repair) |");
+    println!("|---:|---:|---:|");
+    for &k in &args.k {
+        let block = u64::from(k) * u64::from(args.symbol_size);
+        let blocks = (args.megabytes * 1_000_000).div_ceil(block).max(1) as u32;
+        let repair = ((f64::from(k) * args.repair).ceil() as u32).max(1);
+        let (enc, dec, bytes) = lossless::fec_rate(k, args.symbol_size, repair, blocks);
+        let mbit = |secs: f64| bytes as f64 * 8.0 / secs / 1e6;
+        println!(
+            "| {k} | {:.0} Mbit/s | {:.0} Mbit/s |",
+            mbit(enc),
+            mbit(dec)
+        );
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -108,6 +151,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Schedule(args) => schedule(args),
         BenchCommand::Routes(args) => crate::bench_loop::routes(args),
         BenchCommand::Monitor(args) => crate::bench_loop::monitor(args),
+        BenchCommand::Fec(args) => fec(args),
     }
 }
 
