@@ -22,8 +22,8 @@ echo "nextmini bench lossless: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d)
 echo
 echo "| loss | transport | completion | goodput | repairs or retransmits | intact |"
 echo "|---:|---|---:|---:|---:|---|"
-for loss in 0% 1% 5% 10%; do
-  for how in tcp lossless fec; do
+for loss in ${LOSSES:-0% 1% 5% 10%}; do
+  for how in ${HOWS:-tcp lossless fec}; do
     config=""
     [ "$how" = fec ] && config='[lossless_runtime_config]
 fec_enabled = true

@@ -187,9 +187,13 @@ pub async fn send(
                 SILENCE.as_secs()
             )));
         }
-        let wake = sender
-            .poll_timeout()
-            .map(|t| t.min(now + Duration::from_secs(1)));
+        // Never sooner than half a millisecond: the timer's granularity, and no spinning.
+        let wake = sender.poll_timeout().map(|t| {
+            t.clamp(
+                now + Duration::from_micros(500),
+                now + Duration::from_secs(1),
+            )
+        });
         tokio::select! {
             r = socket.recv(&mut buf) => {
                 if let Ok(n) = r {
@@ -220,5 +224,17 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_chunk_fills_one_1500_byte_packet_and_no_more() {
+        let ip_udp = 28;
+        assert_eq!(
+            usize::from(proto::DEFAULT_LOSSLESS_CHUNK) + lossless::DATA_OVERHEAD + ip_udp,
+            1500
+        );
     }
 }

@@ -105,7 +105,7 @@ impl LosslessTable {
             .unwrap_or(proto::DEFAULT_LOSSLESS_CHUNK);
         if !(64..=16_384).contains(&chunk_size) {
             return Err(format!(
-                "[lossless_runtime_config] default_chunk_size = {chunk_size}: use 64 to 16384 bytes (1434 fills a 1,500-byte packet)"
+                "[lossless_runtime_config] default_chunk_size = {chunk_size}: use 64 to 16384 bytes (1425 fills a 1,500-byte packet)"
             ));
         }
         if let Some(t) = self.fec_default_symbol_size

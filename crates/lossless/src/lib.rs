@@ -121,8 +121,11 @@ impl Geometry {
 #[derive(Debug, Clone, Default)]
 struct SentBlock {
     done: bool,
-    /// Symbols the receiver last said it had.
+    /// Symbols the receiver last said it had, and whether it said.
     have: u16,
+    heard: bool,
+    /// Symbols sent.
+    sent: u32,
     /// The next repair symbol's id (FEC).
     next_repair: u32,
     last_sent: Option<Instant>,
@@ -149,6 +152,10 @@ pub struct Sender {
     next_block: u32,
     /// Every block below this one is done.
     first_open: u32,
+    /// What the latest feedback covers (blocks below are decoded or said missing), and the
+    /// highest block the receiver has had a symbol of; None before any feedback.
+    covered_until: u32,
+    highest_heard: Option<u32>,
     /// Symbols waiting to go: (block, encoding symbol id).
     queue: VecDeque<(u32, u32)>,
     /// The current block's RaptorQ encoder.
@@ -183,6 +190,8 @@ impl Sender {
             blocks: vec![SentBlock::default(); geometry.blocks() as usize],
             next_block: 0,
             first_open: 0,
+            covered_until: 0,
+            highest_heard: None,
             queue: VecDeque::new(),
             encoder: None,
             next_send: now,
@@ -238,6 +247,7 @@ impl Sender {
         };
         let data = self.symbol(b, esi);
         self.blocks[b as usize].last_sent = Some(now);
+        self.blocks[b as usize].sent += 1;
         let packet = Packet::Data {
             header: Header {
                 flow: self.flow,
@@ -292,6 +302,20 @@ impl Sender {
             .unwrap_or_default()
     }
 
+    /// When block `b` is due for repair (None: it is done). What the receiver says it misses,
+    /// and what it has not seen the end of, a few round trips after it was last sent; a block
+    /// between what its word covers and the highest it has seen is most likely there and
+    /// waits for the word, but not for ever (the word may be lost).
+    fn repair_due(&self, b: u32, wait: Duration) -> Option<Instant> {
+        let block = &self.blocks[b as usize];
+        if block.done {
+            return None;
+        }
+        let last = block.last_sent.max(block.last_repair)?;
+        let unknown = b >= self.covered_until && self.highest_heard.is_some_and(|h| b <= h);
+        Some(last + if unknown { wait * 4 } else { wait })
+    }
+
     /// Queues repairs for blocks the receiver has not completed in a while.
     fn schedule_repairs(&mut self, now: Instant) {
         let wait = repair_wait(self.srtt);
@@ -302,22 +326,33 @@ impl Sender {
         };
         let mut queued = 0;
         for b in self.first_open..self.next_block {
+            let Some(due) = self.repair_due(b, wait) else {
+                continue;
+            };
+            let never_repaired = self.blocks[b as usize].last_repair.is_none();
+            if due > now {
+                // Blocks go out in order: past the first sent too recently (and never
+                // repaired), every later one was too.
+                if never_repaired {
+                    break;
+                }
+                continue;
+            }
             let k = self.geometry.symbols(b);
             let fec = self.geometry.fec();
             let loss = self.loss;
             let block = &mut self.blocks[b as usize];
-            let quiet = |t: Option<Instant>| t.is_none_or(|t| now.duration_since(t) >= wait);
-            // Blocks go out in order: past the first sent too recently (and never repaired),
-            // every later one was too.
-            if block.last_repair.is_none() && !quiet(block.last_sent) {
-                break;
-            }
-            if block.done || !quiet(block.last_sent) || !quiet(block.last_repair) {
-                continue;
-            }
             block.last_repair = Some(now);
             if fec {
-                let n = extra(block.have, k, loss);
+                // Unheard of: what was sent, less what the loss seen so far took.
+                let have = if block.heard {
+                    block.have
+                } else {
+                    (f64::from(block.sent) * (1.0 - loss))
+                        .floor()
+                        .min(f64::from(k)) as u16
+                };
+                let n = extra(have, k, loss);
                 let first = u32::from(k) + block.next_repair;
                 block.next_repair += n;
                 self.queue.extend((first..first + n).map(|esi| (b, esi)));
@@ -368,8 +403,11 @@ impl Sender {
         for &(b, have) in &f.partial {
             if let Some(block) = self.blocks.get_mut(b as usize) {
                 block.have = block.have.max(have);
+                block.heard = true;
             }
         }
+        self.covered_until = complete_below + 8 * f.decoded.len() as u32;
+        self.highest_heard = Some(self.highest_heard.map_or(f.highest, |h| h.max(f.highest)));
         while (self.first_open as usize) < self.blocks.len()
             && self.blocks[self.first_open as usize].done
         {
@@ -393,13 +431,19 @@ impl Sender {
         if !self.queue.is_empty() || self.next_block < self.geometry.blocks() {
             return Some(self.next_send);
         }
+        // The blocks `schedule_repairs` looks at, as it looks at them: up to the first never
+        // repaired (those after it were sent later still).
         let wait = repair_wait(self.srtt);
-        let due = self.blocks[self.first_open as usize..self.next_block as usize]
-            .iter()
-            .filter(|b| !b.done)
-            .filter_map(|b| b.last_sent.max(b.last_repair))
-            .min()
-            .map(|t| t + wait);
+        let mut due: Option<Instant> = None;
+        for b in self.first_open..self.next_block {
+            let Some(at) = self.repair_due(b, wait) else {
+                continue;
+            };
+            due = Some(due.map_or(at, |d| d.min(at)));
+            if self.blocks[b as usize].last_repair.is_none() {
+                break;
+            }
+        }
         Some(due.unwrap_or(self.next_send).max(self.next_send))
     }
 }
@@ -442,10 +486,10 @@ pub struct Receiver {
 /// Feedback after this many datagrams, or this long after the first unanswered one.
 const FEEDBACK_EVERY: u32 = 16;
 const FEEDBACK_AFTER: Duration = Duration::from_millis(5);
-/// Blocks one feedback covers past the first one missing (a bit each: 1 KiB), and partly
-/// received blocks it lists at most (FEC).
-const FEEDBACK_BITS: usize = 8192;
-const FEEDBACK_PARTIAL: usize = 256;
+/// Blocks one feedback covers past the first one missing (a bit each: 512 bytes), and partly
+/// received blocks it lists at most (FEC): a feedback fits one 1,500-byte packet.
+const FEEDBACK_BITS: usize = 4096;
+const FEEDBACK_PARTIAL: usize = 128;
 
 impl Receiver {
     /// A receiver for the flow whose first datagram this is; None when it is not a data
@@ -609,6 +653,7 @@ impl Receiver {
                 flow: self.flow,
                 echo_ns: self.echo_ns,
                 complete_below: self.complete_below,
+                highest: self.highest,
                 symbols_received: self.symbols_received,
                 symbols_sent_seen: self.seq_seen,
                 decoded,

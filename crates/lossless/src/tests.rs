@@ -166,6 +166,7 @@ fn datagrams_round_trip_and_garbage_is_refused() {
         flow: 9,
         echo_ns: 5,
         complete_below: 2,
+        highest: 4,
         symbols_received: 10,
         symbols_sent_seen: 12,
         decoded: vec![0b101],
@@ -183,4 +184,59 @@ fn datagrams_round_trip_and_garbage_is_refused() {
         "a symbol longer than the symbol size"
     );
     assert!(Receiver::for_datagram(b"NL\x01").is_none());
+}
+
+#[test]
+fn short_blocks_decode_from_repair_symbols_at_heavy_loss() {
+    // One block of 7 symbols (RaptorQ extends it to 10) and a last block of 21 of 32 (to 26):
+    // repair symbols must carry the ids RaptorQ gave them.
+    for (total, seed) in [
+        (7 * 1400, 11),
+        (7 * 1400, 12),
+        (2 * 32 * 1400 + 21 * 1400, 13),
+    ] {
+        let o = transfer(
+            total,
+            config(Some(32)),
+            "rate=100mbit,delay=5ms,loss=30%",
+            "delay=5ms",
+            seed,
+        );
+        assert_eq!(
+            (o.receiver.bytes, o.receiver.corrupt_blocks),
+            (total, 0),
+            "{total} bytes, seed {seed}"
+        );
+    }
+}
+
+#[test]
+fn a_long_transfer_at_five_percent_loss_keeps_near_the_rate_without_a_storm_of_repairs() {
+    // 20 MB, 100 Mbit/s, 20 ms each way, 5 % loss: more blocks in flight than one feedback
+    // covers (without FEC), and FEC blocks short of symbols beyond what one lists.
+    for fec in [None, Some(32)] {
+        let link = "rate=100mbit,delay=20ms,loss=5%,queue=2000";
+        let total: u64 = std::env::var("LL_TOTAL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000_000);
+        let o = transfer(total, config(fec), link, "delay=20ms", 21);
+        eprintln!(
+            "fec {fec:?}: {:?} {:?} {:?}",
+            o.elapsed, o.sender, o.receiver
+        );
+        assert_eq!((o.receiver.bytes, o.receiver.corrupt_blocks), (total, 0));
+        let ideal = total as f64 * 8.0 / 100e6;
+        let secs = o.elapsed.as_secs_f64();
+        assert!(
+            secs < ideal * 1.35,
+            "fec {fec:?}: {secs} s against {ideal} s at the rate"
+        );
+        assert!(
+            (o.sender.repairs as f64) < 0.12 * o.sender.datagrams as f64,
+            "fec {fec:?}: {} repairs for {} datagrams",
+            o.sender.repairs,
+            o.sender.datagrams
+        );
+    }
 }

@@ -33,6 +33,8 @@ pub struct Feedback {
     pub echo_ns: u64,
     /// Every block below this one is decoded.
     pub complete_below: u32,
+    /// The highest block a symbol of which has arrived.
+    pub highest: u32,
     pub symbols_received: u64,
     /// One past the highest datagram number received.
     pub symbols_sent_seen: u64,
@@ -115,6 +117,7 @@ impl<'a> Packet<'a> {
                 out.extend_from_slice(&f.flow.to_be_bytes());
                 out.extend_from_slice(&f.echo_ns.to_be_bytes());
                 out.extend_from_slice(&f.complete_below.to_be_bytes());
+                out.extend_from_slice(&f.highest.to_be_bytes());
                 out.extend_from_slice(&f.symbols_received.to_be_bytes());
                 out.extend_from_slice(&f.symbols_sent_seen.to_be_bytes());
                 out.extend_from_slice(&(f.decoded.len() as u16).to_be_bytes());
@@ -158,7 +161,8 @@ impl<'a> Packet<'a> {
                 })
             }
             FEEDBACK => {
-                let (flow, echo_ns, complete_below) = (r.u64()?, r.u64()?, r.u32()?);
+                let (flow, echo_ns, complete_below, highest) =
+                    (r.u64()?, r.u64()?, r.u32()?, r.u32()?);
                 let (symbols_received, symbols_sent_seen) = (r.u64()?, r.u64()?);
                 let n = r.u16()?;
                 let decoded = r.take(usize::from(n))?.to_vec();
@@ -174,6 +178,7 @@ impl<'a> Packet<'a> {
                     flow,
                     echo_ns,
                     complete_below,
+                    highest,
                     symbols_received,
                     symbols_sent_seen,
                     decoded,
