@@ -31,21 +31,7 @@ async fn udp_socket(
     netns: hostnet::netns::NsHandle,
     addr: SocketAddrV4,
 ) -> io::Result<UdpSocket> {
-    let socket = factory
-        .run_in(netns, move || {
-            let s = socket2::Socket::new(
-                socket2::Domain::IPV4,
-                socket2::Type::DGRAM,
-                Some(socket2::Protocol::UDP),
-            )?;
-            let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
-            let _ = s.set_send_buffer_size(SOCKET_BUFFER);
-            s.set_nonblocking(true)?;
-            s.bind(&addr.into())?;
-            Ok(s)
-        })
-        .await?;
-    UdpSocket::from_std(socket.into())
+    UdpSocket::from_std(factory.udp(netns, addr, SOCKET_BUFFER, false).await?)
 }
 
 fn unix_ns() -> u64 {

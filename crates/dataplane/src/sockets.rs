@@ -84,6 +84,31 @@ impl SocketFactory {
         tokio::net::TcpListener::from_std(socket.into())
     }
 
+    /// A non-blocking UDP socket inside `netns`, bound to `addr`, with `buffer` bytes each way
+    /// asked for (the kernel caps them at its maximum; best effort). `reuse`: SO_REUSEADDR.
+    pub async fn udp(
+        &self,
+        netns: NsHandle,
+        addr: SocketAddrV4,
+        buffer: usize,
+        reuse: bool,
+    ) -> io::Result<std::net::UdpSocket> {
+        let socket = self
+            .run_in(netns, move || {
+                let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+                if reuse {
+                    s.set_reuse_address(true)?;
+                }
+                let _ = s.set_recv_buffer_size(buffer);
+                let _ = s.set_send_buffer_size(buffer);
+                s.set_nonblocking(true)?;
+                s.bind(&SockAddr::from(addr))?;
+                Ok(s)
+            })
+            .await?;
+        Ok(socket.into())
+    }
+
     /// The node's TUN device `tun0`, up, with `addr/prefix_len` (which routes the overlay into
     /// it).
     pub async fn tun(

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::tcp::frame_streams;
@@ -108,25 +107,6 @@ fn transport_config(congestion: proto::QuicCongestion) -> quinn::TransportConfig
     t
 }
 
-/// A UDP socket in the node's namespace at `addr`, for an endpoint.
-async fn endpoint_socket(
-    factory: &SocketFactory,
-    netns: hostnet::netns::NsHandle,
-    addr: SocketAddrV4,
-) -> io::Result<std::net::UdpSocket> {
-    let socket = factory
-        .run_in(netns, move || {
-            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-            let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
-            let _ = s.set_send_buffer_size(SOCKET_BUFFER);
-            s.set_nonblocking(true)?;
-            s.bind(&SockAddr::from(addr))?;
-            Ok(s)
-        })
-        .await?;
-    Ok(socket.into())
-}
-
 struct QuicAcceptor(quinn::Endpoint);
 
 impl Transport for QuicTransport {
@@ -136,9 +116,12 @@ impl Transport for QuicTransport {
         let netns = node.netns.clone();
         let server = self.server.clone();
         Box::pin(async move {
-            let socket = endpoint_socket(&factory, netns, addr).await.map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot take QUIC links on {addr}: {e}"))
-            })?;
+            let socket = factory
+                .udp(netns, addr, SOCKET_BUFFER, false)
+                .await
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot take QUIC links on {addr}: {e}"))
+                })?;
             let endpoint = quinn::Endpoint::new(
                 quinn::EndpointConfig::default(),
                 Some(server),
@@ -161,7 +144,7 @@ impl Transport for QuicTransport {
         let client = self.client.clone();
         tokio::spawn(async move {
             let dialled = async {
-                let socket = endpoint_socket(&factory, netns, local).await?;
+                let socket = factory.udp(netns, local, SOCKET_BUFFER, false).await?;
                 let mut endpoint = quinn::Endpoint::new(
                     quinn::EndpointConfig::default(),
                     None,

@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -115,16 +114,7 @@ impl Transport for UdpTransport {
         let nodes = self.nodes.clone();
         Box::pin(async move {
             let socket = factory
-                .run_in(netns, move || {
-                    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-                    s.set_reuse_address(true)?;
-                    // Best effort: the kernel caps them at its maximum.
-                    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
-                    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
-                    s.set_nonblocking(true)?;
-                    s.bind(&SockAddr::from(addr))?;
-                    Ok(s)
-                })
+                .udp(netns, addr, SOCKET_BUFFER, true)
                 .await
                 .map_err(|e| {
                     io::Error::new(
@@ -132,7 +122,7 @@ impl Transport for UdpTransport {
                         format!("cannot take links' datagrams on {addr}: {e}"),
                     )
                 })?;
-            let socket = Arc::new(UdpSocket::from_std(socket.into())?);
+            let socket = Arc::new(UdpSocket::from_std(socket)?);
             let state: Arc<Mutex<State>> = Arc::default();
             let reader = tokio::spawn(read_datagrams(me, socket.clone(), state.clone()));
             nodes.lock().expect("no panics hold it").insert(
