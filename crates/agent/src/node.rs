@@ -173,6 +173,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
     });
     let (events_tx, mut events) = mpsc::unbounded_channel::<LinkEvent>();
     let (flow_tx, mut flow_events) = mpsc::unbounded_channel::<FlowEvent>();
+    let (membership_tx, mut memberships) = mpsc::unbounded_channel::<(Ipv4Addr, bool)>();
     let mut links = Links::default();
     let mut accepting: Vec<AbortOnDrop> = Vec::new();
     loop {
@@ -202,6 +203,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                                 shared.pacer.clone(),
                                 shared.keep_tuns.clone(),
                             );
+                            dp.report_memberships(membership_tx.clone());
                             links.tun_reader = Some(dp.start());
                             links.dataplane = Some(dp);
                             links.overlay = Some(overlay_addr);
@@ -348,6 +350,11 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                     };
                     session.handle_flow_event(event);
                 }
+                Action::SetGroups { set, removed } => {
+                    if let Some(dp) = &links.dataplane {
+                        dp.set_groups(set, &removed);
+                    }
+                }
                 Action::StartFlow(order) => links.flows.push(crate::flows::start(
                     shared.factory.clone(),
                     ctx.netns.clone(),
@@ -375,6 +382,7 @@ pub async fn run_node(ctx: NodeCtx, shared: Arc<Shared>) -> Result<(), NodeError
                 LinkEvent::Down(peer) => session.handle_link_down(peer),
             },
             Some(event) = flow_events.recv() => session.handle_flow_event(event),
+            Some((group, joined)) = memberships.recv() => session.handle_membership(group, joined),
             () = sleep_until(timeout), if timeout.is_some() => {
                 session.handle_timeout(std::time::Instant::now());
             }

@@ -113,6 +113,11 @@ pub enum Action {
     },
     /// Start a flow; report its events with [`NodeSession::handle_flow_event`].
     StartFlow(proto::FlowOrder),
+    /// Set these multicast groups' entries and forget the groups `removed`.
+    SetGroups {
+        set: Vec<proto::GroupRoute>,
+        removed: Vec<Ipv4Addr>,
+    },
     /// The session is over.
     Close(SessionEnd),
 }
@@ -148,6 +153,9 @@ pub struct NodeSession {
     /// How often counters are read and reported (the experiment's metrics interval).
     report_every: Duration,
     reported: Vec<LinkCounters>,
+    /// The groups programs in the node have joined, as its kernel reported them (the kernel
+    /// repeats each report: only changes go to the controller).
+    joined: Vec<Ipv4Addr>,
     actions: VecDeque<Action>,
 }
 
@@ -169,6 +177,7 @@ impl NodeSession {
             next_report: None,
             report_every: STATS_EVERY,
             reported: Vec::new(),
+            joined: Vec::new(),
             actions: [Action::Send(hello)].into(),
         }
     }
@@ -341,6 +350,11 @@ impl NodeSession {
             }
             ControllerToNode::Rejected { reason } => self.close(SessionEnd::Rejected(reason)),
             ControllerToNode::AcceptFlows { port } => self.push(Action::AcceptFlows { port }),
+            ControllerToNode::Groups { set, removed } => {
+                if self.dataplane {
+                    self.push(Action::SetGroups { set, removed });
+                }
+            }
             ControllerToNode::StartFlow { flow } => {
                 if self.dataplane {
                     self.push(Action::StartFlow(flow));
@@ -353,6 +367,22 @@ impl NodeSession {
                 }
             }
         }
+    }
+
+    /// A program in the node joined (or left) `group`: its kernel said so on the TUN device.
+    pub fn handle_membership(&mut self, group: Ipv4Addr, joined: bool) {
+        if self.state == State::Closed || self.joined.contains(&group) == joined {
+            return;
+        }
+        if joined {
+            self.joined.push(group);
+        } else {
+            self.joined.retain(|g| *g != group);
+        }
+        self.push(Action::Send(NodeToController::GroupMember {
+            group,
+            joined,
+        }));
     }
 
     /// A link to `peer` came up.
@@ -734,6 +764,52 @@ mod tests {
                     pinned: vec![]
                 },
                 Action::Send(NodeToController::RoutesApplied { version: 7 })
+            ]
+        );
+    }
+
+    #[test]
+    fn group_entries_are_set_and_memberships_reported_once_per_change() {
+        let t0 = Instant::now();
+        let mut s = NodeSession::new(cfg(2));
+        s.handle_message(t0, welcome(&[(1, Transport::Local)], true));
+        drain(&mut s);
+        let g = Ipv4Addr::new(239, 255, 0, 3);
+        let entry = proto::GroupRoute {
+            group: g,
+            source: 1,
+            member: false,
+            trees: vec![],
+        };
+        s.handle_message(
+            t0,
+            ControllerToNode::Groups {
+                set: vec![entry.clone()],
+                removed: vec![],
+            },
+        );
+        assert_eq!(
+            drain(&mut s),
+            vec![Action::SetGroups {
+                set: vec![entry],
+                removed: vec![]
+            }]
+        );
+        // The kernel reports a join twice, then the leave twice.
+        for joined in [true, true, false, false] {
+            s.handle_membership(g, joined);
+        }
+        assert_eq!(
+            drain(&mut s),
+            vec![
+                Action::Send(NodeToController::GroupMember {
+                    group: g,
+                    joined: true
+                }),
+                Action::Send(NodeToController::GroupMember {
+                    group: g,
+                    joined: false
+                }),
             ]
         );
     }

@@ -19,7 +19,9 @@ use proto::{ControllerToAgent, ControllerToNode, LinkChange, LinkParams, Neighbo
 use topology::Topology;
 use topology::routing::Metric;
 
+mod groups;
 mod routes;
+pub use groups::{GroupError, GroupRow};
 pub use routes::{PathRow, RouteChange, RouteError, RouteFilter, RouteRequest, RouteRow};
 
 pub type AgentId = u64;
@@ -58,6 +60,8 @@ pub struct Settings {
     pub metrics_interval_ms: u32,
     /// Nodes in max mode, ascending.
     pub max_nodes: Vec<u32>,
+    /// Where multicast groups take their addresses (`multicast_pool_base`, `_mask`).
+    pub multicast_pool: (Ipv4Addr, u8),
 }
 
 /// Why an agent was refused (the agent is told the same words).
@@ -306,6 +310,8 @@ pub struct Coordinator {
     route_waits: BTreeMap<u64, routes::RouteWait>,
     /// Routes asked for single flows, by flow id (set once the flow's connection is open).
     flow_routes: BTreeMap<u64, routes::RouteRequest>,
+    /// Multicast groups, by address.
+    groups: BTreeMap<Ipv4Addr, groups::GroupState>,
     out: VecDeque<Output>,
 }
 
@@ -376,6 +382,7 @@ impl Coordinator {
             route_version: 0,
             route_waits: BTreeMap::new(),
             flow_routes: BTreeMap::new(),
+            groups: BTreeMap::new(),
             out: VecDeque::new(),
             settings,
         }
@@ -651,6 +658,7 @@ impl Coordinator {
                 .flows
                 .handle_received(node, id, bytes, first_ns, last_ns),
             N::FlowFailed { id, reason } => self.flows.fail(id, format!("node {node}: {reason}")),
+            N::GroupMember { group, joined } => self.handle_group_member(node, group, joined),
         }
         self.drain_flows();
     }
@@ -1275,6 +1283,7 @@ impl Coordinator {
         let changed = router.set_link(a, b, ab, ba);
         if !changed.is_empty() {
             self.send_routes(now, changed);
+            self.regroup();
         }
     }
 
@@ -1471,6 +1480,7 @@ mod tests {
                 flow_port: proto::DEFAULT_FLOW_PORT,
                 metrics_interval_ms: 1000,
                 max_nodes: Vec::new(),
+                multicast_pool: proto::DEFAULT_MULTICAST_POOL,
             },
         )
     }

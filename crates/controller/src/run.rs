@@ -40,6 +40,7 @@ impl Settings {
             flow_port: exp.flow_port,
             metrics_interval_ms: exp.metrics_interval.as_millis().min(u128::from(u32::MAX)) as u32,
             max_nodes: exp.max_nodes.clone(),
+            multicast_pool: exp.multicast_pool,
         }
     }
 }

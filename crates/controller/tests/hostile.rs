@@ -32,6 +32,7 @@ fn running_ring() -> (Coordinator, Instant) {
             flow_port: proto::DEFAULT_FLOW_PORT,
             metrics_interval_ms: 1000,
             max_nodes: Vec::new(),
+            multicast_pool: proto::DEFAULT_MULTICAST_POOL,
         },
     );
     c.handle_agent_message(

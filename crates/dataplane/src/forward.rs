@@ -17,12 +17,23 @@
 //!    last address (the kernel drops errors that claim its own address as their source).
 //!
 //! An ICMP error is itself routed: to the TUN device when it is for this node, else onwards.
+//!
+//! Multicast (a destination in 224.0.0.0/4) goes by the group's entry instead
+//! ([`topology::multicast`]): an IGMP report from the node's own kernel states its programs'
+//! memberships ([`Hop::Membership`]); a packet of a group the node takes part in, from the
+//! group's source, is copied to the node's children on the tree its flow takes
+//! ([`Hop::Copies`]), and up the TUN device when it arrived from a link and the node is a
+//! member. A copy that arrives from any neighbour but the node's parent on that tree is
+//! dropped (a stray while trees change: never a second copy), and a multicast TTL that runs out
+//! is a silent drop (no ICMP errors about multicast, RFC 1122).
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
+use topology::multicast::GroupEntry;
 use topology::routing::RouteTable;
 
-use crate::packet::{IcmpError, Ipv4Packet, icmp_error};
+use crate::packet::{IGMP, IcmpError, Ipv4Packet, icmp_error, igmp_memberships};
 
 /// A buffer holding an IPv4 packet, perhaps behind a header of its own (a TUN frame).
 pub trait IpBuffer: Sized {
@@ -30,6 +41,8 @@ pub trait IpBuffer: Sized {
     fn ip_mut(&mut self) -> &mut [u8];
     /// A new buffer for a packet the forwarder made (an ICMP error).
     fn from_ip(ip: &[u8]) -> Self;
+    /// A copy of the whole buffer (a multicast packet for one more neighbour).
+    fn duplicate(&self) -> Self;
 }
 
 impl IpBuffer for Vec<u8> {
@@ -42,6 +55,9 @@ impl IpBuffer for Vec<u8> {
     fn from_ip(ip: &[u8]) -> Self {
         ip.to_vec()
     }
+    fn duplicate(&self) -> Self {
+        self.clone()
+    }
 }
 
 /// Where a packet goes.
@@ -51,6 +67,14 @@ pub enum Hop<P> {
     Tun(P),
     /// Over the link to this neighbour.
     Link(u32, P),
+    /// A multicast packet: up the TUN device (a member), and a copy to each of these
+    /// neighbours (the node's children on the packet's tree).
+    Copies {
+        tun: Option<P>,
+        links: Vec<(u32, P)>,
+    },
+    /// An IGMP report from the node's kernel: its programs joined (true) or left these groups.
+    Membership(Vec<(Ipv4Addr, bool)>),
     Drop(DropReason),
 }
 
@@ -65,6 +89,14 @@ pub enum DropReason {
     Looped,
     /// No way on, and no ICMP error may be sent about it.
     Unroutable,
+    /// A multicast packet of a group this node takes no part in, or one no member waits for
+    /// behind it.
+    NoGroup,
+    /// A multicast packet not from its group's source, or from a neighbour that is not this
+    /// node's parent on the packet's tree.
+    OffTree,
+    /// A multicast packet whose TTL ran out.
+    MulticastTtl,
 }
 
 /// The overlay's addresses: node `n` is `base + n`.
@@ -108,6 +140,7 @@ pub struct Forwarder {
     my_addr: Ipv4Addr,
     overlay: Overlay,
     table: RouteTable,
+    groups: HashMap<Ipv4Addr, GroupEntry>,
 }
 
 /// One step of the decision.
@@ -125,6 +158,7 @@ impl Forwarder {
             my_addr,
             overlay: Overlay::of(me, my_addr, prefix_len),
             table: RouteTable::default(),
+            groups: HashMap::new(),
         }
     }
 
@@ -145,15 +179,36 @@ impl Forwarder {
         &self.table
     }
 
-    /// Where `packet` goes: it came from a link (else from this node's TUN device);
-    /// `has_link(n)` says whether the link to neighbour `n` is up (it is asked about the
-    /// chosen next hop only, so a caller may look the link up there and keep it).
+    /// Sets these groups' entries (each replacing the group's previous one) and forgets the
+    /// groups `removed`.
+    pub fn set_groups(&mut self, set: Vec<GroupEntry>, removed: &[Ipv4Addr]) {
+        for g in removed {
+            self.groups.remove(g);
+        }
+        for e in set {
+            self.groups.insert(e.group, e);
+        }
+    }
+
+    /// The entry of a group, if this node takes part in it.
+    pub fn group(&self, group: Ipv4Addr) -> Option<&GroupEntry> {
+        self.groups.get(&group)
+    }
+
+    /// Where `packet` goes: it came from the link to neighbour `from` (else from this node's
+    /// TUN device); `has_link(n)` says whether the link to neighbour `n` is up (for unicast it
+    /// is asked about the chosen next hop only, so a caller may look the link up there and
+    /// keep it; multicast copies are made for every child, whose links the caller looks up).
     pub fn forward<P: IpBuffer>(
         &self,
         mut packet: P,
-        mut from_link: bool,
+        from: Option<u32>,
         mut has_link: impl FnMut(u32) -> bool,
     ) -> Hop<P> {
+        if Ipv4Packet::new_checked(packet.ip()).is_ok_and(|p| p.dst_addr().is_multicast()) {
+            return self.forward_multicast(packet, from);
+        }
+        let mut from_link = from.is_some();
         loop {
             match self.step(packet.ip_mut(), from_link, &mut has_link) {
                 Step::Tun => return Hop::Tun(packet),
@@ -171,6 +226,51 @@ impl Forwarder {
                     from_link = false;
                 }
             }
+        }
+    }
+
+    fn forward_multicast<P: IpBuffer>(&self, mut packet: P, from: Option<u32>) -> Hop<P> {
+        let Ok(mut ip) = Ipv4Packet::new_checked(packet.ip_mut()) else {
+            return Hop::Drop(DropReason::NotIpv4);
+        };
+        if from.is_none() && ip.protocol() == IGMP {
+            return Hop::Membership(igmp_memberships(ip.payload()));
+        }
+        let Some(entry) = self.groups.get(&ip.dst_addr()) else {
+            return Hop::Drop(DropReason::NoGroup);
+        };
+        if self.overlay.node_of(ip.src_addr()) != Some(entry.source) {
+            return Hop::Drop(DropReason::OffTree);
+        }
+        let Some(tree) = entry.tree_for(ip.flow_hash()) else {
+            return Hop::Drop(DropReason::NoGroup);
+        };
+        if let Some(peer) = from {
+            if tree.parent != Some(peer) {
+                return Hop::Drop(DropReason::OffTree);
+            }
+            if ip.ttl() <= 1 {
+                return Hop::Drop(DropReason::MulticastTtl);
+            }
+            ip.decrement_ttl();
+        }
+        let up = from.is_some() && entry.member;
+        if !up && tree.children.is_empty() {
+            return Hop::Drop(DropReason::NoGroup);
+        }
+        // The last copy takes the packet itself.
+        let mut links = Vec::with_capacity(tree.children.len());
+        if let Some((&last, rest)) = tree.children.split_last() {
+            for &child in rest {
+                links.push((child, packet.duplicate()));
+            }
+            let tun = up.then(|| packet.duplicate());
+            links.push((last, packet));
+            return Hop::Copies { tun, links };
+        }
+        Hop::Copies {
+            tun: Some(packet),
+            links,
         }
     }
 
@@ -255,13 +355,13 @@ mod tests {
     #[test]
     fn transit_packets_go_on_with_one_less_ttl_and_a_valid_checksum() {
         let f = node2();
-        let Hop::Link(1, p) = f.forward(packet(3, 1, 64, TCP, (5, 6)), true, all_up) else {
+        let Hop::Link(1, p) = f.forward(packet(3, 1, 64, TCP, (5, 6)), Some(1), all_up) else {
             panic!("node 2 sends 3 → 1 to node 1");
         };
         assert_eq!(p[8], 63);
         assert_eq!(checksum(&p[..20]), 0);
         // The node's own packets keep their TTL.
-        let Hop::Link(1, p) = f.forward(packet(2, 1, 64, TCP, (5, 6)), false, all_up) else {
+        let Hop::Link(1, p) = f.forward(packet(2, 1, 64, TCP, (5, 6)), None, all_up) else {
             panic!()
         };
         assert_eq!(p[8], 64);
@@ -271,11 +371,11 @@ mod tests {
     fn packets_for_the_node_go_up_its_tun_only_from_a_link() {
         let f = node2();
         assert!(matches!(
-            f.forward(packet(1, 2, 64, UDP, (1, 2)), true, all_up),
+            f.forward(packet(1, 2, 64, UDP, (1, 2)), Some(1), all_up),
             Hop::Tun(_)
         ));
         assert_eq!(
-            f.forward(packet(2, 2, 64, UDP, (1, 2)), false, all_up),
+            f.forward(packet(2, 2, 64, UDP, (1, 2)), None, all_up),
             Hop::Drop(DropReason::Looped)
         );
     }
@@ -284,7 +384,7 @@ mod tests {
     fn an_expired_ttl_is_answered_towards_the_sender() {
         let f = node2();
         // From 1 via a link with TTL 1: time exceeded from node 2, routed back to node 1.
-        let Hop::Link(1, icmp) = f.forward(packet(1, 3, 1, UDP, (1, 2)), true, all_up) else {
+        let Hop::Link(1, icmp) = f.forward(packet(1, 3, 1, UDP, (1, 2)), Some(1), all_up) else {
             panic!("the error goes back towards node 1");
         };
         let v = Ipv4Packet::new_checked(&icmp[..]).unwrap();
@@ -299,14 +399,14 @@ mod tests {
     fn no_way_on_is_host_unreachable_from_the_right_address() {
         let f = node2();
         // In transit to 7 (no route): node 2 answers in its own name, towards node 1.
-        let Hop::Link(1, icmp) = f.forward(packet(1, 7, 64, UDP, (1, 2)), true, all_up) else {
+        let Hop::Link(1, icmp) = f.forward(packet(1, 7, 64, UDP, (1, 2)), Some(1), all_up) else {
             panic!()
         };
         let v = Ipv4Packet::new_checked(&icmp[..]).unwrap();
         assert_eq!((v.src_addr(), v.payload()[0]), (addr(2), 3));
         // Its own packet to 1 with the link to 1 down: the error comes up its own TUN device
         // from the overlay's reserved address.
-        let Hop::Tun(icmp) = f.forward(packet(2, 1, 64, UDP, (1, 2)), false, |n| n != 1) else {
+        let Hop::Tun(icmp) = f.forward(packet(2, 1, 64, UDP, (1, 2)), None, |n| n != 1) else {
             panic!()
         };
         let v = Ipv4Packet::new_checked(&icmp[..]).unwrap();
@@ -318,7 +418,7 @@ mod tests {
         let mut err = icmp.clone();
         err[16..20].copy_from_slice(&[10, 0, 0, 7]);
         assert_eq!(
-            f.forward(err, false, all_up),
+            f.forward(err, None, all_up),
             Hop::Drop(DropReason::Unroutable)
         );
     }
@@ -326,7 +426,7 @@ mod tests {
     #[test]
     fn equal_cost_hops_are_chosen_per_flow_the_same_every_time() {
         let f = node2();
-        let hop = |sport| match f.forward(packet(1, 3, 64, TCP, (sport, 80)), true, all_up) {
+        let hop = |sport| match f.forward(packet(1, 3, 64, TCP, (sport, 80)), Some(1), all_up) {
             Hop::Link(n, _) => n,
             other => panic!("{other:?}"),
         };
@@ -348,13 +448,13 @@ mod tests {
         f.set_table(table);
         for sport in 1000..1032 {
             assert!(matches!(
-                f.forward(packet(1, 3, 64, TCP, (sport, 80)), true, all_up),
+                f.forward(packet(1, 3, 64, TCP, (sport, 80)), Some(1), all_up),
                 Hop::Link(4, _)
             ));
         }
         let others: Vec<u32> = (1000..1064)
             .filter_map(
-                |s| match f.forward(packet(2, 3, 64, TCP, (s, 80)), false, all_up) {
+                |s| match f.forward(packet(2, 3, 64, TCP, (s, 80)), None, all_up) {
                     Hop::Link(n, _) => Some(n),
                     _ => None,
                 },
@@ -363,21 +463,133 @@ mod tests {
         assert!(others.contains(&3), "other sources use the table");
     }
 
+    const GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 0, 1);
+
+    /// A UDP packet from node `src` to the group.
+    fn to_group(src: u8, ttl: u8, sport: u16) -> Vec<u8> {
+        let mut p = packet(src, 0, ttl, UDP, (sport, 5000));
+        p[16..20].copy_from_slice(&GROUP.octets());
+        p[10..12].copy_from_slice(&[0, 0]);
+        let c = checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p
+    }
+
+    /// Node 2 on group 239.255.0.1 of source 1: a member, copying to 3 and 4.
+    fn member2() -> Forwarder {
+        let mut f = node2();
+        f.set_groups(
+            vec![GroupEntry {
+                group: GROUP,
+                source: 1,
+                member: true,
+                trees: vec![topology::multicast::TreeHop {
+                    tree_id: 0,
+                    weight: 1.0,
+                    parent: Some(1),
+                    children: vec![3, 4],
+                }],
+            }],
+            &[],
+        );
+        f
+    }
+
+    #[test]
+    fn a_group_packet_is_copied_to_the_children_and_up_to_a_member_once() {
+        let f = member2();
+        let Hop::Copies {
+            tun: Some(up),
+            links,
+        } = f.forward(to_group(1, 8, 1000), Some(1), all_up)
+        else {
+            panic!("a member with two children");
+        };
+        assert_eq!(links.iter().map(|l| l.0).collect::<Vec<_>>(), vec![3, 4]);
+        for p in links.iter().map(|l| &l.1).chain([&up]) {
+            assert_eq!(p[8], 7, "one hop less");
+            assert_eq!(checksum(&p[..20]), 0);
+        }
+        // From a neighbour that is not its parent on the tree, from another source, with its
+        // TTL run out, or for a group it is not in: dropped, silently.
+        assert_eq!(
+            f.forward(to_group(1, 8, 1000), Some(3), all_up),
+            Hop::Drop(DropReason::OffTree)
+        );
+        assert_eq!(
+            f.forward(to_group(5, 8, 1000), Some(1), all_up),
+            Hop::Drop(DropReason::OffTree)
+        );
+        assert_eq!(
+            f.forward(to_group(1, 1, 1000), Some(1), all_up),
+            Hop::Drop(DropReason::MulticastTtl)
+        );
+        let mut other = to_group(1, 8, 1000);
+        other[19] = 2;
+        assert_eq!(
+            f.forward(other, Some(1), all_up),
+            Hop::Drop(DropReason::NoGroup)
+        );
+    }
+
+    #[test]
+    fn the_source_sends_to_its_children_only_and_its_kernels_igmp_reports_are_memberships() {
+        let mut f = Forwarder::new(1, addr(1), 16);
+        f.set_groups(
+            vec![GroupEntry {
+                group: GROUP,
+                source: 1,
+                member: true,
+                trees: vec![topology::multicast::TreeHop {
+                    tree_id: 0,
+                    weight: 1.0,
+                    parent: None,
+                    children: vec![2],
+                }],
+            }],
+            &[],
+        );
+        // Its own kernel loops a member's copy back itself: nothing goes up the TUN device.
+        let Hop::Copies { tun: None, links } = f.forward(to_group(1, 8, 1), None, all_up) else {
+            panic!()
+        };
+        assert_eq!(links.len(), 1);
+        assert_eq!(links[0].1[8], 8, "the node's own packet keeps its TTL");
+        // An IGMPv2 report for the group, from the node's kernel (with the router alert option).
+        let mut igmp = vec![0x46, 0xc0, 0, 32, 0, 0, 0, 0, 1, IGMP, 0, 0];
+        igmp.extend([10, 0, 0, 1, 239, 255, 0, 1, 0x94, 4, 0, 0]);
+        igmp.extend([0x16, 0, 0, 0, 239, 255, 0, 1]);
+        assert_eq!(
+            f.forward(igmp.clone(), None, all_up),
+            Hop::Membership(vec![(GROUP, true)])
+        );
+        // The same from a link is not this node's kernel speaking: no group, dropped.
+        assert_eq!(
+            f.forward(igmp, Some(2), all_up),
+            Hop::Drop(DropReason::OffTree)
+        );
+        f.set_groups(Vec::new(), &[GROUP]);
+        assert_eq!(
+            f.forward(to_group(1, 8, 1), None, all_up),
+            Hop::Drop(DropReason::NoGroup)
+        );
+    }
+
     #[test]
     fn nothing_leaves_the_overlay_and_garbage_is_dropped() {
         let f = node2();
         let mut outside = packet(1, 3, 64, UDP, (1, 2));
         outside[16..20].copy_from_slice(&[192, 168, 0, 3]);
         assert_eq!(
-            f.forward(outside, true, all_up),
+            f.forward(outside, Some(1), all_up),
             Hop::Drop(DropReason::OutsideOverlay)
         );
         assert_eq!(
-            f.forward(vec![0x60; 40], false, all_up),
+            f.forward(vec![0x60; 40], None, all_up),
             Hop::Drop(DropReason::NotIpv4)
         );
         assert_eq!(
-            f.forward(vec![0x45; 7], false, all_up),
+            f.forward(vec![0x45; 7], None, all_up),
             Hop::Drop(DropReason::NotIpv4)
         );
     }

@@ -62,6 +62,9 @@ impl forward::IpBuffer for Frame {
     fn from_ip(ip: &[u8]) -> Self {
         Frame::from_ip(ip)
     }
+    fn duplicate(&self) -> Self {
+        self.clone()
+    }
 }
 
 /// A link direction's counters and per-flow bytes, shared by its emulator and the reports.
@@ -134,6 +137,8 @@ pub struct Dataplane {
     /// Neighbours reached over kernel links (max mode): a packet routed to one of them is
     /// handed to the node's kernel, which forwards it over the veth.
     kernel_peers: RwLock<std::collections::HashSet<u32>>,
+    /// Where the memberships the node's kernel reports (IGMP) go: its session.
+    memberships: Mutex<Option<mpsc::UnboundedSender<(Ipv4Addr, bool)>>>,
     pacer: Pacer,
 }
 
@@ -158,6 +163,7 @@ impl Dataplane {
             counters: RwLock::new(HashMap::new()),
             app_flows: Mutex::new(monitor::AppFlows::default()),
             kernel_peers: RwLock::new(std::collections::HashSet::new()),
+            memberships: Mutex::new(None),
             pacer,
         })
     }
@@ -174,6 +180,20 @@ impl Dataplane {
                 entries: routes,
                 pinned,
             });
+    }
+
+    /// Sets the multicast groups' entries that changed and forgets those `removed`.
+    pub fn set_groups(&self, set: Vec<proto::GroupRoute>, removed: &[Ipv4Addr]) {
+        self.forwarder
+            .write()
+            .expect("no panics hold it")
+            .set_groups(set, removed);
+    }
+
+    /// Sends the group memberships that programs in the node take up or give up (their
+    /// kernel's IGMP reports) to `tx`.
+    pub fn report_memberships(&self, tx: mpsc::UnboundedSender<(Ipv4Addr, bool)>) {
+        *self.memberships.lock().expect("no panics hold it") = Some(tx);
     }
 
     /// Starts forwarding: the TUN reader.
@@ -202,7 +222,7 @@ impl Dataplane {
                     }
                 });
                 for f in frames {
-                    dp.forward(f, false, &mut writer);
+                    dp.forward(f, None, &mut writer);
                 }
                 writer.flush(&dp.tun).await;
                 if let Some(e) = failed {
@@ -262,7 +282,7 @@ impl Dataplane {
             let mut writer = TunWriter::default();
             while rx.recv_many(&mut batch, INBOUND_BATCH).await > 0 {
                 for p in batch.drain(..) {
-                    dp.forward(p, true, &mut writer);
+                    dp.forward(p, Some(peer), &mut writer);
                 }
                 writer.flush(&dp.tun).await;
             }
@@ -337,7 +357,8 @@ impl Dataplane {
 
     /// Routes one packet, from the TUN device or from a link; what is for this node's TUN
     /// device is left in `to_tun`.
-    pub fn forward(&self, packet: Frame, from_link: bool, to_tun: &mut TunWriter) {
+    pub fn forward(&self, packet: Frame, from: Option<u32>, to_tun: &mut TunWriter) {
+        let from_link = from.is_some();
         if !from_link {
             self.app_flows
                 .lock()
@@ -352,7 +373,7 @@ impl Dataplane {
             self.forwarder
                 .read()
                 .expect("no panics hold it")
-                .forward(packet, from_link, |peer| {
+                .forward(packet, from, |peer| {
                     link = egress.get(&peer).cloned();
                     kernel = kernel_peers.contains(&peer);
                     link.is_some() || kernel
@@ -380,6 +401,26 @@ impl Dataplane {
             // A full emulator input is a drop, as a full interface queue is.
             (Hop::Link(_, p), Some(tx)) => {
                 let _ = tx.try_send(p);
+            }
+            (Hop::Copies { tun, links }, _) => {
+                if let Some(p) = tun {
+                    to_tun.push(p);
+                }
+                // Kernel links (max mode) do not carry groups: the kernel has no multicast
+                // routes, and copies for them are dropped.
+                let egress = self.egress.read().expect("no panics hold it");
+                for (peer, p) in links {
+                    if let Some(tx) = egress.get(&peer) {
+                        let _ = tx.try_send(p);
+                    }
+                }
+            }
+            (Hop::Membership(changes), _) => {
+                if let Some(tx) = &*self.memberships.lock().expect("no panics hold it") {
+                    for change in changes {
+                        let _ = tx.send(change);
+                    }
+                }
             }
             _ => {}
         }

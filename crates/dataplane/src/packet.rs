@@ -10,6 +10,7 @@
 use std::net::Ipv4Addr;
 
 pub const ICMP: u8 = 1;
+pub const IGMP: u8 = 2;
 pub const TCP: u8 = 6;
 pub const UDP: u8 = 17;
 
@@ -166,6 +167,47 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 }
 
+/// The group memberships an IGMP report (the payload of an IGMP packet) states: `(group,
+/// joined)` for each group it names. A node's kernel sends these on its TUN device when a
+/// program joins or leaves a group on it: version 2 reports and leaves (RFC 2236) and
+/// version 3 reports (RFC 3376), where a record of mode exclude (any source) or with sources
+/// to take joins and an include record with no sources leaves. Queries, and anything cut
+/// short, state nothing.
+pub fn igmp_memberships(igmp: &[u8]) -> Vec<(Ipv4Addr, bool)> {
+    let addr = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+    let mut out = Vec::new();
+    match igmp.first() {
+        // v1 and v2 membership reports, v2 leave
+        Some(0x12 | 0x16) if igmp.len() >= 8 => out.push((addr(&igmp[4..8]), true)),
+        Some(0x17) if igmp.len() >= 8 => out.push((addr(&igmp[4..8]), false)),
+        Some(0x22) if igmp.len() >= 8 => {
+            let records = u16::from_be_bytes([igmp[6], igmp[7]]);
+            let mut at = 8;
+            for _ in 0..records {
+                let Some(r) = igmp.get(at..at + 8) else { break };
+                let (kind, aux_words) = (r[0], usize::from(r[1]));
+                let sources = usize::from(u16::from_be_bytes([r[2], r[3]]));
+                let joined = match kind {
+                    // MODE_IS_EXCLUDE, CHANGE_TO_EXCLUDE: every source but some
+                    2 | 4 => true,
+                    // MODE_IS_INCLUDE, CHANGE_TO_INCLUDE, ALLOW_NEW: these sources, or none
+                    1 | 3 | 5 => sources > 0,
+                    // BLOCK_OLD: sources given up
+                    6 => false,
+                    _ => {
+                        at += 8 + sources * 4 + aux_words * 4;
+                        continue;
+                    }
+                };
+                out.push((addr(&r[4..8]), joined));
+                at += 8 + sources * 4 + aux_words * 4;
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
 /// The Internet checksum of `data`.
 pub fn checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
@@ -241,6 +283,41 @@ pub(crate) mod tests {
         p[20..22].copy_from_slice(&ports.0.to_be_bytes());
         p[22..24].copy_from_slice(&ports.1.to_be_bytes());
         p
+    }
+
+    #[test]
+    fn igmp_reports_say_who_joins_and_who_leaves() {
+        let g1 = Ipv4Addr::new(239, 255, 0, 1);
+        let g2 = Ipv4Addr::new(239, 255, 0, 2);
+        // Version 3: join g1 (to exclude {}), leave g2 (to include {}), join g1 from one
+        // source (allow {10.0.0.1}), a record of an unknown kind skipped with its sources.
+        let mut v3 = vec![0x22, 0, 0, 0, 0, 0, 0, 4];
+        v3.extend([4, 0, 0, 0, 239, 255, 0, 1]);
+        v3.extend([3, 0, 0, 0, 239, 255, 0, 2]);
+        v3.extend([5, 0, 0, 1, 239, 255, 0, 1, 10, 0, 0, 1]);
+        v3.extend([9, 1, 0, 1, 239, 255, 0, 9, 10, 0, 0, 1, 0, 0, 0, 0]);
+        assert_eq!(
+            igmp_memberships(&v3),
+            vec![(g1, true), (g2, false), (g1, true)]
+        );
+        // Version 2: a report joins, a leave leaves; a query states nothing.
+        assert_eq!(
+            igmp_memberships(&[0x16, 0, 0, 0, 239, 255, 0, 2]),
+            vec![(g2, true)]
+        );
+        assert_eq!(
+            igmp_memberships(&[0x17, 0, 0, 0, 239, 255, 0, 2]),
+            vec![(g2, false)]
+        );
+        assert!(igmp_memberships(&[0x11, 0, 0, 0, 0, 0, 0, 0]).is_empty());
+        // Cut short anywhere: what was whole, and no panic.
+        for n in 0..v3.len() {
+            let got = igmp_memberships(&v3[..n]);
+            assert!(got.len() <= 3);
+        }
+        let mut lying = v3.clone();
+        lying[7] = 200;
+        assert_eq!(igmp_memberships(&lying).len(), 3);
     }
 
     #[test]

@@ -137,6 +137,13 @@ impl SocketFactory {
                 let mut rtnl = hostnet::rtnl::Rtnl::open()?;
                 rtnl.queue(hostnet::msg::noqueue_root(index), Mode::Replace, ())?;
                 rtnl.queue(hostnet::msg::link_up(index), Mode::Change, ())?;
+                // Multicast leaves by the TUN device too (groups are routed in user space),
+                // so programs need not name the device to send to a group.
+                rtnl.queue(
+                    hostnet::msg::new_device_route(Ipv4Addr::new(224, 0, 0, 0), 4, index),
+                    Mode::Replace,
+                    (),
+                )?;
                 rtnl.wait().map_err(|r| r.error)?;
                 Ok(device)
             })

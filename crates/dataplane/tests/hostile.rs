@@ -38,6 +38,15 @@ fn seeds() -> Vec<Vec<u8>> {
     tso[6..8].copy_from_slice(&20u16.to_le_bytes()); // checksum start
     tso[8..10].copy_from_slice(&16u16.to_le_bytes()); // checksum offset
     seeds.push(tso);
+    // A datagram to a group of node 1's, and an IGMPv3 report joining it.
+    let mut group = ip(17, 64);
+    group[16..20].copy_from_slice(&[239, 255, 0, 1]);
+    seeds.push(Frame::from_ip(&group).as_bytes().to_vec());
+    let mut igmp = ip(17, 8);
+    igmp[9] = 2;
+    igmp[16..20].copy_from_slice(&[224, 0, 0, 22]);
+    igmp[20..36].copy_from_slice(&[0x22, 0, 0, 0, 0, 0, 0, 1, 4, 0, 0, 0, 239, 255, 0, 1]);
+    seeds.push(Frame::from_ip(&igmp[..36]).as_bytes().to_vec());
     seeds
 }
 
@@ -58,6 +67,20 @@ fn node2() -> Forwarder {
         ],
         pinned: Vec::new(),
     });
+    f.set_groups(
+        vec![proto::GroupRoute {
+            group: Ipv4Addr::new(239, 255, 0, 1),
+            source: 1,
+            member: true,
+            trees: vec![proto::TreeHop {
+                tree_id: 0,
+                weight: 1.0,
+                parent: Some(1),
+                children: vec![3, 4],
+            }],
+        }],
+        &[],
+    );
     f
 }
 
@@ -79,9 +102,14 @@ fn link_frames_can_hold_anything() {
         };
         for p in packets {
             let _ = dataplane::monitor::flow_key(p.ip());
-            match f.forward(p, *from_link, |_| true) {
+            match f.forward(p, from_link.then_some(1), |_| true) {
                 Hop::Link(_, p) | Hop::Tun(p) => {
                     let _ = p.wire_len();
+                }
+                Hop::Copies { tun, links } => {
+                    for p in tun.into_iter().chain(links.into_iter().map(|l| l.1)) {
+                        let _ = p.wire_len();
+                    }
                 }
                 _ => {}
             }

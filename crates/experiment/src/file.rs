@@ -699,6 +699,11 @@ impl ExperimentFile {
             no_mount: nodes.no_mount.unwrap_or(false),
             link_port: nodes.link_port.unwrap_or(DEFAULT_LINK_PORT),
             max_nodes: Vec::new(),
+            multicast_pool: crate::multicast_pool(
+                self.multicast_pool_base.as_ref().map(|v| v.get_ref()),
+                self.multicast_pool_mask.as_ref().map(|v| v.get_ref()),
+            )
+            .map_err(meaning)?,
         };
         exp.with_max_nodes(max_nodes).map_err(meaning)
     }

@@ -191,6 +191,8 @@ pub struct Experiment {
     /// Nodes in max mode (`[[nodes]] operating_mode = "max"`, `--max-nodes`), ascending:
     /// the links between two of them on one host are veth pairs the kernel forwards over.
     pub max_nodes: Vec<u32>,
+    /// Where multicast groups take their addresses (`multicast_pool_base`, `_mask`).
+    pub multicast_pool: (Ipv4Addr, u8),
 }
 
 /// A link (its ends, lower id first) and what carries it.
@@ -261,6 +263,62 @@ impl Experiment {
 }
 
 /// The prefix length of a contiguous mask.
+/// The multicast pool from the seeds' keys (an address as text or as four numbers): inside
+/// 224.0.0.0/4, aligned, and clear of 224.0.0.0/24, where IGMP and routing protocols live.
+fn multicast_pool(
+    base: Option<&toml::Value>,
+    mask: Option<&toml::Value>,
+) -> Result<(Ipv4Addr, u8), String> {
+    let addr = |key: &str, v: &toml::Value| -> Result<Ipv4Addr, String> {
+        let bad = || format!("{key} = {v}: give an IPv4 address such as \"239.255.0.0\"");
+        match v {
+            toml::Value::String(s) => s.parse().map_err(|_| bad()),
+            toml::Value::Array(a) if a.len() == 4 => {
+                let mut o = [0u8; 4];
+                for (x, v) in o.iter_mut().zip(a) {
+                    *x = v
+                        .as_integer()
+                        .and_then(|i| u8::try_from(i).ok())
+                        .ok_or_else(bad)?;
+                }
+                Ok(Ipv4Addr::from(o))
+            }
+            _ => Err(bad()),
+        }
+    };
+    let (default_base, default_len) = proto::DEFAULT_MULTICAST_POOL;
+    let base = base
+        .map(|v| addr("multicast_pool_base", v))
+        .transpose()?
+        .unwrap_or(default_base);
+    let len = match mask {
+        Some(v) => {
+            let m = addr("multicast_pool_mask", v)?;
+            prefix_len(m)
+                .ok_or_else(|| format!("multicast_pool_mask {m} is not a contiguous mask"))?
+        }
+        None => default_len,
+    };
+    let bits = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+    if !base.is_multicast() || len < 4 {
+        return Err(format!(
+            "the multicast pool {base}/{len} is not inside 224.0.0.0/4: use e.g. multicast_pool_base = \"239.255.0.0\""
+        ));
+    }
+    if u32::from(base) & !bits != 0 {
+        return Err(format!(
+            "multicast_pool_base {base} has bits set beyond its mask /{len}: use {}",
+            Ipv4Addr::from(u32::from(base) & bits)
+        ));
+    }
+    if u32::from(Ipv4Addr::new(224, 0, 0, 0)) & bits == u32::from(base) || len > 30 {
+        return Err(format!(
+            "the multicast pool {base}/{len} holds 224.0.0.0/24 (link-local: IGMP) or has no room for groups: use e.g. 239.255.0.0/16"
+        ));
+    }
+    Ok((base, len))
+}
+
 fn prefix_len(mask: Ipv4Addr) -> Option<u8> {
     let bits = u32::from(mask);
     let len = bits.leading_ones();

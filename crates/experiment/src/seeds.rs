@@ -128,14 +128,14 @@ pub const SEED_KEYS: &[SeedKey] = &[
     k(
         Controller,
         "multicast_pool_base",
-        Accepted,
-        "addresses for multicast groups; nextmini creates none yet",
+        Acted,
+        "where multicast groups take their addresses (239.255.0.0 by default; `nextmini group create`)",
     ),
     k(
         Controller,
         "multicast_pool_mask",
-        Accepted,
-        "addresses for multicast groups; nextmini creates none yet",
+        Acted,
+        "the multicast pool's size (255.255.0.0 by default)",
     ),
     k(
         Controller,

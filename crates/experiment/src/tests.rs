@@ -591,3 +591,38 @@ fn lossless_flows_take_the_runs_chunk_size_and_fec() {
         assert!(err.contains(expect), "{err}");
     }
 }
+
+#[test]
+fn the_multicast_pool_is_read_checked_and_defaults_to_239_255() {
+    let pool = |text: &str| resolve(&format!("{text}{RING6}")).map(|e| e.multicast_pool);
+    assert_eq!(pool("").unwrap(), (Ipv4Addr::new(239, 255, 0, 0), 16));
+    assert_eq!(
+        pool("multicast_pool_base = \"239.1.2.0\"\nmulticast_pool_mask = \"255.255.255.0\"\n")
+            .unwrap(),
+        (Ipv4Addr::new(239, 1, 2, 0), 24)
+    );
+    // The seeds' older files wrote addresses as four numbers.
+    assert_eq!(
+        pool("multicast_pool_base = [239, 9, 0, 0]\n").unwrap(),
+        (Ipv4Addr::new(239, 9, 0, 0), 16)
+    );
+    for (text, expect) in [
+        (
+            "multicast_pool_base = \"10.0.0.0\"\n",
+            "not inside 224.0.0.0/4",
+        ),
+        (
+            "multicast_pool_base = \"224.0.0.0\"\nmulticast_pool_mask = \"255.0.0.0\"\n",
+            "link-local",
+        ),
+        ("multicast_pool_base = \"239.255.0.7\"\n", "use 239.255.0.0"),
+        (
+            "multicast_pool_mask = \"255.0.255.0\"\n",
+            "not a contiguous mask",
+        ),
+        ("multicast_pool_base = \"x\"\n", "give an IPv4 address"),
+    ] {
+        let e = pool(text).unwrap_err().to_string();
+        assert!(e.contains(expect), "{text}: {e}");
+    }
+}

@@ -182,6 +182,21 @@ pub fn new_route_via(
     RouteNetlinkMessage::NewRoute(m)
 }
 
+/// `ip route add <dest>/<len> dev <index>`: reached on the device itself, no gateway.
+pub fn new_device_route(dest: Ipv4Addr, len: u8, index: u32) -> RouteNetlinkMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = AddressFamily::Inet;
+    m.header.destination_prefix_length = len;
+    m.header.table = libc::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::Static;
+    m.header.scope = RouteScope::Link;
+    m.header.kind = RouteType::Unicast;
+    m.attributes
+        .push(RouteAttribute::Destination(RouteAddress::Inet(dest)));
+    m.attributes.push(RouteAttribute::Oif(index));
+    RouteNetlinkMessage::NewRoute(m)
+}
+
 /// `ip neigh add <addr> lladdr <mac> dev <index> nud permanent`: no ARP for this address.
 pub fn new_permanent_neighbour(index: u32, addr: Ipv4Addr, mac: [u8; 6]) -> RouteNetlinkMessage {
     let mut m = NeighbourMessage::default();

@@ -411,6 +411,7 @@ pub fn monitor(args: MonitorArgs) -> Result<()> {
             flow_port: proto::DEFAULT_FLOW_PORT,
             metrics_interval_ms: args.interval.duration().as_millis() as u32,
             max_nodes: Vec::new(),
+            multicast_pool: proto::DEFAULT_MULTICAST_POOL,
         },
     );
     let interval_ns = args.interval.duration().as_nanos() as u64;

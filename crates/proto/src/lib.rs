@@ -25,7 +25,11 @@ pub use flows::{
 };
 
 /// Bumped on any incompatible change; both hellos carry it.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
+
+/// Where multicast groups take their addresses unless the experiment says otherwise (the
+/// seeds' `multicast_pool_base` and `multicast_pool_mask`).
+pub const DEFAULT_MULTICAST_POOL: (Ipv4Addr, u8) = (Ipv4Addr::new(239, 255, 0, 0), 16);
 
 /// WebSocket paths on the controller.
 pub const AGENT_PATH: &str = "/agent";
@@ -107,6 +111,10 @@ pub struct LinkCounters {
 /// Traffic from `src` to `dst` leaves through `next_hops` (a route pinned by the user).
 pub use topology::routing::PinnedEntry as PinnedRoute;
 
+/// What a node does with a multicast group's packets: its trees, its parent and children on
+/// each, whether it is a member. Sent as the topology crate builds it.
+pub use topology::multicast::{GroupEntry as GroupRoute, TreeHop};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NodeToController {
     Hello {
@@ -176,6 +184,12 @@ pub enum NodeToController {
         id: u64,
         reason: String,
     },
+    /// A program in the node joined (or left) a multicast group: its kernel's IGMP report,
+    /// seen on the node's TUN device.
+    GroupMember {
+        group: Ipv4Addr,
+        joined: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,6 +246,13 @@ pub enum ControllerToNode {
     /// Start a flow to another node.
     StartFlow {
         flow: FlowOrder,
+    },
+    /// Multicast groups' entries that changed at this node (each replaces the group's
+    /// previous one), and the groups it no longer takes part in.
+    Groups {
+        set: Vec<GroupRoute>,
+        #[serde(default)]
+        removed: Vec<Ipv4Addr>,
     },
 }
 

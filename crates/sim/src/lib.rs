@@ -193,6 +193,9 @@ impl dataplane::forward::IpBuffer for SimPacket {
     fn from_ip(ip: &[u8]) -> Self {
         SimPacket(ip.to_vec())
     }
+    fn duplicate(&self) -> Self {
+        SimPacket(self.0.clone())
+    }
 }
 
 /// One direction of a link, as the node that sends on it holds it.
@@ -232,6 +235,8 @@ pub struct Sim {
     host: host::HostStack,
     /// Packets the forwarders dropped, by reason.
     pub dropped: HashMap<dataplane::forward::DropReason, u64>,
+    /// Datagrams to a group taken up by a node: their sequence numbers, by (node, group).
+    group_received: HashMap<(u32, Ipv4Addr), Vec<u32>>,
     /// Events processed so far.
     pub steps: u64,
 }
@@ -275,6 +280,7 @@ impl Sim {
                 metrics_interval_ms: spec.metrics_interval.as_millis() as u32,
                 // Kernel links are the kernel's: the simulator models user-space links only.
                 max_nodes: Vec::new(),
+                multicast_pool: proto::DEFAULT_MULTICAST_POOL,
             },
         );
         let nodes = (1..=n)
@@ -310,6 +316,7 @@ impl Sim {
                 h
             },
             dropped: HashMap::new(),
+            group_received: HashMap::new(),
             steps: 0,
             spec,
         };
@@ -504,7 +511,7 @@ impl Sim {
                 }
             }
             Event::Emulator(id, peer) => self.emulate(id, peer),
-            Event::Inject(id, packet) => self.route(id, packet, false),
+            Event::Inject(id, packet) => self.route(id, packet, None),
             Event::CoordinatorTimer => {
                 self.coordinator_timer = None;
                 self.coordinator.handle_timeout(now);
@@ -606,6 +613,11 @@ impl Sim {
                 Action::Detach { peer } => {
                     self.nodes[id as usize - 1].links.remove(&peer);
                 }
+                Action::SetGroups { set, removed } => {
+                    if let Some(f) = &mut self.nodes[id as usize - 1].forwarder {
+                        f.set_groups(set, &removed);
+                    }
+                }
                 Action::SetRoutes { routes, pinned } => {
                     if let Some(f) = &mut self.nodes[id as usize - 1].forwarder {
                         f.set_table(RouteTable {
@@ -692,6 +704,97 @@ impl Sim {
         change
     }
 
+    /// Creates a multicast group of `source` with these members, as `nextmini group create`
+    /// does.
+    pub fn create_group(
+        &mut self,
+        source: u32,
+        members: &[u32],
+    ) -> Result<controller::coordinator::GroupRow, String> {
+        let row = self
+            .coordinator
+            .handle_create_group(source, None, members)
+            .map_err(|e| e.to_string())?;
+        self.deliver_outputs();
+        Ok(row)
+    }
+
+    /// Nodes join (or leave) a group, as `nextmini group join` (`leave`) does.
+    pub fn group_members(
+        &mut self,
+        group: Ipv4Addr,
+        nodes: &[u32],
+        join: bool,
+    ) -> Result<controller::coordinator::GroupRow, String> {
+        let row = self
+            .coordinator
+            .handle_group_members(group, nodes, join)
+            .map_err(|e| e.to_string())?;
+        self.deliver_outputs();
+        Ok(row)
+    }
+
+    /// Sets a group's trees from outside (None: back to the shortest-path tree).
+    pub fn set_group_trees(
+        &mut self,
+        group: Ipv4Addr,
+        trees: Option<Vec<topology::multicast::TreeSpec>>,
+    ) -> Result<controller::coordinator::GroupRow, String> {
+        let row = self
+            .coordinator
+            .handle_set_group_trees(group, trees)
+            .map_err(|e| e.to_string())?;
+        self.deliver_outputs();
+        Ok(row)
+    }
+
+    /// A program in `node` joins (or leaves) `group`: its kernel sends an IGMPv3 report out of
+    /// the TUN device.
+    pub fn igmp(&mut self, node: u32, group: Ipv4Addr, joined: bool) {
+        // One record: change to exclude {} (join) or to include {} (leave).
+        let mut report = vec![
+            0x22,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            1,
+            if joined { 4 } else { 3 },
+            0,
+            0,
+            0,
+        ];
+        report.extend(group.octets());
+        let p = packets::ipv4(
+            overlay(node),
+            Ipv4Addr::new(224, 0, 0, 22),
+            1,
+            dataplane::packet::IGMP,
+            &report,
+        );
+        self.schedule(self.now, Event::Inject(node, p));
+    }
+
+    /// Sends datagram `seq` of flow `flow` (its UDP source port) from `src` to `group`.
+    pub fn send_to_group(&mut self, src: u32, group: Ipv4Addr, flow: u16, seq: u32) {
+        let mut udp = vec![0u8; 12];
+        udp[0..2].copy_from_slice(&flow.to_be_bytes());
+        udp[2..4].copy_from_slice(&5000u16.to_be_bytes());
+        udp[4..6].copy_from_slice(&12u16.to_be_bytes());
+        udp[8..12].copy_from_slice(&seq.to_be_bytes());
+        let p = packets::ipv4(overlay(src), group, 64, dataplane::packet::UDP, &udp);
+        self.schedule(self.now, Event::Inject(src, p));
+    }
+
+    /// The sequence numbers of the datagrams to `group` that `node` took up, in order.
+    pub fn group_received(&self, node: u32, group: Ipv4Addr) -> &[u32] {
+        self.group_received
+            .get(&(node, group))
+            .map_or(&[], Vec::as_slice)
+    }
+
     /// When the routes of `version` were in place at every node they went to, measured from
     /// the change, and how many nodes that was.
     pub fn routes_applied(&self, version: u64) -> Option<(Duration, usize)> {
@@ -720,33 +823,55 @@ impl Sim {
         }
     }
 
-    /// Routes a packet at `node`: from its TUN device, or arriving from a link.
-    fn route(&mut self, id: u32, packet: Vec<u8>, from_link: bool) {
+    /// Routes a packet at `node`: from its TUN device, or arriving from the link from `from`.
+    fn route(&mut self, id: u32, packet: Vec<u8>, from: Option<u32>) {
         let time_ns = self.unix_ns(self.now);
         let node = &mut self.nodes[id as usize - 1];
-        if !from_link {
+        if from.is_none() {
             node.apps.observe(time_ns, &packet);
         }
         let Some(forwarder) = &node.forwarder else {
             return;
         };
         let links = &node.links;
-        match forwarder.forward(SimPacket(packet), from_link, |peer| {
-            links.contains_key(&peer)
-        }) {
+        match forwarder.forward(SimPacket(packet), from, |peer| links.contains_key(&peer)) {
             Hop::Tun(p) => self.deliver_up(id, p.0),
-            Hop::Link(peer, p) => {
-                let now = self.now;
-                let link = node.links.get_mut(&peer).expect("asked above");
-                let _ = link.emulator.handle_arrival(now, p);
-                if let Some(t) = link.emulator.poll_timeout()
-                    && link.wake.is_none_or(|w| t < w)
-                {
-                    link.wake = Some(t);
-                    self.schedule(t, Event::Emulator(id, peer));
+            Hop::Link(peer, p) => self.send_on(id, peer, p),
+            Hop::Copies { tun, links } => {
+                if let Some(p) = tun {
+                    self.deliver_up(id, p.0);
+                }
+                for (peer, p) in links {
+                    if self.nodes[id as usize - 1].links.contains_key(&peer) {
+                        self.send_on(id, peer, p);
+                    }
                 }
             }
+            Hop::Membership(changes) => {
+                for (group, joined) in changes {
+                    self.nodes[id as usize - 1]
+                        .session
+                        .handle_membership(group, joined);
+                }
+                self.after_session(id);
+            }
             Hop::Drop(why) => *self.dropped.entry(why).or_default() += 1,
+        }
+    }
+
+    /// Puts a packet on the link from `id` to `peer` (which exists).
+    fn send_on(&mut self, id: u32, peer: u32, p: SimPacket) {
+        let now = self.now;
+        let link = self.nodes[id as usize - 1]
+            .links
+            .get_mut(&peer)
+            .expect("asked above");
+        let _ = link.emulator.handle_arrival(now, p);
+        if let Some(t) = link.emulator.poll_timeout()
+            && link.wake.is_none_or(|w| t < w)
+        {
+            link.wake = Some(t);
+            self.schedule(t, Event::Emulator(id, peer));
         }
     }
 
@@ -772,12 +897,26 @@ impl Sim {
             self.schedule(t, Event::Emulator(id, peer));
         }
         for p in due {
-            self.route(peer, p.0, true);
+            self.route(peer, p.0, Some(id));
         }
     }
 
-    /// A packet for `node` itself: its host stack takes it.
+    /// A packet for `node` itself: its host stack takes it (datagrams to a group are counted
+    /// by [`Sim::group_received`]).
     fn deliver_up(&mut self, id: u32, packet: Vec<u8>) {
+        if let Ok(p) = dataplane::packet::Ipv4Packet::new_checked(&packet[..])
+            && p.dst_addr().is_multicast()
+        {
+            let seq = p
+                .payload()
+                .get(8..12)
+                .map_or(0, |b| u32::from_be_bytes(b.try_into().expect("four bytes")));
+            self.group_received
+                .entry((id, p.dst_addr()))
+                .or_default()
+                .push(seq);
+            return;
+        }
         let answer = self.host.receive(self.now, id, &packet);
         self.take_answer(answer);
     }

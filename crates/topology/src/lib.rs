@@ -6,6 +6,7 @@
 
 pub mod ids;
 mod import;
+pub mod multicast;
 mod presets;
 pub mod routing;
 mod spec;

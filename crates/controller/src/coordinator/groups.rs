@@ -1,0 +1,337 @@
+//! Multicast groups while the run goes on: created with a source and an address from the
+//! run's pool, joined and left through the API or by programs in nodes (their kernels' IGMP
+//! reports), given trees from outside or left on the shortest-path tree. The trees themselves
+//! are `topology::multicast`'s; here they are kept, rebuilt when members, trees or routes
+//! change, and only the nodes whose entries changed are sent theirs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use proto::{ControllerToNode, GroupRoute};
+use serde::{Deserialize, Serialize};
+use topology::multicast::{self, Built, BuiltTree, Group, TreeSpec};
+
+use super::{Coordinator, Output};
+
+/// A group as `group list` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupRow {
+    pub group: Ipv4Addr,
+    pub source: u32,
+    pub members: Vec<u32>,
+    /// Its trees as built: edges pruned to the members, and the members each does not reach.
+    pub trees: Vec<BuiltTree>,
+    /// The trees were set from outside (else: the shortest-path tree).
+    pub set_trees: bool,
+}
+
+/// A group change that can't be made.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GroupError {
+    #[error("groups need the dataplane (the experiment runs without TUN devices)")]
+    NoDataplane,
+    #[error("the routes are still being computed: try again once the topology is ready")]
+    NotYet,
+    #[error("no group {0} in this run (see `nextmini group list`)")]
+    Unknown(Ipv4Addr),
+    #[error("group {0} exists already (its source is node {1})")]
+    Exists(Ipv4Addr, u32),
+    #[error(
+        "{addr} is outside the run's multicast pool {base}/{len} (multicast_pool_base and multicast_pool_mask)"
+    )]
+    OutsidePool {
+        addr: Ipv4Addr,
+        base: Ipv4Addr,
+        len: u8,
+    },
+    #[error("the multicast pool {base}/{len} has no address left: delete a group first")]
+    PoolFull { base: Ipv4Addr, len: u8 },
+    #[error("node {node} is not a node of {topology} (1..={n})")]
+    UnknownNode { node: u32, n: u32, topology: String },
+    #[error("there is no link between nodes {a} and {b} in {topology}: a tree follows links")]
+    NoLink { a: u32, b: u32, topology: String },
+    #[error(
+        "the link between nodes {a} and {b} is the kernel's (both are in max mode): it carries no groups; pick a tree around it"
+    )]
+    ThroughMaxMode { a: u32, b: u32 },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A group and what was last sent for it.
+#[derive(Debug, Clone)]
+pub(super) struct GroupState {
+    group: Group,
+    built: Built,
+}
+
+impl Coordinator {
+    fn groups_possible(&self) -> Result<(), GroupError> {
+        if !self.settings.dataplane {
+            return Err(GroupError::NoDataplane);
+        }
+        if self.routes_pending.is_some() || self.router.is_none() {
+            return Err(GroupError::NotYet);
+        }
+        Ok(())
+    }
+
+    fn check_node(&self, node: u32) -> Result<(), GroupError> {
+        let n = self.topology.n_nodes();
+        if node == 0 || node > n {
+            return Err(GroupError::UnknownNode {
+                node,
+                n,
+                topology: self.topology.label.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn in_pool(&self, addr: Ipv4Addr) -> bool {
+        let (base, len) = self.settings.multicast_pool;
+        let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+        u32::from(addr) & mask == u32::from(base) & mask
+    }
+
+    /// The pool's first address no group has (its base and broadcast-like last are skipped).
+    fn free_address(&self) -> Result<Ipv4Addr, GroupError> {
+        let (base, len) = self.settings.multicast_pool;
+        let size = 1u64 << (32 - u32::from(len));
+        (1..size.saturating_sub(1))
+            .map(|i| Ipv4Addr::from(u32::from(base).wrapping_add(i as u32)))
+            .find(|a| !self.groups.contains_key(a))
+            .ok_or(GroupError::PoolFull { base, len })
+    }
+
+    /// Creates a group of `source` (at `address`, else the pool's next free one) with these
+    /// members; the nodes on its tree get their entries.
+    pub fn handle_create_group(
+        &mut self,
+        source: u32,
+        address: Option<Ipv4Addr>,
+        members: &[u32],
+    ) -> Result<GroupRow, GroupError> {
+        self.groups_possible()?;
+        self.check_node(source)?;
+        for &m in members {
+            self.check_node(m)?;
+        }
+        let addr = match address {
+            Some(a) => {
+                if !self.in_pool(a) {
+                    let (base, len) = self.settings.multicast_pool;
+                    return Err(GroupError::OutsidePool { addr: a, base, len });
+                }
+                if let Some(g) = self.groups.get(&a) {
+                    return Err(GroupError::Exists(a, g.group.source));
+                }
+                a
+            }
+            None => self.free_address()?,
+        };
+        let group = Group {
+            group: addr,
+            source,
+            members: members.iter().copied().collect(),
+            trees: None,
+        };
+        self.apply_group(group)?;
+        tracing::info!("multicast group {addr} of node {source} created");
+        Ok(self.group_row(addr).expect("just made"))
+    }
+
+    /// Removes a group: its nodes forget it.
+    pub fn handle_delete_group(&mut self, addr: Ipv4Addr) -> Result<(), GroupError> {
+        let state = self.groups.remove(&addr).ok_or(GroupError::Unknown(addr))?;
+        let mut per_node = BTreeMap::new();
+        let (_, removed) = multicast::changed(&state.built.entries, &BTreeMap::new());
+        for node in removed {
+            per_node
+                .entry(node)
+                .or_insert_with(|| (Vec::new(), Vec::new()))
+                .1
+                .push(addr);
+        }
+        self.send_groups(per_node);
+        Ok(())
+    }
+
+    /// `nodes` join (or leave) the group; only the nodes on their branches change.
+    pub fn handle_group_members(
+        &mut self,
+        addr: Ipv4Addr,
+        nodes: &[u32],
+        join: bool,
+    ) -> Result<GroupRow, GroupError> {
+        self.groups_possible()?;
+        for &n in nodes {
+            self.check_node(n)?;
+        }
+        let mut group = self
+            .groups
+            .get(&addr)
+            .ok_or(GroupError::Unknown(addr))?
+            .group
+            .clone();
+        for &n in nodes {
+            if join {
+                group.members.insert(n);
+            } else {
+                group.members.remove(&n);
+            }
+        }
+        self.apply_group(group)?;
+        Ok(self.group_row(addr).expect("kept"))
+    }
+
+    /// Sets the group's trees from outside (`SetGroupRoutes`, several with weights), or with
+    /// None goes back to the shortest-path tree.
+    pub fn handle_set_group_trees(
+        &mut self,
+        addr: Ipv4Addr,
+        trees: Option<Vec<TreeSpec>>,
+    ) -> Result<GroupRow, GroupError> {
+        self.groups_possible()?;
+        let mut group = self
+            .groups
+            .get(&addr)
+            .ok_or(GroupError::Unknown(addr))?
+            .group
+            .clone();
+        if let Some(trees) = &trees {
+            multicast::check_trees(group.source, self.topology.n_nodes(), trees)
+                .map_err(GroupError::Invalid)?;
+            for t in trees {
+                for &(a, b) in &t.edges {
+                    if self.edge_index(a, b).is_none() {
+                        return Err(GroupError::NoLink {
+                            a,
+                            b,
+                            topology: self.topology.label.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        group.trees = trees;
+        self.apply_group(group)?;
+        Ok(self.group_row(addr).expect("kept"))
+    }
+
+    /// A program in `node` joined or left a group (its kernel's IGMP report). Reports for
+    /// addresses that are no group of this run are ignored: programs join all sorts.
+    pub(super) fn handle_group_member(&mut self, node: u32, addr: Ipv4Addr, joined: bool) {
+        if !self.groups.contains_key(&addr) {
+            tracing::debug!("node {node}: IGMP for {addr}, which is no group of this run");
+            return;
+        }
+        match self.handle_group_members(addr, &[node], joined) {
+            Ok(_) => tracing::info!(
+                "node {node} {} group {addr}",
+                if joined { "joined" } else { "left" }
+            ),
+            Err(e) => tracing::warn!("node {node}: group {addr}: {e}"),
+        }
+    }
+
+    /// The routes changed: every group on the shortest-path tree is rebuilt, and the nodes
+    /// whose entries changed get them.
+    pub(super) fn regroup(&mut self) {
+        let Some(router) = &self.router else {
+            return;
+        };
+        let mut per_node: BTreeMap<u32, (Vec<GroupRoute>, Vec<Ipv4Addr>)> = BTreeMap::new();
+        for state in self.groups.values_mut() {
+            if state.group.trees.is_some() {
+                continue;
+            }
+            let built = multicast::build(&state.group, router.tables());
+            collect(&mut per_node, &state.built, &built, state.group.group);
+            state.built = built;
+        }
+        self.send_groups(per_node);
+    }
+
+    /// Builds `group`, checks it, keeps it and sends what changed.
+    fn apply_group(&mut self, group: Group) -> Result<(), GroupError> {
+        let router = self.router.as_ref().ok_or(GroupError::NotYet)?;
+        let built = multicast::build(&group, router.tables());
+        for t in &built.trees {
+            if let Some(&(a, b)) = t.edges.iter().find(|&&(a, b)| self.kernel_link(a, b)) {
+                return Err(GroupError::ThroughMaxMode { a, b });
+            }
+        }
+        let addr = group.group;
+        let old = self
+            .groups
+            .get(&addr)
+            .map(|s| s.built.clone())
+            .unwrap_or_default();
+        let mut per_node = BTreeMap::new();
+        collect(&mut per_node, &old, &built, addr);
+        self.groups.insert(addr, GroupState { group, built });
+        self.send_groups(per_node);
+        Ok(())
+    }
+
+    /// Whether a–b is a link the kernel carries (both ends in max mode on one agent).
+    fn kernel_link(&self, a: u32, b: u32) -> bool {
+        let agent = |n: u32| self.slot(n).and_then(|s| s.agent);
+        self.max_mode(a) && self.max_mode(b) && agent(a) == agent(b)
+    }
+
+    fn send_groups(&mut self, per_node: BTreeMap<u32, (Vec<GroupRoute>, Vec<Ipv4Addr>)>) {
+        for (node, (set, removed)) in per_node {
+            if self.slot(node).is_some_and(|s| s.connected && !s.failed) {
+                self.out.push_back(Output::Node(
+                    node,
+                    ControllerToNode::Groups { set, removed },
+                ));
+            }
+        }
+    }
+
+    fn group_row(&self, addr: Ipv4Addr) -> Option<GroupRow> {
+        let s = self.groups.get(&addr)?;
+        Some(GroupRow {
+            group: addr,
+            source: s.group.source,
+            members: s.group.members.iter().copied().collect(),
+            trees: s.built.trees.clone(),
+            set_trees: s.group.trees.is_some(),
+        })
+    }
+
+    /// Every group, by address.
+    pub fn group_rows(&self) -> Vec<GroupRow> {
+        self.groups
+            .keys()
+            .filter_map(|a| self.group_row(*a))
+            .collect()
+    }
+
+    /// The nodes `group` has in its trees or members (for tests and `group show`).
+    pub fn group_nodes(&self, addr: Ipv4Addr) -> BTreeSet<u32> {
+        self.groups
+            .get(&addr)
+            .map(|s| s.built.entries.keys().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// What changed between two builds of group `addr`, added to each node's message.
+fn collect(
+    per_node: &mut BTreeMap<u32, (Vec<GroupRoute>, Vec<Ipv4Addr>)>,
+    old: &Built,
+    new: &Built,
+    addr: Ipv4Addr,
+) {
+    let (set, removed) = multicast::changed(&old.entries, &new.entries);
+    for (node, entry) in set {
+        per_node.entry(node).or_default().0.push(entry);
+    }
+    for node in removed {
+        per_node.entry(node).or_default().1.push(addr);
+    }
+}
