@@ -272,6 +272,45 @@ impl ControllerClient {
             .get(&format!("/api/routes/path?src={src}&dst={dst}{flow}"))
     }
 
+    /// The multicast groups.
+    pub fn groups(&self) -> Result<Vec<crate::coordinator::GroupRow>, ClientError> {
+        self.0.get("/api/groups")
+    }
+
+    /// Changes the groups (creates, joins, leaves, sets trees, deletes); the group after it.
+    pub fn group(
+        &self,
+        op: &crate::coordinator::GroupOp,
+    ) -> Result<crate::coordinator::GroupRow, ClientError> {
+        use crate::coordinator::GroupOp;
+        match op {
+            GroupOp::Create {
+                source,
+                address,
+                members,
+            } => self.0.post(
+                "/api/groups",
+                &serde_json::json!({ "source": source, "address": address, "members": members }),
+            ),
+            GroupOp::Join { group, nodes } => self.0.post(
+                &format!("/api/groups/{group}/join"),
+                &serde_json::json!({ "nodes": nodes }),
+            ),
+            GroupOp::Leave { group, nodes } => self.0.post(
+                &format!("/api/groups/{group}/leave"),
+                &serde_json::json!({ "nodes": nodes }),
+            ),
+            GroupOp::Trees { group, trees } => self.0.post(
+                &format!("/api/groups/{group}/trees"),
+                &serde_json::json!({ "trees": trees }),
+            ),
+            GroupOp::Delete { group } => self.0.post(
+                &format!("/api/groups/{group}/delete"),
+                &serde_json::json!({}),
+            ),
+        }
+    }
+
     /// Asks the run to tear down (it answers at once and tears down after).
     pub fn down(&self) -> Result<(), ClientError> {
         self.0.post_only::<()>("/api/down", None)

@@ -21,7 +21,7 @@ use topology::routing::Metric;
 
 mod groups;
 mod routes;
-pub use groups::{GroupError, GroupRow};
+pub use groups::{GroupError, GroupOp, GroupRow};
 pub use routes::{PathRow, RouteChange, RouteError, RouteFilter, RouteRequest, RouteRow};
 
 pub type AgentId = u64;

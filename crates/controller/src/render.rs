@@ -142,6 +142,40 @@ pub fn routes<'a>(rows: impl IntoIterator<Item = &'a RouteRow>) -> String {
     out
 }
 
+/// Multicast groups: source, members, and each tree's edges (pruned to the members).
+pub fn groups<'a>(rows: impl IntoIterator<Item = &'a crate::coordinator::GroupRow>) -> String {
+    let mut out = String::from(
+        "| group | source | members | tree | weight | edges | unreached |\n|---|---:|---|---:|---:|---|---|\n",
+    );
+    for g in rows {
+        let members = topology::ids::format_ids(&g.members);
+        for (i, t) in g.trees.iter().enumerate() {
+            let first = i == 0;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {}{} | {} | {} | {} |",
+                if first {
+                    g.group.to_string()
+                } else {
+                    String::new()
+                },
+                if first {
+                    g.source.to_string()
+                } else {
+                    String::new()
+                },
+                if first { members.as_str() } else { "" },
+                t.tree_id,
+                if g.set_trees { "" } else { " (shortest paths)" },
+                t.weight,
+                edges_text(&t.edges),
+                topology::ids::format_ids(&t.unreached),
+            );
+        }
+    }
+    out
+}
+
 /// Where traffic between two nodes goes.
 pub fn path(p: &PathRow) -> String {
     let mut out = format!("{} -> {}: {}\n", p.src, p.dst, edges_text(&p.edges));

@@ -15,6 +15,11 @@
 //!                   answers once every node it changed has it in place
 //! POST /api/routes/clear   unpin routes ({"src": 1, "dst": 8}, {} for all)
 //! GET  /api/routes/path?src=1&dst=8[&flow=4]   where that traffic goes now
+//! GET  /api/groups  multicast groups: source, members, trees
+//! POST /api/groups  create one ({"source": 1, "members": [5, 9]}, "address" optional)
+//! POST /api/groups/{addr}/join, /leave  ({"nodes": [5]}); /trees ({"trees": [{"tree_id": 1,
+//!                   "weight": 2, "edges": [[1, 2], [2, 5]]}], null for the shortest-path
+//!                   tree); /delete
 //! GET  /api/metrics/links?since_ns=…&src=1&dst=2   link samples of this run, from the store
 //! GET  /api/metrics/flows/{id}?since_ns=…          a flow's samples on each link it crossed
 //! GET  /metrics     Prometheus text: links, nodes, flows, completion times, route changes
@@ -118,6 +123,12 @@ enum Input {
         flow: Option<u64>,
         reply: oneshot::Sender<Result<PathRow, RouteError>>,
     },
+    Group {
+        op: crate::coordinator::GroupOp,
+        reply:
+            oneshot::Sender<Result<crate::coordinator::GroupRow, crate::coordinator::GroupError>>,
+    },
+    Groups(oneshot::Sender<Vec<crate::coordinator::GroupRow>>),
     /// Tear down, or with `keep` end the run and keep the nodes for the next (`down --keep`).
     Down {
         keep: bool,
@@ -335,6 +346,8 @@ pub fn spawn(
         .route("/api/routes", get(api_routes).post(api_set_route))
         .route("/api/routes/clear", post(api_clear_routes))
         .route("/api/routes/path", get(api_route_path))
+        .route("/api/groups", get(api_groups).post(api_create_group))
+        .route("/api/groups/{addr}/{op}", post(api_change_group))
         .route("/api/metrics/links", get(api_link_points))
         .route("/api/metrics/flows/{id}", get(api_flow_points))
         .route("/metrics", get(prometheus_metrics))
@@ -526,6 +539,16 @@ async fn run_coordinator(
                 reply,
             } => {
                 let _ = reply.send(c.route_path(src, dst, flow));
+            }
+            Input::Group { op, reply } => {
+                let result = c.handle_group_op(op);
+                if let Err(e) = &result {
+                    tracing::warn!("group change refused: {e}");
+                }
+                let _ = reply.send(result);
+            }
+            Input::Groups(reply) => {
+                let _ = reply.send(c.group_rows());
             }
             // The first word counts: `up` asks again once the API has.
             Input::Down { .. } if *down.borrow() => {}
@@ -810,6 +833,81 @@ async fn api_clear_routes(State(s): State<AppState>, Json(filter): Json<RouteFil
         )
             .into_response(),
     }
+}
+
+async fn api_groups(State(s): State<AppState>) -> Response {
+    ask(&s, Input::Groups).await
+}
+
+#[derive(serde::Deserialize)]
+struct NewGroup {
+    source: u32,
+    #[serde(default)]
+    address: Option<std::net::Ipv4Addr>,
+    #[serde(default)]
+    members: Vec<u32>,
+}
+
+/// `POST /api/groups`: creates a group.
+async fn api_create_group(State(s): State<AppState>, Json(g): Json<NewGroup>) -> Response {
+    let op = crate::coordinator::GroupOp::Create {
+        source: g.source,
+        address: g.address,
+        members: g.members,
+    };
+    ask_checked(&s, |reply| Input::Group { op, reply }).await
+}
+
+#[derive(serde::Deserialize)]
+struct GroupBody {
+    #[serde(default)]
+    nodes: Vec<u32>,
+    #[serde(default)]
+    trees: Option<Vec<topology::multicast::TreeSpec>>,
+}
+
+/// `POST /api/groups/{addr}/{join|leave|trees|delete}`.
+async fn api_change_group(
+    State(s): State<AppState>,
+    axum::extract::Path((addr, op)): axum::extract::Path<(String, String)>,
+    body: Option<Json<GroupBody>>,
+) -> Response {
+    use crate::coordinator::GroupOp;
+    use axum::http::StatusCode;
+    let Ok(group) = addr.parse::<std::net::Ipv4Addr>() else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("{addr} is not a group address (see `nextmini group list`)"),
+        )
+            .into_response();
+    };
+    let body = body.map(|Json(b)| b).unwrap_or(GroupBody {
+        nodes: Vec::new(),
+        trees: None,
+    });
+    let op = match op.as_str() {
+        "join" => GroupOp::Join {
+            group,
+            nodes: body.nodes,
+        },
+        "leave" => GroupOp::Leave {
+            group,
+            nodes: body.nodes,
+        },
+        "trees" => GroupOp::Trees {
+            group,
+            trees: body.trees,
+        },
+        "delete" => GroupOp::Delete { group },
+        other => {
+            return (
+                StatusCode::NOT_FOUND,
+                format!("no group change `{other}`: join, leave, trees or delete"),
+            )
+                .into_response();
+        }
+    };
+    ask_checked(&s, |reply| Input::Group { op, reply }).await
 }
 
 #[derive(serde::Deserialize)]

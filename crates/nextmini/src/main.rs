@@ -5,6 +5,7 @@ mod bench;
 mod bench_loop;
 mod exp;
 mod flow;
+mod group;
 mod host;
 mod metrics;
 mod plumb;
@@ -68,6 +69,10 @@ enum Command {
     /// Routes while running: nextmini route set 1 8 --path 1,3,7,8, route clear, route show
     #[command(subcommand)]
     Route(route::RouteCommand),
+    /// Multicast groups while running: nextmini group create 1 --members 2-9, group list,
+    /// group join|leave GROUP NODES, group trees GROUP --tree 1:1:1-2,2-5
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// A run's results from its store (also after `down`): flows, links over time, export.
     Metrics(metrics::MetricsArgs),
     /// The controller alone, for agents started separately.
@@ -134,6 +139,7 @@ fn main() -> ExitCode {
         Some(Command::Link(LinkCommand::Show(args))) => running::link_show(&args).map(done),
         Some(Command::Flow(cmd)) => flow::run(cmd).map(done),
         Some(Command::Route(cmd)) => route::run(cmd).map(done),
+        Some(Command::Group(cmd)) => group::run(cmd).map(done),
         Some(Command::Metrics(args)) => metrics::run(args).map(done),
         Some(Command::Controller(args)) => agent::controller(args).map(done),
         Some(Command::Agent(args)) => agent::agent(args).map(done),

@@ -25,6 +25,36 @@ pub struct GroupRow {
     pub set_trees: bool,
 }
 
+/// A change to the groups, as the API takes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum GroupOp {
+    /// A group of `source` at `address` (else the pool's next free one), with these members.
+    Create {
+        source: u32,
+        #[serde(default)]
+        address: Option<Ipv4Addr>,
+        #[serde(default)]
+        members: Vec<u32>,
+    },
+    Join {
+        group: Ipv4Addr,
+        nodes: Vec<u32>,
+    },
+    Leave {
+        group: Ipv4Addr,
+        nodes: Vec<u32>,
+    },
+    /// Trees from outside; none: back to the shortest-path tree.
+    Trees {
+        group: Ipv4Addr,
+        trees: Option<Vec<TreeSpec>>,
+    },
+    Delete {
+        group: Ipv4Addr,
+    },
+}
+
 /// A group change that can't be made.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GroupError {
@@ -102,6 +132,26 @@ impl Coordinator {
             .map(|i| Ipv4Addr::from(u32::from(base).wrapping_add(i as u32)))
             .find(|a| !self.groups.contains_key(a))
             .ok_or(GroupError::PoolFull { base, len })
+    }
+
+    /// Carries out a change to the groups; the group as it is after it (as it was, for a
+    /// deleted one).
+    pub fn handle_group_op(&mut self, op: GroupOp) -> Result<GroupRow, GroupError> {
+        match op {
+            GroupOp::Create {
+                source,
+                address,
+                members,
+            } => self.handle_create_group(source, address, &members),
+            GroupOp::Join { group, nodes } => self.handle_group_members(group, &nodes, true),
+            GroupOp::Leave { group, nodes } => self.handle_group_members(group, &nodes, false),
+            GroupOp::Trees { group, trees } => self.handle_set_group_trees(group, trees),
+            GroupOp::Delete { group } => {
+                let row = self.group_row(group).ok_or(GroupError::Unknown(group))?;
+                self.handle_delete_group(group)?;
+                Ok(row)
+            }
+        }
     }
 
     /// Creates a group of `source` (at `address`, else the pool's next free one) with these
