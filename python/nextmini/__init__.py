@@ -3,12 +3,13 @@
 
 from . import node, topo
 from .errors import NextminiError
-from .experiment import Experiment, Flow, Link, Node, Route, binary
+from .experiment import Experiment, Flow, Group, Link, Node, Route, binary
 from .units import parse_bytes, parse_rate_bytes
 
 __all__ = [
     "Experiment",
     "Flow",
+    "Group",
     "Link",
     "NextminiError",
     "Node",

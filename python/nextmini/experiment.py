@@ -297,6 +297,18 @@ class Experiment:
             body["start"] = start
         return Flow(self, self.api.post("/api/flows", body)["id"])
 
+    def group(
+        self, source: int, *, members: Iterable[int] = (), address: Optional[str] = None
+    ) -> "Group":
+        """Creates a multicast group of `source` (an (S,G) group) at `address`, else at the
+        run's pool's next free address (239.255.0.1, …), with these members. Programs in nodes
+        join and leave it with ordinary sockets (IP_ADD_MEMBERSHIP on the node's tun0) too."""
+        body = {"source": source, "members": list(members), "address": address}
+        return Group(self, self.api.post("/api/groups", body))
+
+    def groups(self) -> List["Group"]:
+        return [Group(self, row) for row in self.api.get("/api/groups")]
+
     def flows(self):
         """Every generated flow (a DataFrame with pandas)."""
         return _table(self.api.get("/api/flows"))
@@ -368,6 +380,59 @@ class Route:
         if flow is not None:
             q += f"&flow={flow.id if isinstance(flow, Flow) else flow}"
         return self.exp.api.get(q)
+
+
+class Group:
+    """A multicast group: its address, source, members and trees (`row`, as last seen)."""
+
+    def __init__(self, exp: Experiment, row: Dict[str, Any]):
+        self.exp, self.row = exp, row
+        self.address, self.source = row["group"], row["source"]
+
+    def _change(self, op: str, body: Dict[str, Any]) -> "Group":
+        self.row = self.exp.api.post(f"/api/groups/{self.address}/{op}", body)
+        return self
+
+    def join(self, *nodes: int) -> "Group":
+        return self._change("join", {"nodes": list(nodes)})
+
+    def leave(self, *nodes: int) -> "Group":
+        return self._change("leave", {"nodes": list(nodes)})
+
+    def set_trees(self, trees: Iterable[Any]) -> "Group":
+        """Trees from outside: each a dict {"tree_id", "weight", "edges"} or a tuple
+        (tree_id, weight, edges), edges from parent to child starting at the source; flows
+        spread over them by weight (a consistent hash)."""
+        specs = []
+        for t in trees:
+            if not isinstance(t, dict):
+                tree_id, weight, edges = t
+                t = {"tree_id": tree_id, "weight": weight, "edges": edges}
+            specs.append({**t, "edges": [list(e) for e in t["edges"]]})
+        return self._change("trees", {"trees": specs})
+
+    def shortest_path_tree(self) -> "Group":
+        """Back to the shortest-path tree from the source."""
+        return self._change("trees", {"trees": None})
+
+    def delete(self) -> None:
+        self._change("delete", {})
+
+    def refresh(self) -> "Group":
+        for row in self.exp.api.get("/api/groups"):
+            if row["group"] == self.address:
+                self.row = row
+                return self
+        raise NextminiError(f"no group {self.address} in the experiment")
+
+    @property
+    def members(self) -> List[int]:
+        return self.refresh().row["members"]
+
+    @property
+    def trees(self) -> List[Dict[str, Any]]:
+        """Each tree as built: tree_id, weight, edges (pruned to members), unreached."""
+        return self.refresh().row["trees"]
 
 
 class Node:

@@ -183,3 +183,52 @@ def test_a_lossless_flow_with_fec_arrives_whole_over_a_lossy_link(root_only):
         f = exp.flow(1, 2, bytes="2MB", rate="40mbit", transport="lossless_unicast")
         f.wait()
         assert f.row["state"] == "finished" and f.row["bytes"] == 2_000_000, f.row
+
+
+SEND_TO_GROUP = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
+for i in range(int(sys.argv[2])):
+    s.sendto(b"%d" % i, (sys.argv[1], 5000))
+    time.sleep(0.002)
+"""
+
+
+def tun_rx(prefix: str, node: int) -> int:
+    out = subprocess.run(
+        ["ip", "netns", "exec", f"{prefix}{node}", "cat", "/sys/class/net/tun0/statistics/rx_packets"],
+        capture_output=True, text=True, check=True,
+    )
+    return int(out.stdout)
+
+
+def test_a_multicast_group_made_joined_left_and_given_trees_from_python(root_only):
+    with Experiment(topo.ring(6), links={"delay": "1ms"}) as exp:
+        exp.wait_ready()
+        g = exp.group(1, members=[3])
+        assert g.address == "239.255.0.1" and g.members == [3]
+        g.join(4)
+        assert g.members == [3, 4]
+
+        def send(n: int) -> dict:
+            before = {n_: tun_rx(exp.prefix, n_) for n_ in (3, 4, 5)}
+            exp.node(1).exec(["python3", "-c", SEND_TO_GROUP, g.address, str(n)], check=True)
+            time.sleep(0.3)
+            return {n_: tun_rx(exp.prefix, n_) - before[n_] for n_ in before}
+
+        assert send(50) == {3: 50, 4: 50, 5: 0}
+        g.leave(4)
+        assert send(50) == {3: 50, 4: 0, 5: 0}
+        # Two trees from outside, one each way round the ring, 1 : 3.
+        g.join(4)
+        g.set_trees([(1, 1, [(1, 2), (2, 3), (3, 4)]), {"tree_id": 2, "weight": 3, "edges": [[1, 6], [6, 5], [5, 4], [4, 3]]}])
+        assert [t["tree_id"] for t in g.trees] == [1, 2]
+        got = send(40)
+        assert got[3] == 40 and got[4] == 40, got
+        with pytest.raises(NextminiError, match="two parents"):
+            g.set_trees([(1, 1, [(1, 2), (2, 3), (1, 6), (6, 5), (5, 4), (4, 3), (2, 4)])])
+        g.shortest_path_tree()
+        assert len(g.trees) == 1
+        g.delete()
+        assert exp.groups() == []
