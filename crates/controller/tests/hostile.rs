@@ -114,6 +114,10 @@ fn node_seeds() -> Vec<Vec<u8>> {
             id: 2,
             reason: "refused".into(),
         },
+        NodeToController::GroupMember {
+            group: std::net::Ipv4Addr::new(239, 255, 0, 1),
+            joined: true,
+        },
     ]
     .iter()
     .map(|m| proto::encode(m).unwrap())
@@ -169,6 +173,8 @@ fn node_sessions_can_send_anything() {
         let Ok(msg) = proto::decode::<NodeToController>(bytes) else {
             return false;
         };
+        // A group for memberships to name.
+        let _ = c.handle_create_group(1, None, &[]);
         match msg {
             NodeToController::Hello { .. } => {
                 let _ = c.handle_node_hello(now, &msg);
@@ -225,6 +231,13 @@ fn api_bodies_can_say_anything() {
             decoded = true;
             let _ = c.handle_set_route(now, req.clone());
             let _ = c.handle_unset_route(now, &req);
+        }
+        if let Ok(op) = serde_json::from_slice::<controller::coordinator::GroupOp>(bytes) {
+            decoded = true;
+            // A group to change, with a member.
+            let _ = c.handle_create_group(1, None, &[3]);
+            let _ = c.handle_group_op(op);
+            let _ = c.group_rows();
         }
         settle(&mut c, now);
         decoded
