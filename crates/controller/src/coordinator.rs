@@ -312,6 +312,8 @@ pub struct Coordinator {
     flow_routes: BTreeMap<u64, routes::RouteRequest>,
     /// Multicast groups, by address.
     groups: BTreeMap<Ipv4Addr, groups::GroupState>,
+    /// The experiment's groups (`[[groups]]`), made once the topology is ready.
+    planned_groups: Vec<experiment::groups::PlannedGroup>,
     out: VecDeque<Output>,
 }
 
@@ -383,6 +385,7 @@ impl Coordinator {
             route_waits: BTreeMap::new(),
             flow_routes: BTreeMap::new(),
             groups: BTreeMap::new(),
+            planned_groups: Vec::new(),
             out: VecDeque::new(),
             settings,
         }
@@ -1109,6 +1112,7 @@ impl Coordinator {
             }
         }
         self.emit(Milestone::TopologyReady { wiring });
+        self.make_planned_groups();
         self.flows.handle_ready(now);
         self.drain_flows();
     }

@@ -89,6 +89,7 @@ pub async fn start(
         tokio::task::spawn_blocking(move || Coordinator::build_router(&topology, &settings))
     };
     let mut coordinator = Coordinator::without_routes(exp.topology.clone(), settings);
+    coordinator.plan_groups(exp.groups.clone());
     // The experiment's flows get their rows (and so their ids) before anything runs; they
     // wait in the coordinator until the topology is ready.
     if !exp.flows.is_empty() {

@@ -16,6 +16,7 @@
 mod dataplane_file;
 mod file;
 pub mod flows;
+pub mod groups;
 mod links;
 pub mod seeds;
 pub mod workload;
@@ -193,6 +194,8 @@ pub struct Experiment {
     pub max_nodes: Vec<u32>,
     /// Where multicast groups take their addresses (`multicast_pool_base`, `_mask`).
     pub multicast_pool: (Ipv4Addr, u8),
+    /// Multicast groups made once the topology is ready (`[[groups]]`).
+    pub groups: Vec<groups::PlannedGroup>,
 }
 
 /// A link (its ends, lower id first) and what carries it.

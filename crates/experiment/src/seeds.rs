@@ -99,7 +99,7 @@ pub const SEED_KEYS: &[SeedKey] = &[
         Controller,
         "[[routes]]",
         Acted,
-        "route = [path] or [[a, b], …] DAG edges: pinned per source; multicast DAGs (several sinks) are refused",
+        "route = [path] or [[a, b], …] DAG edges: pinned per source; a DAG with several sinks (the seeds' multicast routes) is refused: give a group its trees in [[groups]] instead",
     ),
     k(
         Controller,
@@ -117,7 +117,7 @@ pub const SEED_KEYS: &[SeedKey] = &[
         Controller,
         "user_space_base_addr",
         Accepted,
-        "addresses of the seeds' smoltcp flows; nextmini generates no flows yet ([[flows]] is refused)",
+        "addresses of the seeds' smoltcp flows; nextmini's flows are the kernel's TCP connections (or lossless UDP) between the nodes' overlay addresses, so it changes nothing",
     ),
     k(
         Controller,
@@ -147,19 +147,19 @@ pub const SEED_KEYS: &[SeedKey] = &[
         Controller,
         "scheduler_type",
         ByValue,
-        "\"fifo\": every link direction serves its queue first in, first out; \"wrr\" is refused (weighted round robin by flow weight is not implemented yet)",
+        "\"fifo\" (the default): every link direction serves its queue first in, first out; \"wrr\": a queue per flow, served by the flows' weights (flow_weight, carried as DSCP); anything else is refused",
     ),
     k(
         Controller,
         "[[link_rates]]",
-        Refused,
-        "token-bucket link rates are not implemented yet: give each link's rate in [[link]] instead (rate = \"8mbit\" is 1,000,000 bytes/s)",
+        Acted,
+        "a token bucket on one link direction: rate (bytes/s, or \"10mbit\") and bucket_size (bytes sent at line speed before the rate holds)",
     ),
     k(
         Controller,
         "[[flows]]",
-        Refused,
-        "nextmini does not generate flows yet: run traffic inside nodes with `nextmini exec N -- iperf3 …`",
+        Acted,
+        "flows start once the topology is ready (or at start = \"2s\" after): kernel TCP connections between the nodes (congestion control, pacing, DSCP weight) or lossless_unicast; their results go into the store",
     ),
     k(
         Controller,
@@ -309,7 +309,7 @@ pub const SEED_KEYS: &[SeedKey] = &[
         Dataplane,
         "scheduler_type",
         ByValue,
-        "\"fifo\": what every link does; \"wrr\" is refused (not implemented yet)",
+        "\"fifo\": accepted; \"wrr\" is refused here: the links are the experiment's, so set scheduler_type = \"wrr\" in the experiment file",
     ),
     k(
         Dataplane,

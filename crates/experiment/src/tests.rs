@@ -87,7 +87,7 @@ fn unknown_keys_and_bad_values_name_the_line() {
 #[test]
 fn refused_seeds_keys_name_their_line_and_say_why() {
     for (text, line, expect) in [
-        ("scheduler_type = \"sfq\"\n", 1, "weighted round robin"),
+        ("scheduler_type = \"sfq\"\n", 1, "a queue per flow"),
         ("protocol = \"sctp\"\n", 1, "anything else is refused"),
         (
             "quic_congestion_control = \"bbr\"\n",
@@ -623,6 +623,46 @@ fn the_multicast_pool_is_read_checked_and_defaults_to_239_255() {
         ("multicast_pool_base = \"x\"\n", "give an IPv4 address"),
     ] {
         let e = pool(text).unwrap_err().to_string();
+        assert!(e.contains(expect), "{text}: {e}");
+    }
+}
+
+#[test]
+fn groups_are_read_and_their_nodes_addresses_and_trees_checked() {
+    let exp = resolve(&format!(
+        "[[groups]]\nsource = 1\nmembers = \"3-4\"\n[[groups]]\nsource = 2\nmembers = [5, 6]\naddress = \"239.255.1.1\"\ntrees = [{{ tree_id = 1, weight = 2, edges = [[2, 3], [3, 4], [4, 5], [5, 6]] }}]\n{RING6}"
+    ))
+    .unwrap();
+    assert_eq!(exp.groups.len(), 2);
+    assert_eq!(exp.groups[0].members, vec![3, 4]);
+    assert_eq!(exp.groups[1].address, Some(Ipv4Addr::new(239, 255, 1, 1)));
+    assert_eq!(exp.groups[1].trees.as_ref().unwrap()[0].weight, 2.0);
+    for (text, expect) in [
+        ("[[groups]]\nsource = 9\n", "node 9 is not a node"),
+        ("[[groups]]\nsource = 1\nmembers = \"x\"\n", "members"),
+        (
+            "[[groups]]\nsource = 1\naddress = \"239.1.0.1\"\n",
+            "outside the multicast pool",
+        ),
+        (
+            "[[groups]]\nsource = 1\naddress = \"239.255.0.5\"\n[[groups]]\nsource = 2\naddress = \"239.255.0.5\"\n",
+            "taken by an earlier group",
+        ),
+        (
+            "[[groups]]\nsource = 1\ntrees = [{ edges = [[1, 2], [2, 3], [1, 3]] }]\n",
+            "two parents",
+        ),
+        (
+            "[[groups]]\nsource = 1\ntrees = [{ edges = [[1, 4]] }]\n",
+            "no link between nodes 1 and 4",
+        ),
+        (
+            "[[groups]]\nsource = 1\n[node_settings]\ndataplane = false\n",
+            "need the dataplane",
+        ),
+        ("[[groups]]\nsource = 1\ncolour = 3\n", "colour"),
+    ] {
+        let e = resolve(&format!("{text}{RING6}")).unwrap_err().to_string();
         assert!(e.contains(expect), "{text}: {e}");
     }
 }

@@ -81,6 +81,8 @@ pub struct SimSpec {
     pub flow_window: u32,
     /// How often nodes report their counters.
     pub metrics_interval: Duration,
+    /// Multicast groups made once the topology is ready (`[[groups]]`).
+    pub groups: Vec<experiment::groups::PlannedGroup>,
 }
 
 impl SimSpec {
@@ -99,6 +101,7 @@ impl SimSpec {
             dial_delay: Duration::from_micros(200),
             flow_window: 1000,
             metrics_interval: Duration::from_secs(1),
+            groups: Vec::new(),
         }
     }
 
@@ -111,6 +114,7 @@ impl SimSpec {
             force_network: exp.force_network,
             dataplane: exp.dataplane,
             metrics_interval: exp.metrics_interval,
+            groups: exp.groups.clone(),
             ..SimSpec::new(exp.topology.clone())
         }
     }
@@ -259,7 +263,7 @@ impl Sim {
     pub fn new(spec: SimSpec) -> Sim {
         let t0 = Instant::now();
         let n = spec.topology.n_nodes();
-        let coordinator = Coordinator::new(
+        let mut coordinator = Coordinator::new(
             spec.topology.clone(),
             Settings {
                 overlay_base: OVERLAY_BASE,
@@ -283,6 +287,7 @@ impl Sim {
                 multicast_pool: proto::DEFAULT_MULTICAST_POOL,
             },
         );
+        coordinator.plan_groups(spec.groups.clone());
         let nodes = (1..=n)
             .map(|id| SimNode {
                 session: NodeSession::new(SessionConfig {

@@ -228,3 +228,32 @@ fn weighted_trees_from_outside_share_the_flows_and_each_receiver_gets_each_datag
 fn runs_without_root() {
     sim::rerun_unprivileged("runs_without_root");
 }
+
+#[test]
+fn the_experiment_files_groups_are_made_when_the_topology_is_ready() {
+    let exp = experiment::ExperimentFile::parse(
+        "exp.toml",
+        "[topology]\ntype = \"ring\"\nring_config = { n_nodes = 6 }\n[[groups]]\nsource = 1\nmembers = \"3-4\"\n[[groups]]\nsource = 2\nmembers = [5]\naddress = \"239.255.7.7\"\ntrees = [{ tree_id = 4, weight = 1, edges = [[2, 3], [3, 4], [4, 5]] }]\n",
+    )
+    .unwrap()
+    .resolve(None)
+    .unwrap();
+    let mut s = Sim::new(SimSpec::from_experiment(&exp).with_links("delay=1ms"));
+    s.run_until_ready(Duration::from_secs(1)).unwrap();
+    s.run_for(ms(10));
+    let rows = s.coordinator().group_rows();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0].group, rows[0].source),
+        (Ipv4Addr::new(239, 255, 0, 1), 1)
+    );
+    assert_eq!(rows[0].members, vec![3, 4]);
+    assert_eq!(rows[1].group, Ipv4Addr::new(239, 255, 7, 7));
+    assert!(rows[1].set_trees);
+    assert_eq!(rows[1].trees[0].edges, vec![(2, 3), (3, 4), (4, 5)]);
+    for seq in 0..10 {
+        s.send_to_group(2, rows[1].group, 7, seq);
+    }
+    s.run_for(ms(50));
+    assert_eq!(s.group_received(5, rows[1].group).len(), 10);
+}

@@ -291,7 +291,7 @@ impl ExplicitRoute {
                 })
             }
             ([_], sinks) => Err(format!(
-                "the route ends at several nodes ({sinks:?}); multicast routes are not supported"
+                "the route ends at several nodes ({sinks:?}): a route has one destination; for several, make a multicast group and give it this tree ([[groups]] trees, `nextmini group trees`)"
             )),
             (sources, _) => Err(format!(
                 "the route starts at several nodes ({sources:?}); give one route per source"

@@ -269,6 +269,25 @@ impl Coordinator {
         Ok(self.group_row(addr).expect("kept"))
     }
 
+    /// The experiment's groups (`[[groups]]`), made once the topology is ready.
+    pub fn plan_groups(&mut self, groups: Vec<experiment::groups::PlannedGroup>) {
+        self.planned_groups = groups;
+    }
+
+    pub(super) fn make_planned_groups(&mut self) {
+        for g in std::mem::take(&mut self.planned_groups) {
+            let made = self
+                .handle_create_group(g.source, g.address, &g.members)
+                .and_then(|row| match g.trees {
+                    Some(trees) => self.handle_set_group_trees(row.group, Some(trees)),
+                    None => Ok(row),
+                });
+            if let Err(e) = made {
+                tracing::warn!("[[groups]] of node {}: {e}", g.source);
+            }
+        }
+    }
+
     /// A program in `node` joined or left a group (its kernel's IGMP report). Reports for
     /// addresses that are no group of this run are ignored: programs join all sorts.
     pub(super) fn handle_group_member(&mut self, node: u32, addr: Ipv4Addr, joined: bool) {
