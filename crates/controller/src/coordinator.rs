@@ -2144,6 +2144,81 @@ mod tests {
     }
 
     #[test]
+    fn groups_wait_for_the_topology_take_addresses_from_the_pool_and_follow_failures() {
+        let t0 = Instant::now();
+        let mut settings = coordinator(6, false).settings;
+        settings.dataplane = true;
+        // A pool of four addresses: two for groups (its first and last are skipped).
+        settings.multicast_pool = (Ipv4Addr::new(239, 9, 9, 0), 30);
+        let mut c = Coordinator::new(Preset::Ring { n: 6 }.build().unwrap(), settings);
+        register(&mut c, 1, 6, 0).unwrap();
+        for id in 1..=6 {
+            c.handle_node_hello(t0, &hello(id)).unwrap();
+        }
+        assert_eq!(
+            c.handle_create_group(1, None, &[3]).unwrap_err(),
+            GroupError::NotYet
+        );
+        for id in 1..=6u32 {
+            for peer in [id % 6 + 1, (id + 4) % 6 + 1] {
+                c.handle_link_up(id, peer);
+            }
+            c.handle_node_ready(t0, id);
+        }
+        assert_eq!(c.phase(), Phase::Ready);
+        drain(&mut c);
+        let g = c.handle_create_group(1, None, &[3]).unwrap();
+        assert_eq!(g.group, Ipv4Addr::new(239, 9, 9, 1));
+        // Only the nodes on the tree are told: 1, 2 and 3.
+        let told: Vec<u32> = drain(&mut c)
+            .iter()
+            .filter_map(|o| match o {
+                Output::Node(n, ControllerToNode::Groups { .. }) => Some(*n),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(told, vec![1, 2, 3]);
+        assert!(matches!(
+            c.handle_create_group(1, Some(Ipv4Addr::new(239, 255, 0, 1)), &[]),
+            Err(GroupError::OutsidePool { .. })
+        ));
+        assert!(matches!(
+            c.handle_create_group(7, None, &[]),
+            Err(GroupError::UnknownNode { node: 7, .. })
+        ));
+        assert!(matches!(
+            c.handle_create_group(2, Some(g.group), &[]),
+            Err(GroupError::Exists(_, 1))
+        ));
+        c.handle_create_group(2, None, &[]).unwrap();
+        assert!(matches!(
+            c.handle_create_group(4, None, &[]),
+            Err(GroupError::PoolFull { .. })
+        ));
+        // Node 2 fails: the tree goes the other way round, 1-6-5-4-3.
+        c.handle_node_gone(t0, 2);
+        let row = &c.group_rows()[0];
+        assert_eq!(row.trees[0].edges, vec![(1, 6), (4, 3), (5, 4), (6, 5)]);
+        // A group deleted frees its address, and its nodes forget it.
+        drain(&mut c);
+        c.handle_group_op(GroupOp::Delete { group: g.group })
+            .unwrap();
+        let forgot: Vec<u32> = drain(&mut c)
+            .iter()
+            .filter_map(|o| match o {
+                Output::Node(n, ControllerToNode::Groups { removed, .. })
+                    if removed == &vec![g.group] =>
+                {
+                    Some(*n)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(forgot, vec![1, 3, 4, 5, 6]);
+        assert_eq!(c.handle_create_group(4, None, &[]).unwrap().group, g.group);
+    }
+
+    #[test]
     fn nodes_of_different_agents_link_over_tcp() {
         let mut c = coordinator(4, false);
         register(&mut c, 1, 2, 0).unwrap();

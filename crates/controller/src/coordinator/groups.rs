@@ -60,7 +60,9 @@ pub enum GroupOp {
 pub enum GroupError {
     #[error("groups need the dataplane (the experiment runs without TUN devices)")]
     NoDataplane,
-    #[error("the routes are still being computed: try again once the topology is ready")]
+    #[error(
+        "groups are made once the topology is ready (and not while it is torn down): try again then"
+    )]
     NotYet,
     #[error("no group {0} in this run (see `nextmini group list`)")]
     Unknown(Ipv4Addr),
@@ -100,7 +102,12 @@ impl Coordinator {
         if !self.settings.dataplane {
             return Err(GroupError::NoDataplane);
         }
-        if self.routes_pending.is_some() || self.router.is_none() {
+        // Before the topology is ready some nodes may not be connected to take their
+        // entries; after teardown there is nothing to change.
+        if self.routes_pending.is_some()
+            || self.router.is_none()
+            || self.phase != super::Phase::Ready
+        {
             return Err(GroupError::NotYet);
         }
         Ok(())
