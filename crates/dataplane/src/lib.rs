@@ -122,11 +122,21 @@ impl Drop for Tun {
     }
 }
 
+/// How packets leave for one neighbour.
+#[derive(Clone)]
+enum Egress {
+    /// Into the link's emulator.
+    Emulator(mpsc::Sender<Frame>),
+    /// A kernel link (max mode): handed to the node's kernel, which forwards it over the veth.
+    Kernel,
+}
+
 /// One node's dataplane: its TUN device, its forwarding state, and an emulator per link.
 pub struct Dataplane {
     tun: Tun,
     forwarder: RwLock<Forwarder>,
-    egress: RwLock<HashMap<u32, mpsc::Sender<Frame>>>,
+    /// Where packets for each neighbour go: its link's emulator, or the node's kernel.
+    egress: RwLock<HashMap<u32, Egress>>,
     /// Parameter changes for each link's emulator. Boxed: a channel allocates room for 32
     /// messages up front, and a change is 160 bytes (two links a node, thousands of nodes).
     emulators: RwLock<HashMap<u32, mpsc::UnboundedSender<Box<LinkChange>>>>,
@@ -134,9 +144,6 @@ pub struct Dataplane {
     counters: RwLock<HashMap<u32, Arc<Mutex<LinkMeter>>>>,
     /// The applications' connections from this node, seen as they leave its TUN device.
     app_flows: Mutex<monitor::AppFlows>,
-    /// Neighbours reached over kernel links (max mode): a packet routed to one of them is
-    /// handed to the node's kernel, which forwards it over the veth.
-    kernel_peers: RwLock<std::collections::HashSet<u32>>,
     /// Where the memberships the node's kernel reports (IGMP) go: its session.
     memberships: Mutex<Option<mpsc::UnboundedSender<(Ipv4Addr, bool)>>>,
     pacer: Pacer,
@@ -162,7 +169,6 @@ impl Dataplane {
             emulators: RwLock::new(HashMap::new()),
             counters: RwLock::new(HashMap::new()),
             app_flows: Mutex::new(monitor::AppFlows::default()),
-            kernel_peers: RwLock::new(std::collections::HashSet::new()),
             memberships: Mutex::new(None),
             pacer,
         })
@@ -252,7 +258,7 @@ impl Dataplane {
         self.egress
             .write()
             .expect("no panics hold it")
-            .insert(peer, to_emulator);
+            .insert(peer, Egress::Emulator(to_emulator));
         let link = linkem::Link::new(params, seed);
         let counters = Arc::new(Mutex::new(LinkMeter {
             counters: proto::LinkCounters {
@@ -296,10 +302,10 @@ impl Dataplane {
     /// Routes what this node forwards to `peer` through its kernel: the link is a veth pair
     /// the kernel carries (max mode).
     pub fn attach_kernel(&self, peer: u32) {
-        self.kernel_peers
+        self.egress
             .write()
             .expect("no panics hold it")
-            .insert(peer);
+            .insert(peer, Egress::Kernel);
     }
 
     /// Changes the link to `peer` from the next packet on; the link's connection stays as it
@@ -341,10 +347,6 @@ impl Dataplane {
     }
 
     pub fn detach(&self, peer: u32) {
-        self.kernel_peers
-            .write()
-            .expect("no panics hold it")
-            .remove(&peer);
         self.emulators
             .write()
             .expect("no panics hold it")
@@ -366,20 +368,19 @@ impl Dataplane {
                 .observe(unix_ns(), packet.ip());
         }
         let mut link = None;
-        let mut kernel = false;
         let hop = {
             let egress = self.egress.read().expect("no panics hold it");
-            let kernel_peers = self.kernel_peers.read().expect("no panics hold it");
             self.forwarder
                 .read()
                 .expect("no panics hold it")
                 .forward(packet, from, |peer| {
                     link = egress.get(&peer).cloned();
-                    kernel = kernel_peers.contains(&peer);
-                    link.is_some() || kernel
+                    link.is_some()
                 })
         };
-        if kernel && let Hop::Link(_, mut p) = hop {
+        if matches!(link, Some(Egress::Kernel))
+            && let Hop::Link(_, mut p) = hop
+        {
             // The kernel routes it on (its routes send this destination over a kernel link)
             // and takes off the hop's TTL itself.
             if from_link && let Ok(mut ip) = packet::Ipv4Packet::new_checked(p.ip_mut()) {
@@ -399,7 +400,7 @@ impl Dataplane {
                 to_tun.push(p)
             }
             // A full emulator input is a drop, as a full interface queue is.
-            (Hop::Link(_, p), Some(tx)) => {
+            (Hop::Link(_, p), Some(Egress::Emulator(tx))) => {
                 let _ = tx.try_send(p);
             }
             (Hop::Copies { tun, links }, _) => {
@@ -410,7 +411,7 @@ impl Dataplane {
                 // routes, and copies for them are dropped.
                 let egress = self.egress.read().expect("no panics hold it");
                 for (peer, p) in links {
-                    if let Some(tx) = egress.get(&peer) {
+                    if let Some(Egress::Emulator(tx)) = egress.get(&peer) {
                         let _ = tx.try_send(p);
                     }
                 }
