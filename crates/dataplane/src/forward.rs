@@ -475,23 +475,25 @@ mod tests {
         p
     }
 
+    /// The group's entry at a node, with one tree.
+    fn entry(member: bool, parent: Option<u32>, children: Vec<u32>) -> GroupEntry {
+        GroupEntry {
+            group: GROUP,
+            source: 1,
+            member,
+            trees: vec![topology::multicast::TreeHop {
+                tree_id: 0,
+                weight: 1.0,
+                parent,
+                children,
+            }],
+        }
+    }
+
     /// Node 2 on group 239.255.0.1 of source 1: a member, copying to 3 and 4.
     fn member2() -> Forwarder {
         let mut f = node2();
-        f.set_groups(
-            vec![GroupEntry {
-                group: GROUP,
-                source: 1,
-                member: true,
-                trees: vec![topology::multicast::TreeHop {
-                    tree_id: 0,
-                    weight: 1.0,
-                    parent: Some(1),
-                    children: vec![3, 4],
-                }],
-            }],
-            &[],
-        );
+        f.set_groups(vec![entry(true, Some(1), vec![3, 4])], &[]);
         f
     }
 
@@ -535,20 +537,7 @@ mod tests {
     #[test]
     fn the_source_sends_to_its_children_only_and_its_kernels_igmp_reports_are_memberships() {
         let mut f = Forwarder::new(1, addr(1), 16);
-        f.set_groups(
-            vec![GroupEntry {
-                group: GROUP,
-                source: 1,
-                member: true,
-                trees: vec![topology::multicast::TreeHop {
-                    tree_id: 0,
-                    weight: 1.0,
-                    parent: None,
-                    children: vec![2],
-                }],
-            }],
-            &[],
-        );
+        f.set_groups(vec![entry(true, None, vec![2])], &[]);
         // Its own kernel loops a member's copy back itself: nothing goes up the TUN device.
         let Hop::Copies { tun: None, links } = f.forward(to_group(1, 8, 1), None, all_up) else {
             panic!()

@@ -125,6 +125,14 @@ impl Coordinator {
         Ok(())
     }
 
+    /// A copy of the group to change.
+    fn group_of(&self, addr: Ipv4Addr) -> Result<Group, GroupError> {
+        self.groups
+            .get(&addr)
+            .map(|s| s.group.clone())
+            .ok_or(GroupError::Unknown(addr))
+    }
+
     fn in_pool(&self, addr: Ipv4Addr) -> bool {
         let (base, len) = self.settings.multicast_pool;
         let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
@@ -225,12 +233,7 @@ impl Coordinator {
         for &n in nodes {
             self.check_node(n)?;
         }
-        let mut group = self
-            .groups
-            .get(&addr)
-            .ok_or(GroupError::Unknown(addr))?
-            .group
-            .clone();
+        let mut group = self.group_of(addr)?;
         for &n in nodes {
             if join {
                 group.members.insert(n);
@@ -250,12 +253,7 @@ impl Coordinator {
         trees: Option<Vec<TreeSpec>>,
     ) -> Result<GroupRow, GroupError> {
         self.groups_possible()?;
-        let mut group = self
-            .groups
-            .get(&addr)
-            .ok_or(GroupError::Unknown(addr))?
-            .group
-            .clone();
+        let mut group = self.group_of(addr)?;
         if let Some(trees) = &trees {
             multicast::check_trees(group.source, self.topology.n_nodes(), trees)
                 .map_err(GroupError::Invalid)?;
