@@ -21,7 +21,7 @@ use topology::routing::Metric;
 
 mod groups;
 mod routes;
-pub use groups::{GroupError, GroupOp, GroupRow};
+pub use groups::{GroupError, GroupEvent, GroupEventKind, GroupOp, GroupRow};
 pub use routes::{PathRow, RouteChange, RouteError, RouteFilter, RouteRequest, RouteRow};
 
 pub type AgentId = u64;
@@ -191,6 +191,8 @@ pub enum Milestone {
     },
     /// A generated flow changed state.
     Flow(Box<FlowRow>),
+    /// A multicast group changed.
+    Group(Box<GroupEvent>),
     /// A node's report: its links' and flows' traffic over the interval.
     Metrics(Box<crate::metrics::MetricsReport>),
     /// Every node sent the routes of `version` has them in place.

@@ -346,6 +346,18 @@ fn a_control_scripts_inserts_on_postgresql_start_a_flow_and_pin_a_route() {
     wait_for("the route is unpinned", Duration::from_secs(10), || {
         shown(&s).contains("1 -> 3: 1-2,2-3")
     });
+    // A group's history lands in PostgreSQL too, its trees as JSON.
+    let out = s.run(&["group", "create", "1", "--members", "3-4"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_for(
+        "the group's creation is stored",
+        Duration::from_secs(10),
+        || {
+            psql(
+                "SELECT members::text || ' ' || jsonb_array_length(trees) FROM group_events WHERE event = 'created' ORDER BY id DESC LIMIT 1",
+            ) == "[3, 4] 1"
+        },
+    );
     let out = s.run(&["down"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }

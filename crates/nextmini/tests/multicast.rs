@@ -264,4 +264,32 @@ fn a_sender_and_eight_receivers_on_a_fat_tree_get_every_datagram_once_through_le
             assert_eq!(got, expected, "receiver {r}: every datagram once");
         }
     }
+
+    // The store has the group's history: created, the joins (IGMP and CLI), the leave, the
+    // tree rebuilt round the link that went down.
+    let csv = run.dir.join("csv");
+    let out = nextmini(&[
+        "metrics",
+        "export",
+        csv.to_str().unwrap(),
+        "--state-dir",
+        run.state(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let events = std::fs::read_to_string(csv.join("group_events.csv")).unwrap();
+    let kinds: Vec<&str> = events
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(5).unwrap_or_default())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"created"), "{events}");
+    assert!(
+        kinds.iter().filter(|k| **k == "joined").count() >= 9,
+        "{events}"
+    );
+    assert!(
+        kinds.contains(&"left") && kinds.contains(&"rebuilt"),
+        "{events}"
+    );
+    assert!(events.contains(GROUP), "{events}");
 }

@@ -25,6 +25,42 @@ pub struct GroupRow {
     pub set_trees: bool,
 }
 
+/// What happened to a group (a row of the store's `group_events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupEventKind {
+    Created,
+    Joined,
+    Left,
+    /// Trees set from outside, or back to the shortest-path tree.
+    Trees,
+    /// The routes changed and the shortest-path tree with them.
+    Rebuilt,
+    Deleted,
+}
+
+impl GroupEventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupEventKind::Created => "created",
+            GroupEventKind::Joined => "joined",
+            GroupEventKind::Left => "left",
+            GroupEventKind::Trees => "trees",
+            GroupEventKind::Rebuilt => "rebuilt",
+            GroupEventKind::Deleted => "deleted",
+        }
+    }
+}
+
+/// A group changed: what happened, the nodes it names, and the group after it (as it was,
+/// when deleted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupEvent {
+    pub kind: GroupEventKind,
+    pub nodes: Vec<u32>,
+    pub row: GroupRow,
+}
+
 /// A change to the groups, as the API takes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "op")]
@@ -201,14 +237,15 @@ impl Coordinator {
             members: members.iter().copied().collect(),
             trees: None,
         };
-        self.apply_group(group)?;
+        self.apply_group(group, GroupEventKind::Created, members)?;
         tracing::info!("multicast group {addr} of node {source} created");
         Ok(self.group_row(addr).expect("just made"))
     }
 
     /// Removes a group: its nodes forget it.
     pub fn handle_delete_group(&mut self, addr: Ipv4Addr) -> Result<(), GroupError> {
-        let state = self.groups.remove(&addr).ok_or(GroupError::Unknown(addr))?;
+        let row = self.group_row(addr).ok_or(GroupError::Unknown(addr))?;
+        let state = self.groups.remove(&addr).expect("listed");
         let mut per_node = BTreeMap::new();
         let (_, removed) = multicast::changed(&state.built.entries, &BTreeMap::new());
         for node in removed {
@@ -219,6 +256,7 @@ impl Coordinator {
                 .push(addr);
         }
         self.send_groups(per_node);
+        self.record(GroupEventKind::Deleted, Vec::new(), row);
         Ok(())
     }
 
@@ -241,7 +279,12 @@ impl Coordinator {
                 group.members.remove(&n);
             }
         }
-        self.apply_group(group)?;
+        let kind = if join {
+            GroupEventKind::Joined
+        } else {
+            GroupEventKind::Left
+        };
+        self.apply_group(group, kind, nodes)?;
         Ok(self.group_row(addr).expect("kept"))
     }
 
@@ -270,7 +313,7 @@ impl Coordinator {
             }
         }
         group.trees = trees;
-        self.apply_group(group)?;
+        self.apply_group(group, GroupEventKind::Trees, &[])?;
         Ok(self.group_row(addr).expect("kept"))
     }
 
@@ -316,19 +359,32 @@ impl Coordinator {
             return;
         };
         let mut per_node: BTreeMap<u32, (Vec<GroupRoute>, Vec<Ipv4Addr>)> = BTreeMap::new();
+        let mut rebuilt = Vec::new();
         for state in self.groups.values_mut() {
             if state.group.trees.is_some() {
                 continue;
             }
             let built = multicast::build(&state.group, router.tables());
+            if built.trees != state.built.trees {
+                rebuilt.push(state.group.group);
+            }
             collect(&mut per_node, &state.built, &built, state.group.group);
             state.built = built;
         }
         self.send_groups(per_node);
+        for addr in rebuilt {
+            let row = self.group_row(addr).expect("kept");
+            self.record(GroupEventKind::Rebuilt, Vec::new(), row);
+        }
     }
 
-    /// Builds `group`, checks it, keeps it and sends what changed.
-    fn apply_group(&mut self, group: Group) -> Result<(), GroupError> {
+    /// Builds `group`, checks it, keeps it, sends what changed and records `kind` of `nodes`.
+    fn apply_group(
+        &mut self,
+        group: Group,
+        kind: GroupEventKind,
+        nodes: &[u32],
+    ) -> Result<(), GroupError> {
         let router = self.router.as_ref().ok_or(GroupError::NotYet)?;
         let built = multicast::build(&group, router.tables());
         for t in &built.trees {
@@ -346,7 +402,17 @@ impl Coordinator {
         collect(&mut per_node, &old, &built, addr);
         self.groups.insert(addr, GroupState { group, built });
         self.send_groups(per_node);
+        let row = self.group_row(addr).expect("just kept");
+        self.record(kind, nodes.to_vec(), row);
         Ok(())
+    }
+
+    fn record(&mut self, kind: GroupEventKind, nodes: Vec<u32>, row: GroupRow) {
+        self.emit(super::Milestone::Group(Box::new(GroupEvent {
+            kind,
+            nodes,
+            row,
+        })));
     }
 
     /// Whether a–b is a link the kernel carries (both ends in max mode on one agent).

@@ -44,7 +44,14 @@ pub struct FlowPoint {
 }
 
 /// The tables `export` writes, with the columns that belong to one run.
-const EXPORTED: &[&str] = &["flows", "link_metrics", "metrics", "app_flows", "routes"];
+const EXPORTED: &[&str] = &[
+    "flows",
+    "link_metrics",
+    "metrics",
+    "app_flows",
+    "routes",
+    "group_events",
+];
 
 impl Store {
     pub async fn runs(&self) -> Result<Vec<RunRow>, StoreError> {

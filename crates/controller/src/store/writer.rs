@@ -28,6 +28,8 @@ enum Row {
     },
     Flow(Box<FlowRow>),
     Metrics(Box<crate::metrics::MetricsReport>),
+    /// A group changed, at this Unix time (ns).
+    Group(Box<crate::coordinator::GroupEvent>, i64),
 }
 
 impl StoreWriter {
@@ -76,6 +78,12 @@ impl StoreWriter {
             },
             Milestone::Flow(f) => Row::Flow(f.clone()),
             Milestone::Metrics(r) => Row::Metrics(r.clone()),
+            Milestone::Group(g) => Row::Group(
+                g.clone(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i64),
+            ),
             _ => return,
         };
         let _ = self.tx.send(row);
@@ -155,6 +163,33 @@ async fn write_batch(
                 }
                 Row::Flow(f) => super::flows::update(&mut tx, &f).await?,
                 Row::Metrics(r) => reports.push(r),
+                Row::Group(g, time_ns) => {
+                    let cast = |n: usize| {
+                        if postgres {
+                            format!("CAST(${n} AS JSONB)")
+                        } else {
+                            format!("${n}")
+                        }
+                    };
+                    sqlx::query(&format!(
+                        "INSERT INTO group_events (run_id, time_ns, group_addr, source_node_id, event, nodes, members, trees) \
+                         VALUES ($1, $2, $3, $4, $5, {}, {}, {})",
+                        cast(6),
+                        cast(7),
+                        cast(8)
+                    ))
+                    .bind(run)
+                    .bind(time_ns)
+                    .bind(g.row.group.to_string())
+                    .bind(i64::from(g.row.source))
+                    .bind(g.kind.as_str())
+                    .bind(serde_json::to_string(&g.nodes).expect("ids encode"))
+                    .bind(serde_json::to_string(&g.row.members).expect("ids encode"))
+                    .bind(serde_json::to_string(&g.row.trees).expect("trees encode"))
+                    .persistent(false)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
         }
         super::metrics::write(&mut tx, postgres, run, &reports).await?;
