@@ -155,6 +155,41 @@ fn experiments_span_hosts_stay_apart_and_survive_a_lost_host() {
     assert!(Cluster::pings(&first_on_1, &on(2, 1)), "tw host 1 → host 2");
     assert!(Cluster::pings(&first_on_1, &on(3, 1)), "tw host 1 → host 3");
     assert!(Cluster::pings("tx1", "10.0.0.4"), "tx 1 → 4 across hosts");
+    // Multicast across hosts: a group of the first node on host 1, with members on hosts 2
+    // and 3; each member's TUN device gets every datagram once.
+    let token = std::fs::read_to_string(cluster.dir.join("tw").join("controller.token")).unwrap();
+    let (m2, m3) = (share(2)[1], share(3)[1]);
+    let group = Command::new(env!("CARGO_BIN_EXE_nextmini"))
+        .args(["group", "create", &share(1)[0].to_string()])
+        .args(["--members", &format!("{m2},{m3}")])
+        .args(["--api", &format!("127.0.0.1:{tw_port}")])
+        .env("NEXTMINI_TOKEN", token.trim())
+        .output()
+        .unwrap();
+    assert!(group.status.success(), "{}", text(&group.stderr));
+    let tun_rx = |node: u64| -> u64 {
+        let out = Cluster::exec(
+            &format!("tw{node}"),
+            &["cat", "/sys/class/net/tun0/statistics/rx_packets"],
+        );
+        text(&out.stdout).trim().parse().unwrap()
+    };
+    let before = [tun_rx(m2), tun_rx(m3)];
+    let send = Cluster::exec(
+        &first_on_1,
+        &[
+            "python3",
+            "-c",
+            "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_TTL,16)\nfor i in range(50):\n    s.sendto(b'%d' % i,('239.255.0.1',5000)); time.sleep(0.002)",
+        ],
+    );
+    assert!(send.status.success(), "{}", text(&send.stderr));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        [tun_rx(m2) - before[0], tun_rx(m3) - before[1]],
+        [50, 50],
+        "members on hosts 2 and 3"
+    );
     let server = Cluster::exec(&format!("tw{}", share(2)[1]), &["iperf3", "-s", "-1", "-D"]);
     assert!(server.status.success(), "{}", text(&server.stderr));
     // The daemon may not listen yet: a refused connection is retried.
