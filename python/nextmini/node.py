@@ -9,6 +9,13 @@ for the topology to be ready.
     node.send_to_node(1, b"hello")
     print(inbox.recv(timeout_ms=5000))
 
+Multicast groups (created with `nextmini group create`, `Experiment.group()` or `[[groups]]`)
+are joined with ordinary sockets; `join_group` and `group_sender` set them up:
+
+    rx = node.join_group("239.255.0.1", 5000)   # this node is a member while rx is open
+    tx = node.group_sender()                    # in the group's source node
+    tx.sendto(b"to all", ("239.255.0.1", 5000))
+
 `nextmini exec` tells the program its node ($NEXTMINI_NODE_ID), the overlay
 ($NEXTMINI_OVERLAY_BASE) and the controller ($NEXTMINI_API).
 """
@@ -132,6 +139,27 @@ def register_receiver_from_node(src: int, port: int = MESSAGE_PORT) -> Receiver:
     with _listeners_lock:
         listener = _listeners.get(port) or _listeners.setdefault(port, _Listener(port))
     return Receiver(src, listener.inbox(src))
+
+
+def join_group(group: str, port: int) -> socket.socket:
+    """A UDP socket bound to `group`:`port` that takes the group's datagrams. It joins the group
+    on this node's TUN device, whose kernel says so (IGMP), which makes the node a member;
+    closing the socket leaves."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((group, port))
+    mreq = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(address(node_id())))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    return s
+
+
+def group_sender(ttl: int = 32) -> socket.socket:
+    """A UDP socket for sending to groups (from the group's source node). `ttl` is the
+    multicast TTL: each hop takes one, as routers do, and the kernel's default of 1 would end
+    at the first."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+    return s
 
 
 def wait_for_topology_ready(timeout_ms: Optional[int] = None) -> None:

@@ -232,3 +232,34 @@ def test_a_multicast_group_made_joined_left_and_given_trees_from_python(root_onl
         assert len(g.trees) == 1
         g.delete()
         assert exp.groups() == []
+
+
+def test_node_side_programs_join_a_group_and_send_to_it(root_only):
+    py = sys.executable
+    receiver = (
+        "from nextmini import node\n"
+        "rx = node.join_group('239.255.0.1', 5000)\n"
+        "rx.settimeout(10)\n"
+        "print('joined', flush=True)\n"
+        "print(rx.recv(100).decode(), flush=True)\n"
+    )
+    sender = (
+        "from nextmini import node\n"
+        "node.group_sender().sendto(b'to all', ('239.255.0.1', 5000))\n"
+    )
+    with Experiment(topo.line(4), links={"delay": "1ms"}) as exp:
+        exp.wait_ready()
+        g = exp.group(1)
+        rx = exp.node(4).popen([py, "-c", receiver], stdout=subprocess.PIPE, text=True)
+        assert rx.stdout.readline().strip() == "joined"
+        deadline = time.monotonic() + 10
+        while g.members != [4]:
+            assert time.monotonic() < deadline, "the join reached the controller"
+            time.sleep(0.05)
+        exp.node(1).exec([py, "-c", sender], check=True)
+        assert rx.communicate(timeout=10)[0].strip() == "to all"
+        # The program ended, its socket closed: the node left.
+        deadline = time.monotonic() + 10
+        while g.members != []:
+            assert time.monotonic() < deadline, "the leave reached the controller"
+            time.sleep(0.05)
