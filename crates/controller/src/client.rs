@@ -31,6 +31,17 @@ pub enum ClientError {
     },
 }
 
+/// A token as commands and agents find it: `NEXTMINI_TOKEN`, else the file a server on this
+/// host wrote in its default state directory; trimmed, and none when empty.
+pub fn token_from_env_or_file(file: &std::path::Path) -> Option<String> {
+    std::env::var("NEXTMINI_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| std::fs::read_to_string(file).ok())
+        .map(|t| t.trim().to_owned())
+        .filter(|t| !t.is_empty())
+}
+
 /// A JSON API at one address.
 #[derive(Debug, Clone)]
 pub struct Http {

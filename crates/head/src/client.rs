@@ -26,14 +26,9 @@ pub const TOKEN_FILE: &str = "head.token";
 /// The head's token as the CLI finds it: `NEXTMINI_TOKEN`, else the token file of a head
 /// with the default state directory on this machine.
 pub fn head_token() -> Option<String> {
-    std::env::var("NEXTMINI_TOKEN")
-        .ok()
-        .or_else(|| {
-            std::fs::read_to_string(std::path::Path::new(DEFAULT_HEAD_STATE_DIR).join(TOKEN_FILE))
-                .ok()
-        })
-        .map(|t| t.trim().to_owned())
-        .filter(|t| !t.is_empty())
+    controller::client::token_from_env_or_file(
+        &std::path::Path::new(DEFAULT_HEAD_STATE_DIR).join(TOKEN_FILE),
+    )
 }
 
 #[derive(Debug, Clone)]

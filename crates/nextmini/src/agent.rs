@@ -258,12 +258,9 @@ pub fn agent(args: AgentArgs) -> Result<()> {
     .resolve(&file)?;
     // The controller's token: from NEXTMINI_TOKEN, else the file a controller on this host
     // with the default state directory wrote (the seeds' two terminals).
-    let token = cfg.token.clone().or_else(|| {
-        std::fs::read_to_string(Path::new(DEFAULT_STATE_DIR).join("controller.token"))
-            .ok()
-            .map(|t| t.trim().to_owned())
-            .filter(|t| !t.is_empty())
-    });
+    let token = controller::client::token_from_env_or_file(
+        &Path::new(DEFAULT_STATE_DIR).join("controller.token"),
+    );
     let cfg = agent::AgentConfig {
         adopt: args.adopt,
         token,
