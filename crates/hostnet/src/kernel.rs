@@ -16,7 +16,7 @@ use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage,
+    LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteNextHop, RouteNextHopFlags,
@@ -101,21 +101,11 @@ pub fn create_pair(me: u32, peer: u32, peer_ns: RawFd) -> io::Result<()> {
         .map_err(|r| kernel_error("cannot create a kernel link", r.error))
 }
 
-fn set_up_message(index: u32, up: bool) -> RouteNetlinkMessage {
-    let mut m = LinkMessage::default();
-    m.header.index = index;
-    m.header.change_mask = LinkFlags::Up;
-    if up {
-        m.header.flags = LinkFlags::Up;
-    }
-    RouteNetlinkMessage::SetLink(m)
-}
-
 /// `ip link set k<peer> up|down`: a link down drops what it holds and carries nothing either
 /// way (the other end loses its carrier).
 pub fn set_up(rtnl: &mut Rtnl<()>, peer: u32, up: bool) -> io::Result<()> {
     let index = index_of(&ifname(peer))?;
-    rtnl.request(set_up_message(index, up), Mode::Change, ())
+    rtnl.request(crate::msg::link_state(index, up), Mode::Change, ())
         .map_err(|r| kernel_error("cannot set a kernel link up or down", r.error))
 }
 
@@ -146,7 +136,7 @@ pub fn configure_end(
         (),
     )?;
     if up {
-        rtnl.queue(set_up_message(index, true), Mode::Change, ())?;
+        rtnl.queue(crate::msg::link_up(index), Mode::Change, ())?;
     }
     rtnl.wait()
         .map_err(|r| kernel_error("cannot configure a kernel link's end", r.error))

@@ -99,8 +99,15 @@ pub fn noqueue_root(index: u32) -> RouteNetlinkMessage {
 
 /// `ip link set dev <index> up`.
 pub fn link_up(index: u32) -> RouteNetlinkMessage {
+    link_state(index, true)
+}
+
+/// `ip link set dev <index> up|down`.
+pub fn link_state(index: u32, up: bool) -> RouteNetlinkMessage {
     let mut m = link(index);
-    m.header.flags = LinkFlags::Up;
+    if up {
+        m.header.flags = LinkFlags::Up;
+    }
     m.header.change_mask = LinkFlags::Up;
     RouteNetlinkMessage::SetLink(m)
 }
