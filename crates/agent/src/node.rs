@@ -104,7 +104,9 @@ impl Links {
             .run_in(ctx.netns.clone(), move || {
                 let mut rtnl = Rtnl::open()?;
                 first(&mut rtnl)?;
-                if new.is_empty() && old.is_empty() {
+                // Wiring sets a node's table and each of its kernel links in turn: only what
+                // changes the kernel's routes is written.
+                if new == old {
                     return Ok(());
                 }
                 hostnet::kernel::apply_routes(&mut rtnl, &old, &new, my_addr)
