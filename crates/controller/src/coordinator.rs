@@ -316,6 +316,10 @@ pub struct Coordinator {
     groups: BTreeMap<Ipv4Addr, groups::GroupState>,
     /// The experiment's groups (`[[groups]]`), made once the topology is ready.
     planned_groups: Vec<experiment::groups::PlannedGroup>,
+    /// Nodes whose programs hold a membership of an address of the pool (their kernels' IGMP
+    /// reports), group or not: members of the group at that address whenever it exists (a
+    /// host's membership does not wait for a sender).
+    igmp_members: BTreeMap<Ipv4Addr, std::collections::BTreeSet<u32>>,
     out: VecDeque<Output>,
 }
 
@@ -388,6 +392,7 @@ impl Coordinator {
             flow_routes: BTreeMap::new(),
             groups: BTreeMap::new(),
             planned_groups: Vec::new(),
+            igmp_members: BTreeMap::new(),
             out: VecDeque::new(),
             settings,
         }

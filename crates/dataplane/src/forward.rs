@@ -245,14 +245,20 @@ impl Forwarder {
         let Some(tree) = entry.tree_for(ip.flow_hash()) else {
             return Hop::Drop(DropReason::NoGroup);
         };
-        if let Some(peer) = from {
-            if tree.parent != Some(peer) {
-                return Hop::Drop(DropReason::OffTree);
+        match from {
+            Some(peer) => {
+                if tree.parent != Some(peer) {
+                    return Hop::Drop(DropReason::OffTree);
+                }
+                if ip.ttl() <= 1 {
+                    return Hop::Drop(DropReason::MulticastTtl);
+                }
+                ip.decrement_ttl();
             }
-            if ip.ttl() <= 1 {
-                return Hop::Drop(DropReason::MulticastTtl);
-            }
-            ip.decrement_ttl();
+            // The kernel's default multicast TTL is 1: such a packet would end at the first
+            // hop, so it ends here (and the dataplane says why, once).
+            None if ip.ttl() <= 1 => return Hop::Drop(DropReason::MulticastTtl),
+            None => {}
         }
         let up = from.is_some() && entry.member;
         if !up && tree.children.is_empty() {
@@ -542,6 +548,11 @@ mod tests {
         let Hop::Copies { tun: None, links } = f.forward(to_group(1, 8, 1), None, all_up) else {
             panic!()
         };
+        // Sent with the kernel's default multicast TTL of 1, it would end at the first hop.
+        assert_eq!(
+            f.forward(to_group(1, 1, 1), None, all_up),
+            Hop::Drop(DropReason::MulticastTtl)
+        );
         assert_eq!(links.len(), 1);
         assert_eq!(links[0].1[8], 8, "the node's own packet keeps its TTL");
         // An IGMPv2 report for the group, from the node's kernel (with the router alert option).

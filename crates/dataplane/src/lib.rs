@@ -146,6 +146,8 @@ pub struct Dataplane {
     app_flows: Mutex<monitor::AppFlows>,
     /// Where the memberships the node's kernel reports (IGMP) go: its session.
     memberships: Mutex<Option<mpsc::UnboundedSender<(Ipv4Addr, bool)>>>,
+    /// A program sent to a group with a multicast TTL of 1 (said once per node).
+    told_ttl: std::sync::atomic::AtomicBool,
     pacer: Pacer,
 }
 
@@ -170,6 +172,7 @@ impl Dataplane {
             counters: RwLock::new(HashMap::new()),
             app_flows: Mutex::new(monitor::AppFlows::default()),
             memberships: Mutex::new(None),
+            told_ttl: std::sync::atomic::AtomicBool::new(false),
             pacer,
         })
     }
@@ -415,6 +418,17 @@ impl Dataplane {
                         let _ = tx.try_send(p);
                     }
                 }
+            }
+            (Hop::Drop(forward::DropReason::MulticastTtl), _)
+                if !from_link
+                    && !self
+                        .told_ttl
+                        .swap(true, std::sync::atomic::Ordering::Relaxed) =>
+            {
+                tracing::warn!(
+                    "node {}: a program sends to a group with a multicast TTL of 1, which ends at the first hop: set IP_MULTICAST_TTL above the hop count (iperf -T, socat ip-multicast-ttl)",
+                    self.me()
+                );
             }
             (Hop::Membership(changes), _) => {
                 if let Some(tx) = &*self.memberships.lock().expect("no panics hold it") {

@@ -739,6 +739,19 @@ impl Sim {
         Ok(row)
     }
 
+    /// Any change to the groups, as the API makes it (`delete` among them).
+    pub fn group_op(
+        &mut self,
+        op: controller::coordinator::GroupOp,
+    ) -> Result<controller::coordinator::GroupRow, String> {
+        let row = self
+            .coordinator
+            .handle_group_op(op)
+            .map_err(|e| e.to_string())?;
+        self.deliver_outputs();
+        Ok(row)
+    }
+
     /// Sets a group's trees from outside (None: back to the shortest-path tree).
     pub fn set_group_trees(
         &mut self,

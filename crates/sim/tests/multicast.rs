@@ -257,3 +257,40 @@ fn the_experiment_files_groups_are_made_when_the_topology_is_ready() {
     s.run_for(ms(50));
     assert_eq!(s.group_received(5, rows[1].group).len(), 10);
 }
+
+#[test]
+fn a_program_that_joined_before_the_group_existed_is_a_member_once_it_does() {
+    let topo = topology::Preset::Ring { n: 6 }.build().unwrap();
+    let mut s = Sim::new(SimSpec::new(topo).with_links("delay=1ms"));
+    s.run_until_ready(Duration::from_secs(1)).unwrap();
+    let g = Ipv4Addr::new(239, 255, 0, 1);
+    s.igmp(4, g, true);
+    s.igmp(5, g, true);
+    s.igmp(5, g, false); // and one that left again
+    s.igmp(3, Ipv4Addr::new(239, 1, 1, 1), true); // outside the pool: not remembered
+    s.run_for(ms(10));
+    assert!(s.coordinator().group_rows().is_empty());
+    let row = s.create_group(1, &[2]).unwrap();
+    assert_eq!((row.group, row.members.clone()), (g, vec![2, 4]));
+    s.run_for(ms(10));
+    s.send_to_group(1, g, 9, 0);
+    s.run_for(ms(20));
+    assert_eq!(s.group_received(4, g), [0]);
+    assert!(s.group_received(5, g).is_empty());
+}
+
+#[test]
+fn a_group_deleted_and_made_again_keeps_the_programs_still_joined() {
+    let topo = topology::Preset::Ring { n: 6 }.build().unwrap();
+    let mut s = Sim::new(SimSpec::new(topo).with_links("delay=1ms"));
+    s.run_until_ready(Duration::from_secs(1)).unwrap();
+    let g = s.create_group(1, &[2]).unwrap().group;
+    s.igmp(4, g, true);
+    s.run_for(ms(10));
+    assert_eq!(s.coordinator().group_rows()[0].members, vec![2, 4]);
+    s.group_op(controller::coordinator::GroupOp::Delete { group: g })
+        .unwrap();
+    s.run_for(ms(10));
+    let row = s.create_group(1, &[]).unwrap();
+    assert_eq!((row.group, row.members), (g, vec![4]));
+}

@@ -231,13 +231,18 @@ impl Coordinator {
             }
             None => self.free_address()?,
         };
-        let group = Group {
+        let mut group = Group {
             group: addr,
             source,
             members: members.iter().copied().collect(),
             trees: None,
         };
-        self.apply_group(group, GroupEventKind::Created, members)?;
+        // Programs that hold the address's membership (they joined before it was a group).
+        if let Some(joined) = self.igmp_members.get(&addr) {
+            group.members.extend(joined);
+        }
+        let named: Vec<u32> = group.members.iter().copied().collect();
+        self.apply_group(group, GroupEventKind::Created, &named)?;
         tracing::info!("multicast group {addr} of node {source} created");
         Ok(self.group_row(addr).expect("just made"))
     }
@@ -336,11 +341,28 @@ impl Coordinator {
         }
     }
 
-    /// A program in `node` joined or left a group (its kernel's IGMP report). Reports for
-    /// addresses that are no group of this run are ignored: programs join all sorts.
+    /// A program in `node` joined or left `addr` (its kernel's IGMP report). Within the pool
+    /// the membership is kept whether or not the address is a group yet; outside it, programs
+    /// join all sorts, and nothing is kept.
     pub(super) fn handle_group_member(&mut self, node: u32, addr: Ipv4Addr, joined: bool) {
+        if !self.in_pool(addr) || self.check_node(node).is_err() {
+            tracing::debug!("node {node}: IGMP for {addr}, outside the run's multicast pool");
+            return;
+        }
+        if joined {
+            self.igmp_members.entry(addr).or_default().insert(node);
+        } else if let Some(nodes) = self.igmp_members.get_mut(&addr) {
+            nodes.remove(&node);
+            if nodes.is_empty() {
+                self.igmp_members.remove(&addr);
+            }
+        }
         if !self.groups.contains_key(&addr) {
-            tracing::debug!("node {node}: IGMP for {addr}, which is no group of this run");
+            if joined {
+                tracing::info!(
+                    "node {node} joined {addr}, which is no group yet: a member once it is (`nextmini group create <source> --address {addr}`)"
+                );
+            }
             return;
         }
         match self.handle_group_members(addr, &[node], joined) {
