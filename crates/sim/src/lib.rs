@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use agent::session::{Action, FlowEvent, NodeSession, SessionConfig, SessionEnd};
 use controller::coordinator::{
-    AgentId, Coordinator, LinkPlan, Milestone, Output, Settings, Status,
+    AgentId, Coordinator, GroupOp, LinkPlan, Milestone, Output, Settings, Status,
 };
 use dataplane::forward::{Forwarder, Hop};
 use linkem::{LinkChange, LinkParams};
@@ -716,12 +716,11 @@ impl Sim {
         source: u32,
         members: &[u32],
     ) -> Result<controller::coordinator::GroupRow, String> {
-        let row = self
-            .coordinator
-            .handle_create_group(source, None, members)
-            .map_err(|e| e.to_string())?;
-        self.deliver_outputs();
-        Ok(row)
+        self.group_op(GroupOp::Create {
+            source,
+            address: None,
+            members: members.to_vec(),
+        })
     }
 
     /// Nodes join (or leave) a group, as `nextmini group join` (`leave`) does.
@@ -731,25 +730,12 @@ impl Sim {
         nodes: &[u32],
         join: bool,
     ) -> Result<controller::coordinator::GroupRow, String> {
-        let row = self
-            .coordinator
-            .handle_group_members(group, nodes, join)
-            .map_err(|e| e.to_string())?;
-        self.deliver_outputs();
-        Ok(row)
-    }
-
-    /// Any change to the groups, as the API makes it (`delete` among them).
-    pub fn group_op(
-        &mut self,
-        op: controller::coordinator::GroupOp,
-    ) -> Result<controller::coordinator::GroupRow, String> {
-        let row = self
-            .coordinator
-            .handle_group_op(op)
-            .map_err(|e| e.to_string())?;
-        self.deliver_outputs();
-        Ok(row)
+        let nodes = nodes.to_vec();
+        self.group_op(if join {
+            GroupOp::Join { group, nodes }
+        } else {
+            GroupOp::Leave { group, nodes }
+        })
     }
 
     /// Sets a group's trees from outside (None: back to the shortest-path tree).
@@ -758,9 +744,14 @@ impl Sim {
         group: Ipv4Addr,
         trees: Option<Vec<topology::multicast::TreeSpec>>,
     ) -> Result<controller::coordinator::GroupRow, String> {
+        self.group_op(GroupOp::Trees { group, trees })
+    }
+
+    /// Any change to the groups, as the API makes it (`delete` among them).
+    pub fn group_op(&mut self, op: GroupOp) -> Result<controller::coordinator::GroupRow, String> {
         let row = self
             .coordinator
-            .handle_set_group_trees(group, trees)
+            .handle_group_op(op)
             .map_err(|e| e.to_string())?;
         self.deliver_outputs();
         Ok(row)
