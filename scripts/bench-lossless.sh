@@ -8,15 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-100MB}
 LIMIT=${LIMIT:-240}
-cargo build --release -q -p nextmini
-nm=$PWD/target/release/nextmini
-state=$(mktemp -d)
-cleanup() {
-  "$nm" down --state-dir "$state/run" >/dev/null 2>&1 || true
-  "$nm" cleanup --prefix nbl >/dev/null 2>&1 || true
-  rm -rf "$state"
-}
-trap cleanup EXIT
+np=nbl
+source scripts/lib/common.sh
+trap one_run_cleanup EXIT
 
 echo "nextmini bench lossless: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d); $SIZE over 100 Mbit/s, 20 ms each way"
 echo

@@ -8,18 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
-cargo build --release -q -p nextmini
-nm=$PWD/target/release/nextmini
-state=$(mktemp -d)
-cleanup() {
-  "$nm" down --state-dir "$state/run" >/dev/null 2>&1 || true
-  "$nm" cleanup --prefix nbq >/dev/null 2>&1 || true
-  for n in 1 2 3; do ip netns del "nbqr$n" 2>/dev/null || true; done
-  rm -rf "$state"
-}
-trap cleanup EXIT
-
-busy() { awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
+np=nbq
+source scripts/lib/common.sh
+bench_cleanup_more() { for n in 1 2 3; do ip netns del "nbqr$n" 2>/dev/null || true; done; }
+trap one_run_cleanup EXIT
 
 # iperf3 from the first command prefix to the address, with the server started by the second;
 # prints "Mbit/s cpu%".

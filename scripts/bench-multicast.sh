@@ -11,17 +11,11 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 RATE=${RATE:-40}
 SECONDS_=${SECONDS_:-5}
-cargo build --release -q -p nextmini
-nm=$PWD/target/release/nextmini
-state=$(mktemp -d)
+np=nbc
+source scripts/lib/common.sh
 pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  "$nm" down --state-dir "$state/run" >/dev/null 2>&1 || true
-  "$nm" cleanup --prefix nbc >/dev/null 2>&1 || true
-  rm -rf "$state"
-}
-trap cleanup EXIT
+bench_cleanup_more() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap one_run_cleanup EXIT
 
 cat >"$state/receiver.py" <<'EOF'
 import socket, struct, sys, time
@@ -80,7 +74,6 @@ while True:
     time.sleep(0.0005)
 EOF
 
-busy() { awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
 # The agent's CPU time in clock ticks (user + system): the dataplane's own share.
 agent_ticks() { awk '{print $14 + $15}' "/proc/$agent/stat"; }
 

@@ -6,9 +6,7 @@
 # prefixes "nbm" (hosts, switch) and "bm" (nodes) and is removed at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q
-nm=$PWD/target/release/nextmini
-state=$(mktemp -d)
+source scripts/lib/common.sh
 port=3995
 hp=nbm sub=172.20.254 np=bm
 source scripts/lib/simulated-hosts.sh

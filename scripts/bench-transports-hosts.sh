@@ -7,16 +7,13 @@
 # the prefixes "nbk" (hosts, switch) and "bk" (nodes) and is removed at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p nextmini
-nm=$PWD/target/release/nextmini
-state=$(mktemp -d)
+source scripts/lib/common.sh
 port=3996
 hp=nbk sub=172.23.36 np=bk
 source scripts/lib/simulated-hosts.sh
 trap sim_hosts_cleanup EXIT
 sim_hosts_up
 
-busy() { awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
 
 # iperf3 from namespace $1 to address $3, its server in namespace $2: one table row, $4 names it.
 row() {

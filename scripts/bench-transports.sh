@@ -6,15 +6,9 @@
 # "nbx" and is removed at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p nextmini
-nm=$PWD/target/release/nextmini
-state=$(mktemp -d)
-cleanup() {
-  "$nm" down --state-dir "$state/run" >/dev/null 2>&1 || true
-  "$nm" cleanup --prefix nbx >/dev/null 2>&1 || true
-  rm -rf "$state"
-}
-trap cleanup EXIT
+np=nbx
+source scripts/lib/common.sh
+trap one_run_cleanup EXIT
 echo "nextmini bench transports: $(nproc) cores, $(uname -r), $(date -u +%Y-%m-%d)"
 echo
 echo "| link carried by | Mbit/s | TCP retransmits |"

@@ -61,7 +61,7 @@ pub struct Settings {
     /// Nodes in max mode, ascending.
     pub max_nodes: Vec<u32>,
     /// Where multicast groups take their addresses (`multicast_pool_base`, `_mask`).
-    pub multicast_pool: (Ipv4Addr, u8),
+    pub multicast_pool: proto::MulticastPool,
 }
 
 /// Why an agent was refused (the agent is told the same words).
@@ -857,7 +857,7 @@ impl Coordinator {
                     .settings
                     .link_protocols
                     .get(&(node_id.min(peer), node_id.max(peer)));
-                let transport = if same_agent && self.max_mode(node_id) && self.max_mode(peer) {
+                let transport = if self.kernel_link(node_id, peer) {
                     Transport::Kernel
                 } else if let Some(&own) = own {
                     own
@@ -950,6 +950,12 @@ impl Coordinator {
 
     fn max_mode(&self, node: u32) -> bool {
         self.settings.max_nodes.binary_search(&node).is_ok()
+    }
+
+    /// Whether a–b is a link the kernel carries: both ends in max mode on one agent.
+    fn kernel_link(&self, a: u32, b: u32) -> bool {
+        let agent = |n: u32| self.slot(n).and_then(|s| s.agent);
+        self.max_mode(a) && self.max_mode(b) && agent(a).is_some() && agent(a) == agent(b)
     }
 
     /// Whether `node`'s kernel forwards some of its traffic: it is in max mode with a
@@ -2156,7 +2162,10 @@ mod tests {
         let mut settings = coordinator(6, false).settings;
         settings.dataplane = true;
         // A pool of four addresses: two for groups (its first and last are skipped).
-        settings.multicast_pool = (Ipv4Addr::new(239, 9, 9, 0), 30);
+        settings.multicast_pool = proto::MulticastPool {
+            base: Ipv4Addr::new(239, 9, 9, 0),
+            len: 30,
+        };
         let mut c = Coordinator::new(Preset::Ring { n: 6 }.build().unwrap(), settings);
         register(&mut c, 1, 6, 0).unwrap();
         for id in 1..=6 {

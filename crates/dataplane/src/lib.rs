@@ -123,7 +123,6 @@ impl Drop for Tun {
 }
 
 /// How packets leave for one neighbour.
-#[derive(Clone)]
 enum Egress {
     /// Into the link's emulator.
     Emulator(mpsc::Sender<Frame>),
@@ -370,30 +369,16 @@ impl Dataplane {
                 .expect("no panics hold it")
                 .observe(unix_ns(), packet.ip());
         }
-        let mut link = None;
-        let hop = {
-            let egress = self.egress.read().expect("no panics hold it");
-            self.forwarder
-                .read()
-                .expect("no panics hold it")
-                .forward(packet, from, |peer| {
-                    link = egress.get(&peer).cloned();
-                    link.is_some()
-                })
-        };
-        if matches!(link, Some(Egress::Kernel))
-            && let Hop::Link(_, mut p) = hop
-        {
-            // The kernel routes it on (its routes send this destination over a kernel link)
-            // and takes off the hop's TTL itself.
-            if from_link && let Ok(mut ip) = packet::Ipv4Packet::new_checked(p.ip_mut()) {
-                ip.increment_ttl();
-            }
-            to_tun.push(p);
-            return;
-        }
-        match (hop, link) {
-            (Hop::Tun(p), _) => {
+        // Held while the packet is handed on: the forwarder asks whether a link is there, and
+        // the same look-up finds it then (no sender cloned per packet).
+        let egress = self.egress.read().expect("no panics hold it");
+        let hop = self
+            .forwarder
+            .read()
+            .expect("no panics hold it")
+            .forward(packet, from, |peer| egress.contains_key(&peer));
+        match hop {
+            Hop::Tun(p) => {
                 if from_link && monitor::AppFlows::closes(p.ip()) {
                     self.app_flows
                         .lock()
@@ -402,24 +387,34 @@ impl Dataplane {
                 }
                 to_tun.push(p)
             }
-            // A full emulator input is a drop, as a full interface queue is.
-            (Hop::Link(_, p), Some(Egress::Emulator(tx))) => {
-                let _ = tx.try_send(p);
-            }
-            (Hop::Copies { tun, links }, _) => {
+            Hop::Link(peer, mut p) => match egress.get(&peer) {
+                // A full emulator input is a drop, as a full interface queue is.
+                Some(Egress::Emulator(tx)) => {
+                    let _ = tx.try_send(p);
+                }
+                // The kernel routes it on (its routes send this destination over a kernel
+                // link) and takes off the hop's TTL itself.
+                Some(Egress::Kernel) => {
+                    if from_link && let Ok(mut ip) = packet::Ipv4Packet::new_checked(p.ip_mut()) {
+                        ip.increment_ttl();
+                    }
+                    to_tun.push(p);
+                }
+                None => {}
+            },
+            Hop::Copies { tun, links } => {
                 if let Some(p) = tun {
                     to_tun.push(p);
                 }
                 // Kernel links (max mode) do not carry groups: the kernel has no multicast
                 // routes, and copies for them are dropped.
-                let egress = self.egress.read().expect("no panics hold it");
                 for (peer, p) in links {
                     if let Some(Egress::Emulator(tx)) = egress.get(&peer) {
                         let _ = tx.try_send(p);
                     }
                 }
             }
-            (Hop::Drop(forward::DropReason::MulticastTtl), _)
+            Hop::Drop(forward::DropReason::MulticastTtl)
                 if !from_link
                     && !self
                         .told_ttl
@@ -430,7 +425,7 @@ impl Dataplane {
                     self.me()
                 );
             }
-            (Hop::Membership(changes), _) => {
+            Hop::Membership(changes) => {
                 if let Some(tx) = &*self.memberships.lock().expect("no panics hold it") {
                     for change in changes {
                         let _ = tx.send(change);

@@ -41,7 +41,7 @@ pub struct PlannedGroup {
 /// Checks the entries against the topology and the pool.
 pub fn plan(
     topology: &Topology,
-    pool: (Ipv4Addr, u8),
+    pool: proto::MulticastPool,
     entries: &[GroupEntry],
 ) -> Result<Vec<PlannedGroup>, String> {
     let n = topology.n_nodes();
@@ -76,11 +76,9 @@ pub fn plan(
                 }
             }
             if let Some(a) = e.address {
-                let mask = u32::MAX.checked_shl(32 - u32::from(pool.1)).unwrap_or(0);
-                if u32::from(a) & mask != u32::from(pool.0) {
+                if !pool.contains(a) {
                     return Err(format!(
-                        "{at}: address {a} is outside the multicast pool {}/{} (multicast_pool_base, multicast_pool_mask)",
-                        pool.0, pool.1
+                        "{at}: address {a} is outside the multicast pool {pool} (multicast_pool_base, multicast_pool_mask)"
                     ));
                 }
                 if !addresses.insert(a) {
@@ -88,16 +86,8 @@ pub fn plan(
                 }
             }
             if let Some(trees) = &e.trees {
-                topology::multicast::check_trees(e.source, n, trees)
+                topology::multicast::check_trees(topology, e.source, trees)
                     .map_err(|m| format!("{at}: {m}"))?;
-                for t in trees {
-                    if let Some((a, b)) = t.edges.iter().find(|(a, b)| !topology.has_edge(*a, *b)) {
-                        return Err(format!(
-                            "{at}: tree {}: there is no link between nodes {a} and {b} in {}",
-                            t.tree_id, topology.label
-                        ));
-                    }
-                }
             }
             Ok(PlannedGroup {
                 source: e.source,

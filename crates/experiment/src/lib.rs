@@ -193,7 +193,7 @@ pub struct Experiment {
     /// the links between two of them on one host are veth pairs the kernel forwards over.
     pub max_nodes: Vec<u32>,
     /// Where multicast groups take their addresses (`multicast_pool_base`, `_mask`).
-    pub multicast_pool: (Ipv4Addr, u8),
+    pub multicast_pool: proto::MulticastPool,
     /// Multicast groups made once the topology is ready (`[[groups]]`).
     pub groups: Vec<groups::PlannedGroup>,
 }
@@ -271,7 +271,7 @@ impl Experiment {
 fn multicast_pool(
     base: Option<&toml::Value>,
     mask: Option<&toml::Value>,
-) -> Result<(Ipv4Addr, u8), String> {
+) -> Result<proto::MulticastPool, String> {
     let addr = |key: &str, v: &toml::Value| -> Result<Ipv4Addr, String> {
         let bad = || format!("{key} = {v}: give an IPv4 address such as \"239.255.0.0\"");
         match v {
@@ -289,37 +289,37 @@ fn multicast_pool(
             _ => Err(bad()),
         }
     };
-    let (default_base, default_len) = proto::DEFAULT_MULTICAST_POOL;
+    let default = proto::DEFAULT_MULTICAST_POOL;
     let base = base
         .map(|v| addr("multicast_pool_base", v))
         .transpose()?
-        .unwrap_or(default_base);
+        .unwrap_or(default.base);
     let len = match mask {
         Some(v) => {
             let m = addr("multicast_pool_mask", v)?;
             prefix_len(m)
                 .ok_or_else(|| format!("multicast_pool_mask {m} is not a contiguous mask"))?
         }
-        None => default_len,
+        None => default.len,
     };
-    let bits = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+    let pool = proto::MulticastPool { base, len };
     if !base.is_multicast() || len < 4 {
         return Err(format!(
-            "the multicast pool {base}/{len} is not inside 224.0.0.0/4: use e.g. multicast_pool_base = \"239.255.0.0\""
+            "the multicast pool {pool} is not inside 224.0.0.0/4: use e.g. multicast_pool_base = \"239.255.0.0\""
         ));
     }
-    if u32::from(base) & !bits != 0 {
+    if u32::from(base) & !pool.mask() != 0 {
         return Err(format!(
             "multicast_pool_base {base} has bits set beyond its mask /{len}: use {}",
-            Ipv4Addr::from(u32::from(base) & bits)
+            Ipv4Addr::from(u32::from(base) & pool.mask())
         ));
     }
-    if u32::from(Ipv4Addr::new(224, 0, 0, 0)) & bits == u32::from(base) || len > 30 {
+    if pool.contains(Ipv4Addr::new(224, 0, 0, 0)) || len > 30 {
         return Err(format!(
-            "the multicast pool {base}/{len} holds 224.0.0.0/24 (link-local: IGMP) or has no room for groups: use e.g. 239.255.0.0/16"
+            "the multicast pool {pool} holds 224.0.0.0/24 (link-local: IGMP) or has no room for groups: use e.g. 239.255.0.0/16"
         ));
     }
-    Ok((base, len))
+    Ok(pool)
 }
 
 fn prefix_len(mask: Ipv4Addr) -> Option<u8> {

@@ -594,7 +594,9 @@ fn lossless_flows_take_the_runs_chunk_size_and_fec() {
 
 #[test]
 fn the_multicast_pool_is_read_checked_and_defaults_to_239_255() {
-    let pool = |text: &str| resolve(&format!("{text}{RING6}")).map(|e| e.multicast_pool);
+    let pool = |text: &str| {
+        resolve(&format!("{text}{RING6}")).map(|e| (e.multicast_pool.base, e.multicast_pool.len))
+    };
     assert_eq!(pool("").unwrap(), (Ipv4Addr::new(239, 255, 0, 0), 16));
     assert_eq!(
         pool("multicast_pool_base = \"239.1.2.0\"\nmulticast_pool_mask = \"255.255.255.0\"\n")
@@ -649,7 +651,7 @@ fn groups_are_read_and_their_nodes_addresses_and_trees_checked() {
             "taken by an earlier group",
         ),
         (
-            "[[groups]]\nsource = 1\ntrees = [{ edges = [[1, 2], [2, 3], [1, 3]] }]\n",
+            "[[groups]]\nsource = 1\ntrees = [{ edges = [[1, 2], [2, 3], [1, 6], [6, 5], [5, 4], [4, 3]] }]\n",
             "two parents",
         ),
         (

@@ -172,34 +172,41 @@ pub fn new_route_via(
     gateway: Ipv4Addr,
     index: u32,
 ) -> RouteNetlinkMessage {
+    new_route(dest, len, Some(gateway), index)
+}
+
+/// `ip route add <dest>/<len> dev <index>`: reached on the device itself, no gateway.
+pub fn new_device_route(dest: Ipv4Addr, len: u8, index: u32) -> RouteNetlinkMessage {
+    new_route(dest, len, None, index)
+}
+
+/// A static route out of device `index`, through `gateway` (scope universe) or on the
+/// device itself (scope link); a prefix length of 0 is the default route.
+fn new_route(
+    dest: Ipv4Addr,
+    len: u8,
+    gateway: Option<Ipv4Addr>,
+    index: u32,
+) -> RouteNetlinkMessage {
     let mut m = RouteMessage::default();
     m.header.address_family = AddressFamily::Inet;
     m.header.destination_prefix_length = len;
     m.header.table = libc::RT_TABLE_MAIN;
     m.header.protocol = RouteProtocol::Static;
-    m.header.scope = RouteScope::Universe;
+    m.header.scope = if gateway.is_some() {
+        RouteScope::Universe
+    } else {
+        RouteScope::Link
+    };
     m.header.kind = RouteType::Unicast;
     if len > 0 {
         m.attributes
             .push(RouteAttribute::Destination(RouteAddress::Inet(dest)));
     }
-    m.attributes
-        .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
-    m.attributes.push(RouteAttribute::Oif(index));
-    RouteNetlinkMessage::NewRoute(m)
-}
-
-/// `ip route add <dest>/<len> dev <index>`: reached on the device itself, no gateway.
-pub fn new_device_route(dest: Ipv4Addr, len: u8, index: u32) -> RouteNetlinkMessage {
-    let mut m = RouteMessage::default();
-    m.header.address_family = AddressFamily::Inet;
-    m.header.destination_prefix_length = len;
-    m.header.table = libc::RT_TABLE_MAIN;
-    m.header.protocol = RouteProtocol::Static;
-    m.header.scope = RouteScope::Link;
-    m.header.kind = RouteType::Unicast;
-    m.attributes
-        .push(RouteAttribute::Destination(RouteAddress::Inet(dest)));
+    if let Some(gateway) = gateway {
+        m.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+    }
     m.attributes.push(RouteAttribute::Oif(index));
     RouteNetlinkMessage::NewRoute(m)
 }

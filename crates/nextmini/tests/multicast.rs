@@ -57,12 +57,7 @@ for seq in range(first, last):
 "#;
 
 fn tun_rx(prefix: &str, node: u32) -> u64 {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &format!("{prefix}{node}"), "cat"])
-        .arg("/sys/class/net/tun0/statistics/rx_packets")
-        .output()
-        .unwrap();
-    text(&out.stdout).trim().parse().unwrap()
+    common::tun_counter(&format!("{prefix}{node}"), "rx_packets")
 }
 
 /// The group's row of `group list`: members and the tree's edges.

@@ -167,13 +167,7 @@ fn experiments_span_hosts_stay_apart_and_survive_a_lost_host() {
         .output()
         .unwrap();
     assert!(group.status.success(), "{}", text(&group.stderr));
-    let tun_rx = |node: u64| -> u64 {
-        let out = Cluster::exec(
-            &format!("tw{node}"),
-            &["cat", "/sys/class/net/tun0/statistics/rx_packets"],
-        );
-        text(&out.stdout).trim().parse().unwrap()
-    };
+    let tun_rx = |node: u64| common::tun_counter(&format!("tw{node}"), "rx_packets");
     let before = [tun_rx(m2), tun_rx(m3)];
     let send = Cluster::exec(
         &first_on_1,

@@ -92,7 +92,17 @@ fn median_rtt(ping: &str) -> f64 {
 /// when that hand-off is quicker the RTT may fall short by as much per crossing. A wrong
 /// delay or a path of other length is milliseconds off.
 fn assert_rtt(rtt: f64, delay_ms: f64, traversals: u32) {
-    let most = delay_ms + 0.2 + 0.15 * f64::from(traversals);
+    assert_rtt_costing(rtt, delay_ms, traversals, 0.15);
+}
+
+/// What a crossing of a QUIC link may cost besides its delay, in ms.
+const QUIC_CROSSING_MS: f64 = 0.45;
+
+/// As `assert_rtt`, for links whose transport costs `per_crossing` ms besides the delay. A
+/// QUIC link's frame passes quinn's endpoint and connection tasks and is sealed and opened,
+/// which on this two-core test machine costs up to about 0.3 ms more per crossing than TCP.
+fn assert_rtt_costing(rtt: f64, delay_ms: f64, traversals: u32, per_crossing: f64) {
+    let most = delay_ms + 0.2 + per_crossing * f64::from(traversals);
     let least = delay_ms - 0.1 - 0.06 * f64::from(traversals);
     assert!(
         (least..=most).contains(&rtt),
@@ -535,7 +545,7 @@ fn links_over_quic_keep_their_delay_and_carry_bulk_data_intact() {
     let run = Running::up("tvk", &body);
     let ping = run.exec(1, &["ping", "-c", "40", "-i", "0.05", "10.0.0.4"]);
     assert!(ping.status.success(), "{}", text(&ping.stdout));
-    assert_rtt(median_rtt(&text(&ping.stdout)), 30.0, 6);
+    assert_rtt_costing(median_rtt(&text(&ping.stdout)), 30.0, 6, QUIC_CROSSING_MS);
     let total = 24 << 20;
     assert_eq!(bulk_transfer("tvk", 1, 4, total), total, "over QUIC links");
     // Node 2 takes its link from 3 on QUIC's port (the link port's next) and dials 1 from a
@@ -554,7 +564,13 @@ fn links_with_a_protocol_of_their_own_mix_with_in_process_ones() {
     let run = Running::up("tvl", &line("tvl", "172.23.44.0", 4, links));
     let ping = run.exec(1, &["ping", "-c", "20", "-i", "0.05", "10.0.0.4"]);
     assert!(ping.status.success(), "{}", text(&ping.stdout));
-    assert_rtt(median_rtt(&text(&ping.stdout)), 12.0, 6);
+    // Two of the six crossings are over QUIC.
+    assert_rtt_costing(
+        median_rtt(&text(&ping.stdout)),
+        12.0,
+        6,
+        (4.0 * 0.15 + 2.0 * QUIC_CROSSING_MS) / 6.0,
+    );
     // Node 2 has the UDP link's socket and QUIC's listener, and no TCP connection: the run
     // has no TCP link.
     let two = text(&run.exec(2, &["ss", "-u", "-t", "-a", "-n", "-H"]).stdout);
@@ -648,17 +664,7 @@ fn lossless_flows_arrive_whole_over_a_lossy_link_with_and_without_fec() {
 /// The TUN device's packet counters of a node, both ways.
 fn tun_packets(prefix: &str, node: u32) -> u64 {
     let ns = format!("{prefix}{node}");
-    ["rx_packets", "tx_packets"]
-        .iter()
-        .map(|c| {
-            let out = std::process::Command::new("ip")
-                .args(["netns", "exec", &ns, "cat"])
-                .arg(format!("/sys/class/net/tun0/statistics/{c}"))
-                .output()
-                .unwrap();
-            text(&out.stdout).trim().parse::<u64>().unwrap()
-        })
-        .sum()
+    common::tun_counter(&ns, "rx_packets") + common::tun_counter(&ns, "tx_packets")
 }
 
 #[test]

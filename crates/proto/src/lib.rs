@@ -29,7 +29,41 @@ pub const VERSION: u32 = 5;
 
 /// Where multicast groups take their addresses unless the experiment says otherwise (the
 /// seeds' `multicast_pool_base` and `multicast_pool_mask`).
-pub const DEFAULT_MULTICAST_POOL: (Ipv4Addr, u8) = (Ipv4Addr::new(239, 255, 0, 0), 16);
+pub const DEFAULT_MULTICAST_POOL: MulticastPool = MulticastPool {
+    base: Ipv4Addr::new(239, 255, 0, 0),
+    len: 16,
+};
+
+/// The addresses multicast groups take: `base/len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MulticastPool {
+    pub base: Ipv4Addr,
+    pub len: u8,
+}
+
+impl MulticastPool {
+    /// The prefix's mask, as a number.
+    pub fn mask(self) -> u32 {
+        u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0)
+    }
+
+    pub fn contains(self, addr: Ipv4Addr) -> bool {
+        u32::from(addr) & self.mask() == u32::from(self.base) & self.mask()
+    }
+
+    /// The addresses groups are given, in order: all but the pool's first and last.
+    pub fn group_addresses(self) -> impl Iterator<Item = Ipv4Addr> {
+        let size = 1u64 << (32 - u32::from(self.len.min(32)));
+        let base = u32::from(self.base) & self.mask();
+        (1..size.saturating_sub(1)).map(move |i| Ipv4Addr::from(base.wrapping_add(i as u32)))
+    }
+}
+
+impl std::fmt::Display for MulticastPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.base, self.len)
+    }
+}
 
 /// WebSocket paths on the controller.
 pub const AGENT_PATH: &str = "/agent";

@@ -21,6 +21,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Topology;
 use crate::routing::RouteTable;
 
 /// The tree id of the default shortest-path tree.
@@ -67,6 +68,10 @@ pub struct GroupEntry {
 impl GroupEntry {
     /// The tree a flow takes: the highest weighted rendezvous score.
     pub fn tree_for(&self, flow_hash: u64) -> Option<&TreeHop> {
+        // Most groups have one tree: no scores to compute per packet.
+        if let [only] = &self.trees[..] {
+            return Some(only);
+        }
         let i = pick_tree(self.trees.iter().map(|t| (t.tree_id, t.weight)), flow_hash)?;
         self.trees.get(i)
     }
@@ -120,10 +125,11 @@ pub struct Built {
     pub entries: BTreeMap<u32, GroupEntry>,
 }
 
-/// Checks trees set from outside for a group of `source` over `n` nodes: each a tree rooted at
-/// the source (every other node has at most one parent and is reached from the source), ids
-/// distinct, weights positive. Whether the edges are links is the caller's to check.
-pub fn check_trees(source: u32, n: u32, trees: &[TreeSpec]) -> Result<(), String> {
+/// Checks trees set from outside for a group of `source` in `topology`: each a tree of its
+/// links rooted at the source (every other node has at most one parent and is reached from
+/// the source), ids distinct, weights positive.
+pub fn check_trees(topology: &Topology, source: u32, trees: &[TreeSpec]) -> Result<(), String> {
+    let n = topology.n_nodes();
     if trees.is_empty() {
         return Err("no trees given (to go back to the shortest-path tree, clear them)".into());
     }
@@ -145,6 +151,12 @@ pub fn check_trees(source: u32, n: u32, trees: &[TreeSpec]) -> Result<(), String
             }
             if a == b {
                 return Err(format!("tree {id}: edge ({a}, {a}) links a node to itself"));
+            }
+            if !topology.has_edge(a, b) {
+                return Err(format!(
+                    "tree {id}: there is no link between nodes {a} and {b} in {}: a tree follows links",
+                    topology.label
+                ));
             }
             if b == source {
                 return Err(format!(
@@ -463,43 +475,44 @@ mod tests {
 
     #[test]
     fn trees_from_outside_are_checked_and_pruned_to_members() {
+        let mesh = Preset::FullMesh { n: 6 }.build().unwrap();
         let tree = |id, weight, edges: &[(u32, u32)]| TreeSpec {
             tree_id: id,
             weight,
             edges: edges.to_vec(),
         };
         assert!(
-            check_trees(1, 6, &[tree(0, 1.0, &[(1, 2), (2, 3), (1, 3)])])
+            check_trees(&mesh, 1, &[tree(0, 1.0, &[(1, 2), (2, 3), (1, 3)])])
                 .unwrap_err()
                 .contains("two parents")
         );
         assert!(
-            check_trees(1, 6, &[tree(0, 1.0, &[(2, 3)])])
+            check_trees(&mesh, 1, &[tree(0, 1.0, &[(2, 3)])])
                 .unwrap_err()
                 .contains("not reached from the source")
         );
         assert!(
-            check_trees(1, 6, &[tree(0, 1.0, &[(2, 1)])])
+            check_trees(&mesh, 1, &[tree(0, 1.0, &[(2, 1)])])
                 .unwrap_err()
                 .contains("into the source")
         );
         assert!(
-            check_trees(1, 6, &[tree(0, 1.0, &[(1, 2), (3, 4), (4, 3)])])
+            check_trees(&mesh, 1, &[tree(0, 1.0, &[(1, 2), (3, 4), (4, 3)])])
                 .unwrap_err()
                 .contains("cycle")
         );
         assert!(
-            check_trees(1, 6, &[tree(0, 0.0, &[(1, 2)])])
+            check_trees(&mesh, 1, &[tree(0, 0.0, &[(1, 2)])])
                 .unwrap_err()
                 .contains("above 0")
         );
         assert!(
-            check_trees(1, 6, &[tree(1, 1.0, &[]), tree(1, 1.0, &[])])
+            check_trees(&mesh, 1, &[tree(1, 1.0, &[]), tree(1, 1.0, &[])])
                 .unwrap_err()
                 .contains("twice")
         );
         assert!(
-            check_trees(1, 6, &[tree(0, 1.0, &[(1, 9)])])
+            check_trees(&mesh, 1, &[tree(0, 1.0, &[(1, 9)])])
                 .unwrap_err()
                 .contains("not a node")
         );
@@ -507,7 +520,14 @@ mod tests {
             tree(1, 1.0, &[(1, 2), (2, 3), (2, 5), (5, 6)]),
             tree(2, 3.0, &[(1, 4), (4, 3)]),
         ];
-        check_trees(1, 6, &specs).unwrap();
+        check_trees(&mesh, 1, &specs).unwrap();
+        // In a ring of six, nodes 1 and 4 are not neighbours.
+        let ring = Preset::Ring { n: 6 }.build().unwrap();
+        assert!(
+            check_trees(&ring, 1, &[tree(0, 1.0, &[(1, 4)])])
+                .unwrap_err()
+                .contains("no link between nodes 1 and 4")
+        );
         let g = Group {
             trees: Some(specs),
             ..group(1, &[3])

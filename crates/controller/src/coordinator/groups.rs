@@ -105,19 +105,16 @@ pub enum GroupError {
     #[error("group {0} exists already (its source is node {1})")]
     Exists(Ipv4Addr, u32),
     #[error(
-        "{addr} is outside the run's multicast pool {base}/{len} (multicast_pool_base and multicast_pool_mask)"
+        "{addr} is outside the run's multicast pool {pool} (multicast_pool_base and multicast_pool_mask)"
     )]
     OutsidePool {
         addr: Ipv4Addr,
-        base: Ipv4Addr,
-        len: u8,
+        pool: proto::MulticastPool,
     },
-    #[error("the multicast pool {base}/{len} has no address left: delete a group first")]
-    PoolFull { base: Ipv4Addr, len: u8 },
+    #[error("the multicast pool {pool} has no address left: delete a group first")]
+    PoolFull { pool: proto::MulticastPool },
     #[error("node {node} is not a node of {topology} (1..={n})")]
     UnknownNode { node: u32, n: u32, topology: String },
-    #[error("there is no link between nodes {a} and {b} in {topology}: a tree follows links")]
-    NoLink { a: u32, b: u32, topology: String },
     #[error(
         "the link between nodes {a} and {b} is the kernel's (both are in max mode): it carries no groups; pick a tree around it"
     )]
@@ -170,19 +167,15 @@ impl Coordinator {
     }
 
     fn in_pool(&self, addr: Ipv4Addr) -> bool {
-        let (base, len) = self.settings.multicast_pool;
-        let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-        u32::from(addr) & mask == u32::from(base) & mask
+        self.settings.multicast_pool.contains(addr)
     }
 
-    /// The pool's first address no group has (its base and broadcast-like last are skipped).
+    /// The pool's first address no group has.
     fn free_address(&self) -> Result<Ipv4Addr, GroupError> {
-        let (base, len) = self.settings.multicast_pool;
-        let size = 1u64 << (32 - u32::from(len));
-        (1..size.saturating_sub(1))
-            .map(|i| Ipv4Addr::from(u32::from(base).wrapping_add(i as u32)))
+        let pool = self.settings.multicast_pool;
+        pool.group_addresses()
             .find(|a| !self.groups.contains_key(a))
-            .ok_or(GroupError::PoolFull { base, len })
+            .ok_or(GroupError::PoolFull { pool })
     }
 
     /// Carries out a change to the groups; the group as it is after it (as it was, for a
@@ -221,8 +214,10 @@ impl Coordinator {
         let addr = match address {
             Some(a) => {
                 if !self.in_pool(a) {
-                    let (base, len) = self.settings.multicast_pool;
-                    return Err(GroupError::OutsidePool { addr: a, base, len });
+                    return Err(GroupError::OutsidePool {
+                        addr: a,
+                        pool: self.settings.multicast_pool,
+                    });
                 }
                 if let Some(g) = self.groups.get(&a) {
                     return Err(GroupError::Exists(a, g.group.source));
@@ -303,19 +298,8 @@ impl Coordinator {
         self.groups_possible()?;
         let mut group = self.group_of(addr)?;
         if let Some(trees) = &trees {
-            multicast::check_trees(group.source, self.topology.n_nodes(), trees)
+            multicast::check_trees(&self.topology, group.source, trees)
                 .map_err(GroupError::Invalid)?;
-            for t in trees {
-                for &(a, b) in &t.edges {
-                    if self.edge_index(a, b).is_none() {
-                        return Err(GroupError::NoLink {
-                            a,
-                            b,
-                            topology: self.topology.label.clone(),
-                        });
-                    }
-                }
-            }
         }
         group.trees = trees;
         self.apply_group(group, GroupEventKind::Trees, &[])?;
@@ -435,12 +419,6 @@ impl Coordinator {
             nodes,
             row,
         })));
-    }
-
-    /// Whether a–b is a link the kernel carries (both ends in max mode on one agent).
-    fn kernel_link(&self, a: u32, b: u32) -> bool {
-        let agent = |n: u32| self.slot(n).and_then(|s| s.agent);
-        self.max_mode(a) && self.max_mode(b) && agent(a) == agent(b)
     }
 
     fn send_groups(&mut self, per_node: BTreeMap<u32, (Vec<GroupRoute>, Vec<Ipv4Addr>)>) {

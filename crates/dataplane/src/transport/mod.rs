@@ -111,20 +111,21 @@ impl Transports {
             proto::Transport::Kernel,
             Arc::new(KernelTransport::new(factory.clone())),
         );
-        for kind in network.iter().flat_map(|n| n.transports.iter().copied()) {
-            let net = network.as_ref().expect("iterating it");
-            let port = kind.port(net.port);
-            let transport: Arc<dyn Transport> = match kind {
-                proto::Transport::Udp => Arc::new(UdpTransport::new(factory.clone(), port)),
-                proto::Transport::Quic => Arc::new(QuicTransport::new(
-                    factory.clone(),
-                    port,
-                    net.quic_congestion,
-                )?),
-                proto::Transport::Tcp => Arc::new(TcpTransport::new(factory.clone(), port)),
-                proto::Transport::Local | proto::Transport::Kernel => continue,
-            };
-            by_kind.insert(kind, transport);
+        if let Some(net) = &network {
+            for &kind in &net.transports {
+                let port = kind.port(net.port);
+                let transport: Arc<dyn Transport> = match kind {
+                    proto::Transport::Udp => Arc::new(UdpTransport::new(factory.clone(), port)),
+                    proto::Transport::Quic => Arc::new(QuicTransport::new(
+                        factory.clone(),
+                        port,
+                        net.quic_congestion,
+                    )?),
+                    proto::Transport::Tcp => Arc::new(TcpTransport::new(factory.clone(), port)),
+                    proto::Transport::Local | proto::Transport::Kernel => continue,
+                };
+                by_kind.insert(kind, transport);
+            }
         }
         Ok(Transports { by_kind })
     }

@@ -105,6 +105,19 @@ impl Drop for Kill {
     }
 }
 
+/// A counter of the TUN device in a node's namespace (`rx_packets`: what its dataplane wrote
+/// up to its kernel; `tx_packets`: what its kernel sent out of it).
+pub fn tun_counter(netns: &str, counter: &str) -> u64 {
+    let out = in_netns(
+        netns,
+        &["cat", &format!("/sys/class/net/tun0/statistics/{counter}")],
+    );
+    text(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{netns}'s tun0 {counter}: {}", text(&out.stderr)))
+}
+
 /// A free TCP port (the kernel's choice), for a test's controller.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("0.0.0.0:0")
