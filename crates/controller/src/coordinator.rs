@@ -2235,6 +2235,41 @@ mod tests {
     }
 
     #[test]
+    fn groups_are_refused_over_kernel_links_and_cut_where_routes_move_onto_one() {
+        let t0 = Instant::now();
+        let mut settings = coordinator(6, false).settings;
+        settings.dataplane = true;
+        // 5 and 6 in max mode on one agent: the link between them is the kernel's.
+        settings.max_nodes = vec![5, 6];
+        let mut c = Coordinator::new(Preset::Ring { n: 6 }.build().unwrap(), settings);
+        register(&mut c, 1, 6, 0).unwrap();
+        for id in 1..=6u32 {
+            c.handle_node_hello(t0, &hello(id)).unwrap();
+            for peer in [id % 6 + 1, (id + 4) % 6 + 1] {
+                c.handle_link_up(id, peer);
+            }
+            c.handle_node_ready(t0, id);
+        }
+        assert_eq!(c.phase(), Phase::Ready);
+        // From 1 to 5 the shortest path is 1-6-5, over the kernel link: refused.
+        assert_eq!(
+            c.handle_create_group(1, None, &[5]).unwrap_err(),
+            GroupError::ThroughMaxMode { a: 6, b: 5 }
+        );
+        let g = c.handle_create_group(1, None, &[3, 6]).unwrap();
+        assert_eq!(
+            c.group_rows()[0].trees[0].edges,
+            vec![(1, 2), (1, 6), (2, 3)]
+        );
+        // Node 2 fails: the route to 3 goes 1-6-5-4-3, and the tree is cut at 6-5.
+        c.handle_node_gone(t0, 2);
+        let row = &c.group_rows()[0];
+        assert_eq!(row.group, g.group);
+        assert_eq!(row.trees[0].edges, vec![(1, 6)]);
+        assert_eq!(row.trees[0].unreached, vec![3]);
+    }
+
+    #[test]
     fn nodes_of_different_agents_link_over_tcp() {
         let mut c = coordinator(4, false);
         register(&mut c, 1, 2, 0).unwrap();

@@ -273,7 +273,59 @@ fn prune(
 
 /// The group's trees and each node's entry, over the unicast `tables` (for the default tree).
 pub fn build(group: &Group, tables: &[RouteTable]) -> Built {
-    let trees: Vec<BuiltTree> = match &group.trees {
+    build_over(group, tables, |_, _| true)
+}
+
+/// As [`build`], over only the links for which `carries(parent, child)` holds: a tree edge
+/// over any other link is cut, and so is what hangs below it, its members unreached (a
+/// shortest-path tree that routes move onto a link that carries no groups, such as a kernel
+/// link between two max-mode nodes).
+pub fn build_over(
+    group: &Group,
+    tables: &[RouteTable],
+    carries: impl Fn(u32, u32) -> bool,
+) -> Built {
+    let mut built = build_trees(group, tables);
+    for t in &mut built {
+        if t.edges.iter().all(|&(a, b)| carries(a, b)) {
+            continue;
+        }
+        let usable: Vec<(u32, u32)> = t
+            .edges
+            .iter()
+            .copied()
+            .filter(|&(a, b)| carries(a, b))
+            .collect();
+        let (edges, unreached) = prune(
+            group.source,
+            &group.members,
+            &reached_from(group.source, &usable),
+        );
+        t.edges = edges;
+        t.unreached = unreached;
+    }
+    entries(group, built)
+}
+
+/// The edges of `edges` that a walk from `source` along them reaches.
+fn reached_from(source: u32, edges: &[(u32, u32)]) -> Vec<(u32, u32)> {
+    let mut reached = BTreeSet::from([source]);
+    let mut frontier = vec![source];
+    let mut kept = Vec::new();
+    while let Some(node) = frontier.pop() {
+        for &(a, b) in edges.iter().filter(|e| e.0 == node) {
+            if reached.insert(b) {
+                kept.push((a, b));
+                frontier.push(b);
+            }
+        }
+    }
+    kept
+}
+
+/// Each tree of the group, built (shortest paths) or pruned (given from outside).
+fn build_trees(group: &Group, tables: &[RouteTable]) -> Vec<BuiltTree> {
+    match &group.trees {
         None => {
             let (edges, unreached) =
                 shortest_path_tree(group.group, group.source, &group.members, tables);
@@ -296,7 +348,11 @@ pub fn build(group: &Group, tables: &[RouteTable]) -> Built {
                 }
             })
             .collect(),
-    };
+    }
+}
+
+/// Each node's entry for the group's `trees`.
+fn entries(group: &Group, trees: Vec<BuiltTree>) -> Built {
     let mut nodes: BTreeSet<u32> = BTreeSet::from([group.source]);
     for t in &trees {
         for &(a, b) in &t.edges {
@@ -471,6 +527,13 @@ mod tests {
             vec![1, 3, 4, 5, 6]
         );
         assert_eq!(removed, vec![2]);
+        // Over links that carry groups only: with 5-4 carrying none, the tree ends at member
+        // 6 (the branch to 5 leads to no member any more) and 3 is unreached.
+        let g = group(1, &[3, 6]);
+        let cut = build_over(&g, router.tables(), |a, b| (a, b) != (5, 4));
+        assert_eq!(cut.trees[0].edges, vec![(1, 6)]);
+        assert_eq!(cut.trees[0].unreached, vec![3]);
+        assert_eq!(cut.entries.keys().copied().collect::<Vec<_>>(), vec![1, 6]);
     }
 
     #[test]

@@ -366,16 +366,36 @@ impl Coordinator {
         };
         let mut per_node: BTreeMap<u32, (Vec<GroupRoute>, Vec<Ipv4Addr>)> = BTreeMap::new();
         let mut rebuilt = Vec::new();
-        for state in self.groups.values_mut() {
-            if state.group.trees.is_some() {
-                continue;
+        let shortest: Vec<Ipv4Addr> = self
+            .groups
+            .values()
+            .filter(|state| state.group.trees.is_none())
+            .map(|state| state.group.group)
+            .collect();
+        for addr in shortest {
+            let state = &self.groups[&addr];
+            // Routes may now cross a kernel link, which carries no groups: the tree is cut
+            // there (its members beyond show as unreached) rather than refused, since nobody
+            // asked for this change.
+            let full = multicast::build(&state.group, router.tables());
+            let built = multicast::build_over(&state.group, router.tables(), |a, b| {
+                !self.kernel_link(a, b)
+            });
+            if built.trees != full.trees {
+                let beyond: Vec<u32> = built
+                    .trees
+                    .iter()
+                    .flat_map(|t| t.unreached.iter().copied())
+                    .collect();
+                tracing::warn!(
+                    "multicast group {addr}: routes now cross a link between two max-mode nodes, which carries no groups; members {beyond:?} get nothing until routes change or trees are set around it"
+                );
             }
-            let built = multicast::build(&state.group, router.tables());
             if built.trees != state.built.trees {
-                rebuilt.push(state.group.group);
+                rebuilt.push(addr);
             }
-            collect(&mut per_node, &state.built, &built, state.group.group);
-            state.built = built;
+            collect(&mut per_node, &state.built, &built, addr);
+            self.groups.get_mut(&addr).expect("listed").built = built;
         }
         self.send_groups(per_node);
         for addr in rebuilt {
