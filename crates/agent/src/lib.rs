@@ -9,7 +9,7 @@
 mod flows;
 pub mod host;
 mod line;
-mod lossless;
+pub mod lossless;
 mod node;
 pub mod options;
 mod relay;

@@ -88,24 +88,7 @@ pub async fn listen(
                 entry.receiver.handle_datagram(now, datagram);
                 if entry.done_at.is_none() && entry.receiver.is_done() {
                     entry.done_at = Some(now);
-                    let stats = entry.receiver.stats();
-                    let event = if stats.corrupt_blocks > 0 {
-                        FlowEvent::Failed {
-                            id: flow,
-                            reason: format!(
-                                "{} blocks arrived different from what was sent",
-                                stats.corrupt_blocks
-                            ),
-                        }
-                    } else {
-                        FlowEvent::Received {
-                            id: flow,
-                            bytes: stats.bytes,
-                            first_ns: entry.first_ns,
-                            last_ns: unix_ns(),
-                        }
-                    };
-                    let _ = events.send(event);
+                    let _ = events.send(received(&entry.receiver, entry.first_ns, unix_ns()));
                 }
             }
             for ((peer, _), f) in flows.iter_mut() {
@@ -127,22 +110,7 @@ pub async fn send(
     order: FlowOrder,
     events: &mpsc::UnboundedSender<FlowEvent>,
 ) -> io::Result<()> {
-    let rate = order.spec.flow_rate.ok_or_else(|| {
-        io::Error::other("a lossless flow sends at its rate, and this one has none")
-    })?;
-    let total = match order.spec.flow_len {
-        FlowLen::Bytes(n) => n,
-        FlowLen::Duration(secs) => (rate as f64 * secs) as u64,
-    }
-    .max(1);
-    let config = lossless::Config {
-        chunk_size: order.lossless.chunk_size,
-        fec: order.lossless.fec_symbols_per_block.map(|k| lossless::Fec {
-            symbols_per_block: k,
-        }),
-        bytes_per_sec: rate,
-    };
-    config.check().map_err(io::Error::other)?;
+    let (config, total) = plan(&order).map_err(io::Error::other)?;
     let socket = udp_socket(
         factory,
         netns,
@@ -190,11 +158,40 @@ pub async fn send(
             () = sleep_until(wake) => {}
         }
     }
+    let _ = events.send(sent(order.id, total, &sender, unix_ns()));
+    Ok(())
+}
+
+/// What a lossless flow's sender is given by its order: the configuration and the bytes to
+/// send; or why the order can't be carried out.
+pub fn plan(order: &FlowOrder) -> Result<(lossless::Config, u64), String> {
+    let rate = order
+        .spec
+        .flow_rate
+        .ok_or("a lossless flow sends at its rate, and this one has none")?;
+    let total = match order.spec.flow_len {
+        FlowLen::Bytes(n) => n,
+        FlowLen::Duration(secs) => (rate as f64 * secs) as u64,
+    }
+    .max(1);
+    let config = lossless::Config {
+        chunk_size: order.lossless.chunk_size,
+        fec: order.lossless.fec_symbols_per_block.map(|k| lossless::Fec {
+            symbols_per_block: k,
+        }),
+        bytes_per_sec: rate,
+    };
+    config.check()?;
+    Ok((config, total))
+}
+
+/// The source's report of a lossless flow it has finished sending.
+pub fn sent(id: u64, total: u64, sender: &lossless::Sender, end_ns: u64) -> FlowEvent {
     let stats = sender.stats();
-    let _ = events.send(FlowEvent::Sent {
-        id: order.id,
+    FlowEvent::Sent {
+        id,
         bytes: total,
-        end_ns: unix_ns(),
+        end_ns,
         // What TCP's figures would say: datagrams sent again (or extra repair symbols), the
         // smoothed round trip; no congestion window.
         tcp: TcpStats {
@@ -202,8 +199,28 @@ pub async fn send(
             srtt_us: stats.srtt.map_or(0, |d| d.as_micros() as u32),
             cwnd: 0,
         },
-    });
-    Ok(())
+    }
+}
+
+/// The destination's report of a lossless flow it has received whole (or found corrupt).
+pub fn received(receiver: &lossless::Receiver, first_ns: u64, last_ns: u64) -> FlowEvent {
+    let stats = receiver.stats();
+    if stats.corrupt_blocks > 0 {
+        FlowEvent::Failed {
+            id: receiver.flow(),
+            reason: format!(
+                "{} blocks arrived different from what was sent",
+                stats.corrupt_blocks
+            ),
+        }
+    } else {
+        FlowEvent::Received {
+            id: receiver.flow(),
+            bytes: stats.bytes,
+            first_ns,
+            last_ns,
+        }
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {

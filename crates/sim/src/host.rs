@@ -3,14 +3,16 @@
 //! sender whose every packet the receiver acknowledges. A bulk transfer is a stream without an
 //! end; a generated flow is a stream of its bytes (or its duration) that reports to its node's
 //! session as the agent's real flows do. Streams do not recover losses: simulations give their
-//! links queues deep enough for their windows.
+//! links queues deep enough for their windows. Lossless flows (`transport =
+//! "lossless_unicast"`) are the agent's: the `lossless` crate's sender and receiver, planned and
+//! reported by `agent::lossless`, their datagrams in UDP packets, woken by the simulator's clock.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use agent::session::FlowEvent;
-use dataplane::packet::{ICMP, Ipv4Packet, TCP};
+use dataplane::packet::{ICMP, Ipv4Packet, TCP, UDP};
 
 use crate::packets;
 
@@ -37,6 +39,30 @@ const HEADER: usize = 8;
 const ACK: usize = 48;
 const KIND_DATA: u8 = 1;
 const KIND_ACK: u8 = 2;
+
+/// A finished lossless flow's receiver still answers late datagrams for this long, as the
+/// agent's does (the sender may have missed the word that it is done).
+const LOSSLESS_LINGER: Duration = Duration::from_secs(10);
+
+/// The sending end of a lossless flow.
+struct LosslessOut {
+    node: u32,
+    id: u64,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    dport: u16,
+    total: u64,
+    sender: lossless::Sender,
+}
+
+/// The receiving end of a lossless flow, keyed by (node, sender's address and port, flow).
+struct LosslessIn {
+    receiver: lossless::Receiver,
+    first_ns: u64,
+    done_at: Option<Instant>,
+}
+
+type LosslessKey = (u32, Ipv4Addr, u16, u64);
 
 /// Unix time of the simulation's start, so flows' times look like the real ones.
 pub(crate) const EPOCH_NS: u64 = 1_800_000_000_000_000_000;
@@ -86,6 +112,9 @@ pub struct HostStack {
     next_bulk: u16,
     /// Nodes whose host stack takes flows.
     listening: HashMap<u32, u16>,
+    /// Lossless flows' senders by their source port, and receivers.
+    lossless_out: HashMap<u16, LosslessOut>,
+    lossless_in: HashMap<LosslessKey, LosslessIn>,
 }
 
 impl HostStack {
@@ -153,21 +182,10 @@ impl HostStack {
         order: &proto::FlowOrder,
         window: u32,
     ) -> Answer {
-        if order.spec.transport != proto::FlowTransport::Tcp {
-            // Lossless flows are tested in virtual time in their own crate (over the link
-            // emulator); the simulated hosts carry TCP-like streams only.
-            return Answer {
-                events: vec![(
-                    src,
-                    FlowEvent::Failed {
-                        id: order.id,
-                        reason: "the simulator carries TCP flows only".into(),
-                    },
-                )],
-                ..Default::default()
-            };
-        }
         let sport = 20_000 + (order.id % 40_000) as u16;
+        if order.spec.transport == proto::FlowTransport::LosslessUnicast {
+            return self.start_lossless(now, src, sport, order);
+        }
         let (total, until) = match order.spec.flow_len {
             proto::FlowLen::Bytes(b) => (Some(b), None),
             proto::FlowLen::Duration(s) => (None, Some(now + Duration::from_secs_f64(s))),
@@ -216,8 +234,183 @@ impl HostStack {
                 }
             }
             TCP => self.stream_packet(now, node, &p, &mut answer),
+            UDP => self.lossless_datagram(now, node, &p, &mut answer),
             _ => {}
         }
+        answer
+    }
+
+    fn start_lossless(
+        &mut self,
+        now: Instant,
+        src: u32,
+        sport: u16,
+        order: &proto::FlowOrder,
+    ) -> Answer {
+        let (config, total) = match agent::lossless::plan(order) {
+            Ok(plan) => plan,
+            Err(reason) => {
+                return Answer {
+                    events: vec![(
+                        src,
+                        FlowEvent::Failed {
+                            id: order.id,
+                            reason,
+                        },
+                    )],
+                    ..Default::default()
+                };
+            }
+        };
+        self.lossless_out.insert(
+            sport,
+            LosslessOut {
+                node: src,
+                id: order.id,
+                src: crate::overlay(src),
+                dst: order.dst_addr,
+                dport: order.port,
+                total,
+                sender: lossless::Sender::new(order.id, total, config, now),
+            },
+        );
+        let mut answer = Answer {
+            events: vec![(
+                src,
+                FlowEvent::Started {
+                    id: order.id,
+                    local_port: sport,
+                    start_ns: self.unix_ns(now),
+                },
+            )],
+            ..Default::default()
+        };
+        self.pump_sender(now, sport, &mut answer);
+        answer
+    }
+
+    /// A UDP datagram for `node`: feedback for one of its lossless senders, or data for a
+    /// flow it takes.
+    fn lossless_datagram(
+        &mut self,
+        now: Instant,
+        node: u32,
+        p: &Ipv4Packet<&[u8]>,
+        answer: &mut Answer,
+    ) {
+        let udp = p.payload();
+        if udp.len() < 8 {
+            return;
+        }
+        let sport = u16::from_be_bytes([udp[0], udp[1]]);
+        let dport = u16::from_be_bytes([udp[2], udp[3]]);
+        let datagram = &udp[8..];
+        if let Some(out) = self.lossless_out.get_mut(&dport)
+            && out.node == node
+            && out.dst == p.src_addr()
+        {
+            out.sender.handle_datagram(now, datagram);
+            self.pump_sender(now, dport, answer);
+            return;
+        }
+        if self.listening.get(&node) != Some(&dport) {
+            return; // nobody takes flows here
+        }
+        let Ok(lossless::Packet::Data { header, .. }) = lossless::Packet::decode(datagram) else {
+            return;
+        };
+        let key = (node, p.src_addr(), sport, header.flow);
+        let unix = self.unix_ns(now);
+        let entry = match self.lossless_in.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let Some(receiver) = lossless::Receiver::for_datagram(datagram) else {
+                    return;
+                };
+                v.insert(LosslessIn {
+                    receiver,
+                    first_ns: unix,
+                    done_at: None,
+                })
+            }
+        };
+        entry.receiver.handle_datagram(now, datagram);
+        if entry.done_at.is_none() && entry.receiver.is_done() {
+            entry.done_at = Some(now);
+            let event = agent::lossless::received(&entry.receiver, entry.first_ns, unix);
+            answer.events.push((node, event));
+        }
+        Self::pump_receiver(now, key, entry, dport, answer);
+    }
+
+    /// Sends what a lossless sender has due; reports it once it is done.
+    fn pump_sender(&mut self, now: Instant, sport: u16, answer: &mut Answer) {
+        let unix = self.unix_ns(now);
+        let Some(out) = self.lossless_out.get_mut(&sport) else {
+            return;
+        };
+        while let Some(datagram) = out.sender.poll_transmit(now) {
+            let packet = packets::udp(out.src, out.dst, (sport, out.dport), &datagram);
+            answer.packets.push((out.node, packet));
+        }
+        if out.sender.is_done() {
+            let out = self.lossless_out.remove(&sport).expect("found above");
+            answer.events.push((
+                out.node,
+                agent::lossless::sent(out.id, out.total, &out.sender, unix),
+            ));
+        }
+    }
+
+    /// Sends what a lossless receiver has to say to its sender.
+    fn pump_receiver(
+        now: Instant,
+        (node, peer, peer_port, _): LosslessKey,
+        flow: &mut LosslessIn,
+        port: u16,
+        answer: &mut Answer,
+    ) {
+        while let Some(feedback) = flow.receiver.poll_transmit(now) {
+            let packet = packets::udp(crate::overlay(node), peer, (port, peer_port), &feedback);
+            answer.packets.push((node, packet));
+        }
+    }
+
+    /// When a lossless flow next has something to do (pacing, repairs, feedback).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let senders = self
+            .lossless_out
+            .values()
+            .filter_map(|o| o.sender.poll_timeout());
+        let receivers = self
+            .lossless_in
+            .values()
+            .filter(|f| f.done_at.is_none())
+            .filter_map(|f| f.receiver.poll_timeout());
+        senders.chain(receivers).min()
+    }
+
+    /// Time has come for what [`HostStack::poll_timeout`] said.
+    pub fn handle_timeout(&mut self, now: Instant) -> Answer {
+        let mut answer = Answer::default();
+        let due: Vec<u16> = self
+            .lossless_out
+            .iter()
+            .filter(|(_, o)| o.sender.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(&sport, _)| sport)
+            .collect();
+        for sport in due {
+            self.pump_sender(now, sport, &mut answer);
+        }
+        for (&key, flow) in self.lossless_in.iter_mut() {
+            if let Some(&port) = self.listening.get(&key.0) {
+                Self::pump_receiver(now, key, flow, port, &mut answer);
+            }
+        }
+        self.lossless_in.retain(|_, f| {
+            f.done_at
+                .is_none_or(|t| now.duration_since(t) < LOSSLESS_LINGER)
+        });
         answer
     }
 

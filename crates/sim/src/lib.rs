@@ -83,6 +83,8 @@ pub struct SimSpec {
     pub metrics_interval: Duration,
     /// Multicast groups made once the topology is ready (`[[groups]]`).
     pub groups: Vec<experiment::groups::PlannedGroup>,
+    /// How lossless flows are cut and protected (`[lossless_runtime_config]`).
+    pub lossless: proto::LosslessConfig,
 }
 
 impl SimSpec {
@@ -102,6 +104,7 @@ impl SimSpec {
             flow_window: 1000,
             metrics_interval: Duration::from_secs(1),
             groups: Vec::new(),
+            lossless: Default::default(),
         }
     }
 
@@ -115,6 +118,7 @@ impl SimSpec {
             dataplane: exp.dataplane,
             metrics_interval: exp.metrics_interval,
             groups: exp.groups.clone(),
+            lossless: exp.lossless,
             ..SimSpec::new(exp.topology.clone())
         }
     }
@@ -147,6 +151,8 @@ enum Event {
     Inject(u32, Vec<u8>),
     /// The coordinator's timeout (flows due).
     CoordinatorTimer,
+    /// The host stacks' timeout (lossless flows' pacing and repairs).
+    HostTimer,
 }
 
 struct Scheduled {
@@ -237,6 +243,7 @@ pub struct Sim {
     milestones: Vec<(Instant, Milestone)>,
     coordinator_timer: Option<Instant>,
     host: host::HostStack,
+    host_timer: Option<Instant>,
     /// Packets the forwarders dropped, by reason.
     pub dropped: HashMap<dataplane::forward::DropReason, u64>,
     /// Datagrams to a group taken up by a node: their sequence numbers, by (node, group).
@@ -272,7 +279,7 @@ impl Sim {
                 network_transport: proto::Transport::Tcp,
                 quic_congestion: proto::QuicCongestion::Cubic,
                 link_protocols: Default::default(),
-                lossless: Default::default(),
+                lossless: spec.lossless,
                 node_port: NODE_PORT,
                 multi_host: spec.agents > 1,
                 dataplane: spec.dataplane,
@@ -315,6 +322,7 @@ impl Sim {
             half_paired: HashSet::new(),
             milestones: Vec::new(),
             coordinator_timer: None,
+            host_timer: None,
             host: {
                 let mut h = host::HostStack::default();
                 h.start_clock(t0);
@@ -522,8 +530,29 @@ impl Sim {
                 self.coordinator.handle_timeout(now);
                 self.deliver_outputs();
             }
+            Event::HostTimer => {
+                if self.host_timer.is_some_and(|at| at <= now) {
+                    self.host_timer = None;
+                    let answer = self.host.handle_timeout(now);
+                    self.take_answer(answer);
+                }
+            }
         }
         self.keep_coordinator_timer();
+        self.keep_host_timer();
+    }
+
+    /// Keeps one wake-up queued for the host stacks' next timeout (a moved one is stale and
+    /// does nothing when it comes).
+    fn keep_host_timer(&mut self) {
+        if let Some(at) = self.host.poll_timeout()
+            && self.host_timer.is_none_or(|t| at < t)
+        {
+            // Never at the same instant again: what is due now was just done.
+            let at = at.max(self.now + Duration::from_micros(1));
+            self.host_timer = Some(at);
+            self.schedule(at, Event::HostTimer);
+        }
     }
 
     /// The agent hosting node `id`: the nodes are split into blocks, one per agent.

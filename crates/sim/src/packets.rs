@@ -1,8 +1,9 @@
-//! The packets the simulated host stacks send: ICMP echoes and TCP-numbered stream segments.
+//! The packets the simulated host stacks send: ICMP echoes, TCP-numbered stream segments and
+//! UDP datagrams (lossless flows).
 
 use std::net::Ipv4Addr;
 
-use dataplane::packet::{ICMP, TCP, checksum};
+use dataplane::packet::{ICMP, TCP, UDP, checksum};
 
 /// An IPv4 packet with a valid header checksum.
 pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, ttl: u8, protocol: u8, payload: &[u8]) -> Vec<u8> {
@@ -73,4 +74,16 @@ pub fn tcp_with(
     t[14..16].copy_from_slice(&u16::MAX.to_be_bytes());
     t[TCP_HEADER..TCP_HEADER + head.len()].copy_from_slice(head);
     ipv4_tos(src, dst, 64, tos, TCP, &t)
+}
+
+/// A UDP datagram carrying `data` (no checksum: optional over IPv4, and nothing on the
+/// simulated path corrupts a packet).
+pub fn udp(src: Ipv4Addr, dst: Ipv4Addr, ports: (u16, u16), data: &[u8]) -> Vec<u8> {
+    let mut u = vec![0u8; 8 + data.len()];
+    u[0..2].copy_from_slice(&ports.0.to_be_bytes());
+    u[2..4].copy_from_slice(&ports.1.to_be_bytes());
+    let len = u.len() as u16;
+    u[4..6].copy_from_slice(&len.to_be_bytes());
+    u[8..].copy_from_slice(data);
+    ipv4(src, dst, 64, UDP, &u)
 }
