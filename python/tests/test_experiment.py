@@ -15,9 +15,12 @@ from nextmini import Experiment, NextminiError, topo
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "python"
 
 
-def avg_rtt_ms(ping_output: str) -> float:
+def least_rtt_ms(ping_output: str) -> float:
+    """The least RTT of ping's replies: the emulated delay is what every reply waits at least,
+    and a busy host (two cores, the kernel freeing an earlier test's namespaces) only adds to
+    some of them; a wrong delay or path still shows in every reply."""
     line = next(l for l in ping_output.splitlines() if l.startswith("rtt"))
-    return float(line.split("=")[1].split("/")[1])
+    return float(line.split("=")[1].split("/")[0])
 
 
 def namespaces(prefix: str):
@@ -31,27 +34,27 @@ def test_a_networkx_topology_with_per_edge_delays_pings_as_configured(root_only)
     g.add_edge("b", "c", delay="10ms")
     with Experiment(topo.from_networkx(g)) as exp:
         exp.wait_ready()
-        rtt = avg_rtt_ms(exp.node(1).exec("ping -c 5 -i 0.2 10.0.0.3", check=True).stdout)
-        assert 29.8 <= rtt < 31.0, rtt
+        rtt = least_rtt_ms(exp.node(1).exec("ping -c 5 -i 0.2 10.0.0.3", check=True).stdout)
+        assert 29.6 <= rtt < 31.0, rtt
 
 
 def test_link_changes_and_routes_pinned_from_python_take_effect(root_only):
     with Experiment(topo.ring(6), links={"delay": "1ms"}) as exp:
-        ping = lambda: avg_rtt_ms(exp.node(1).exec("ping -c 3 -i 0.2 10.0.0.2", check=True).stdout)
-        assert 1.9 <= ping() < 3.0
+        ping = lambda: least_rtt_ms(exp.node(1).exec("ping -c 3 -i 0.2 10.0.0.2", check=True).stdout)
+        assert 1.7 <= ping() < 3.0
         # Both directions: 10 ms each way.
         exp.link(1, 2).set(delay="10ms")
-        assert 19.8 <= ping() < 21.5
+        assert 19.7 <= ping() < 21.5
         assert exp.link(1, 2).show()["a_to_b"]["params"]["delay"] == "10ms"
         applied = exp.route(1, 2).pin([1, 6, 5, 4, 3, 2])
         assert applied["nodes"] >= 5
         # Out the long way (5 links of 1 ms), back over the 10 ms link.
-        assert 14.7 <= ping() < 16.5
+        assert 14.5 <= ping() < 16.5
         hops = exp.node(1).exec("traceroute -n -I -q 1 -w 1 10.0.0.2", check=True).stdout
         assert [l.split()[1] for l in hops.splitlines()[1:]] == [f"10.0.0.{n}" for n in (6, 5, 4, 3, 2)]
         assert exp.route(1, 2).show()["edges"] == [[1, 6], [3, 2], [4, 3], [5, 4], [6, 5]]
         exp.route(1, 2).clear()
-        assert 19.8 <= ping() < 21.5
+        assert 19.7 <= ping() < 21.5
         with pytest.raises(NextminiError, match="no link between nodes 1 and 3"):
             exp.route(1, 3).pin([1, 3])
 

@@ -61,7 +61,7 @@ def test_a_delay_edited_on_the_page_shows_in_link_show_and_in_ping(browser):
         assert re.search(r"\| 1→2 \| up \| unshaped \| 25ms \|", shown), shown
         rtt = exp.node(1).exec("ping -c 3 -i 0.2 10.0.0.2", check=True).stdout.splitlines()[-1]
         # The least of three: the emulated delay sets the floor, a busy machine only adds.
-        assert 49.8 < float(rtt.split("=")[1].split("/")[0]) < 52.5, rtt
+        assert 49.7 < float(rtt.split("=")[1].split("/")[0]) < 52.5, rtt
         # Changes without the token are refused, by the API as by the page.
         request = urllib.request.Request(
             exp.api.base + "/api/links/1/2",
