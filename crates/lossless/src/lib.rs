@@ -40,6 +40,11 @@ pub struct Config {
     pub bytes_per_sec: u64,
 }
 
+/// Symbols over which the sender averages the loss it sees: recent enough that a burst (a
+/// link down for a while) stops weighing on every later block's repair symbols once it is
+/// over, long enough to measure a steady loss rate within a few percent.
+const LOSS_MEMORY: f64 = 256.0;
+
 /// What the largest symbol and block may be (RaptorQ's limits are far above).
 pub const MAX_CHUNK: u16 = 16_384;
 pub const MAX_SYMBOLS_PER_BLOCK: u16 = 1_024;
@@ -161,8 +166,12 @@ pub struct Sender {
     /// The current block's RaptorQ encoder.
     encoder: Option<(u32, raptorq::SourceBlockEncoder)>,
     next_send: Instant,
-    /// Loss seen in feedback: symbols the receiver counted against those sent.
+    /// Loss seen in feedback: symbols the receiver counted against those sent, averaged over
+    /// about the last [`LOSS_MEMORY`] symbols.
     loss: f64,
+    /// The latest feedback's counts (symbols received, symbols sent as far as seen): the loss
+    /// of the next feedback is counted from here.
+    last_counts: (u64, u64),
     srtt: Option<Duration>,
     done_blocks: u32,
     stats: SenderStats,
@@ -200,6 +209,7 @@ impl Sender {
             encoder: None,
             next_send: now,
             loss: 0.0,
+            last_counts: (0, 0),
             srtt: None,
             done_blocks: 0,
             stats: SenderStats::default(),
@@ -389,9 +399,13 @@ impl Sender {
             let rtt = now - echoed;
             self.srtt = Some(self.srtt.map_or(rtt, |s| (s * 7 + rtt) / 8));
         }
-        if f.symbols_sent_seen > 0 && self.stats.datagrams > 0 {
-            let seen = f.symbols_received as f64 / f.symbols_sent_seen as f64;
-            self.loss = (1.0 - seen).clamp(0.0, 0.9);
+        if f.symbols_sent_seen > self.last_counts.1 && self.stats.datagrams > 0 {
+            let sent = (f.symbols_sent_seen - self.last_counts.1) as f64;
+            let received = f.symbols_received.saturating_sub(self.last_counts.0) as f64;
+            let since = (1.0 - received / sent).clamp(0.0, 1.0);
+            let weight = (sent / LOSS_MEMORY).min(1.0);
+            self.loss = (self.loss + (since - self.loss) * weight).clamp(0.0, 0.9);
+            self.last_counts = (f.symbols_received, f.symbols_sent_seen);
         }
         let complete_below = f.complete_below.min(self.next_block);
         while self.first_open < complete_below {

@@ -10,8 +10,8 @@ use sim::{Sim, SimSpec};
 
 /// A line of 3 whose links run at 20 Mbit/s with 5 ms each way, `loss` on both directions of
 /// 2-3, and one 2 MB lossless flow from 1 to 3 at the links' rate (2.5 MB/s); `extra` is
-/// added to the file. Returns the flow once it is done.
-fn run(loss: &str, extra: &str) -> FlowRow {
+/// added to the file. Returns the simulation, ready, with the flow started.
+fn start(loss: &str, extra: &str) -> Sim {
     let text = format!(
         r#"
 [topology]
@@ -40,6 +40,12 @@ flow_spec = {{ flow_len = {{ Bytes = 2000000 }}, flow_rate = 2500000, transport 
     let mut s = Sim::new(SimSpec::from_experiment(&exp));
     s.add_experiment_flows(&exp).unwrap();
     s.run_until_ready(Duration::from_secs(1)).unwrap();
+    s
+}
+
+/// The same, run until the flow is done.
+fn run(loss: &str, extra: &str) -> FlowRow {
+    let mut s = start(loss, extra);
     assert!(s.run_until_flows_done(Duration::from_secs(30)));
     s.flows().remove(0)
 }
@@ -81,6 +87,34 @@ fn a_lossless_flow_repairs_what_a_lossy_link_drops_with_and_without_fec() {
         assert!(
             fct > FLOOR && fct < FLOOR * 1.3 + 0.1,
             "{how}: {fct:.3} s against {FLOOR:.3} s"
+        );
+    }
+}
+
+#[test]
+fn a_lossless_flow_cut_off_for_half_a_second_resumes_and_arrives_whole() {
+    for extra in [
+        "",
+        "[lossless_runtime_config]\nfec_enabled = true\nfec_default_symbols_per_block = 32\n",
+    ] {
+        let mut s = start("0%", extra);
+        // A third of the way in, 2-3 goes down (both ways: data and feedback are lost), then
+        // comes back.
+        s.run_for(Duration::from_millis(300));
+        s.set_link(2, 3, "up=false").unwrap();
+        s.run_for(Duration::from_millis(500));
+        s.set_link(2, 3, "up=true").unwrap();
+        assert!(s.run_until_flows_done(Duration::from_secs(30)));
+        let f = s.flows().remove(0);
+        assert_eq!(f.state, FlowState::Finished, "{extra}: {f:?}");
+        assert_eq!(f.bytes, Some(2_000_000), "{extra}");
+        // What was in flight or sent into the outage is made good once the link is back...
+        assert!(f.tcp.unwrap().retransmits > 20, "{extra}: {f:?}");
+        // ...and the flow ends about the outage later than it would have, not seconds.
+        let fct = f.fct_seconds.unwrap();
+        assert!(
+            fct > FLOOR + 0.5 && fct < FLOOR * 1.1 + 0.5 + 0.5,
+            "{extra}: {fct:.3} s against {FLOOR:.3} s and a 0.5 s outage"
         );
     }
 }
