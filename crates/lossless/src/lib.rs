@@ -6,7 +6,7 @@
 //! correction a block is one chunk (`k = 1`), and a lost chunk is sent again. With it
 //! ([`Fec`]), a block is `k` source symbols and RaptorQ (RFC 6330, the `raptorq` crate) makes
 //! as many repair symbols as wanted: the sender adds a few to every block, as many as the loss
-//! it has seen calls for, and the receiver decodes a block from any `k` (or slightly more) of
+//! it has seen lately calls for, and the receiver decodes a block from any `k` (or slightly more) of
 //! its symbols, so a loss is repaired without a round trip most of the time. The receiver says
 //! what it has (every few packets and every few milliseconds); the sender repairs a block it
 //! has not heard complete for a while (more repair symbols, or the chunk again) until every
