@@ -273,21 +273,24 @@ fn prune(
 
 /// The group's trees and each node's entry, over the unicast `tables` (for the default tree).
 pub fn build(group: &Group, tables: &[RouteTable]) -> Built {
-    build_over(group, tables, |_, _| true)
+    build_over(group, tables, |_, _| true).0
 }
 
 /// As [`build`], over only the links for which `carries(parent, child)` holds: a tree edge
 /// over any other link is cut, and so is what hangs below it, its members unreached (a
 /// shortest-path tree that routes move onto a link that carries no groups, such as a kernel
-/// link between two max-mode nodes).
+/// link between two max-mode nodes). Also returns the edges cut.
 pub fn build_over(
     group: &Group,
     tables: &[RouteTable],
     carries: impl Fn(u32, u32) -> bool,
-) -> Built {
+) -> (Built, Vec<(u32, u32)>) {
     let mut built = build_trees(group, tables);
+    let mut cut = Vec::new();
     for t in &mut built {
-        if t.edges.iter().all(|&(a, b)| carries(a, b)) {
+        let before = cut.len();
+        cut.extend(t.edges.iter().copied().filter(|&(a, b)| !carries(a, b)));
+        if cut.len() == before {
             continue;
         }
         let usable: Vec<(u32, u32)> = t
@@ -304,7 +307,7 @@ pub fn build_over(
         t.edges = edges;
         t.unreached = unreached;
     }
-    entries(group, built)
+    (entries(group, built), cut)
 }
 
 /// The edges of `edges` that a walk from `source` along them reaches.
@@ -530,7 +533,8 @@ mod tests {
         // Over links that carry groups only: with 5-4 carrying none, the tree ends at member
         // 6 (the branch to 5 leads to no member any more) and 3 is unreached.
         let g = group(1, &[3, 6]);
-        let cut = build_over(&g, router.tables(), |a, b| (a, b) != (5, 4));
+        let (cut, edges) = build_over(&g, router.tables(), |a, b| (a, b) != (5, 4));
+        assert_eq!(edges, vec![(5, 4)]);
         assert_eq!(cut.trees[0].edges, vec![(1, 6)]);
         assert_eq!(cut.trees[0].unreached, vec![3]);
         assert_eq!(cut.entries.keys().copied().collect::<Vec<_>>(), vec![1, 6]);

@@ -377,18 +377,17 @@ impl Coordinator {
             // Routes may now cross a kernel link, which carries no groups: the tree is cut
             // there (its members beyond show as unreached) rather than refused, since nobody
             // asked for this change.
-            let full = multicast::build(&state.group, router.tables());
-            let built = multicast::build_over(&state.group, router.tables(), |a, b| {
+            let (built, cut) = multicast::build_over(&state.group, router.tables(), |a, b| {
                 !self.kernel_link(a, b)
             });
-            if built.trees != full.trees {
+            if !cut.is_empty() {
                 let beyond: Vec<u32> = built
                     .trees
                     .iter()
                     .flat_map(|t| t.unreached.iter().copied())
                     .collect();
                 tracing::warn!(
-                    "multicast group {addr}: routes now cross a link between two max-mode nodes, which carries no groups; members {beyond:?} get nothing until routes change or trees are set around it"
+                    "multicast group {addr}: routes now cross links between two max-mode nodes ({cut:?}), which carry no groups; members {beyond:?} get nothing until routes change or trees are set around them"
                 );
             }
             if built.trees != state.built.trees {
